@@ -168,6 +168,7 @@ impl ChannelTree {
         self.channels.get(id)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.channels.len()
     }

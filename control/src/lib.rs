@@ -1,19 +1,27 @@
 //! The OpenSpeak control plane: access tokens, channels, sessions and
 //! presence over gRPC.
 //!
-//! The core ([`Hub`], with the channel tree and tokens beside it) is plain
-//! Rust with no IO and no clock; `Broker` wraps it for concurrent use and
-//! fans its events out; the gRPC services in `service` are the edge where
-//! protobuf types become core types and errors become statuses.
+//! The core ([`Hub`], with the channel tree and the token store beside it)
+//! is plain Rust with no IO and no clock. `Broker` shares the hub between
+//! RPC handlers and fans its events out in one order. The gRPC services in
+//! `service` are the edge where protobuf types become core types and core
+//! errors become statuses. [`ControlPlane`] puts it all on a socket.
 
+mod authenticator;
 mod ban_list;
+mod broker;
 mod channels;
+mod convert;
 mod event;
 mod hub;
 mod ids;
 mod limits;
 mod persist;
+mod request_id;
+mod server;
+mod service;
 mod session_ids;
 mod tokens;
 
 pub use hub::Hub;
+pub use server::{ControlPlane, ServeError, StartError};

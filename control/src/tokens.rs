@@ -240,6 +240,13 @@ impl TokenStore {
         Ok(self.records[index].info())
     }
 
+    /// Whether token `id` exists and is not revoked.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.records
+            .iter()
+            .any(|r| r.id == id && r.revoked_at.is_none())
+    }
+
     /// Every token that is not revoked (expired ones included), oldest first.
     pub fn list(&self) -> Vec<TokenInfo> {
         self.records

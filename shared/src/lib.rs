@@ -5,9 +5,14 @@
 //! Only this crate and the service edges of the planes touch protobuf types;
 //! the planes' cores work on plain Rust types.
 
+pub mod cli;
+pub mod config;
 mod error;
 pub mod pb;
+pub mod telemetry;
 
+pub use cli::ConfigArgs;
+pub use config::{Config, ConfigError, LoadOptions};
 pub use error::{DOMAIN, Reason};
 
 /// gRPC metadata keys of the public API.

@@ -1,0 +1,45 @@
+//! `openspeak-control`: the control plane as a process.
+
+use anyhow::Context;
+use clap::Parser;
+use openspeak_control::ControlPlane;
+use openspeak_shared::{cli::ConfigArgs, telemetry};
+
+/// OpenSpeak control plane: access tokens, channels, sessions and presence over gRPC.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = args.config.load()?;
+    let _telemetry = telemetry::init(&config.logging)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let control = ControlPlane::bind(config).await?;
+        control.serve(shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail on Unix");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,169 @@
+//! Shares the [`Hub`] between the RPC handlers and fans its events out.
+//!
+//! One `std::sync::Mutex` guards the hub: every operation is short, never
+//! awaits, and must see and change the state as one step, so an async lock
+//! would only add cost. Events are numbered and published while that lock
+//! is held, which is what puts every session's events in one order.
+//!
+//! Publishing goes through one `tokio::sync::broadcast` channel: its ring
+//! buffer is every subscriber's bounded queue at once (a subscriber may fall
+//! `presence.event_queue` events behind, no more), an event is converted to
+//! its wire form once however many sessions there are, and a slow session
+//! never blocks the others: it lags, and its stream is ended.
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Instant, SystemTime},
+};
+
+use openspeak_shared::pb;
+use tokio::sync::{broadcast, watch};
+
+use crate::{
+    convert,
+    event::{Event, User},
+    hub::{Hub, HubError},
+    ids::SessionId,
+    session_ids::{SessionIds, SessionIdsError},
+    tokens::TokenInfo,
+};
+
+/// One published event, in both forms: the core one for deciding who gets
+/// it, the wire one for sending.
+#[derive(Debug)]
+pub struct Dispatch {
+    pub event: Event,
+    /// For session streams, encoded from `event` once.
+    pub wire: pb::Event,
+}
+
+pub type Subscription = broadcast::Receiver<Arc<Dispatch>>;
+
+/// A newly started session: its id, its first event, and its feed.
+pub struct Started {
+    pub id: SessionId,
+    pub user: User,
+    /// `session_started`, numbered like the last event its snapshot includes.
+    pub first: pb::Event,
+    pub events: Subscription,
+    /// Turns true when the server closes every remaining session.
+    pub closed: watch::Receiver<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    #[error(transparent)]
+    Ids(#[from] SessionIdsError),
+}
+
+pub struct Broker {
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Arc<Dispatch>>,
+    /// Set once, at the end of the shutdown grace period.
+    closed: watch::Sender<bool>,
+}
+
+struct Inner {
+    hub: Hub,
+    ids: SessionIds,
+    /// Number of the last published event.
+    sequence: u64,
+}
+
+impl Broker {
+    /// `queue` is how far one subscriber may fall behind before it is cut off.
+    pub fn new(hub: Hub, ids: SessionIds, queue: usize) -> Self {
+        let (events, _) = broadcast::channel(queue.max(1));
+        Self {
+            inner: Mutex::new(Inner {
+                hub,
+                ids,
+                sequence: 0,
+            }),
+            events,
+            closed: watch::Sender::new(false),
+        }
+    }
+
+    /// Ends every session stream now (the end of the shutdown grace period).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Runs `f` on the hub and publishes the events it produced.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Hub) -> R) -> R {
+        let mut inner = self.lock();
+        let result = f(&mut inner.hub);
+        self.publish(&mut inner);
+        result
+    }
+
+    /// Runs `f` on the hub without changing it.
+    pub fn read<R>(&self, f: impl FnOnce(&Hub) -> R) -> R {
+        f(&self.lock().hub)
+    }
+
+    /// Starts a session and subscribes it, atomically: its snapshot and its
+    /// feed meet exactly, with no event lost or seen twice.
+    pub fn start_session(
+        &self,
+        token: &TokenInfo,
+        display_name: &str,
+        now: Instant,
+    ) -> Result<Started, StartError> {
+        let mut inner = self.lock();
+        let Inner { hub, ids, .. } = &mut *inner;
+        let id = ids.allocate(|id| hub.contains(id))?;
+        let user = hub.start_session(id, token, display_name, now)?;
+        // Its own `user_online` goes out before it subscribes: a session
+        // learns of itself from `session_started`.
+        self.publish(&mut inner);
+        let events = self.events.subscribe();
+        let first = pb::Event {
+            sequence: inner.sequence,
+            event: Some(pb::event::Event::SessionStarted(pb::SessionStarted {
+                session_id: id.0,
+                channels: inner.hub.channels().iter().map(convert::channel).collect(),
+                users: inner.hub.users().iter().map(convert::user).collect(),
+            })),
+        };
+        Ok(Started {
+            id,
+            user,
+            first,
+            events,
+            closed: self.closed.subscribe(),
+        })
+    }
+
+    /// Ends a session (its stream is gone); a no-op if it already ended.
+    pub fn end_session(&self, id: SessionId) -> bool {
+        self.update(|hub| hub.end_session(id))
+    }
+
+    /// The periodic tick: idle marks, token expiry, stale temporary channels.
+    pub fn tick(&self, now: Instant, wall: SystemTime) {
+        self.update(|hub| hub.handle_timeout(now, wall));
+    }
+
+    fn publish(&self, inner: &mut MutexGuard<'_, Inner>) {
+        let Inner { hub, sequence, .. } = &mut **inner;
+        for event in hub.drain_events() {
+            *sequence += 1;
+            let dispatch = Dispatch {
+                wire: convert::event(&event, *sequence),
+                event,
+            };
+            // An error only means nobody is subscribed, which is fine.
+            let _ = self.events.send(Arc::new(dispatch));
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock is a bug, but the state it left is
+        // still the best there is; carrying on beats failing every RPC.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

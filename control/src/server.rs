@@ -1,0 +1,344 @@
+//! Starting, serving and stopping the control plane.
+//!
+//! [`ControlPlane::bind`] opens the state (tokens, session ids), creates
+//! the bootstrap admin token on first start and binds the listener, so that
+//! every start-up error is reported before anything is served.
+//! [`ControlPlane::serve`] runs until its shutdown future resolves, then
+//! drains as the contract says: stop accepting, health NOT_SERVING,
+//! `server_shutdown` to every session, wait up to `server.shutdown_grace`
+//! for streams to close, close the rest.
+
+use std::{
+    fs, io,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant, SystemTime},
+};
+
+use openspeak_shared::{config::Config, pb};
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::{
+    server::NamedService,
+    service::interceptor::InterceptedService,
+    transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming},
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tracing::{info, warn};
+
+use crate::{
+    authenticator::Authenticator,
+    ban_list::BanList,
+    broker::Broker,
+    hub::Hub,
+    persist,
+    request_id::RequestIdLayer,
+    service::{AuthApi, ChannelApi, PresenceApi, Shared, VoiceApi},
+    session_ids::{SessionIds, SessionIdsError},
+    tokens::{Role, StoreError, TokenStore},
+};
+
+/// How often the hub's clock advances (idle marks, token expiry, temporary
+/// channels). The contract allows temporary channels ±5 s.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tokens(#[from] StoreError),
+    #[error(transparent)]
+    SessionIds(#[from] SessionIdsError),
+    #[error("invalid default channel name: {0}")]
+    DefaultChannel(String),
+    #[error("auth.bootstrap_token is set but empty")]
+    EmptyBootstrapToken,
+    #[error("cannot write the bootstrap admin token to {path}: {source}")]
+    BootstrapFile { path: PathBuf, source: io::Error },
+    #[error("cannot read {what} {path}: {source}")]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("invalid TLS configuration: {0}")]
+    Tls(tonic::transport::Error),
+    #[error("invalid listen address {0:?}")]
+    Address(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+}
+
+/// Why serving stopped other than by shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A control plane that is bound and ready to serve.
+pub struct ControlPlane {
+    config: Config,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    broker: Arc<Broker>,
+    tokens: Arc<RwLock<TokenStore>>,
+    tls: Option<ServerTlsConfig>,
+}
+
+impl ControlPlane {
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let now = Instant::now();
+        let mut tokens = TokenStore::open(&config.tokens_file())?;
+        if tokens.is_empty() {
+            bootstrap(&config, &mut tokens)?;
+        }
+        let ids = SessionIds::open(&config.storage.data_dir.join("session_ids"))?;
+        let hub = Hub::new(
+            &config.channels.default,
+            config.presence.idle_timeout.get(),
+            now,
+        )
+        .map_err(|e| StartError::DefaultChannel(e.to_string()))?;
+        let broker = Arc::new(Broker::new(hub, ids, config.presence.event_queue));
+        let tls = tls_config(&config)?;
+
+        let addr = format!("{}:{}", config.server.host, config.server.port);
+        let socket: SocketAddr = format!(
+            "{}:{}",
+            bracket_v6(&config.server.host),
+            config.server.port
+        )
+        .parse()
+        .map_err(|_| StartError::Address(addr.clone()))?;
+        let listener = TcpListener::bind(socket)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: socket.to_string(),
+            source,
+        })?;
+        Ok(Self {
+            config,
+            listener,
+            local_addr,
+            broker,
+            tokens: Arc::new(RwLock::new(tokens)),
+            tls,
+        })
+    }
+
+    /// The address actually bound (the port differs from the configured
+    /// one when that was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then drains and returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let ControlPlane {
+            config,
+            listener,
+            local_addr,
+            broker,
+            tokens,
+            tls,
+        } = self;
+        let shared = Arc::new(Shared {
+            broker: broker.clone(),
+            tokens: tokens.clone(),
+            token_ttl: Some(config.auth.token_ttl.get()).filter(|d| !d.is_zero()),
+            members_can_create: config.channels.members_can_create,
+        });
+        let auth = Authenticator::new(
+            tokens,
+            BanList::new(
+                config.auth.max_failures,
+                config.auth.failure_window.get(),
+                config.auth.ban_duration.get(),
+            ),
+        );
+        let max = config.server.max_message_bytes;
+
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        set_health(&health_reporter, ServingStatus::Serving).await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("the embedded descriptor sets are valid");
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .expect("the embedded descriptor sets are valid");
+
+        let mut builder = Server::builder()
+            .http2_keepalive_interval(Some(config.server.keepalive_interval.get()))
+            .http2_keepalive_timeout(Some(config.server.keepalive_timeout.get()));
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .expect("TLS configuration was checked at bind");
+        }
+        let router = builder
+            .layer(RequestIdLayer)
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(InterceptedService::new(
+                pb::auth_service_server::AuthServiceServer::new(AuthApi(shared.clone()))
+                    .max_decoding_message_size(max),
+                auth.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                pb::channel_service_server::ChannelServiceServer::new(ChannelApi(
+                    shared.clone(),
+                ))
+                .max_decoding_message_size(max),
+                auth.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                pb::presence_service_server::PresenceServiceServer::new(PresenceApi(
+                    shared.clone(),
+                ))
+                .max_decoding_message_size(max),
+                auth.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                pb::voice_service_server::VoiceServiceServer::new(VoiceApi(shared.clone()))
+                    .max_decoding_message_size(max),
+                auth,
+            ));
+
+        let ticker = tokio::spawn({
+            let broker = broker.clone();
+            async move {
+                let mut interval = tokio::time::interval(TICK);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    broker.tick(Instant::now(), SystemTime::now());
+                }
+            }
+        });
+
+        let (stop_accepting, stop_rx) = oneshot::channel::<()>();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        }));
+        let scheme = if config.server.tls_cert.is_some() {
+            "TLS"
+        } else {
+            "plaintext"
+        };
+        info!(addr = %local_addr, transport = scheme, "control plane listening for gRPC");
+
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut server => {
+                ticker.abort();
+                return match result {
+                    Ok(result) => result.map_err(ServeError::from),
+                    Err(join) => panic!("gRPC server task failed: {join}"),
+                };
+            }
+        }
+
+        let sessions = broker.read(|hub| hub.session_count());
+        info!(sessions, "shutting down: no new connections; telling sessions");
+        set_health(&health_reporter, ServingStatus::NotServing).await;
+        let _ = stop_accepting.send(());
+        broker.update(|hub| hub.shutdown("the server is shutting down"));
+
+        let grace = config.server.shutdown_grace.get();
+        if tokio::time::timeout(grace, &mut server).await.is_err() {
+            let left = broker.read(|hub| hub.session_count());
+            warn!(
+                sessions = left,
+                grace_secs = grace.as_secs(),
+                "grace period over; closing the remaining sessions"
+            );
+            broker.close();
+            // Closed streams end their calls; give connections a moment to
+            // say goodbye, then drop whatever is left.
+            if tokio::time::timeout(Duration::from_secs(2), &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+            }
+        }
+        ticker.abort();
+        info!("control plane stopped");
+        Ok(())
+    }
+}
+
+/// Creates the first admin token on a store that never had one.
+fn bootstrap(config: &Config, tokens: &mut TokenStore) -> Result<(), StartError> {
+    let now = SystemTime::now();
+    if let Some(token) = &config.auth.bootstrap_token {
+        if token.trim().is_empty() {
+            return Err(StartError::EmptyBootstrapToken);
+        }
+        tokens.insert(token.trim(), "bootstrap admin", Role::Admin, None, now)?;
+        info!("created the bootstrap admin token from auth.bootstrap_token");
+        return Ok(());
+    }
+    let (token, info) = tokens.create("bootstrap admin", Role::Admin, None, now)?;
+    let path = config.bootstrap_token_file();
+    persist::write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)
+        .map_err(|source| StartError::BootstrapFile {
+            path: path.clone(),
+            source,
+        })?;
+    info!(token_id = %info.id, file = %path.display(), "admin token: {token}");
+    Ok(())
+}
+
+fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
+    let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) else {
+        warn!(
+            "serving gRPC without TLS: tokens and everything else cross the network in \
+             clear text; set server.tls_cert and server.tls_key unless a TLS proxy is in front"
+        );
+        return Ok(None);
+    };
+    let read = |what, path: &PathBuf| {
+        fs::read(path).map_err(|source| StartError::TlsFile {
+            what,
+            path: path.clone(),
+            source,
+        })
+    };
+    let identity = Identity::from_pem(read("server.tls_cert", cert)?, read("server.tls_key", key)?);
+    let tls = ServerTlsConfig::new().identity(identity);
+    // Fail at start-up, not at the first handshake.
+    Server::builder()
+        .tls_config(tls.clone())
+        .map_err(StartError::Tls)?;
+    Ok(Some(tls))
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    let names = [
+        "",
+        <pb::auth_service_server::AuthServiceServer<AuthApi> as NamedService>::NAME,
+        <pb::channel_service_server::ChannelServiceServer<ChannelApi> as NamedService>::NAME,
+        <pb::presence_service_server::PresenceServiceServer<PresenceApi> as NamedService>::NAME,
+        <pb::voice_service_server::VoiceServiceServer<VoiceApi> as NamedService>::NAME,
+    ];
+    for name in names {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+fn bracket_v6(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}

@@ -1,0 +1,184 @@
+//! The command-line flags every OpenSpeak binary shares: which config file
+//! to read and overrides of single keys. Flatten [`ConfigArgs`] into a
+//! binary's `clap` parser and call [`ConfigArgs::load`].
+//!
+//! Environment variables are not clap's business: [`Config::load`] reads
+//! `OPENSPEAK_<SECTION>__<KEY>` itself, so that every key has one.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config::{Config, ConfigError, LoadOptions, Override};
+
+/// Configuration flags. They are the strongest source: over environment
+/// variables, the file and the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ConfigArgs {
+    /// YAML config file [default: config/config.yaml, which may be missing]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Set any config key, e.g. `--set server.port=50051` (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    pub set: Vec<Override>,
+
+    /// IP address of the public listener (server.host)
+    #[arg(long, value_name = "IP")]
+    pub host: Option<String>,
+
+    /// Port of the public listener, 0 for any free port (server.port)
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// Directory for state such as tokens (storage.data_dir)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+
+    /// Log level or filter, e.g. `debug` or `info,h2=warn` (logging.level)
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Log format (logging.output_format)
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+}
+
+impl ConfigArgs {
+    /// The overrides these flags make: every `--set` in order, then the
+    /// convenience flags, which win over a `--set` of the same key.
+    pub fn overrides(&self) -> Vec<Override> {
+        let port = self.port.map(|p| p.to_string());
+        let named = [
+            ("--host", "server.host", self.host.as_ref()),
+            ("--port", "server.port", port.as_ref()),
+            ("--data-dir", "storage.data_dir", self.data_dir.as_ref()),
+            ("--log-level", "logging.level", self.log_level.as_ref()),
+            (
+                "--log-format",
+                "logging.output_format",
+                self.log_format.as_ref(),
+            ),
+        ];
+        let named = named
+            .into_iter()
+            .filter_map(|(flag, key, value)| value.map(|v| Override::new(flag, key, v.clone())));
+        self.set.iter().cloned().chain(named).collect()
+    }
+
+    /// Load options for these flags, reading the process environment.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            config_path: self.config.clone(),
+            overrides: self.overrides(),
+            ..LoadOptions::default()
+        }
+    }
+
+    /// Loads and validates the configuration: [`Config::load`] with
+    /// [`load_options`](Self::load_options).
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.load_options())
+    }
+}
+
+/// clap's parser for `--set`, so a malformed one is a usage error.
+fn parse_set(arg: &str) -> Result<Override, String> {
+    Override::parse("--set", arg)
+        .map_err(|_| "expected KEY=VALUE such as server.port=50051".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ConfigArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ConfigArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("openspeak").chain(args.iter().copied()))
+            .map(|cli| cli.config)
+    }
+
+    #[test]
+    fn no_flags_no_overrides() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args, ConfigArgs::default());
+        assert!(args.overrides().is_empty());
+        assert_eq!(args.load_options().config_path, None);
+    }
+
+    #[test]
+    fn flags_become_overrides_convenience_last() {
+        let args = parse(&[
+            "--port",
+            "0",
+            "--set",
+            "server.port=1",
+            "--set",
+            "auth.bootstrap_token=a=b",
+            "--config",
+            "/etc/openspeak.yaml",
+            "--host",
+            "::",
+            "--data-dir",
+            "/var/lib/openspeak",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.overrides(),
+            vec![
+                Override::new("--set", "server.port", "1"),
+                Override::new("--set", "auth.bootstrap_token", "a=b"),
+                Override::new("--host", "server.host", "::"),
+                Override::new("--port", "server.port", "0"),
+                Override::new("--data-dir", "storage.data_dir", "/var/lib/openspeak"),
+                Override::new("--log-level", "logging.level", "debug"),
+                Override::new("--log-format", "logging.output_format", "json"),
+            ]
+        );
+        let opts = args.load_options();
+        assert_eq!(opts.config_path, Some(PathBuf::from("/etc/openspeak.yaml")));
+        let config = Config::load(&opts.env_vars([("OPENSPEAK_SERVER__PORT", "2")]));
+        // The file does not exist: an explicit path must.
+        assert!(matches!(config, Err(ConfigError::NotFound { .. })));
+    }
+
+    #[test]
+    fn flags_win_over_env() {
+        let args = parse(&["--port", "0", "--log-format", "json"]).unwrap();
+        let opts = args.load_options().env_vars([
+            ("OPENSPEAK_SERVER__PORT", "7"),
+            ("OPENSPEAK_SERVER__HOST", "127.0.0.1"),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("config.yaml");
+        let config = Config::load_with_default_path(&opts, &missing).unwrap();
+        assert_eq!(config.server.port, 0);
+        assert_eq!(config.server.host, "127.0.0.1");
+        assert_eq!(config.logging.output_format, "json");
+    }
+
+    #[test]
+    fn malformed_flags_are_usage_errors() {
+        for args in [
+            &["--set", "server.port"][..],
+            &["--set", "=1"],
+            &["--set", "server..port=1"],
+            &["--port", "65536"],
+            &["--port", "http"],
+            &["--log-format", "xml"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+}
