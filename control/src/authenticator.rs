@@ -31,10 +31,14 @@ impl Caller {
     /// The caller from the request extensions; a missing one means the
     /// service was mounted without the interceptor, a bug.
     pub fn of<T>(request: &Request<T>) -> Result<Caller, Status> {
-        request.extensions().get::<Caller>().cloned().ok_or_else(|| {
-            tracing::error!("request reached a service without passing the authenticator");
-            Reason::InternalError.status("internal error")
-        })
+        request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| {
+                tracing::error!("request reached a service without passing the authenticator");
+                Reason::InternalError.status("internal error")
+            })
     }
 
     /// Refuses callers that are not admins.
@@ -75,9 +79,9 @@ impl Authenticator {
         }
 
         let Some(value) = request.metadata().get(metadata::AUTHORIZATION) else {
-            return Err(Reason::Unauthorized.status(
-                "missing `authorization: Bearer <token>` metadata",
-            ));
+            return Err(
+                Reason::Unauthorized.status("missing `authorization: Bearer <token>` metadata")
+            );
         };
         let token = value
             .to_str()

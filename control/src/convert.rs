@@ -45,9 +45,7 @@ pub fn role_from_wire(value: i32) -> Result<Role, Status> {
     match pb::Role::try_from(value) {
         Ok(pb::Role::Admin) => Ok(Role::Admin),
         Ok(pb::Role::Member) => Ok(Role::Member),
-        _ => Err(Reason::InvalidRequest.status(
-            "role must be ROLE_ADMIN or ROLE_MEMBER",
-        )),
+        _ => Err(Reason::InvalidRequest.status("role must be ROLE_ADMIN or ROLE_MEMBER")),
     }
 }
 
@@ -65,9 +63,8 @@ pub fn presence_status_from_wire(value: i32) -> Result<Presence, Status> {
         Ok(pb::Status::Online) => Ok(Presence::Online),
         Ok(pb::Status::Away) => Ok(Presence::Away),
         Ok(pb::Status::Dnd) => Ok(Presence::Dnd),
-        _ => Err(Reason::InvalidRequest.status(
-            "status must be STATUS_ONLINE, STATUS_AWAY or STATUS_DND",
-        )),
+        _ => Err(Reason::InvalidRequest
+            .status("status must be STATUS_ONLINE, STATUS_AWAY or STATUS_DND")),
     }
 }
 
@@ -88,7 +85,11 @@ pub fn channel(view: &ChannelView) -> pb::Channel {
     pb::Channel {
         id: view.id.to_string(),
         name: view.name.clone(),
-        parent_id: view.parent.as_ref().map(ToString::to_string).unwrap_or_default(),
+        parent_id: view
+            .parent
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         description: view.description.clone(),
         max_members: view.max_members,
         has_password: view.has_password,
@@ -103,7 +104,11 @@ pub fn user(user: &User) -> pb::UserPresence {
         display_name: user.display_name.clone(),
         status: presence_status(user.status) as i32,
         status_text: user.status_text.clone(),
-        channel_id: user.channel.as_ref().map(ToString::to_string).unwrap_or_default(),
+        channel_id: user
+            .channel
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         self_mute: user.self_mute,
         self_deaf: user.self_deaf,
         speaking: user.speaking,
@@ -115,7 +120,9 @@ pub fn user(user: &User) -> pb::UserPresence {
 pub fn event(event: &Event, sequence: u64) -> pb::Event {
     use pb::event::Event as E;
     let inner = match event {
-        Event::UserOnline(u) => E::UserOnline(pb::UserOnline { user: Some(user(u)) }),
+        Event::UserOnline(u) => E::UserOnline(pb::UserOnline {
+            user: Some(user(u)),
+        }),
         Event::UserOffline(id) => E::UserOffline(pb::UserOffline { session_id: id.0 }),
         Event::ChannelCreated(c) => E::ChannelCreated(pb::ChannelCreated {
             channel: Some(channel(c)),
@@ -134,7 +141,9 @@ pub fn event(event: &Event, sequence: u64) -> pb::Event {
             session_id: session.0,
             channel_id: channel.to_string(),
         }),
-        Event::PresenceChanged(u) => E::PresenceChanged(pb::PresenceChanged { user: Some(user(u)) }),
+        Event::PresenceChanged(u) => E::PresenceChanged(pb::PresenceChanged {
+            user: Some(user(u)),
+        }),
         Event::SpeakingChanged { session, speaking } => E::SpeakingChanged(pb::SpeakingChanged {
             session_id: session.0,
             speaking: *speaking,

@@ -199,12 +199,7 @@ impl Hub {
 
     /// Ends every session of token `token_id`: each gets `kicked`, everyone
     /// `user_offline`. Returns how many ended.
-    pub fn kick_token(
-        &mut self,
-        token_id: &str,
-        cause: KickCause,
-        reason: &str,
-    ) -> usize {
+    pub fn kick_token(&mut self, token_id: &str, cause: KickCause, reason: &str) -> usize {
         let ids: Vec<_> = self
             .sessions
             .values()
@@ -322,11 +317,7 @@ impl Hub {
     }
 
     /// Moves another session; ignores password and capacity.
-    pub fn move_member(
-        &mut self,
-        id: SessionId,
-        channel_id: &str,
-    ) -> Result<(), HubError> {
+    pub fn move_member(&mut self, id: SessionId, channel_id: &str) -> Result<(), HubError> {
         if !self.sessions.contains_key(&id) {
             return Err(HubError::UserNotFound(id));
         }
@@ -409,9 +400,10 @@ impl Hub {
             .unwrap_or_else(|| self.channels.default_id().clone());
         let doomed = self.channels.subtree(id);
         for channel in &doomed {
-            let members: Vec<_> = self.channels.get(channel.as_str()).map_or(Vec::new(), |c| {
-                c.members.iter().copied().collect()
-            });
+            let members: Vec<_> = self
+                .channels
+                .get(channel.as_str())
+                .map_or(Vec::new(), |c| c.members.iter().copied().collect());
             for member in members {
                 let Some(session) = self.sessions.get_mut(&member) else {
                     continue;
@@ -687,11 +679,9 @@ mod tests {
         let temp = f.channel("Temp", |c| c.temporary = true);
         let wall = SystemTime::now();
         f.events();
-        f.hub
-            .handle_timeout(f.t0 + Duration::from_secs(59), wall);
+        f.hub.handle_timeout(f.t0 + Duration::from_secs(59), wall);
         assert!(f.events().is_empty());
-        f.hub
-            .handle_timeout(f.t0 + Duration::from_secs(60), wall);
+        f.hub.handle_timeout(f.t0 + Duration::from_secs(60), wall);
         assert_eq!(f.events(), vec![Event::ChannelDeleted(temp)]);
     }
 
@@ -747,7 +737,8 @@ mod tests {
         let id = f.start(1, false);
         let wall = SystemTime::now();
         f.events();
-        f.hub.handle_timeout(f.t0 + IDLE - Duration::from_secs(1), wall);
+        f.hub
+            .handle_timeout(f.t0 + IDLE - Duration::from_secs(1), wall);
         assert!(f.events().is_empty());
         f.hub.handle_timeout(f.t0 + IDLE, wall);
         let events = f.events();
@@ -841,7 +832,13 @@ mod tests {
         f.hub.handle_timeout(f.t0, wall + Duration::from_secs(10));
         assert!(matches!(
             &f.events()[..],
-            [Event::Kicked { cause: KickCause::TokenExpired, .. }, Event::UserOffline(_)]
+            [
+                Event::Kicked {
+                    cause: KickCause::TokenExpired,
+                    ..
+                },
+                Event::UserOffline(_)
+            ]
         ));
         assert!(!f.hub.contains(id));
     }

@@ -87,13 +87,19 @@ mod tests {
         // 64 multi-byte characters are fine; 65 are not.
         assert!(name("name", &"é".repeat(64)).is_ok());
         let err = name("name", &"é".repeat(65)).unwrap_err();
-        assert_eq!(err.to_string(), "name has 65 characters; at most 64 are allowed");
+        assert_eq!(
+            err.to_string(),
+            "name has 65 characters; at most 64 are allowed"
+        );
     }
 
     #[test]
     fn empty_and_blank_names_are_refused() {
         assert_eq!(name("name", "").unwrap_err().problem, "must not be empty");
-        assert_eq!(name("name", " \t ").unwrap_err().problem, "must not be empty");
+        assert_eq!(
+            name("name", " \t ").unwrap_err().problem,
+            "must not be empty"
+        );
     }
 
     #[test]

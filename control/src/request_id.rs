@@ -68,7 +68,10 @@ where
             async move {
                 let mut response = future.await?;
                 response.headers_mut().insert(metadata::REQUEST_ID, id);
-                debug!(elapsed_us = started.elapsed().as_micros() as u64, "rpc answered");
+                debug!(
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "rpc answered"
+                );
                 Ok(response)
             }
             .instrument(span),

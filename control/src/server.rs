@@ -104,13 +104,10 @@ impl ControlPlane {
         let tls = tls_config(&config)?;
 
         let addr = format!("{}:{}", config.server.host, config.server.port);
-        let socket: SocketAddr = format!(
-            "{}:{}",
-            bracket_v6(&config.server.host),
-            config.server.port
-        )
-        .parse()
-        .map_err(|_| StartError::Address(addr.clone()))?;
+        let socket: SocketAddr =
+            format!("{}:{}", bracket_v6(&config.server.host), config.server.port)
+                .parse()
+                .map_err(|_| StartError::Address(addr.clone()))?;
         let listener = TcpListener::bind(socket)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -162,14 +159,10 @@ impl ControlPlane {
 
         let (health_reporter, health) = tonic_health::server::health_reporter();
         set_health(&health_reporter, ServingStatus::Serving).await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1 = reflection()
             .build_v1()
             .expect("the embedded descriptor sets are valid");
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1alpha = reflection()
             .build_v1alpha()
             .expect("the embedded descriptor sets are valid");
 
@@ -192,10 +185,8 @@ impl ControlPlane {
                 auth.clone(),
             ))
             .add_service(InterceptedService::new(
-                pb::channel_service_server::ChannelServiceServer::new(ChannelApi(
-                    shared.clone(),
-                ))
-                .max_decoding_message_size(max),
+                pb::channel_service_server::ChannelServiceServer::new(ChannelApi(shared.clone()))
+                    .max_decoding_message_size(max),
                 auth.clone(),
             ))
             .add_service(InterceptedService::new(
@@ -247,7 +238,10 @@ impl ControlPlane {
         }
 
         let sessions = broker.read(|hub| hub.session_count());
-        info!(sessions, "shutting down: no new connections; telling sessions");
+        info!(
+            sessions,
+            "shutting down: no new connections; telling sessions"
+        );
         set_health(&health_reporter, ServingStatus::NotServing).await;
         let _ = stop_accepting.send(());
         broker.update(|hub| hub.shutdown("the server is shutting down"));
@@ -289,11 +283,12 @@ fn bootstrap(config: &Config, tokens: &mut TokenStore) -> Result<(), StartError>
     }
     let (token, info) = tokens.create("bootstrap admin", Role::Admin, None, now)?;
     let path = config.bootstrap_token_file();
-    persist::write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)
-        .map_err(|source| StartError::BootstrapFile {
+    persist::write_atomic(&path, format!("{token}\n").as_bytes(), 0o600).map_err(|source| {
+        StartError::BootstrapFile {
             path: path.clone(),
             source,
-        })?;
+        }
+    })?;
     info!(token_id = %info.id, file = %path.display(), "admin token: {token}");
     Ok(())
 }
@@ -320,6 +315,15 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
         .tls_config(tls.clone())
         .map_err(StartError::Tls)?;
     Ok(Some(tls))
+}
+
+/// Reflection over our services, health, and `google.rpc` (so that tools
+/// like grpcurl can decode the `ErrorInfo` in every error's details).
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {

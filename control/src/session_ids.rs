@@ -37,10 +37,13 @@ pub enum SessionIdsError {
 impl SessionIds {
     pub fn open(path: &Path) -> Result<Self, SessionIdsError> {
         let mark = match fs::read_to_string(path) {
-            Ok(text) => text.trim().parse::<u32>().map_err(|_| SessionIdsError::Corrupt {
-                path: path.to_owned(),
-                text: text.clone(),
-            })?,
+            Ok(text) => text
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| SessionIdsError::Corrupt {
+                    path: path.to_owned(),
+                    text: text.clone(),
+                })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => 1,
             Err(source) => {
                 return Err(SessionIdsError::Read {

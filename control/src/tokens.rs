@@ -332,9 +332,7 @@ mod tests {
     fn a_created_token_authenticates_with_its_role() {
         let (_dir, mut store) = store();
         assert!(store.is_empty());
-        let (plaintext, info) = store
-            .create("alice", Role::Member, None, at(1000))
-            .unwrap();
+        let (plaintext, info) = store.create("alice", Role::Member, None, at(1000)).unwrap();
         assert!(plaintext.starts_with("ost_"));
         let seen = store.authenticate(&plaintext, at(2000)).unwrap();
         assert_eq!(seen, info);
@@ -359,7 +357,12 @@ mod tests {
     fn tokens_expire_at_their_ttl() {
         let (_dir, mut store) = store();
         let (token, info) = store
-            .create("short", Role::Member, Some(Duration::from_secs(60)), at(100))
+            .create(
+                "short",
+                Role::Member,
+                Some(Duration::from_secs(60)),
+                at(100),
+            )
             .unwrap();
         assert_eq!(info.expires_at, Some(at(160)));
         assert!(store.authenticate(&token, at(159)).is_ok());
@@ -401,10 +404,7 @@ mod tests {
 
         let reopened = TokenStore::open(&path).unwrap();
         assert_eq!(reopened.authenticate(&kept, at(3)).unwrap().label, "kept");
-        assert_eq!(
-            reopened.authenticate(&gone, at(3)),
-            Err(AuthError::Revoked)
-        );
+        assert_eq!(reopened.authenticate(&gone, at(3)), Err(AuthError::Revoked));
         assert!(reopened.authenticate("chosen-bootstrap", at(3)).is_ok());
         assert_eq!(reopened.list().len(), 2);
     }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 mod error;
 pub mod pb;
+pub mod shutdown;
 pub mod telemetry;
 
 pub use cli::ConfigArgs;

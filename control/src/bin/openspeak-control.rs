@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use openspeak_control::ControlPlane;
-use openspeak_shared::{cli::ConfigArgs, telemetry};
+use openspeak_shared::{cli::ConfigArgs, shutdown, telemetry};
 
 /// OpenSpeak control plane: access tokens, channels, sessions and presence over gRPC.
 #[derive(Parser)]
@@ -23,23 +23,7 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let control = ControlPlane::bind(config).await?;
-        control.serve(shutdown_signal()).await?;
+        control.serve(shutdown::signal()).await?;
         Ok(())
     })
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler cannot fail on Unix");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

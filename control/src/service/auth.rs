@@ -10,13 +10,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::{Shared, internal};
-use crate::{
-    authenticator::Caller,
-    convert,
-    event::KickCause,
-    limits,
-    tokens::RevokeError,
-};
+use crate::{authenticator::Caller, convert, event::KickCause, limits, tokens::RevokeError};
 
 pub struct AuthApi(pub Arc<Shared>);
 
@@ -82,9 +76,10 @@ impl pb::auth_service_server::AuthService for AuthApi {
             Err(RevokeError::Store(e)) => return Err(internal(e)),
         }
         // Sessions opened with the token end now, not at their next call.
-        let ended = self.0.broker.update(|hub| {
-            hub.kick_token(&id, KickCause::TokenRevoked, "your token was revoked")
-        });
+        let ended = self
+            .0
+            .broker
+            .update(|hub| hub.kick_token(&id, KickCause::TokenRevoked, "your token was revoked"));
         info!(token_id = %id, by = %caller.token.id, sessions_ended = ended, "token revoked");
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }

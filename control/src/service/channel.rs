@@ -100,7 +100,9 @@ impl pb::channel_service_server::ChannelService for ChannelApi {
         let caller = Caller::of(&request)?;
         caller.require_admin("DeleteChannel")?;
         let id = convert::channel_id("channel_id", &request.get_ref().channel_id)?;
-        self.0.broker.update(|hub| hub.delete_channel(id.as_str()))?;
+        self.0
+            .broker
+            .update(|hub| hub.delete_channel(id.as_str()))?;
         info!(channel_id = %id, by = %caller.token.id, "channel deleted");
         Ok(Response::new(pb::DeleteChannelResponse {}))
     }
@@ -114,11 +116,9 @@ impl pb::channel_service_server::ChannelService for ChannelApi {
         let password = &request.get_ref().password;
         limits::check_length("password", password, limits::SHORT_TEXT_MAX)
             .map_err(|e| Reason::InvalidRequest.status(e.to_string()))?;
-        let view = self
-            .0
-            .with_session(&request, &caller, |hub, session| {
-                hub.join(session, id.as_str(), password)
-            })?;
+        let view = self.0.with_session(&request, &caller, |hub, session| {
+            hub.join(session, id.as_str(), password)
+        })?;
         Ok(Response::new(pb::JoinChannelResponse {
             channel: Some(convert::channel(&view)),
         }))

@@ -18,9 +18,7 @@ use openspeak_shared::{Reason, metadata};
 use tonic::{Request, Status};
 use tracing::Span;
 
-pub use self::{
-    auth::AuthApi, channel::ChannelApi, presence::PresenceApi, voice::VoiceApi,
-};
+pub use self::{auth::AuthApi, channel::ChannelApi, presence::PresenceApi, voice::VoiceApi};
 use crate::{
     authenticator::Caller,
     broker::{Broker, StartError},
@@ -49,32 +47,31 @@ impl Shared {
         f: impl FnOnce(&mut Hub, SessionId) -> Result<R, HubError>,
     ) -> Result<R, Status> {
         let id = session_id(request)?;
-        self.broker.update(|hub| {
-            hub.session_of(id, &caller.token.id)?;
-            hub.touch(id, Instant::now());
-            f(hub, id)
-        })
-        .map_err(Status::from)
+        self.broker
+            .update(|hub| {
+                hub.session_of(id, &caller.token.id)?;
+                hub.touch(id, Instant::now());
+                f(hub, id)
+            })
+            .map_err(Status::from)
     }
 }
 
 /// The session named by `openspeak-session` metadata (decimal, non-zero).
 fn session_id<T>(request: &Request<T>) -> Result<SessionId, Status> {
-    let value = request
-        .metadata()
-        .get(metadata::SESSION)
-        .ok_or_else(|| {
-            Reason::SessionRequired.status(
-                "this call needs `openspeak-session: <session_id>` metadata (from session_started)",
-            )
-        })?;
+    let value = request.metadata().get(metadata::SESSION).ok_or_else(|| {
+        Reason::SessionRequired.status(
+            "this call needs `openspeak-session: <session_id>` metadata (from session_started)",
+        )
+    })?;
     let id = value
         .to_str()
         .ok()
         .and_then(|v| v.trim().parse::<u32>().ok())
         .filter(|&id| id != 0)
         .ok_or_else(|| {
-            Reason::SessionRequired.status("`openspeak-session` must be a non-zero decimal session id")
+            Reason::SessionRequired
+                .status("`openspeak-session` must be a non-zero decimal session id")
         })?;
     Span::current().record("session_id", id);
     Ok(SessionId(id))

@@ -26,8 +26,7 @@ impl pb::voice_service_server::VoiceService for VoiceApi {
         })?;
         // No data plane can register yet: the internal link comes with the
         // data plane itself.
-        Err(Reason::NoDataplane.status(
-            "no data plane is registered with this control plane, so voice is unavailable",
-        ))
+        Err(Reason::NoDataplane
+            .status("no data plane is registered with this control plane, so voice is unavailable"))
     }
 }

@@ -1,0 +1,33 @@
+//! `openspeak-server`: OpenSpeak in one process, for a single box.
+//!
+//! Today it runs the control plane with the embedded defaults (or the
+//! configuration given); the data plane joins it in the same process once
+//! it exists.
+
+use anyhow::Context;
+use clap::Parser;
+use openspeak_control::ControlPlane;
+use openspeak_shared::{cli::ConfigArgs, shutdown, telemetry};
+
+/// OpenSpeak server: everything a single box needs, in one process.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = args.config.load()?;
+    let _telemetry = telemetry::init(&config.logging)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let control = ControlPlane::bind(config).await?;
+        control.serve(shutdown::signal()).await?;
+        Ok(())
+    })
+}
