@@ -20,6 +20,7 @@ use openspeak_shared::pb;
 use tokio::sync::{broadcast, watch};
 
 use crate::{
+    channel_store::{ChannelStore, ChannelStoreError},
     convert,
     event::{Event, User},
     hub::{Hub, HubError},
@@ -50,6 +51,16 @@ pub struct Started {
     pub closed: watch::Receiver<bool>,
 }
 
+/// Why a channel change was refused or not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    /// The change could not be saved, so it was not made.
+    #[error(transparent)]
+    Store(#[from] ChannelStoreError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -68,18 +79,20 @@ pub struct Broker {
 struct Inner {
     hub: Hub,
     ids: SessionIds,
+    channels: Box<dyn ChannelStore>,
     /// Number of the last published event.
     sequence: u64,
 }
 
 impl Broker {
     /// `queue` is how far one subscriber may fall behind before it is cut off.
-    pub fn new(hub: Hub, ids: SessionIds, queue: usize) -> Self {
+    pub fn new(hub: Hub, ids: SessionIds, channels: Box<dyn ChannelStore>, queue: usize) -> Self {
         let (events, _) = broadcast::channel(queue.max(1));
         Self {
             inner: Mutex::new(Inner {
                 hub,
                 ids,
+                channels,
                 sequence: 0,
             }),
             events,
@@ -93,11 +106,36 @@ impl Broker {
     }
 
     /// Runs `f` on the hub and publishes the events it produced.
+    ///
+    /// Channels that `f` deletes on the side (a temporary channel losing its
+    /// last member) are saved on a best-effort basis: if that fails, the
+    /// channel comes back at the next start and goes again a minute later.
     pub fn update<R>(&self, f: impl FnOnce(&mut Hub) -> R) -> R {
         let mut inner = self.lock();
         let result = f(&mut inner.hub);
-        self.publish(&mut inner);
+        if self.publish(&mut inner) {
+            let records = inner.hub.channel_records();
+            if let Err(error) = inner.channels.save(&records) {
+                tracing::error!(%error, "cannot save the channel tree after a change");
+            }
+        }
         result
+    }
+
+    /// Runs a channel change `f` on a copy of the hub, saves the copy's
+    /// channel tree, and only then makes the copy the hub: a change that
+    /// cannot be saved is not made, and one that is answered is on disk.
+    pub fn change_channels<R>(
+        &self,
+        f: impl FnOnce(&mut Hub) -> Result<R, HubError>,
+    ) -> Result<R, ChangeError> {
+        let mut inner = self.lock();
+        let mut draft = inner.hub.clone();
+        let result = f(&mut draft)?;
+        inner.channels.save(&draft.channel_records())?;
+        inner.hub = draft;
+        self.publish(&mut inner);
+        Ok(result)
     }
 
     /// Runs `f` on the hub without changing it.
@@ -148,9 +186,15 @@ impl Broker {
         self.update(|hub| hub.handle_timeout(now, wall));
     }
 
-    fn publish(&self, inner: &mut MutexGuard<'_, Inner>) {
+    /// Publishes the hub's queued events; true if channels changed.
+    fn publish(&self, inner: &mut MutexGuard<'_, Inner>) -> bool {
         let Inner { hub, sequence, .. } = &mut **inner;
+        let mut channels_changed = false;
         for event in hub.drain_events() {
+            channels_changed |= matches!(
+                event,
+                Event::ChannelCreated(_) | Event::ChannelUpdated(_) | Event::ChannelDeleted(_)
+            );
             *sequence += 1;
             let dispatch = Dispatch {
                 wire: convert::event(&event, *sequence),
@@ -159,6 +203,7 @@ impl Broker {
             // An error only means nobody is subscribed, which is fine.
             let _ = self.events.send(Arc::new(dispatch));
         }
+        channels_changed
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -11,6 +11,7 @@ use std::{
 };
 
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -83,6 +84,44 @@ impl PasswordHash {
     fn matches(&self, password: &str) -> bool {
         Self::digest(&self.salt, password).ct_eq(&self.hash).into()
     }
+
+    fn to_record(&self) -> StoredPassword {
+        StoredPassword {
+            salt: hex::encode(self.salt),
+            sha256: hex::encode(self.hash),
+        }
+    }
+
+    fn from_record(record: &StoredPassword) -> Option<Self> {
+        Some(Self {
+            salt: hex::decode(&record.salt).ok()?.try_into().ok()?,
+            hash: hex::decode(&record.sha256).ok()?.try_into().ok()?,
+        })
+    }
+}
+
+/// A channel as it is kept across restarts: everything but its members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub max_members: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<StoredPassword>,
+    #[serde(default)]
+    pub temporary: bool,
+}
+
+/// A channel password at rest: salt and salted SHA-256, both hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPassword {
+    pub salt: String,
+    pub sha256: String,
 }
 
 /// What a new channel is made of, as a client asked for it (unvalidated).
@@ -125,10 +164,12 @@ pub enum ChannelError {
     DefaultChannel(&'static str),
     #[error("a channel cannot move below itself")]
     Cycle,
+    #[error("stored channel {id:?} is unusable: {problem}")]
+    Corrupt { id: String, problem: String },
 }
 
 /// Every channel, as a tree.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChannelTree {
     channels: HashMap<ChannelId, Channel>,
     /// Top-level channels in creation order, the default one first.
@@ -158,6 +199,76 @@ impl ChannelTree {
             roots: vec![id.clone()],
             default: id,
         })
+    }
+
+    /// The tree as it was saved by [`ChannelTree::records`]. The default
+    /// channel is named `default_name` whatever the records say, so the
+    /// configuration decides its name at every start.
+    pub fn restore(
+        default_name: &str,
+        records: Vec<ChannelRecord>,
+        now: Instant,
+    ) -> Result<Self, ChannelError> {
+        let mut tree = Self::new(default_name, now)?;
+        for record in records {
+            let corrupt = |problem: &str| ChannelError::Corrupt {
+                id: record.id.clone(),
+                problem: problem.to_owned(),
+            };
+            let password = match &record.password {
+                Some(p) => Some(
+                    PasswordHash::from_record(p).ok_or_else(|| corrupt("malformed password hash"))?,
+                ),
+                None => None,
+            };
+            if record.id == tree.default.as_str() {
+                let lobby = tree.channels.get_mut(&tree.default).expect("always there");
+                lobby.description = record.description;
+                lobby.max_members = record.max_members;
+                lobby.password = password;
+                continue;
+            }
+            let id = ChannelId(record.id.clone());
+            if record.id.is_empty() || tree.channels.contains_key(&id) {
+                return Err(corrupt("empty or repeated id"));
+            }
+            let parent = record.parent.map(ChannelId);
+            // Records come parents first, so a missing parent is corruption.
+            if parent.as_ref().is_some_and(|p| !tree.channels.contains_key(p)) {
+                return Err(corrupt("its parent comes later or not at all"));
+            }
+            let name = limits::name("name", &record.name).map_err(|e| corrupt(&e.to_string()))?;
+            tree.check_name_free(parent.as_ref(), &name, None)?;
+            tree.insert(Channel {
+                id,
+                name,
+                parent,
+                description: record.description,
+                max_members: record.max_members,
+                password,
+                temporary: record.temporary,
+                // A restored temporary channel gets its minute again.
+                temporary_since: now,
+                members: BTreeSet::new(),
+                children: Vec::new(),
+            });
+        }
+        Ok(tree)
+    }
+
+    /// Every channel as a record, parents first, for [`ChannelTree::restore`].
+    pub fn records(&self) -> Vec<ChannelRecord> {
+        self.iter()
+            .map(|c| ChannelRecord {
+                id: c.id.to_string(),
+                name: c.name.clone(),
+                parent: c.parent.as_ref().map(ToString::to_string),
+                description: c.description.clone(),
+                max_members: c.max_members,
+                password: c.password.as_ref().map(PasswordHash::to_record),
+                temporary: c.temporary,
+            })
+            .collect()
     }
 
     pub fn default_id(&self) -> &ChannelId {
@@ -211,10 +322,10 @@ impl ChannelTree {
         self.check_name_free(new.parent.as_ref(), &name, None)?;
 
         let id = self.fresh_id();
-        let channel = Channel {
-            id: id.clone(),
+        Ok(self.insert(Channel {
+            id,
             name,
-            parent: new.parent.clone(),
+            parent: new.parent,
             description,
             max_members: new.max_members,
             password: (!new.password.is_empty()).then(|| PasswordHash::new(&new.password)),
@@ -222,10 +333,15 @@ impl ChannelTree {
             temporary_since: now,
             members: BTreeSet::new(),
             children: Vec::new(),
-        };
-        self.siblings_mut(new.parent.as_ref()).push(id.clone());
+        }))
+    }
+
+    /// Adds a checked channel under its parent.
+    fn insert(&mut self, channel: Channel) -> &Channel {
+        let id = channel.id.clone();
+        self.siblings_mut(channel.parent.as_ref()).push(id.clone());
         self.channels.insert(id.clone(), channel);
-        Ok(&self.channels[&id])
+        &self.channels[&id]
     }
 
     pub fn update(
@@ -513,6 +629,67 @@ mod tests {
         assert!(tree.get(id.as_str()).unwrap().has_room());
         tree.add_member(&id, SessionId(2));
         assert!(!tree.get(id.as_str()).unwrap().has_room());
+    }
+
+    #[test]
+    fn records_restore_the_same_tree() {
+        let (mut tree, now) = tree();
+        let a = tree.create(new("A", None), now).unwrap().id.clone();
+        let mut secret = new("Secret", Some(&a));
+        secret.password = "pw".into();
+        secret.max_members = 3;
+        secret.description = "hush".into();
+        tree.create(secret, now).unwrap();
+        let mut temp = new("Temp", None);
+        temp.temporary = true;
+        tree.create(temp, now).unwrap();
+        let lobby = ChannelPatch {
+            description: Some("welcome".into()),
+            ..ChannelPatch::default()
+        };
+        tree.update(tree.default_id().clone().as_str(), lobby, now)
+            .unwrap();
+
+        let records = tree.records();
+        let restored = ChannelTree::restore("Main hall", records.clone(), now).unwrap();
+        let names: Vec<_> = restored.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["Main hall", "A", "Secret", "Temp"]);
+        let secret = restored.iter().find(|c| c.name == "Secret").unwrap();
+        assert!(secret.password_matches("pw") && !secret.password_matches("x"));
+        assert_eq!((secret.max_members, secret.description.as_str()), (3, "hush"));
+        assert_eq!(secret.parent, Some(a));
+        assert_eq!(restored.get("lobby").unwrap().description, "welcome");
+        // Everything but the default channel's name comes back the same.
+        let mut again = restored.records();
+        again[0].name = records[0].name.clone();
+        assert_eq!(again, records);
+    }
+
+    #[test]
+    fn corrupt_records_are_refused() {
+        let now = Instant::now();
+        let orphan = ChannelRecord {
+            id: "x".into(),
+            name: "X".into(),
+            parent: Some("missing".into()),
+            description: String::new(),
+            max_members: 0,
+            password: None,
+            temporary: false,
+        };
+        assert!(matches!(
+            ChannelTree::restore("Lobby", vec![orphan.clone()], now),
+            Err(ChannelError::Corrupt { .. })
+        ));
+        let clash = ChannelRecord {
+            parent: None,
+            name: "lobby".into(),
+            ..orphan
+        };
+        assert!(matches!(
+            ChannelTree::restore("Lobby", vec![clash], now),
+            Err(ChannelError::NameTaken(_))
+        ));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::{
-    channels::{ChannelError, ChannelPatch, ChannelTree, NewChannel},
+    channels::{ChannelError, ChannelPatch, ChannelRecord, ChannelTree, NewChannel},
     event::{ChannelView, Event, KickCause, Status, User},
     ids::{ChannelId, SessionId},
     limits::{self, LimitError},
@@ -66,7 +66,8 @@ pub enum HubError {
     Invalid(#[from] LimitError),
 }
 
-#[derive(Debug)]
+/// Cloning is how `Broker` tries a change before saving it.
+#[derive(Debug, Clone)]
 pub struct Hub {
     channels: ChannelTree,
     /// Ordered by id so listings are stable.
@@ -76,17 +77,18 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(
-        default_channel_name: &str,
-        idle_timeout: Duration,
-        now: Instant,
-    ) -> Result<Self, ChannelError> {
-        Ok(Self {
-            channels: ChannelTree::new(default_channel_name, now)?,
+    pub fn new(channels: ChannelTree, idle_timeout: Duration) -> Self {
+        Self {
+            channels,
             sessions: BTreeMap::new(),
             idle_timeout,
             outbox: VecDeque::new(),
-        })
+        }
+    }
+
+    /// The channel tree as records, for saving.
+    pub fn channel_records(&self) -> Vec<ChannelRecord> {
+        self.channels.records()
     }
 
     /// The events queued since the last call, oldest first.
@@ -516,7 +518,7 @@ mod tests {
     fn fixture() -> Fixture {
         let t0 = Instant::now();
         Fixture {
-            hub: Hub::new("Lobby", IDLE, t0).unwrap(),
+            hub: Hub::new(ChannelTree::new("Lobby", t0).unwrap(), IDLE),
             t0,
             member: token("m", Role::Member),
             admin: token("a", Role::Admin),

@@ -10,6 +10,7 @@
 mod authenticator;
 mod ban_list;
 mod broker;
+mod channel_store;
 mod channels;
 mod convert;
 mod event;

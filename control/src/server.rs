@@ -30,6 +30,8 @@ use crate::{
     authenticator::Authenticator,
     ban_list::BanList,
     broker::Broker,
+    channel_store::{ChannelStore, ChannelStoreError, JsonChannelStore},
+    channels::{ChannelError, ChannelTree},
     hub::Hub,
     persist,
     request_id::RequestIdLayer,
@@ -49,8 +51,10 @@ pub enum StartError {
     Tokens(#[from] StoreError),
     #[error(transparent)]
     SessionIds(#[from] SessionIdsError),
-    #[error("invalid default channel name: {0}")]
-    DefaultChannel(String),
+    #[error(transparent)]
+    ChannelStore(#[from] ChannelStoreError),
+    #[error("cannot restore the channels in {path}: {source}")]
+    Channels { path: PathBuf, source: ChannelError },
     #[error("auth.bootstrap_token is set but empty")]
     EmptyBootstrapToken,
     #[error("cannot write the bootstrap admin token to {path}: {source}")]
@@ -94,13 +98,20 @@ impl ControlPlane {
             bootstrap(&config, &mut tokens)?;
         }
         let ids = SessionIds::open(&config.storage.data_dir.join("session_ids"))?;
-        let hub = Hub::new(
-            &config.channels.default,
-            config.presence.idle_timeout.get(),
-            now,
-        )
-        .map_err(|e| StartError::DefaultChannel(e.to_string()))?;
-        let broker = Arc::new(Broker::new(hub, ids, config.presence.event_queue));
+        let store = JsonChannelStore::new(&config.storage.data_dir.join("channels.json"));
+        let tree = ChannelTree::restore(&config.channels.default, store.load()?, now).map_err(
+            |source| StartError::Channels {
+                path: config.storage.data_dir.join("channels.json"),
+                source,
+            },
+        )?;
+        let hub = Hub::new(tree, config.presence.idle_timeout.get());
+        let broker = Arc::new(Broker::new(
+            hub,
+            ids,
+            Box::new(store),
+            config.presence.event_queue,
+        ));
         let tls = tls_config(&config)?;
 
         let addr = format!("{}:{}", config.server.host, config.server.port);

@@ -39,7 +39,7 @@ impl pb::channel_service_server::ChannelService for ChannelApi {
         let view = self
             .0
             .broker
-            .update(|hub| hub.create_channel(new, Instant::now()))?;
+            .change_channels(|hub| hub.create_channel(new, Instant::now()))?;
         info!(channel_id = %view.id, name = %view.name, by = %caller.token.id, "channel created");
         Ok(Response::new(convert::channel(&view)))
     }
@@ -88,7 +88,7 @@ impl pb::channel_service_server::ChannelService for ChannelApi {
         let view = self
             .0
             .broker
-            .update(|hub| hub.update_channel(id.as_str(), patch, Instant::now()))?;
+            .change_channels(|hub| hub.update_channel(id.as_str(), patch, Instant::now()))?;
         info!(channel_id = %view.id, name = %view.name, by = %caller.token.id, "channel updated");
         Ok(Response::new(convert::channel(&view)))
     }

@@ -21,7 +21,7 @@ use tracing::Span;
 pub use self::{auth::AuthApi, channel::ChannelApi, presence::PresenceApi, voice::VoiceApi};
 use crate::{
     authenticator::Caller,
-    broker::{Broker, StartError},
+    broker::{Broker, ChangeError, StartError},
     channels::ChannelError,
     hub::{Hub, HubError},
     ids::SessionId,
@@ -92,6 +92,15 @@ impl From<HubError> for Status {
                 Reason::ChannelNotFound.status(message)
             }
             HubError::Channel(_) | HubError::Invalid(_) => Reason::InvalidRequest.status(message),
+        }
+    }
+}
+
+impl From<ChangeError> for Status {
+    fn from(error: ChangeError) -> Self {
+        match error {
+            ChangeError::Hub(e) => e.into(),
+            ChangeError::Store(e) => internal(e),
         }
     }
 }
