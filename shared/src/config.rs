@@ -492,6 +492,12 @@ pub enum ConfigError {
         /// What is wrong, for the operator.
         reason: String,
     },
+    /// `OPENSPEAK_SERVER_PORT` for `OPENSPEAK_SERVER__PORT`.
+    #[error(
+        "environment variable {name} looks like a `{section}` key, but section and key \
+         are separated by two underscores: OPENSPEAK_<SECTION>__<KEY>"
+    )]
+    MissingSeparator { name: String, section: String },
     /// Anything else `figment` reports; its message names key and source.
     #[error("{0}")]
     Other(String),
@@ -576,8 +582,27 @@ impl Config {
             }
         }
 
+        let sections = section_names();
         for (name, value) in env_vars(&opts.env)? {
-            let key: Vec<String> = name[ENV_PREFIX.len()..]
+            let rest = &name[ENV_PREFIX.len()..];
+            if !rest.contains(ENV_SEPARATOR) {
+                // Not of the `OPENSPEAK_<SECTION>__<KEY>` form, so not ours:
+                // tools (the load generator's `OPENSPEAK_TOKEN`) use such
+                // names. One that starts with a section name is a key with
+                // an underscore missing, though, and must not be ignored.
+                let lower = rest.to_lowercase();
+                if let Some(section) = sections
+                    .iter()
+                    .find(|s| lower.strip_prefix(s.as_str()).is_some_and(|r| r.starts_with('_')))
+                {
+                    return Err(ConfigError::MissingSeparator {
+                        name: name.clone(),
+                        section: section.clone(),
+                    });
+                }
+                continue;
+            }
+            let key: Vec<String> = rest
                 .split(ENV_SEPARATOR)
                 .map(str::to_lowercase)
                 .collect();
@@ -856,6 +881,16 @@ fn parse_yaml(path: &Path, text: &str) -> Result<Dict, ConfigError> {
     Ok(dict)
 }
 
+/// The top-level sections of [`Config`], lowercase.
+fn section_names() -> Vec<String> {
+    Figment::from(Serialized::defaults(Config::default()))
+        .data()
+        .ok()
+        .and_then(|mut data| data.remove(&Profile::Default))
+        .map(|dict| dict.into_keys().collect())
+        .unwrap_or_default()
+}
+
 /// The `OPENSPEAK_*` variables, sorted by name so the result does not
 /// depend on the order the OS lists them in.
 fn env_vars(source: &EnvSource) -> Result<Vec<(String, String)>, ConfigError> {
@@ -1097,6 +1132,23 @@ mod tests {
     }
 
     #[test]
+    fn env_names_without_a_section_separator_are_left_to_tools() {
+        let opts = opts().env_vars([("OPENSPEAK_TOKEN", "ost_abc"), ("OPENSPEAK_X", "1")]);
+        assert_eq!(load(&opts).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn a_key_with_one_underscore_too_few_is_an_error() {
+        let opts = opts().env_vars([("OPENSPEAK_SERVER_PORT", "1")]);
+        let err = load(&opts).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::MissingSeparator { section, .. } if section == "server"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("OPENSPEAK_SERVER_PORT"), "{err}");
+    }
+
+    #[test]
     fn later_flags_win() {
         let opts = opts()
             .with_override(flag("server.port", "1"))
@@ -1175,7 +1227,6 @@ mod tests {
     fn unknown_env_key_names_the_variable() {
         for (name, key) in [
             ("OPENSPEAK_SERVER__PROT", "server.prot"),
-            ("OPENSPEAK_SERVER_PORT", "server_port"),
             ("OPENSPEAK_SERVER__", "server."),
             ("OPENSPEAK_SERVER__PORT__X", "server.port.x"),
         ] {
