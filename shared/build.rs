@@ -26,5 +26,61 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // build a `Channel` and call `XClient::new(channel)` instead.
         .build_transport(false)
         .compile_fds(fds)?;
+
+    fanout_presence_server();
     Ok(())
+}
+
+/// A second server for `PresenceService`, identical on the wire, whose
+/// `Connect` streams `crate::Encoded` events: the control plane encodes
+/// each event once and hands the same bytes to every session, instead of
+/// cloning and encoding it once per session.
+fn fanout_presence_server() {
+    use tonic_build::manual::{Builder, Method, Service};
+
+    let unary = |name: &str, route: &str, input: &str, output: &str| {
+        Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type(format!("crate::pb::{input}"))
+            .output_type(format!("crate::pb::{output}"))
+            .codec_path("tonic_prost::ProstCodec")
+            .build()
+    };
+    let service = Service::builder()
+        .name("PresenceService")
+        .package("openspeak.v1")
+        .method(
+            Method::builder()
+                .name("connect")
+                .route_name("Connect")
+                .input_type("crate::pb::ConnectRequest")
+                .output_type("crate::Encoded")
+                .codec_path("tonic_prost::ProstCodec")
+                .server_streaming()
+                .build(),
+        )
+        .method(unary(
+            "update_presence",
+            "UpdatePresence",
+            "UpdatePresenceRequest",
+            "UserPresence",
+        ))
+        .method(unary(
+            "list_online",
+            "ListOnline",
+            "ListOnlineRequest",
+            "ListOnlineResponse",
+        ))
+        .method(unary(
+            "list_channel_members",
+            "ListChannelMembers",
+            "ListChannelMembersRequest",
+            "ListChannelMembersResponse",
+        ))
+        .build();
+    Builder::new()
+        .build_client(false)
+        .build_transport(false)
+        .compile(&[service]);
 }

@@ -16,8 +16,8 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use openspeak_shared::pb;
-use tokio::sync::{broadcast, watch};
+use openspeak_shared::{Encoded, pb};
+use tokio::sync::broadcast;
 
 use crate::{
     channel_store::{ChannelStore, ChannelStoreError},
@@ -29,13 +29,14 @@ use crate::{
     tokens::TokenInfo,
 };
 
-/// One published event, in both forms: the core one for deciding who gets
-/// it, the wire one for sending.
+/// What goes out on the feed.
 #[derive(Debug)]
-pub struct Dispatch {
-    pub event: Event,
-    /// For session streams, encoded from `event` once.
-    pub wire: pb::Event,
+pub enum Dispatch {
+    /// An event, in both forms: the core one for deciding who gets it, the
+    /// encoded one for sending.
+    Event { event: Event, wire: Encoded },
+    /// The end of the shutdown grace period: every stream ends now.
+    Close,
 }
 
 pub type Subscription = broadcast::Receiver<Arc<Dispatch>>;
@@ -45,10 +46,8 @@ pub struct Started {
     pub id: SessionId,
     pub user: User,
     /// `session_started`, numbered like the last event its snapshot includes.
-    pub first: pb::Event,
+    pub first: Encoded,
     pub events: Subscription,
-    /// Turns true when the server closes every remaining session.
-    pub closed: watch::Receiver<bool>,
 }
 
 /// Why a channel change was refused or not made.
@@ -72,8 +71,6 @@ pub enum StartError {
 pub struct Broker {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Arc<Dispatch>>,
-    /// Set once, at the end of the shutdown grace period.
-    closed: watch::Sender<bool>,
 }
 
 struct Inner {
@@ -96,13 +93,13 @@ impl Broker {
                 sequence: 0,
             }),
             events,
-            closed: watch::Sender::new(false),
         }
     }
 
     /// Ends every session stream now (the end of the shutdown grace period).
     pub fn close(&self) {
-        self.closed.send_replace(true);
+        let _inner = self.lock();
+        let _ = self.events.send(Arc::new(Dispatch::Close));
     }
 
     /// Runs `f` on the hub and publishes the events it produced.
@@ -159,20 +156,19 @@ impl Broker {
         // learns of itself from `session_started`.
         self.publish(&mut inner);
         let events = self.events.subscribe();
-        let first = pb::Event {
+        let first = Encoded::new(&pb::Event {
             sequence: inner.sequence,
             event: Some(pb::event::Event::SessionStarted(pb::SessionStarted {
                 session_id: id.0,
                 channels: inner.hub.channels().iter().map(convert::channel).collect(),
                 users: inner.hub.users().iter().map(convert::user).collect(),
             })),
-        };
+        });
         Ok(Started {
             id,
             user,
             first,
             events,
-            closed: self.closed.subscribe(),
         })
     }
 
@@ -196,8 +192,8 @@ impl Broker {
                 Event::ChannelCreated(_) | Event::ChannelUpdated(_) | Event::ChannelDeleted(_)
             );
             *sequence += 1;
-            let dispatch = Dispatch {
-                wire: convert::event(&event, *sequence),
+            let dispatch = Dispatch::Event {
+                wire: Encoded::new(&convert::event(&event, *sequence)),
                 event,
             };
             // An error only means nobody is subscribed, which is fine.

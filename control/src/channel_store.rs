@@ -79,11 +79,9 @@ impl ChannelStore for JsonChannelStore {
         };
         let json = serde_json::to_vec_pretty(&file).expect("channel records always serialize");
         // 0600: the file holds password hashes.
-        persist::write_atomic(&self.path, &json, 0o600).map_err(|source| {
-            ChannelStoreError::Write {
-                path: self.path.clone(),
-                source,
-            }
+        persist::write_atomic(&self.path, &json, 0o600).map_err(|source| ChannelStoreError::Write {
+            path: self.path.clone(),
+            source,
         })
     }
 }

@@ -217,7 +217,8 @@ impl ChannelTree {
             };
             let password = match &record.password {
                 Some(p) => Some(
-                    PasswordHash::from_record(p).ok_or_else(|| corrupt("malformed password hash"))?,
+                    PasswordHash::from_record(p)
+                        .ok_or_else(|| corrupt("malformed password hash"))?,
                 ),
                 None => None,
             };
@@ -234,7 +235,10 @@ impl ChannelTree {
             }
             let parent = record.parent.map(ChannelId);
             // Records come parents first, so a missing parent is corruption.
-            if parent.as_ref().is_some_and(|p| !tree.channels.contains_key(p)) {
+            if parent
+                .as_ref()
+                .is_some_and(|p| !tree.channels.contains_key(p))
+            {
                 return Err(corrupt("its parent comes later or not at all"));
             }
             let name = limits::name("name", &record.name).map_err(|e| corrupt(&e.to_string()))?;
@@ -656,7 +660,10 @@ mod tests {
         assert_eq!(names, ["Main hall", "A", "Secret", "Temp"]);
         let secret = restored.iter().find(|c| c.name == "Secret").unwrap();
         assert!(secret.password_matches("pw") && !secret.password_matches("x"));
-        assert_eq!((secret.max_members, secret.description.as_str()), (3, "hush"));
+        assert_eq!(
+            (secret.max_members, secret.description.as_str()),
+            (3, "hush")
+        );
         assert_eq!(secret.parent, Some(a));
         assert_eq!(restored.get("lobby").unwrap().description, "welcome");
         // Everything but the default channel's name comes back the same.

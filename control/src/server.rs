@@ -201,7 +201,7 @@ impl ControlPlane {
                 auth.clone(),
             ))
             .add_service(InterceptedService::new(
-                pb::presence_service_server::PresenceServiceServer::new(PresenceApi(
+                pb::fanout::presence_service_server::PresenceServiceServer::new(PresenceApi(
                     shared.clone(),
                 ))
                 .max_decoding_message_size(max),
@@ -342,7 +342,7 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
         "",
         <pb::auth_service_server::AuthServiceServer<AuthApi> as NamedService>::NAME,
         <pb::channel_service_server::ChannelServiceServer<ChannelApi> as NamedService>::NAME,
-        <pb::presence_service_server::PresenceServiceServer<PresenceApi> as NamedService>::NAME,
+        <pb::fanout::presence_service_server::PresenceServiceServer<PresenceApi> as NamedService>::NAME,
         <pb::voice_service_server::VoiceServiceServer<VoiceApi> as NamedService>::NAME,
     ];
     for name in names {

@@ -591,10 +591,11 @@ impl Config {
                 // names. One that starts with a section name is a key with
                 // an underscore missing, though, and must not be ignored.
                 let lower = rest.to_lowercase();
-                if let Some(section) = sections
-                    .iter()
-                    .find(|s| lower.strip_prefix(s.as_str()).is_some_and(|r| r.starts_with('_')))
-                {
+                if let Some(section) = sections.iter().find(|s| {
+                    lower
+                        .strip_prefix(s.as_str())
+                        .is_some_and(|r| r.starts_with('_'))
+                }) {
                     return Err(ConfigError::MissingSeparator {
                         name: name.clone(),
                         section: section.clone(),
@@ -602,10 +603,7 @@ impl Config {
                 }
                 continue;
             }
-            let key: Vec<String> = rest
-                .split(ENV_SEPARATOR)
-                .map(str::to_lowercase)
-                .collect();
+            let key: Vec<String> = rest.split(ENV_SEPARATOR).map(str::to_lowercase).collect();
             let origin = Origin::Env(name);
             if key.iter().any(String::is_empty) {
                 return Err(ConfigError::UnknownKey {

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+mod encoded;
 mod error;
 pub mod pb;
 pub mod shutdown;
@@ -14,6 +15,7 @@ pub mod telemetry;
 
 pub use cli::ConfigArgs;
 pub use config::{Config, ConfigError, LoadOptions};
+pub use encoded::Encoded;
 pub use error::{DOMAIN, Reason};
 
 /// gRPC metadata keys of the public API.

@@ -7,3 +7,10 @@ tonic::include_proto!("openspeak.v1");
 /// The encoded `FileDescriptorSet` of every .proto file (well-known imports
 /// included), for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("openspeak_descriptor");
+
+/// The server side of `PresenceService` whose `Connect` streams
+/// [`crate::Encoded`] events (same wire format as the generated one).
+pub mod fanout {
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/openspeak.v1.PresenceService.rs"));
+}

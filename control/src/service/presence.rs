@@ -3,7 +3,7 @@
 use std::{pin::Pin, sync::Arc, time::Instant};
 
 use futures::Stream;
-use openspeak_shared::{Reason, pb};
+use openspeak_shared::{Encoded, Reason, pb};
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::Shared;
 use crate::{
     authenticator::Caller,
-    broker::{Broker, Started},
+    broker::{Broker, Dispatch, Started},
     convert,
     event::{Event, KickCause},
     hub::PresencePatch,
@@ -20,10 +20,10 @@ use crate::{
 
 pub struct PresenceApi(pub Arc<Shared>);
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl pb::presence_service_server::PresenceService for PresenceApi {
+impl pb::fanout::presence_service_server::PresenceService for PresenceApi {
     type ConnectStream = EventStream;
 
     async fn connect(
@@ -142,41 +142,19 @@ impl Drop for SessionGuard {
 fn session_stream(
     started: Started,
     guard: SessionGuard,
-) -> impl Stream<Item = Result<pb::Event, Status>> + Send {
+) -> impl Stream<Item = Result<Encoded, Status>> + Send {
     let Started {
         id,
         first,
         mut events,
-        mut closed,
         ..
     } = started;
     async_stream::stream! {
         let _guard = guard;
         yield Ok(first);
         loop {
-            let next = tokio::select! {
-                next = events.recv() => next,
-                // The shutdown grace period is over: end the stream cleanly;
-                // the client already got `server_shutdown`.
-                _ = closed.wait_for(|closed| *closed) => break,
-            };
-            match next {
-                Ok(dispatch) => {
-                    let target = dispatch.event.target();
-                    if target.is_some_and(|t| t != id) {
-                        continue;
-                    }
-                    yield Ok(dispatch.wire.clone());
-                    if let Event::Kicked { cause, .. } = &dispatch.event {
-                        info!(session_id = %id, ?cause, "session kicked");
-                        let message = match cause {
-                            KickCause::TokenRevoked => "session ended: its token was revoked",
-                            KickCause::TokenExpired => "session ended: its token expired",
-                        };
-                        yield Err(Reason::Unauthorized.status(message));
-                        break;
-                    }
-                }
+            let dispatch = match events.recv().await {
+                Ok(dispatch) => dispatch,
                 Err(RecvError::Lagged(missed)) => {
                     warn!(session_id = %id, missed, "session fell behind its event queue; ending it");
                     yield Err(Reason::RateLimited.status(format!(
@@ -186,6 +164,25 @@ fn session_stream(
                     break;
                 }
                 Err(RecvError::Closed) => break,
+            };
+            let (event, wire) = match &*dispatch {
+                Dispatch::Event { event, wire } => (event, wire),
+                // The shutdown grace period is over: end the stream cleanly;
+                // the client already got `server_shutdown`.
+                Dispatch::Close => break,
+            };
+            if event.target().is_some_and(|t| t != id) {
+                continue;
+            }
+            yield Ok(wire.clone());
+            if let Event::Kicked { cause, .. } = event {
+                info!(session_id = %id, ?cause, "session kicked");
+                let message = match cause {
+                    KickCause::TokenRevoked => "session ended: its token was revoked",
+                    KickCause::TokenExpired => "session ended: its token expired",
+                };
+                yield Err(Reason::Unauthorized.status(message));
+                break;
             }
         }
     }
