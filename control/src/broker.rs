@@ -16,7 +16,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use openspeak_shared::{Encoded, pb};
+use openspeak_shared::Encoded;
 use tokio::sync::broadcast;
 
 use crate::{
@@ -26,6 +26,7 @@ use crate::{
     hub::{Hub, HubError},
     ids::SessionId,
     session_ids::{SessionIds, SessionIdsError},
+    snapshot::Snapshot,
     tokens::TokenInfo,
 };
 
@@ -75,6 +76,8 @@ pub struct Broker {
 
 struct Inner {
     hub: Hub,
+    /// The hub's wire form, for `session_started`.
+    snapshot: Snapshot,
     ids: SessionIds,
     channels: Box<dyn ChannelStore>,
     /// Number of the last published event.
@@ -87,6 +90,7 @@ impl Broker {
         let (events, _) = broadcast::channel(queue.max(1));
         Self {
             inner: Mutex::new(Inner {
+                snapshot: Snapshot::new(&hub),
                 hub,
                 ids,
                 channels,
@@ -131,6 +135,7 @@ impl Broker {
         let result = f(&mut draft)?;
         inner.channels.save(&draft.channel_records())?;
         inner.hub = draft;
+        // `publish` refreshes the snapshot from the events, as for any change.
         self.publish(&mut inner);
         Ok(result)
     }
@@ -156,14 +161,9 @@ impl Broker {
         // learns of itself from `session_started`.
         self.publish(&mut inner);
         let events = self.events.subscribe();
-        let first = Encoded::new(&pb::Event {
-            sequence: inner.sequence,
-            event: Some(pb::event::Event::SessionStarted(pb::SessionStarted {
-                session_id: id.0,
-                channels: inner.hub.channels().iter().map(convert::channel).collect(),
-                users: inner.hub.users().iter().map(convert::user).collect(),
-            })),
-        });
+        let first = inner
+            .snapshot
+            .session_started(&inner.hub, id, inner.sequence);
         Ok(Started {
             id,
             user,
@@ -184,9 +184,16 @@ impl Broker {
 
     /// Publishes the hub's queued events; true if channels changed.
     fn publish(&self, inner: &mut MutexGuard<'_, Inner>) -> bool {
-        let Inner { hub, sequence, .. } = &mut **inner;
+        let Inner {
+            hub,
+            sequence,
+            snapshot,
+            ..
+        } = &mut **inner;
+        let events: Vec<Event> = hub.drain_events().collect();
         let mut channels_changed = false;
-        for event in hub.drain_events() {
+        for event in events {
+            snapshot.note(hub, &event);
             channels_changed |= matches!(
                 event,
                 Event::ChannelCreated(_) | Event::ChannelUpdated(_) | Event::ChannelDeleted(_)

@@ -121,6 +121,16 @@ impl Hub {
             .ok_or_else(|| ChannelError::NotFound(ChannelId(id.to_owned())).into())
     }
 
+    /// Every channel's id, parents before children.
+    pub fn channel_ids(&self) -> impl Iterator<Item = &ChannelId> {
+        self.channels.iter().map(|c| &c.id)
+    }
+
+    /// The presence of session `id`.
+    pub fn user(&self, id: SessionId) -> Option<&User> {
+        self.sessions.get(&id).map(|s| &s.user)
+    }
+
     /// Every channel, parents before children.
     pub fn channels(&self) -> Vec<ChannelView> {
         self.channels.iter().map(ChannelView::from).collect()

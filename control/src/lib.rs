@@ -22,6 +22,7 @@ mod request_id;
 mod server;
 mod service;
 mod session_ids;
+mod snapshot;
 mod tokens;
 
 pub use hub::Hub;

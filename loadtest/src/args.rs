@@ -53,7 +53,7 @@ pub struct SessionsArgs {
     pub ramp_concurrency: u32,
 
     /// Bound on the whole run, in seconds. On expiry the tool reports what it
-    /// has and exits with status 2.
+    /// has and exits with status 3.
     #[arg(long, value_name = "SECONDS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
@@ -75,7 +75,7 @@ pub struct SessionsArgs {
     #[arg(long)]
     pub quiet: bool,
 
-    /// Exit with status 3 when a correctness check fails or any call failed.
+    /// Exit with status 4 when a correctness check fails or any call failed.
     #[arg(long)]
     pub strict: bool,
 
@@ -130,9 +130,8 @@ fn parse_token(s: &str) -> Result<String, String> {
 }
 
 fn parse_run_id(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 32
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let ok =
+        !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if ok {
         Ok(s.to_owned())
     } else {

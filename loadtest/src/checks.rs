@@ -91,13 +91,36 @@ mod tests {
     fn joins_after_the_snapshot_are_owed() {
         let t = Instant::now();
         let seen = ClientSet::new(4);
-        let w = Watcher { index: 0, snapshot_seq: 10, started_at: t, seen: &seen };
-        let at = |seq| Join { ok: true, seq: Some(seq), sent: Some(t) };
+        let w = Watcher {
+            index: 0,
+            snapshot_seq: 10,
+            started_at: t,
+            seen: &seen,
+        };
+        let at = |seq| Join {
+            ok: true,
+            seq: Some(seq),
+            sent: Some(t),
+        };
         assert!(owed(&w, 1, &at(11)));
         assert!(!owed(&w, 1, &at(10)), "in the snapshot");
         assert!(!owed(&w, 0, &at(11)), "own join");
-        assert!(!owed(&w, 1, &Join { ok: false, ..at(11) }), "failed join");
-        let unseen = |sent| Join { ok: true, seq: None, sent: Some(sent) };
+        assert!(
+            !owed(
+                &w,
+                1,
+                &Join {
+                    ok: false,
+                    ..at(11)
+                }
+            ),
+            "failed join"
+        );
+        let unseen = |sent| Join {
+            ok: true,
+            seq: None,
+            sent: Some(sent),
+        };
         assert!(owed(&w, 1, &unseen(t + Duration::from_millis(1))));
         assert!(!owed(&w, 1, &unseen(t)), "maybe handled before the session");
     }
@@ -111,16 +134,45 @@ mod tests {
         let mut some = ClientSet::new(3);
         some.insert(0);
         let joins = [
-            Join { ok: true, seq: Some(5), sent: Some(t) },
-            Join { ok: true, seq: Some(6), sent: Some(t) },
-            Join { ok: true, seq: Some(7), sent: Some(t) },
+            Join {
+                ok: true,
+                seq: Some(5),
+                sent: Some(t),
+            },
+            Join {
+                ok: true,
+                seq: Some(6),
+                sent: Some(t),
+            },
+            Join {
+                ok: true,
+                seq: Some(7),
+                sent: Some(t),
+            },
         ];
         let watchers = [
-            Watcher { index: 0, snapshot_seq: 1, started_at: t, seen: &all },
+            Watcher {
+                index: 0,
+                snapshot_seq: 1,
+                started_at: t,
+                seen: &all,
+            },
             // Started after client 0's join: owed only 2's (1's is missing).
-            Watcher { index: 1, snapshot_seq: 5, started_at: t, seen: &some },
+            Watcher {
+                index: 1,
+                snapshot_seq: 5,
+                started_at: t,
+                seen: &some,
+            },
         ];
         let m = missing_joins(&watchers, &joins);
-        assert_eq!(m, Missing { expected: 3, missing: 1, sessions_missing: 1 });
+        assert_eq!(
+            m,
+            Missing {
+                expected: 3,
+                missing: 1,
+                sessions_missing: 1
+            }
+        );
     }
 }

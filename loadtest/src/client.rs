@@ -137,7 +137,11 @@ pub async fn run_client(index: usize, shared: Arc<Shared>) {
     let first = match stream.message().await {
         Ok(Some(event)) => event,
         Ok(None) => {
-            return shared.fail(Step::SessionStarted, &ErrorKind::stream_ended(), "no first event");
+            return shared.fail(
+                Step::SessionStarted,
+                &ErrorKind::stream_ended(),
+                "no first event",
+            );
         }
         Err(status) => return shared.fail_status(Step::SessionStarted, &status),
     };
@@ -147,7 +151,10 @@ pub async fn run_client(index: usize, shared: Arc<Shared>) {
         Err(e) => return shared.fail(Step::SessionStarted, &ErrorKind::protocol(), &e.to_string()),
     };
     let session_id = observer.session_id();
-    record_all(&mut lock(&shared.histograms).connect, &[micros_between(sent, now)]);
+    record_all(
+        &mut lock(&shared.histograms).connect,
+        &[micros_between(sent, now)],
+    );
     slot.set_reader(ReaderState::Running);
     shared.counters.sessions_up.fetch_add(1, Ordering::Relaxed);
     let reader = tokio::spawn(read_events(index, stream, observer, shared.clone()));
@@ -170,7 +177,10 @@ pub async fn run_client(index: usize, shared: Arc<Shared>) {
         Ok(_) => {
             let _ = slot.join_done.set(done);
             shared.counters.joined.fetch_add(1, Ordering::Relaxed);
-            record_all(&mut lock(&shared.histograms).join, &[micros_between(sent, done)]);
+            record_all(
+                &mut lock(&shared.histograms).join,
+                &[micros_between(sent, done)],
+            );
         }
         Err(status) => return shared.fail_status(Step::Join, &status),
     }

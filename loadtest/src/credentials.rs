@@ -26,7 +26,8 @@ impl Credentials {
     /// A request carrying the token.
     pub fn request<T>(&self, message: T) -> Request<T> {
         let mut req = Request::new(message);
-        req.metadata_mut().insert(AUTHORIZATION, self.bearer.clone());
+        req.metadata_mut()
+            .insert(AUTHORIZATION, self.bearer.clone());
         req
     }
 

@@ -4,12 +4,20 @@
 //! The binary (`src/main.rs`) only parses flags; each scenario lives here.
 //! The one scenario so far is [`sessions`](run_sessions): N clients connect,
 //! join channels, change presence and leave, while every client watches the
-//! server's event stream.
+//! server's event stream. `README.md` explains the flags and every number of
+//! the report.
 //!
 //! The code is split the way the rest of OpenSpeak is: pure parts that take
-//! `now: Instant` and values (the [`Observer`] of one event stream, the
-//! missing-event check, the statistics, the report) and thin tokio drivers
-//! around them (the client tasks, the progress printer, the scenario).
+//! `now: Instant` and values, and thin tokio drivers around them.
+//! - Pure: `observer` (one session's event stream: sequence check, which
+//!   joins it saw, the event delays), `checks` (which events were owed and
+//!   missing), `stats` (histograms, rates), `report` (table and JSON),
+//!   `tally` (failures by reason).
+//! - Shared state: `registry`, one slot per client that the clients publish
+//!   facts in (session id, join instants, sequences) for each other.
+//! - Drivers: `client` (one client's actor and event reader), `sessions`
+//!   (the phases of the run), `setup` (the admin calls), `pool` (the
+//!   HTTP/2 connections), `progress` (the line on stderr).
 
 mod args;
 mod checks;
@@ -28,6 +36,6 @@ mod tally;
 
 pub use args::{SessionsArgs, parse_addr};
 pub use error::{ConnectError, SessionsError, SetupError};
-pub use observer::Observer;
-pub use report::{Outcome, Report};
+pub use report::{Outcome, Report, Settled};
 pub use sessions::run_sessions;
+pub use stats::LatencySummary;

@@ -1,13 +1,21 @@
 //! `openspeak-loadtest`: flags in, a scenario of the library run, the report
-//! out. Exit status: 0 the run completed, 1 it could not run, 2 it timed
-//! out (the report covers what happened until then), 3 `--strict` and a
-//! check or call failed.
+//! out. Exit status: 0 the run completed, 1 it could not run, 2 bad flags
+//! (clap's), 3 it timed out (the report covers what happened until then),
+//! 4 `--strict` and a check or a call failed, 130 interrupted (Ctrl-C: the
+//! run stops, reports and cleans up; a second Ctrl-C quits at once).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use openspeak_loadtest::{Outcome, SessionsArgs, SessionsError, run_sessions};
+
+/// Exit status when `--timeout` expired.
+const TIMED_OUT: u8 = 3;
+/// Exit status when `--strict` and a check or a call failed.
+const CHECK_FAILED: u8 = 4;
+/// Exit status on Ctrl-C (128 + SIGINT, as shells report it).
+const INTERRUPTED: u8 = 130;
 
 #[derive(Parser)]
 #[command(name = "openspeak-loadtest", version, about)]
@@ -28,9 +36,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("openspeak-loadtest: error: {e:#}");
-            let timed_out = e.downcast_ref::<SessionsError>().is_some_and(SessionsError::is_timeout);
-            ExitCode::from(if timed_out { 2 } else { 1 })
+            eprintln!("openspeak-loadtest: error: {}", describe(&e));
+            let timed_out = e
+                .downcast_ref::<SessionsError>()
+                .is_some_and(SessionsError::is_timeout);
+            ExitCode::from(if timed_out { TIMED_OUT } else { 1 })
         }
     }
 }
@@ -42,7 +52,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("cannot start the tokio runtime")?;
     match cli.scenario {
         Scenario::Sessions(args) => {
-            let report = runtime.block_on(run_sessions(&args))?;
+            let report = runtime.block_on(async {
+                let interrupt = on_ctrl_c();
+                run_sessions(&args, interrupt).await
+            })?;
             print!("{}", report.table());
             if let Some(path) = &args.json {
                 report.write_json(path)?;
@@ -52,13 +65,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "openspeak-loadtest: timed out after {} s; the report covers what happened until then",
                     args.timeout
                 );
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(TIMED_OUT));
+            }
+            if report.outcome == Outcome::Interrupted {
+                return Ok(ExitCode::from(INTERRUPTED));
             }
             if args.strict && !report.clean() {
                 eprintln!("openspeak-loadtest: a check or a call failed (--strict)");
-                return Ok(ExitCode::from(3));
+                return Ok(ExitCode::from(CHECK_FAILED));
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The error and its causes on one line, without the repeats that nested
+/// transport errors produce ("tcp connect error: tcp connect error: ...").
+fn describe(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+/// A flag that turns true on the first Ctrl-C; the second one exits at once.
+fn on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return; // No signal handling here: Ctrl-C keeps its default.
+        }
+        eprintln!(
+            "openspeak-loadtest: interrupted; closing sessions and cleaning up (Ctrl-C again to quit now)"
+        );
+        let _ = tx.send(true);
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(i32::from(INTERRUPTED));
+        }
+    });
+    rx
 }

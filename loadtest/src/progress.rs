@@ -3,8 +3,8 @@
 //! The counters are relaxed atomics: they are only read for display, and
 //! the final report is computed from the clients' own results, not from here.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -116,7 +116,8 @@ pub async fn print_progress(
     started: Instant,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+    let mut tick =
+        tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let (mut prev_events, mut prev_at) = (0, started);
     loop {
@@ -140,8 +141,23 @@ mod tests {
 
     #[test]
     fn line_shows_rate_since_previous() {
-        let snap = Snapshot { phase: Phase::Ramp, sessions_up: 40, joined: 35, events: 3_000, errors: 2 };
-        let line = progress_line(Duration::from_millis(2_000), 50, &snap, 1_000, Duration::from_millis(500));
-        assert_eq!(line, "[   2.0s] ramp   sessions up 40/50, joined 35, events 4000/s, errors 2");
+        let snap = Snapshot {
+            phase: Phase::Ramp,
+            sessions_up: 40,
+            joined: 35,
+            events: 3_000,
+            errors: 2,
+        };
+        let line = progress_line(
+            Duration::from_millis(2_000),
+            50,
+            &snap,
+            1_000,
+            Duration::from_millis(500),
+        );
+        assert_eq!(
+            line,
+            "[   2.0s] ramp   sessions up 40/50, joined 35, events 4000/s, errors 2"
+        );
     }
 }

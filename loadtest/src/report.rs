@@ -20,6 +20,19 @@ pub enum Outcome {
     Completed,
     /// The `--timeout` expired; the numbers cover what happened until then.
     TimedOut,
+    /// Interrupted (Ctrl-C); the numbers cover what happened until then.
+    Interrupted,
+}
+
+impl Outcome {
+    /// The name shown in the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::TimedOut => "timed out",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// How the wait for the last events ended.
@@ -33,6 +46,20 @@ pub enum Settled {
     Quiet,
     /// The run's deadline came first.
     Timeout,
+    /// An interrupt came first.
+    Interrupted,
+}
+
+impl Settled {
+    /// The name shown in the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settled::Sequence => "sequence",
+            Settled::Quiet => "quiet",
+            Settled::Timeout => "timeout",
+            Settled::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// The results of one `sessions` run.
@@ -131,7 +158,7 @@ impl Report {
     /// The report as a table for a person.
     pub fn table(&self) -> String {
         let mut rows: Vec<(&str, String)> = vec![
-            ("outcome", format!("{:?}", self.outcome).to_lowercase()),
+            ("outcome", self.outcome.as_str().to_owned()),
             ("server", self.addr.clone()),
             ("run id", self.run_id.clone()),
             (
@@ -147,17 +174,29 @@ impl Report {
             ("elapsed", format!("{:.2}s", self.elapsed_s)),
             (
                 "sessions / joins / presence",
-                format!("{} / {} / {}", self.sessions_started, self.joins_ok, self.presence_ok),
+                format!(
+                    "{} / {} / {}",
+                    self.sessions_started, self.joins_ok, self.presence_ok
+                ),
             ),
             (
                 "joins per second",
-                format!("{:.1} (join phase {:.2}s)", self.joins_per_sec, self.join_phase_s),
+                format!(
+                    "{:.1} (join phase {:.2}s)",
+                    self.joins_per_sec, self.join_phase_s
+                ),
             ),
             ("connect latency", latency(&self.connect_us)),
             ("join latency", latency(&self.join_us)),
             ("event delay (from response)", latency(&self.event_delay_us)),
-            ("event delay (from request)", latency(&self.event_delay_from_request_us)),
-            ("events before response", self.events_before_join_response.to_string()),
+            (
+                "event delay (from request)",
+                latency(&self.event_delay_from_request_us),
+            ),
+            (
+                "events before response",
+                self.events_before_join_response.to_string(),
+            ),
             (
                 "events received",
                 format!("{} ({:.0}/s)", self.events_received, self.events_per_sec),
@@ -185,7 +224,7 @@ impl Report {
                 self.sessions_left_online
                     .map_or_else(|| "not checked".into(), |n| n.to_string()),
             ),
-            ("settled by", format!("{:?}", self.settled).to_lowercase()),
+            ("settled by", self.settled.as_str().to_owned()),
             ("errors", self.errors_total.to_string()),
         ];
         for (reason, n) in &self.errors {
@@ -195,7 +234,11 @@ impl Report {
         for w in &self.warnings {
             rows.push(("warning", w.clone()));
         }
-        let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+        let width = rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
         let mut out = String::new();
         for (k, v) in rows {
             let _ = writeln!(out, "{k:<width$}  {v}");
@@ -251,7 +294,13 @@ pub(crate) mod tests {
             joins_ok: 50,
             presence_ok: 50,
             joins_per_sec: 100.0,
-            event_delay_us: LatencySummary { p50: 100, p99: 900, max: 1000, mean: 150, count: 1225 },
+            event_delay_us: LatencySummary {
+                p50: 100,
+                p99: 900,
+                max: 1000,
+                mean: 150,
+                count: 1225,
+            },
             event_delay_from_request_us: LatencySummary::default(),
             connect_us: LatencySummary::default(),
             join_us: LatencySummary::default(),
@@ -280,7 +329,14 @@ pub(crate) mod tests {
     #[test]
     fn json_has_the_promised_shape() {
         let v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
-        for key in ["clients", "channels", "joins_per_sec", "events_received", "missing_events", "elapsed_s"] {
+        for key in [
+            "clients",
+            "channels",
+            "joins_per_sec",
+            "events_received",
+            "missing_events",
+            "elapsed_s",
+        ] {
             assert!(v[key].is_number(), "{key} is a number");
         }
         for key in ["p50", "p99", "max", "count"] {
@@ -319,9 +375,13 @@ pub(crate) mod tests {
         let mut r = sample();
         r.errors.insert("CHANNEL_FULL".into(), 2);
         r.errors_total = 2;
-        r.error_examples.insert("CHANNEL_FULL".into(), "join: full".into());
+        r.error_examples
+            .insert("CHANNEL_FULL".into(), "join: full".into());
         let t = r.table();
         assert!(t.contains("CHANNEL_FULL: 2  e.g. join: full"), "{t}");
-        assert!(t.contains("p50 100µs  p99 900µs  max 1.0ms  (n=1225)"), "{t}");
+        assert!(
+            t.contains("p50 100µs  p99 900µs  max 1.0ms  (n=1225)"),
+            "{t}"
+        );
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep, timeout_at};
+use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 
 use crate::args::SessionsArgs;
 use crate::checks::{Join, Watcher, missing_joins};
@@ -52,10 +52,15 @@ const CLEANUP_GRACE: Duration = Duration::from_secs(10);
 /// fail to revoke it.
 const TOKEN_SPARE_LIFE: Duration = Duration::from_secs(600);
 
-/// Runs the scenario. An `Err` means the run could not start (or its report
-/// could not be written); a run that started always yields a report, with
-/// [`Outcome::TimedOut`] when the deadline cut it short.
-pub async fn run_sessions(args: &SessionsArgs) -> Result<Report, SessionsError> {
+/// Runs the scenario. An `Err` means the run could not start; a run that
+/// started always yields a report, with [`Outcome::TimedOut`] when the
+/// deadline cut it short and [`Outcome::Interrupted`] when `interrupt`
+/// turned true (say, on Ctrl-C) during the ramp or the settling. Either way
+/// the sessions are closed and the fixtures removed before it returns.
+pub async fn run_sessions(
+    args: &SessionsArgs,
+    mut interrupt: watch::Receiver<bool>,
+) -> Result<Report, SessionsError> {
     let started = Instant::now();
     let deadline = started + args.timeout();
     let run_id = args.run_id.clone().unwrap_or_else(random_run_id);
@@ -91,7 +96,10 @@ pub async fn run_sessions(args: &SessionsArgs) -> Result<Report, SessionsError> 
     .await;
     if let Err(e) = setup {
         if !args.keep {
-            for w in admin.clean_up(&fixtures, Instant::now() + CLEANUP_GRACE).await {
+            for w in admin
+                .clean_up(&fixtures, Instant::now() + CLEANUP_GRACE)
+                .await
+            {
                 eprintln!("warning: {w}");
             }
         }
@@ -118,7 +126,12 @@ pub async fn run_sessions(args: &SessionsArgs) -> Result<Report, SessionsError> 
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let printer = (!args.quiet).then(|| {
-        tokio::spawn(print_progress(counters.clone(), clients as u64, Instant::now(), stop_rx))
+        tokio::spawn(print_progress(
+            counters.clone(),
+            clients as u64,
+            Instant::now(),
+            stop_rx,
+        ))
     });
 
     // Ramp.
@@ -126,7 +139,7 @@ pub async fn run_sessions(args: &SessionsArgs) -> Result<Report, SessionsError> 
     for i in 0..clients {
         actors.spawn(run_client(i, shared.clone()));
     }
-    let ramp_done = timeout_at(deadline, async {
+    let drain = async {
         while let Some(joined) = actors.join_next().await {
             if let Err(e) = joined
                 && e.is_panic()
@@ -135,20 +148,22 @@ pub async fn run_sessions(args: &SessionsArgs) -> Result<Report, SessionsError> 
                 std::panic::resume_unwind(e.into_panic());
             }
         }
-    })
-    .await
-    .is_ok();
-    if !ramp_done {
+    };
+    let cut = tokio::select! {
+        () = drain => None,
+        () = sleep_until(deadline) => Some(Settled::Timeout),
+        () = interrupted(&mut interrupt) => Some(Settled::Interrupted),
+    };
+    if cut.is_some() {
         shared.ramp.close();
         actors.abort_all();
     }
 
     // Settle.
     counters.set_phase(Phase::Settle);
-    let settled = if ramp_done {
-        settle(&shared.registry, &counters, deadline).await
-    } else {
-        Settled::Timeout
+    let settled = match cut {
+        None => settle(&shared.registry, &counters, deadline, &interrupt).await,
+        Some(cut) => cut,
     };
     let settle_end = Instant::now();
 
@@ -170,7 +185,9 @@ pub async fn run_sessions(args: &SessionsArgs) -> Result<Report, SessionsError> 
         }
     }
     if lost > 0 {
-        warnings.push(format!("{lost} event readers did not stop in time; their findings are lost"));
+        warnings.push(format!(
+            "{lost} event readers did not stop in time; their findings are lost"
+        ));
     }
     drop(actors);
     let _ = stop_tx.send(true);
@@ -178,10 +195,19 @@ pub async fn run_sessions(args: &SessionsArgs) -> Result<Report, SessionsError> 
         let _ = p.await;
     }
 
-    let timed_out = settled == Settled::Timeout;
-    let sessions_left_online = if timed_out {
-        None
-    } else {
+    let outcome = match settled {
+        Settled::Sequence | Settled::Quiet => Outcome::Completed,
+        Settled::Timeout => Outcome::TimedOut,
+        Settled::Interrupted => Outcome::Interrupted,
+    };
+    let cut_short = outcome != Outcome::Completed;
+    if cut_short {
+        warnings.push(
+            "the run was cut short before the events settled: missing-event counts include events still in flight"
+                .into(),
+        );
+    }
+    let sessions_left_online = {
         let session_ids = shared.registry.session_ids();
         match wait_offline(&admin, &session_ids, Instant::now() + OFFLINE_GRACE).await {
             Ok(n) => Some(n as u64),
@@ -195,7 +221,11 @@ pub async fn run_sessions(args: &SessionsArgs) -> Result<Report, SessionsError> 
         }
     };
     if !args.keep {
-        warnings.extend(admin.clean_up(&fixtures, Instant::now() + CLEANUP_GRACE).await);
+        warnings.extend(
+            admin
+                .clean_up(&fixtures, Instant::now() + CLEANUP_GRACE)
+                .await,
+        );
     }
 
     let mut findings = Vec::with_capacity(observers.len());
@@ -210,7 +240,7 @@ pub async fn run_sessions(args: &SessionsArgs) -> Result<Report, SessionsError> 
         connections: pool.len() as u64,
         elapsed: started.elapsed(),
         settle_end: settle_end.into_std(),
-        outcome: if timed_out { Outcome::TimedOut } else { Outcome::Completed },
+        outcome,
         settled,
         sessions_left_online,
         warnings,
@@ -241,8 +271,13 @@ struct RunFacts<'a> {
 }
 
 /// Waits until every open session has every event, or the events stop, or
-/// the deadline.
-async fn settle(registry: &Registry, counters: &Counters, deadline: Instant) -> Settled {
+/// the deadline, or an interrupt.
+async fn settle(
+    registry: &Registry,
+    counters: &Counters,
+    deadline: Instant,
+    interrupt: &watch::Receiver<bool>,
+) -> Settled {
     let mut seen = counters.events.load(Ordering::Relaxed);
     let mut changed = Instant::now();
     loop {
@@ -256,9 +291,19 @@ async fn settle(registry: &Registry, counters: &Counters, deadline: Instant) -> 
         } else if now - changed >= QUIET {
             return Settled::Quiet;
         }
+        if *interrupt.borrow() {
+            return Settled::Interrupted;
+        }
         if timeout_at(deadline, sleep(SETTLE_POLL)).await.is_err() {
             return Settled::Timeout;
         }
+    }
+}
+
+/// Resolves when `interrupt` turns true; never, if its sender is gone.
+async fn interrupted(interrupt: &mut watch::Receiver<bool>) {
+    if interrupt.wait_for(|i| *i).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -287,7 +332,11 @@ pub fn caught_up(registry: &Registry) -> bool {
 
 /// Polls `ListOnline` until none of `sessions` is listed or `until`;
 /// returns how many still are.
-async fn wait_offline(admin: &Admin, sessions: &[u32], until: Instant) -> Result<usize, tonic::Status> {
+async fn wait_offline(
+    admin: &Admin,
+    sessions: &[u32],
+    until: Instant,
+) -> Result<usize, tonic::Status> {
     loop {
         let left = match timeout_at(until, admin.still_online(sessions)).await {
             Ok(result) => result?,
@@ -301,7 +350,11 @@ async fn wait_offline(admin: &Admin, sessions: &[u32], until: Instant) -> Result
 }
 
 /// Puts the results together.
-fn build_report(facts: RunFacts<'_>, shared: &Shared, findings: &[(Findings, ReaderEnd)]) -> Report {
+fn build_report(
+    facts: RunFacts<'_>,
+    shared: &Shared,
+    findings: &[(Findings, ReaderEnd)],
+) -> Report {
     let registry = &shared.registry;
     let slots = registry.slots();
     let first_connect = slots.iter().filter_map(|s| s.connect_sent.get()).min();
@@ -310,7 +363,9 @@ fn build_report(facts: RunFacts<'_>, shared: &Shared, findings: &[(Findings, Rea
         (Some(a), Some(b)) => b.saturating_duration_since(*a),
         _ => Duration::ZERO,
     };
-    let events_window = first_connect.map_or(Duration::ZERO, |a| facts.settle_end.saturating_duration_since(*a));
+    let events_window = first_connect.map_or(Duration::ZERO, |a| {
+        facts.settle_end.saturating_duration_since(*a)
+    });
     let joins_ok = slots.iter().filter(|s| s.join_done.get().is_some()).count() as u64;
 
     let joins: Vec<Join> = slots
@@ -359,9 +414,15 @@ fn build_report(facts: RunFacts<'_>, shared: &Shared, findings: &[(Findings, Rea
         as_admin: facts.args.as_admin,
         elapsed_s: facts.elapsed.as_secs_f64(),
         join_phase_s: join_phase.as_secs_f64(),
-        sessions_started: slots.iter().filter(|s| s.session_id.get().is_some()).count() as u64,
+        sessions_started: slots
+            .iter()
+            .filter(|s| s.session_id.get().is_some())
+            .count() as u64,
         joins_ok,
-        presence_ok: slots.iter().filter(|s| s.acted.load(Ordering::Acquire)).count() as u64,
+        presence_ok: slots
+            .iter()
+            .filter(|s| s.acted.load(Ordering::Acquire))
+            .count() as u64,
         joins_per_sec: per_second(joins_ok, join_phase),
         event_delay_us: LatencySummary::of(&h.event_delay),
         event_delay_from_request_us: LatencySummary::of(&h.event_delay_from_request),

@@ -61,14 +61,17 @@ impl Admin {
     /// with a clear message before anything is created.
     pub async fn check(&self, deadline: Instant) -> Result<(), SetupError> {
         let mut auth = AuthServiceClient::new(self.channel.clone());
-        let info = timeout_at(deadline, auth.who_am_i(self.creds.request(pb::WhoAmIRequest {})))
-            .await
-            .map_err(|_| SetupError::TimedOut)?
-            .map_err(|status| SetupError::WhoAmI {
-                addr: self.addr.clone(),
-                status,
-            })?
-            .into_inner();
+        let info = timeout_at(
+            deadline,
+            auth.who_am_i(self.creds.request(pb::WhoAmIRequest {})),
+        )
+        .await
+        .map_err(|_| SetupError::TimedOut)?
+        .map_err(|status| SetupError::WhoAmI {
+            addr: self.addr.clone(),
+            status,
+        })?
+        .into_inner();
         if info.role != pb::Role::Admin as i32 {
             let role = pb::Role::try_from(info.role)
                 .map(|r| r.as_str_name().to_owned())
@@ -152,7 +155,10 @@ impl Admin {
             .into_inner()
             .users;
         let ours: std::collections::HashSet<u32> = sessions.iter().copied().collect();
-        Ok(users.iter().filter(|u| ours.contains(&u.session_id)).count())
+        Ok(users
+            .iter()
+            .filter(|u| ours.contains(&u.session_id))
+            .count())
     }
 
     /// Deletes the run's channels and revokes its token, before `deadline`.
@@ -165,11 +171,12 @@ impl Admin {
                     channel_id: channel_id.clone(),
                 });
                 async move {
-                    client
-                        .delete_channel(req)
-                        .await
-                        .err()
-                        .map(|s| format!("cannot delete channel {channel_id}: {}", describe_status(&s)))
+                    client.delete_channel(req).await.err().map(|s| {
+                        format!(
+                            "cannot delete channel {channel_id}: {}",
+                            describe_status(&s)
+                        )
+                    })
                 }
             })
             .buffer_unordered(SETUP_CONCURRENCY)

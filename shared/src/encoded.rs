@@ -21,6 +21,11 @@ impl Encoded {
         Self(Bytes::from(message.encode_to_vec()))
     }
 
+    /// Bytes that already hold an encoded message.
+    pub fn from_bytes(bytes: Bytes) -> Self {
+        Self(bytes)
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

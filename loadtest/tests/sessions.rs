@@ -1,0 +1,243 @@
+//! The `sessions` scenario against a real control plane on `127.0.0.1:0`,
+//! in process: the run is clean, its checks see what they should, and it
+//! leaves nothing behind.
+//!
+//! Every wait is bounded: the scenario by its own `--timeout`, the whole
+//! test by [`WAIT`].
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use openspeak_control::ControlPlane;
+use openspeak_loadtest::{
+    ConnectError, Outcome, SessionsArgs, SessionsError, SetupError, run_sessions,
+};
+use openspeak_shared::config::Config;
+use openspeak_shared::metadata::AUTHORIZATION;
+use openspeak_shared::pb;
+use tempfile::TempDir;
+use tokio::sync::{oneshot, watch};
+use tonic::transport::Endpoint;
+
+/// Bound on any one test's waiting.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A control plane serving in this test's runtime.
+struct Server {
+    addr: SocketAddr,
+    admin_token: String,
+    /// Stops the server when dropped.
+    _shutdown: oneshot::Sender<()>,
+    /// The state directory lives as long as the server.
+    _dir: TempDir,
+}
+
+/// A secret made by the test; none is kept in the repository.
+fn random_token() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!(
+        "test_{:016x}{:016x}",
+        h.finish(),
+        h.finish().rotate_left(17)
+    )
+}
+
+async fn start_server() -> Server {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let admin_token = random_token();
+    let mut config = Config::default();
+    config.server.host = "127.0.0.1".into();
+    config.server.port = 0;
+    config.storage.data_dir = dir.path().to_owned();
+    config.auth.bootstrap_token = Some(admin_token.clone());
+    config.cluster.listen = "127.0.0.1:0".into();
+    let cp = ControlPlane::bind(config)
+        .await
+        .expect("the control plane binds");
+    let addr = cp.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(cp.serve(async {
+        let _ = rx.await;
+    }));
+    Server {
+        addr,
+        admin_token,
+        _shutdown: tx,
+        _dir: dir,
+    }
+}
+
+fn args(server: &Server, clients: u32, channels: u32) -> SessionsArgs {
+    SessionsArgs {
+        addr: server.addr.to_string(),
+        token: server.admin_token.clone(),
+        clients,
+        channels,
+        connections: 4,
+        streams_per_connection: 100,
+        ramp_concurrency: 8,
+        timeout: 30,
+        as_admin: false,
+        json: None,
+        keep: false,
+        quiet: true,
+        strict: false,
+        run_id: None,
+    }
+}
+
+/// An interrupt that never fires.
+fn no_interrupt() -> watch::Receiver<bool> {
+    watch::channel(false).1
+}
+
+async fn within<T>(future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .expect("the test finished in time")
+}
+
+/// What the server still holds: channel names and token labels.
+async fn leftovers(server: &Server) -> (Vec<String>, Vec<String>) {
+    let channel = Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let bearer: tonic::metadata::AsciiMetadataValue =
+        format!("Bearer {}", server.admin_token).parse().unwrap();
+    let mut list_channels = tonic::Request::new(pb::ListChannelsRequest {});
+    list_channels
+        .metadata_mut()
+        .insert(AUTHORIZATION, bearer.clone());
+    let channels = pb::channel_service_client::ChannelServiceClient::new(channel.clone())
+        .list_channels(list_channels)
+        .await
+        .unwrap()
+        .into_inner()
+        .channels;
+    let mut list_tokens = tonic::Request::new(pb::ListTokensRequest {});
+    list_tokens.metadata_mut().insert(AUTHORIZATION, bearer);
+    let tokens = pb::auth_service_client::AuthServiceClient::new(channel)
+        .list_tokens(list_tokens)
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    (
+        channels.into_iter().map(|c| c.name).collect(),
+        tokens.into_iter().map(|t| t.label).collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_run_is_clean_and_leaves_nothing_behind() {
+    within(async {
+        let server = start_server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("report.json");
+        let mut a = args(&server, 40, 4);
+        a.json = Some(json.clone());
+        let report = run_sessions(&a, no_interrupt())
+            .await
+            .expect("the run starts");
+
+        assert_eq!(report.outcome, Outcome::Completed, "{}", report.table());
+        assert!(report.clean(), "{}", report.table());
+        assert_eq!(report.sessions_started, 40);
+        assert_eq!(report.joins_ok, 40);
+        assert_eq!(report.presence_ok, 40);
+        assert!(report.expected_events > 0);
+        assert_eq!(report.missing_events, 0);
+        assert!(report.event_delay_us.count >= report.expected_events);
+        assert!(report.joins_per_sec > 0.0);
+        assert_eq!(report.sessions_left_online, Some(0));
+        assert_eq!(report.events_by_kind["session_started"], 40);
+        // Each sees at least its own two changes (later sessions miss earlier ones).
+        assert!(report.events_by_kind["presence_changed"] >= 40 * 2);
+
+        report.write_json(&json).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["clients"], 40);
+        assert_eq!(v["missing_events"], 0);
+
+        let (channels, tokens) = leftovers(&server).await;
+        assert_eq!(channels, ["Lobby"], "the run's channels are deleted");
+        assert!(
+            !tokens.iter().any(|l| l == "loadtest"),
+            "the member token is revoked: {tokens:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_runs_and_keep_leaves_the_channels() {
+    within(async {
+        let server = start_server().await;
+        let mut a = args(&server, 10, 2);
+        a.as_admin = true;
+        a.keep = true;
+        a.run_id = Some("kept".into());
+        let report = run_sessions(&a, no_interrupt()).await.unwrap();
+        assert!(report.clean(), "{}", report.table());
+        let (channels, tokens) = leftovers(&server).await;
+        assert_eq!(channels.len(), 3, "Lobby and the two kept: {channels:?}");
+        assert!(channels.iter().any(|c| c == "load-kept-1"));
+        assert!(
+            !tokens.iter().any(|l| l == "loadtest"),
+            "no member token made"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_cuts_the_run_short_but_it_still_reports() {
+    within(async {
+        let server = start_server().await;
+        let (tx, rx) = watch::channel(false);
+        tx.send(true).unwrap();
+        let report = run_sessions(&args(&server, 20, 2), rx).await.unwrap();
+        assert_eq!(report.outcome, Outcome::Interrupted);
+        assert!(!report.clean());
+        let (channels, _) = leftovers(&server).await;
+        assert_eq!(channels, ["Lobby"], "cleaned up all the same");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_or_address_is_a_clear_error() {
+    within(async {
+        let server = start_server().await;
+        let mut a = args(&server, 1, 1);
+        a.token = "not-a-token".into();
+        let err = run_sessions(&a, no_interrupt()).await.unwrap_err();
+        assert!(
+            matches!(err, SessionsError::Setup(SetupError::WhoAmI { .. })),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&server.addr.to_string()), "{err}");
+
+        // A port nobody listens on: bind one, then free it.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap().to_string();
+        drop(free);
+        let mut a = args(&server, 1, 1);
+        a.addr = addr.clone();
+        let err = run_sessions(&a, no_interrupt()).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SessionsError::Connect(ConnectError::Unreachable { .. })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), format!("cannot connect to {addr}"));
+    })
+    .await;
+}
