@@ -26,8 +26,9 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let shutdown = shutdown::listen().context("cannot install the signal handlers")?;
         let control = ControlPlane::bind(config).await?;
-        control.serve(shutdown::signal()).await?;
+        control.serve(shutdown).await?;
         Ok(())
     })
 }

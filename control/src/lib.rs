@@ -23,6 +23,7 @@ mod server;
 mod service;
 mod session_ids;
 mod snapshot;
+mod status_details;
 mod tokens;
 
 pub use hub::Hub;

@@ -37,6 +37,7 @@ use crate::{
     request_id::RequestIdLayer,
     service::{AuthApi, ChannelApi, PresenceApi, Shared, VoiceApi},
     session_ids::{SessionIds, SessionIdsError},
+    status_details::StatusDetailsLayer,
     tokens::{Role, StoreError, TokenStore},
 };
 
@@ -187,6 +188,7 @@ impl ControlPlane {
         }
         let router = builder
             .layer(RequestIdLayer)
+            .layer(StatusDetailsLayer)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -1,0 +1,125 @@
+//! Gives the errors that tonic raises on its own the contract's details.
+//!
+//! Our handlers build every status with a `google.rpc.ErrorInfo`. A few
+//! errors never reach them: a request over `server.max_message_bytes` or
+//! one that does not decode is refused by tonic's codec, a method that does
+//! not exist by its router. Those come back as trailers-only responses with
+//! a bare `grpc-status`; this layer rewrites them, on the OpenSpeak services
+//! only, into the status a client of the contract expects: malformed or
+//! oversized input is `INVALID_ARGUMENT` with `INVALID_REQUEST`.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use openspeak_shared::Reason;
+use tonic::{Code, Status};
+use tower::{Layer, Service};
+
+/// Paths of the services whose errors must carry OpenSpeak details.
+const OUR_SERVICES: &str = "/openspeak.";
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatusDetailsLayer;
+
+impl<S> Layer<S> for StatusDetailsLayer {
+    type Service = StatusDetailsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StatusDetailsService { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusDetailsService<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, R> Service<Request<B>> for StatusDetailsService<S>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let ours = request.uri().path().starts_with(OUR_SERVICES);
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = future.await?;
+            if ours {
+                add_details(response.headers_mut());
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Rewrites a bare error status in `headers` (a trailers-only response).
+fn add_details(headers: &mut http::HeaderMap) {
+    if headers.contains_key("grpc-status-details-bin") {
+        return;
+    }
+    let Some(status) = Status::from_header_map(headers) else {
+        return;
+    };
+    let replacement = match status.code() {
+        Code::Ok => return,
+        Code::InvalidArgument | Code::OutOfRange | Code::Unimplemented => {
+            Reason::InvalidRequest.status(status.message().to_owned())
+        }
+        Code::ResourceExhausted => Reason::RateLimited.status(status.message().to_owned()),
+        // Anything else tonic raises on its own is ours to explain.
+        _ => Reason::InternalError.status(format!("request failed: {}", status.message())),
+    };
+    headers.remove("grpc-status");
+    headers.remove("grpc-message");
+    // Cannot fail for statuses we build: the message is ASCII-escaped and
+    // the details are base64.
+    let _ = replacement.add_header(headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_out_of_range_becomes_invalid_request() {
+        let mut headers = http::HeaderMap::new();
+        Status::out_of_range("decoded message length too large")
+            .add_header(&mut headers)
+            .unwrap();
+        add_details(&mut headers);
+        let status = Status::from_header_map(&headers).unwrap();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "decoded message length too large");
+        assert_eq!(Reason::of(&status), Some(Reason::InvalidRequest));
+    }
+
+    #[test]
+    fn statuses_with_details_and_successes_are_left_alone() {
+        let mut headers = http::HeaderMap::new();
+        Reason::ChannelFull
+            .status("full")
+            .add_header(&mut headers)
+            .unwrap();
+        let before = headers.clone();
+        add_details(&mut headers);
+        assert_eq!(headers, before);
+
+        let mut ok = http::HeaderMap::new();
+        ok.insert("grpc-status", "0".parse().unwrap());
+        add_details(&mut ok);
+        assert_eq!(ok.len(), 1);
+    }
+}

@@ -1,0 +1,257 @@
+//! The control plane's life in one process: graceful shutdown (in the
+//! grace period and past it) and state that survives a restart.
+
+mod support;
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    time::{Duration, Instant},
+};
+
+use openspeak_shared::{Reason, config::Seconds, pb};
+use pb::event::Event as Ev;
+use support::{Client, TestServer, expect_err, random_token, test_config, within};
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+fn is_shutdown(e: &Ev) -> bool {
+    matches!(e, Ev::ServerShutdown(s) if !s.reason.is_empty())
+}
+
+#[tokio::test]
+async fn shutdown_tells_sessions_drains_and_returns_once_streams_close() {
+    let mut server = TestServer::start_with(|c| c.server.shutdown_grace = Seconds(20)).await;
+    let admin = server.admin().await;
+    let (member, _) = admin.new_member("m").await;
+    let mut a = admin.connect("a").await;
+    let mut b = member.connect("b").await;
+    let mut health = HealthClient::new(server.connection().await);
+    let mut watch = within(
+        "Health.Watch",
+        health.watch(HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let first = within("the first health status", watch.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let triggered = Instant::now();
+    server.trigger_shutdown();
+    a.wait_for("server_shutdown", is_shutdown).await;
+    b.wait_for("server_shutdown", is_shutdown).await;
+    within("health to report NOT_SERVING", async {
+        for _ in 0..100 {
+            let update = watch
+                .message()
+                .await
+                .expect("the watch stream stays open while draining")
+                .expect("a health update");
+            if update.status == ServingStatus::NotServing as i32 {
+                return;
+            }
+        }
+        panic!("no NOT_SERVING within 100 health updates");
+    })
+    .await;
+
+    // New connections are no longer accepted.
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2));
+    let refused = within("a connection attempt while draining", async {
+        let channel = endpoint.connect().await?;
+        let client = Client::new(channel, &server.admin_token);
+        client
+            .auth()
+            .who_am_i(client.req(pb::WhoAmIRequest {}))
+            .await
+            .map(|_| ())
+            .map_err(|s| Box::new(s) as Box<dyn std::error::Error + Send + Sync>)?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    })
+    .await;
+    assert!(refused.is_err(), "a new call succeeded while draining");
+
+    // The clients close their streams: serve returns long before the grace.
+    drop((a, b, watch, health, admin, member));
+    server.join(Duration::from_secs(10)).await;
+    let took = triggered.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "serve returned {took:?} after the trigger; the grace is 20 s"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_streams_left_open_after_the_grace() {
+    let mut server = TestServer::start_with(|c| c.server.shutdown_grace = Seconds(2)).await;
+    let admin = server.admin().await;
+    let mut stubborn = admin.connect("stubborn").await;
+
+    let triggered = Instant::now();
+    server.trigger_shutdown();
+    stubborn.wait_for("server_shutdown", is_shutdown).await;
+    // The client keeps reading and never hangs up; the server ends the stream.
+    let end = stubborn.wait_end().await;
+    let ended = triggered.elapsed();
+    assert!(
+        ended >= Duration::from_secs(1),
+        "the stream was closed after {ended:?}, before the 2 s grace was over ({end:?})"
+    );
+    server.join(Duration::from_secs(10)).await;
+    let took = triggered.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "serve took {took:?} with a 2 s grace"
+    );
+    drop(admin);
+}
+
+#[tokio::test]
+async fn shutdown_without_sessions_is_prompt() {
+    let mut server = TestServer::start().await;
+    let admin = server.admin().await;
+    admin.who_am_i().await.unwrap();
+    let took = server.stop().await;
+    assert!(took < Duration::from_secs(3), "serve took {took:?}");
+}
+
+#[tokio::test]
+async fn tokens_and_session_ids_survive_a_restart_and_bootstrap_happens_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = random_token();
+    let config = test_config(dir.path(), Some(&bootstrap));
+
+    let mut first = TestServer::serve(config.clone()).await;
+    let admin = first.admin().await;
+    let (member, member_info) = admin.new_member("kept").await;
+    let (revoked, revoked_info) = admin.new_member("revoked").await;
+    admin.revoke(&revoked_info.id).await.unwrap();
+    let session = member.connect("before").await;
+    let old_id = session.id;
+    let listed_before = within(
+        "ListTokens",
+        admin
+            .auth()
+            .list_tokens(admin.req(pb::ListTokensRequest {})),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+    .tokens;
+    assert!(
+        !dir.path().join("admin_token").exists(),
+        "a configured bootstrap token is not written"
+    );
+    let stored = std::fs::read_to_string(dir.path().join("tokens.json")).unwrap();
+    for plaintext in [&bootstrap, &member.token, &revoked.token] {
+        assert!(
+            !stored.contains(plaintext.as_str()),
+            "only hashes are stored"
+        );
+    }
+    drop(session);
+    first.stop().await;
+
+    // Restart on the same data dir, with another bootstrap token configured:
+    // the store is not empty, so it is not used.
+    let mut second_config = config.clone();
+    let ignored = random_token();
+    second_config.auth.bootstrap_token = Some(ignored.clone());
+    let second = TestServer::serve(second_config).await;
+    let connection = second.connection().await;
+    let admin = Client::new(connection.clone(), &bootstrap);
+    let member = Client::new(connection.clone(), &member.token);
+    let revoked = Client::new(connection.clone(), &revoked.token);
+
+    assert_eq!(member.who_am_i().await.unwrap(), member_info);
+    assert_eq!(admin.who_am_i().await.unwrap().role, pb::Role::Admin as i32);
+    expect_err(
+        revoked.who_am_i().await,
+        Reason::Unauthorized,
+        Code::Unauthenticated,
+    );
+    expect_err(
+        Client::new(connection.clone(), &ignored).who_am_i().await,
+        Reason::Unauthorized,
+        Code::Unauthenticated,
+    );
+    let listed_after = within(
+        "ListTokens",
+        admin
+            .auth()
+            .list_tokens(admin.req(pb::ListTokensRequest {})),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+    .tokens;
+    assert_eq!(listed_after, listed_before);
+    // A revoked token stays revoked: revoking it again is TOKEN_NOT_FOUND.
+    expect_err(
+        admin.revoke(&revoked_info.id).await,
+        Reason::TokenNotFound,
+        Code::NotFound,
+    );
+
+    // Session ids are not reused across the restart.
+    let again = member.connect("after").await;
+    assert!(
+        again.id > old_id,
+        "session id {} after a restart reuses or precedes {old_id}",
+        again.id
+    );
+}
+
+#[tokio::test]
+async fn a_generated_bootstrap_token_is_written_once_with_mode_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path(), None);
+    let file = dir.path().join("admin_token");
+
+    let mut first = TestServer::serve(config.clone()).await;
+    let token = std::fs::read_to_string(&file)
+        .expect("the bootstrap token file is written")
+        .trim()
+        .to_owned();
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin_token mode {mode:o}");
+    let admin = Client::new(first.connection().await, &token);
+    assert_eq!(admin.who_am_i().await.unwrap().role, pb::Role::Admin as i32);
+    let tokens_before = within(
+        "ListTokens",
+        admin
+            .auth()
+            .list_tokens(admin.req(pb::ListTokensRequest {})),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+    .tokens;
+    assert_eq!(tokens_before.len(), 1);
+    first.stop().await;
+
+    std::fs::remove_file(&file).unwrap();
+    let second = TestServer::serve(config).await;
+    assert!(!file.exists(), "no second bootstrap on a store with tokens");
+    let admin = Client::new(second.connection().await, &token);
+    let tokens_after = within(
+        "ListTokens",
+        admin
+            .auth()
+            .list_tokens(admin.req(pb::ListTokensRequest {})),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+    .tokens;
+    assert_eq!(tokens_after, tokens_before);
+}

@@ -1,0 +1,333 @@
+//! PresenceService and VoiceService over real gRPC: sessions, the session
+//! header, presence updates, listings, and the voice ticket's refusals.
+
+mod support;
+
+use openspeak_shared::{Reason, metadata, pb};
+use pb::event::Event as Ev;
+use support::{Client, Session, TestServer, expect_err, expect_reason, with_token, within};
+use tonic::{Code, Request, Status, metadata::MetadataValue};
+
+/// A request with `client`'s token and `openspeak-session` set to `value`
+/// exactly (or absent).
+fn raw_session<T>(client: &Client, value: Option<&str>, message: T) -> Request<T> {
+    let mut request = with_token(&client.token, message);
+    if let Some(value) = value {
+        request.metadata_mut().insert(
+            metadata::SESSION,
+            MetadataValue::try_from(value).expect("ASCII metadata"),
+        );
+    }
+    request
+}
+
+fn required<T>(result: Result<tonic::Response<T>, Status>) {
+    expect_err(
+        result.map(|_| ()),
+        Reason::SessionRequired,
+        Code::FailedPrecondition,
+    );
+}
+
+/// Calls every session-scoped RPC with `client`'s token and the session
+/// header `value`; each must be refused with SESSION_REQUIRED.
+async fn session_required_everywhere(client: &Client, value: Option<&str>) {
+    required(
+        within(
+            "UpdatePresence",
+            client.presence().update_presence(raw_session(
+                client,
+                value,
+                pb::UpdatePresenceRequest {
+                    self_mute: Some(true),
+                    ..Default::default()
+                },
+            )),
+        )
+        .await,
+    );
+    let lobby = client.list_channels().await[0].id.clone();
+    required(
+        within(
+            "JoinChannel",
+            client.channels().join_channel(raw_session(
+                client,
+                value,
+                pb::JoinChannelRequest {
+                    channel_id: lobby,
+                    password: String::new(),
+                },
+            )),
+        )
+        .await,
+    );
+    required(
+        within(
+            "LeaveChannel",
+            client
+                .channels()
+                .leave_channel(raw_session(client, value, pb::LeaveChannelRequest {})),
+        )
+        .await,
+    );
+    required(
+        within(
+            "OpenVoice",
+            client
+                .voice()
+                .open_voice(raw_session(client, value, pb::OpenVoiceRequest {})),
+        )
+        .await,
+    );
+}
+
+fn me(session: &Session) -> pb::UserPresence {
+    session
+        .started
+        .users
+        .iter()
+        .find(|u| u.session_id == session.id)
+        .cloned()
+        .expect("session_started lists the session itself")
+}
+
+#[tokio::test]
+async fn connect_starts_a_session_in_the_default_channel() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let (member, _) = admin.new_member("m").await;
+    let session = member.connect("  Alice  ").await;
+
+    let lobby = &session.started.channels;
+    assert_eq!(lobby.len(), 1, "the snapshot has every channel: {lobby:?}");
+    assert_eq!(lobby[0].name, "Lobby");
+    assert_eq!(lobby[0].member_count, 1, "the snapshot counts the session");
+    let user = me(&session);
+    assert_eq!(
+        user.display_name, "Alice",
+        "display names are stored trimmed"
+    );
+    assert_eq!(user.channel_id, lobby[0].id);
+    assert_eq!(user.status, pb::Status::Online as i32);
+    assert_eq!(user.status_text, "");
+    assert!(!user.self_mute && !user.self_deaf && !user.speaking && !user.idle);
+
+    let online = admin.list_online().await;
+    assert_eq!(online, vec![user.clone()]);
+    assert_eq!(admin.members(&lobby[0].id).await.unwrap(), vec![user]);
+
+    // A token may hold several sessions, each with its own id.
+    let again = member.connect("Alice again").await;
+    assert_ne!(again.id, session.id);
+    assert_eq!(again.started.users.len(), 2);
+    assert_eq!(admin.list_online().await.len(), 2);
+}
+
+#[tokio::test]
+async fn display_names_have_limits() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    for bad in [String::new(), "   ".into(), "n".repeat(65), "é".repeat(65)] {
+        expect_reason(admin.try_connect(&bad).await, Reason::InvalidRequest);
+    }
+    let ok = admin.connect(&"é".repeat(64)).await;
+    assert_eq!(me(&ok).display_name, "é".repeat(64));
+    // Refused connections left no session behind.
+    assert_eq!(admin.list_online().await.len(), 1);
+}
+
+#[tokio::test]
+async fn update_presence_changes_the_fields_given() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let (member, _) = admin.new_member("m").await;
+    let session = member.connect("Bob").await;
+
+    let away = session
+        .update_presence(pb::UpdatePresenceRequest {
+            status: Some(pb::Status::Away as i32),
+            status_text: Some("lunch".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(away.session_id, session.id);
+    assert_eq!(away.status, pb::Status::Away as i32);
+    assert_eq!(away.status_text, "lunch");
+    assert!(!away.self_mute && !away.self_deaf);
+
+    let muted = session
+        .update_presence(pb::UpdatePresenceRequest {
+            self_mute: Some(true),
+            self_deaf: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(muted.status, pb::Status::Away as i32, "absent = unchanged");
+    assert_eq!(muted.status_text, "lunch");
+    assert!(muted.self_mute && muted.self_deaf);
+
+    let dnd = session
+        .update_presence(pb::UpdatePresenceRequest {
+            status: Some(pb::Status::Dnd as i32),
+            status_text: Some(String::new()),
+            self_deaf: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dnd.status, pb::Status::Dnd as i32);
+    assert_eq!(dnd.status_text, "");
+    assert!(dnd.self_mute && !dnd.self_deaf);
+    assert_eq!(admin.list_online().await, vec![dnd.clone()]);
+
+    // Limits: 128 characters of status text, and a status that is set.
+    let long = session
+        .update_presence(pb::UpdatePresenceRequest {
+            status_text: Some("é".repeat(128)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(long.status_text, "é".repeat(128));
+    for request in [
+        pb::UpdatePresenceRequest {
+            status_text: Some("x".repeat(129)),
+            ..Default::default()
+        },
+        pb::UpdatePresenceRequest {
+            status: Some(pb::Status::Unspecified as i32),
+            ..Default::default()
+        },
+        pb::UpdatePresenceRequest {
+            status: Some(42),
+            ..Default::default()
+        },
+        // A valid field does not make an invalid one acceptable.
+        pb::UpdatePresenceRequest {
+            self_mute: Some(false),
+            status_text: Some("x".repeat(200)),
+            ..Default::default()
+        },
+    ] {
+        expect_reason(
+            session.update_presence(request).await,
+            Reason::InvalidRequest,
+        );
+    }
+    let after = admin.list_online().await;
+    assert_eq!(after[0].status, pb::Status::Dnd as i32);
+    assert!(after[0].self_mute, "a refused update changed nothing");
+    assert_eq!(after[0].status_text, "é".repeat(128));
+}
+
+#[tokio::test]
+async fn session_scoped_calls_need_a_live_session_of_the_same_token() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let (member, _) = admin.new_member("m").await;
+    let (other, _) = admin.new_member("other").await;
+    let mut watcher = admin.connect("watcher").await;
+    let session = member.connect("mine").await;
+
+    // Missing and malformed headers.
+    for value in [
+        None,
+        Some(""),
+        Some("abc"),
+        Some("0"),
+        Some("-1"),
+        Some("1.5"),
+        Some("0x10"),
+        Some("99999999999"),
+    ] {
+        session_required_everywhere(&member, value).await;
+    }
+    // A well-formed id that names no session.
+    session_required_everywhere(&member, Some(&(session.id + 1000).to_string())).await;
+    // Another token's session, even an admin's token.
+    session_required_everywhere(&other, Some(&session.id.to_string())).await;
+    session_required_everywhere(&admin, Some(&session.id.to_string())).await;
+    session_required_everywhere(&member, Some(&watcher.id.to_string())).await;
+
+    // The right token and id work.
+    session
+        .update_presence(pb::UpdatePresenceRequest {
+            self_mute: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // An ended session is gone for good.
+    let ended_id = session.id;
+    drop(session);
+    watcher
+        .wait_for(
+            "user_offline",
+            |e| matches!(e, Ev::UserOffline(u) if u.session_id == ended_id),
+        )
+        .await;
+    session_required_everywhere(&member, Some(&ended_id.to_string())).await;
+    assert!(
+        admin
+            .list_online()
+            .await
+            .iter()
+            .all(|u| u.session_id != ended_id)
+    );
+}
+
+#[tokio::test]
+async fn list_channel_members_lists_who_is_in_a_channel() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let (member, _) = admin.new_member("m").await;
+    let games = admin.create_channel("Games", "").await;
+    let a = member.connect("a").await;
+    let b = member.connect("b").await;
+    let c = member.connect("c").await;
+    a.join(&games.id, "").await.unwrap();
+    b.join(&games.id, "").await.unwrap();
+
+    let users = member.members(&games.id).await.unwrap();
+    let mut ids: Vec<u32> = users.iter().map(|u| u.session_id).collect();
+    ids.sort_unstable();
+    let mut expected = vec![a.id, b.id];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    assert!(users.iter().all(|u| u.channel_id == games.id));
+    assert_eq!(
+        member.member_ids(&c.started.channels[0].id).await,
+        vec![c.id]
+    );
+    assert_eq!(admin.get_channel(&games.id).await.unwrap().member_count, 2);
+}
+
+#[tokio::test]
+async fn open_voice_needs_a_channel_and_a_data_plane() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let (member, _) = admin.new_member("m").await;
+    let session = member.connect("talker").await;
+
+    // In a channel, but no data plane is registered.
+    expect_err(
+        session.open_voice().await,
+        Reason::NoDataplane,
+        Code::Unavailable,
+    );
+    session.leave().await.unwrap();
+    expect_err(
+        session.open_voice().await,
+        Reason::NotInChannel,
+        Code::FailedPrecondition,
+    );
+    // Back in a channel: back to NO_DATAPLANE.
+    session
+        .join(&session.started.channels[0].id, "")
+        .await
+        .unwrap();
+    expect_reason(session.open_voice().await, Reason::NoDataplane);
+}

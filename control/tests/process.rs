@@ -1,0 +1,391 @@
+//! The real `openspeak-control` binary as a child process: first start
+//! (the bootstrap admin token), SIGTERM, restart, configuration errors, and
+//! a configured bootstrap token.
+
+mod support;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{ExitStatus, Stdio},
+    time::Duration,
+};
+
+use openspeak_shared::pb;
+use support::{Client, connect_to, within};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    process::{Child, Command},
+    sync::mpsc,
+};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_openspeak-control");
+/// How long the process may take to start or to stop.
+const PROCESS_WAIT: Duration = Duration::from_secs(20);
+
+/// A running control plane process and what it printed so far.
+struct Process {
+    child: Child,
+    stdout: mpsc::UnboundedReceiver<String>,
+    stderr: mpsc::UnboundedReceiver<String>,
+    /// Every stdout line read so far.
+    seen: Vec<String>,
+}
+
+/// Forwards each line of `reader` to a channel, until the pipe closes.
+fn lines(reader: impl AsyncRead + Unpin + Send + 'static) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(strip_ansi(&line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Drops ANSI colour sequences, in case the log is coloured.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The command for the binary on loopback, any port, state in `data_dir`,
+/// run in `cwd`, with no `OPENSPEAK_*` variable from the test's own
+/// environment.
+fn command(data_dir: &Path, cwd: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(["--host", "127.0.0.1", "--port", "0", "--data-dir"])
+        .arg(data_dir)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OPENSPEAK_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+impl Process {
+    fn spawn(mut command: Command) -> Process {
+        let mut child = command.spawn().expect("the binary starts");
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        Process {
+            child,
+            stdout,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads stdout until a line contains `needle`; returns that line.
+    async fn line_containing(&mut self, needle: &str) -> String {
+        let Process { stdout, seen, .. } = self;
+        within(&format!("a log line containing {needle:?}"), async {
+            loop {
+                let line = stdout
+                    .recv()
+                    .await
+                    .unwrap_or_else(|| panic!("stdout closed before {needle:?}; got {seen:#?}"));
+                seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads stdout up to the listening line; returns the bound address.
+    async fn listening(&mut self) -> SocketAddr {
+        let line = self.line_containing("listening").await;
+        let addr = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("addr="))
+            .unwrap_or_else(|| panic!("the listening line names the address: {line}"));
+        let addr: SocketAddr = addr
+            .trim_matches('"')
+            .parse()
+            .unwrap_or_else(|e| panic!("cannot parse the address in {line:?}: {e}"));
+        assert!(addr.ip().is_loopback());
+        assert_ne!(addr.port(), 0, "the bound port is logged, not 0");
+        addr
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) to the process.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the process is running");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits for the process to exit; returns its status, all of its
+    /// stdout and all of its stderr.
+    async fn exit(mut self) -> (ExitStatus, Vec<String>, Vec<String>) {
+        let status = within_process("the process to exit", self.child.wait())
+            .await
+            .expect("waiting for the child works");
+        let mut stdout = self.seen;
+        within_process("stdout to close", async {
+            while let Some(line) = self.stdout.recv().await {
+                stdout.push(line);
+            }
+        })
+        .await;
+        let mut stderr = Vec::new();
+        within_process("stderr to close", async {
+            while let Some(line) = self.stderr.recv().await {
+                stderr.push(line);
+            }
+        })
+        .await;
+        (status, stdout, stderr)
+    }
+}
+
+async fn within_process<T>(what: &str, future: impl Future<Output = T>) -> T {
+    support::within_for(PROCESS_WAIT, what, future).await
+}
+
+/// A config file that sets only the log level, so that the test does not
+/// depend on any `config/config.yaml` in the working directory.
+fn config_file(dir: &Path) -> PathBuf {
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, "logging:\n  level: info\n  output_format: text\n").unwrap();
+    path
+}
+
+async fn who_am_i(addr: SocketAddr, token: &str) -> Result<pb::TokenInfo, tonic::Status> {
+    Client::new(connect_to(addr).await, token).who_am_i().await
+}
+
+#[tokio::test]
+async fn first_start_logs_and_writes_the_admin_token_and_sigterm_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = config_file(dir.path());
+
+    let mut command = command(&data, dir.path());
+    command.arg("--config").arg(&config);
+    let mut process = Process::spawn(command);
+    let token_line = process.line_containing("admin token:").await;
+    let token = token_line
+        .split("admin token:")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("the token follows `admin token:`")
+        .to_owned();
+    let addr = process.listening().await;
+
+    let me = who_am_i(addr, &token)
+        .await
+        .expect("the logged token works");
+    assert_eq!(me.role, pb::Role::Admin as i32);
+    let file = data.join("admin_token");
+    let written = std::fs::read_to_string(&file).expect("admin_token is written");
+    assert_eq!(written.trim(), token);
+    let stored = std::fs::read_to_string(data.join("tokens.json")).expect("tokens.json");
+    assert!(!stored.contains(&token), "only a hash of a token is stored");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin_token has mode {mode:o}");
+
+    // SIGTERM with a session open: it hears `server_shutdown`, hangs up,
+    // and the process exits 0 without waiting out the 30 s grace.
+    let admin = Client::new(connect_to(addr).await, &token);
+    let mut session = admin.connect("until the end").await;
+    process.signal("TERM");
+    session
+        .wait_for("server_shutdown", |e| {
+            matches!(e, pb::event::Event::ServerShutdown(_))
+        })
+        .await;
+    drop((session, admin));
+    let (status, stdout, stderr) = process.exit().await;
+    assert!(
+        status.success(),
+        "exit status {status:?}; stdout {stdout:#?} stderr {stderr:#?}"
+    );
+    assert_eq!(
+        stdout.iter().filter(|l| l.contains("admin token:")).count(),
+        1,
+        "the token is logged once"
+    );
+
+    // A second start on the same state does not bootstrap again.
+    std::fs::remove_file(&file).unwrap();
+    let mut command = self::command(&data, dir.path());
+    command.arg("--config").arg(&config);
+    let mut again = Process::spawn(command);
+    let addr = again.listening().await;
+    assert!(
+        again.seen.iter().all(|l| !l.contains("admin token:")),
+        "{:#?}",
+        again.seen
+    );
+    assert!(!file.exists(), "no second admin_token file");
+    let admin = Client::new(connect_to(addr).await, &token);
+    admin
+        .who_am_i()
+        .await
+        .expect("the token survives a restart");
+    let session = admin.connect("after a restart").await;
+    drop((session, admin));
+    again.signal("TERM");
+    let (status, stdout, _) = again.exit().await;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(stdout.iter().all(|l| !l.contains(&token)));
+}
+
+#[tokio::test]
+async fn a_configured_bootstrap_token_is_neither_logged_nor_written() {
+    // No --config, and no config/config.yaml in the working directory:
+    // the defaults apply.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = support::random_token();
+    let mut command = command(&data, dir.path());
+    command.env("OPENSPEAK_AUTH__BOOTSTRAP_TOKEN", &token);
+    let mut process = Process::spawn(command);
+    let addr = process.listening().await;
+
+    let me = who_am_i(addr, &token)
+        .await
+        .expect("the configured token works");
+    assert_eq!(me.role, pb::Role::Admin as i32);
+    assert!(!data.join("admin_token").exists());
+    assert!(
+        data.join("tokens.json").exists(),
+        "state goes to --data-dir"
+    );
+
+    // SIGINT stops it as gracefully as SIGTERM.
+    let admin = Client::new(connect_to(addr).await, &token);
+    let mut session = admin.connect("until the end").await;
+    process.signal("INT");
+    session
+        .wait_for("server_shutdown", |e| {
+            matches!(e, pb::event::Event::ServerShutdown(_))
+        })
+        .await;
+    drop((session, admin));
+    let (status, stdout, stderr) = process.exit().await;
+    assert!(
+        status.success(),
+        "exit status {status:?}; stderr {stderr:#?}"
+    );
+    for line in stdout.iter().chain(&stderr) {
+        assert!(!line.contains("admin token:"), "{line}");
+        assert!(!line.contains(&token), "the token is never logged: {line}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_config_key_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = command(&dir.path().join("data"), dir.path());
+    command.env("OPENSPEAK_SERVER__PORTT", "1");
+    let (status, stdout, stderr) = Process::spawn(command).exit().await;
+    assert!(!status.success(), "an unknown key must fail start-up");
+    let all = stdout
+        .iter()
+        .chain(&stderr)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(all.contains("server.portt"), "the key is named: {all}");
+    assert!(
+        all.contains("OPENSPEAK_SERVER__PORTT"),
+        "the source is named: {all}"
+    );
+    assert!(
+        !dir.path().join("data").join("tokens.json").exists(),
+        "nothing was started"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_type_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.yaml");
+    std::fs::write(&config, "server:\n  shutdown_grace: soon\n").unwrap();
+    let mut command = command(&dir.path().join("data"), dir.path());
+    command.arg("--config").arg(&config);
+    let (status, stdout, stderr) = Process::spawn(command).exit().await;
+    assert!(!status.success());
+    let all = stdout
+        .iter()
+        .chain(&stderr)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        all.contains("server.shutdown_grace"),
+        "the key is named: {all}"
+    );
+    assert!(all.contains("bad.yaml"), "the source is named: {all}");
+}
+
+#[tokio::test]
+async fn an_impossible_value_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = command(&dir.path().join("data"), dir.path());
+    command.env("OPENSPEAK_SERVER__MAX_MESSAGE_BYTES", "10");
+    let (status, stdout, stderr) = Process::spawn(command).exit().await;
+    assert!(!status.success());
+    let all = stdout
+        .iter()
+        .chain(&stderr)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        all.contains("server.max_message_bytes"),
+        "the key is named: {all}"
+    );
+    assert!(
+        all.contains("OPENSPEAK_SERVER__MAX_MESSAGE_BYTES"),
+        "the source is named: {all}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_right_after_the_listening_line_exits_zero() {
+    for attempt in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut process = Process::spawn(command(&dir.path().join("data"), dir.path()));
+        process.listening().await;
+        // The process said it is listening: from now on SIGTERM is graceful.
+        process.signal("TERM");
+        let (status, stdout, stderr) = process.exit().await;
+        assert!(
+            status.success(),
+            "attempt {attempt}: exit status {status:?}; stdout {stdout:#?} stderr {stderr:#?}"
+        );
+    }
+}
