@@ -209,11 +209,15 @@ async fn read_events(
     shared: Arc<Shared>,
 ) -> (Observer, ReaderEnd) {
     let mut close = shared.close.clone();
+    // Made once, not per event: at millions of events a run, re-arming the
+    // watch for every message cost more than decoding it.
+    let closed = close.wait_for(|c| *c);
+    tokio::pin!(closed);
     let end = loop {
         tokio::select! {
             biased;
             // An error means the sender is gone, which also means "close".
-            _ = close.wait_for(|c| *c) => break ReaderEnd::Closed,
+            _ = &mut closed => break ReaderEnd::Closed,
             next = stream.message() => {
                 let now = Instant::now();
                 match next {
