@@ -10,14 +10,22 @@
 //! `presence.event_queue` events behind, no more), an event is converted to
 //! its wire form once however many sessions there are, and a slow session
 //! never blocks the others: it lags, and its stream is ended.
+//!
+//! Events are numbered and queued under the lock but sent by a separate
+//! flusher task ([`Broker::run_flusher`]), in order, outside it, in bursts.
+//! Sending wakes every waiting session; doing it under the lock would hold
+//! every RPC behind thousands of wake-ups, and doing it per event would
+//! wake each session and write an HTTP/2 frame per event. A session that
+//! subscribes may still receive queued events its snapshot already has;
+//! their numbers tell it to skip them.
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use openspeak_shared::Encoded;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use crate::{
     channel_store::{ChannelStore, ChannelStoreError},
@@ -35,7 +43,11 @@ use crate::{
 pub enum Dispatch {
     /// An event, in both forms: the core one for deciding who gets it, the
     /// encoded one for sending.
-    Event { event: Event, wire: Encoded },
+    Event {
+        sequence: u64,
+        event: Event,
+        wire: Encoded,
+    },
     /// The end of the shutdown grace period: every stream ends now.
     Close,
 }
@@ -48,7 +60,11 @@ pub struct Started {
     pub user: User,
     /// `session_started`, numbered like the last event its snapshot includes.
     pub first: Encoded,
+    /// The feed. It may still bring events up to `first`'s number (queued
+    /// but not yet flushed when the session started); skip those.
     pub events: Subscription,
+    /// The number of the last event `first` includes.
+    pub sequence: u64,
 }
 
 /// Why a channel change was refused or not made.
@@ -72,6 +88,8 @@ pub enum StartError {
 pub struct Broker {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Arc<Dispatch>>,
+    /// Wakes the flusher when `Inner::outbox` has something.
+    flush: Notify,
 }
 
 struct Inner {
@@ -82,6 +100,8 @@ struct Inner {
     channels: Box<dyn ChannelStore>,
     /// Number of the last published event.
     sequence: u64,
+    /// Numbered events the flusher has yet to send, oldest first.
+    outbox: Vec<Arc<Dispatch>>,
 }
 
 impl Broker {
@@ -95,15 +115,34 @@ impl Broker {
                 ids,
                 channels,
                 sequence: 0,
+                outbox: Vec::new(),
             }),
             events,
+            flush: Notify::new(),
+        }
+    }
+
+    /// Sends queued events to the subscribers, in order, for as long as
+    /// the process runs, at most once per `window`. Spawn it once.
+    pub async fn run_flusher(self: Arc<Self>, window: Duration) {
+        let mut burst = Vec::new();
+        loop {
+            self.flush.notified().await;
+            std::mem::swap(&mut burst, &mut self.lock().outbox);
+            for dispatch in burst.drain(..) {
+                // An error only means nobody is subscribed, which is fine.
+                let _ = self.events.send(dispatch);
+            }
+            if !window.is_zero() {
+                tokio::time::sleep(window).await;
+            }
         }
     }
 
     /// Ends every session stream now (the end of the shutdown grace period).
     pub fn close(&self) {
-        let _inner = self.lock();
-        let _ = self.events.send(Arc::new(Dispatch::Close));
+        self.lock().outbox.push(Arc::new(Dispatch::Close));
+        self.flush.notify_one();
     }
 
     /// Runs `f` on the hub and publishes the events it produced.
@@ -169,6 +208,7 @@ impl Broker {
             user,
             first,
             events,
+            sequence: inner.sequence,
         })
     }
 
@@ -182,12 +222,14 @@ impl Broker {
         self.update(|hub| hub.handle_timeout(now, wall));
     }
 
-    /// Publishes the hub's queued events; true if channels changed.
+    /// Numbers the hub's queued events and hands them to the flusher;
+    /// true if channels changed.
     fn publish(&self, inner: &mut MutexGuard<'_, Inner>) -> bool {
         let Inner {
             hub,
             sequence,
             snapshot,
+            outbox,
             ..
         } = &mut **inner;
         let events: Vec<Event> = hub.drain_events().collect();
@@ -199,12 +241,14 @@ impl Broker {
                 Event::ChannelCreated(_) | Event::ChannelUpdated(_) | Event::ChannelDeleted(_)
             );
             *sequence += 1;
-            let dispatch = Dispatch::Event {
+            outbox.push(Arc::new(Dispatch::Event {
+                sequence: *sequence,
                 wire: Encoded::new(&convert::event(&event, *sequence)),
                 event,
-            };
-            // An error only means nobody is subscribed, which is fine.
-            let _ = self.events.send(Arc::new(dispatch));
+            }));
+        }
+        if !outbox.is_empty() {
+            self.flush.notify_one();
         }
         channels_changed
     }

@@ -147,6 +147,7 @@ fn session_stream(
         id,
         first,
         mut events,
+        sequence: seen_through,
         ..
     } = started;
     async_stream::stream! {
@@ -166,7 +167,9 @@ fn session_stream(
                 Err(RecvError::Closed) => break,
             };
             let (event, wire) = match &*dispatch {
-                Dispatch::Event { event, wire } => (event, wire),
+                // Already in `session_started`.
+                Dispatch::Event { sequence, .. } if *sequence <= seen_through => continue,
+                Dispatch::Event { event, wire, .. } => (event, wire),
                 // The shutdown grace period is over: end the stream cleanly;
                 // the client already got `server_shutdown`.
                 Dispatch::Close => break,
