@@ -1,0 +1,95 @@
+//! The public listener over TLS: a client that trusts the server's
+//! certificate works as over plaintext; one that speaks plaintext to it
+//! gets nowhere. Each test makes its own certificate.
+
+mod support;
+
+use std::fs;
+
+use openspeak_shared::pb::{self, auth_service_client::AuthServiceClient};
+use support::{TestServer, with_token};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+/// A self-signed certificate for `localhost`, written as PEM files into
+/// the server's data directory; returns the certificate's PEM.
+fn self_signed(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    let cert_pem = cert.cert.pem();
+    let cert_path = dir.join("tls-cert.pem");
+    let key_path = dir.join("tls-key.pem");
+    fs::write(&cert_path, &cert_pem).unwrap();
+    fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    (cert_pem, cert_path, key_path)
+}
+
+#[tokio::test]
+async fn a_client_trusting_the_certificate_is_served_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_pem, cert, key) = self_signed(dir.path());
+    let server = TestServer::start_with(|c| {
+        c.server.tls_cert = Some(cert.clone());
+        c.server.tls_key = Some(key.clone());
+    })
+    .await;
+
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(cert_pem))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://127.0.0.1:{}", server.addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("a TLS connection to the server");
+    let me = AuthServiceClient::new(channel)
+        .who_am_i(with_token(&server.admin_token, pb::WhoAmIRequest {}))
+        .await
+        .expect("WhoAmI over TLS")
+        .into_inner();
+    assert_eq!(me.role, pb::Role::Admin as i32);
+}
+
+#[tokio::test]
+async fn a_plaintext_client_is_not_served_by_a_tls_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cert, key) = self_signed(dir.path());
+    let server = TestServer::start_with(|c| {
+        c.server.tls_cert = Some(cert.clone());
+        c.server.tls_key = Some(key.clone());
+    })
+    .await;
+
+    let plain = Endpoint::from_shared(format!("http://127.0.0.1:{}", server.addr.port()))
+        .unwrap()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(5));
+    let outcome = match plain.connect().await {
+        Err(_) => None,
+        Ok(channel) => Some(
+            AuthServiceClient::new(channel)
+                .who_am_i(with_token(&server.admin_token, pb::WhoAmIRequest {}))
+                .await,
+        ),
+    };
+    assert!(
+        !matches!(outcome, Some(Ok(_))),
+        "plaintext must not be answered by a TLS listener: {outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_key_file_stops_start_up_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cert, _) = self_signed(dir.path());
+    let mut config = support::test_config(dir.path(), Some(&support::random_token()));
+    config.server.tls_cert = Some(cert);
+    config.server.tls_key = Some(dir.path().join("missing-key.pem"));
+    let error = match openspeak_control::ControlPlane::bind(config).await {
+        Ok(_) => panic!("a missing key file must stop start-up"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains("missing-key.pem"), "{error}");
+    assert!(error.contains("server.tls_key"), "{error}");
+}
