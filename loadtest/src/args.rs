@@ -79,6 +79,13 @@ pub struct SessionsArgs {
     #[arg(long)]
     pub strict: bool,
 
+    /// The server's process id, when it runs on this machine: the report
+    /// then gives its CPU time over the run and its peak memory (Linux
+    /// `/proc`; null with a warning when unreadable).
+    #[arg(long, value_name = "PID",
+          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    pub server_pid: Option<u32>,
+
     /// Names this run's channels `load-<RUN_ID>-<i>` (default: random).
     #[arg(long, value_name = "RUN_ID", value_parser = parse_run_id)]
     pub run_id: Option<String>,
@@ -176,6 +183,9 @@ mod tests {
         assert!(parse(&["--timeout", "0"]).is_err());
         assert!(parse(&["--run-id", "has space"]).is_err());
         assert!(parse(&["--token", "  "]).is_err());
+        assert!(parse(&["--server-pid", "0"]).is_err());
+        assert!(parse(&["--server-pid", "server"]).is_err());
+        assert_eq!(parse(&["--server-pid", "42"]).unwrap().server_pid, Some(42));
     }
 
     #[test]

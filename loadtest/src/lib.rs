@@ -13,6 +13,8 @@
 //!   joins it saw, the event delays), `checks` (which events were owed and
 //!   missing), `stats` (histograms, rates), `report` (table and JSON),
 //!   `tally` (failures by reason).
+//! - `process_stats`: the server's and the tool's own CPU time and memory,
+//!   from `/proc` and `getrusage`; null, never an error, when unreadable.
 //! - Shared state: `registry`, one slot per client that the clients publish
 //!   facts in (session id, join instants, sequences) for each other.
 //! - Drivers: `client` (one client's actor and event reader), `sessions`
@@ -26,6 +28,7 @@ mod credentials;
 mod error;
 mod observer;
 mod pool;
+mod process_stats;
 mod progress;
 mod registry;
 mod report;
@@ -36,6 +39,6 @@ mod tally;
 
 pub use args::{SessionsArgs, parse_addr};
 pub use error::{ConnectError, SessionsError, SetupError};
-pub use report::{Outcome, Report, Settled};
+pub use report::{Outcome, Report, ServerStats, Settled};
 pub use sessions::run_sessions;
 pub use stats::LatencySummary;

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::SessionsError;
+use crate::process_stats::ServerUsage;
 use crate::stats::{LatencySummary, format_micros};
 
 /// How the run ended.
@@ -62,6 +63,42 @@ impl Settled {
     }
 }
 
+/// The server process over the run (`--server-pid`): from the start of the
+/// ramp to just before cleanup. A number that could not be read is null.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerStats {
+    /// The process.
+    pub pid: u32,
+    /// CPU seconds (user plus system) it used in that window.
+    pub cpu_s: Option<f64>,
+    /// Its peak resident memory (`VmHWM`) at the end, kB. It covers the
+    /// process's whole life, baseline included.
+    pub peak_rss_kb: Option<u64>,
+    /// CPU µs per event that all sessions together received.
+    pub cpu_us_per_event: Option<f64>,
+    /// `peak_rss_kb` / clients.
+    pub rss_kb_per_session: Option<f64>,
+}
+
+impl ServerStats {
+    /// The numbers for a run of `clients` whose sessions received `events`.
+    pub fn new(usage: &ServerUsage, events: u64, clients: u64) -> Self {
+        let cpu_s = usage.cpu.map(|d| d.as_secs_f64());
+        ServerStats {
+            pid: usage.pid,
+            cpu_s,
+            peak_rss_kb: usage.peak_rss_kb,
+            cpu_us_per_event: cpu_s
+                .filter(|_| events > 0)
+                .map(|s| s * 1e6 / events as f64),
+            rss_kb_per_session: usage
+                .peak_rss_kb
+                .filter(|_| clients > 0)
+                .map(|kb| kb as f64 / clients as f64),
+        }
+    }
+}
+
 /// The results of one `sessions` run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -108,6 +145,11 @@ pub struct Report {
     pub events_received: u64,
     /// Events received per second over the join phase plus settling.
     pub events_per_sec: f64,
+    /// The load generator's own CPU seconds over the same window as
+    /// `server.cpu_s` (null when unreadable).
+    pub loadtest_cpu_s: Option<f64>,
+    /// The server process, with `--server-pid` (null without).
+    pub server: Option<ServerStats>,
     /// Per event kind.
     pub events_by_kind: BTreeMap<String, u64>,
     /// `member_joined` events owed to sessions that lasted the run.
@@ -202,6 +244,16 @@ impl Report {
                 format!("{} ({:.0}/s)", self.events_received, self.events_per_sec),
             ),
             (
+                "load generator CPU",
+                self.loadtest_cpu_s
+                    .map_or_else(unknown, |s| format!("{s:.2}s")),
+            ),
+        ];
+        if let Some(server) = &self.server {
+            rows.extend(server_rows(server));
+        }
+        rows.extend([
+            (
                 "missing member_joined",
                 format!(
                     "{} of {} (in {} sessions)",
@@ -226,7 +278,7 @@ impl Report {
             ),
             ("settled by", self.settled.as_str().to_owned()),
             ("errors", self.errors_total.to_string()),
-        ];
+        ]);
         for (reason, n) in &self.errors {
             let example = self.error_examples.get(reason).map_or("", String::as_str);
             rows.push(("", format!("{reason}: {n}  e.g. {example}")));
@@ -259,6 +311,28 @@ impl Report {
             source,
         })
     }
+}
+
+fn server_rows(s: &ServerStats) -> [(&'static str, String); 3] {
+    let cpu = match (s.cpu_s, s.cpu_us_per_event) {
+        (Some(cpu), Some(per_event)) => format!("{cpu:.2}s ({per_event:.1}µs per event)"),
+        (Some(cpu), None) => format!("{cpu:.2}s"),
+        (None, _) => unknown(),
+    };
+    let rss = match (s.peak_rss_kb, s.rss_kb_per_session) {
+        (Some(kb), Some(per_session)) => format!("{kb} kB ({per_session:.1} kB per session)"),
+        (Some(kb), None) => format!("{kb} kB"),
+        (None, _) => unknown(),
+    };
+    [
+        ("server pid", s.pid.to_string()),
+        ("server CPU", cpu),
+        ("server peak RSS", rss),
+    ]
+}
+
+fn unknown() -> String {
+    "unknown".into()
 }
 
 fn latency(s: &LatencySummary) -> String {
@@ -307,6 +381,8 @@ pub(crate) mod tests {
             events_before_join_response: 3,
             events_received: 10_000,
             events_per_sec: 5_000.0,
+            loadtest_cpu_s: Some(0.75),
+            server: None,
             events_by_kind: BTreeMap::from([("member_joined".into(), 2_500)]),
             expected_events: 1225,
             missing_events: 0,
@@ -357,6 +433,61 @@ pub(crate) mod tests {
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert!(v["sessions_left_online"].is_null());
         assert_eq!(v["outcome"], "timed_out");
+    }
+
+    #[test]
+    fn server_numbers_are_per_event_and_per_session() {
+        let usage = ServerUsage {
+            pid: 7,
+            cpu: Some(std::time::Duration::from_millis(250)),
+            peak_rss_kb: Some(20_000),
+        };
+        let s = ServerStats::new(&usage, 10_000, 50);
+        assert_eq!(s.cpu_s, Some(0.25));
+        assert_eq!(s.cpu_us_per_event, Some(25.0));
+        assert_eq!(s.rss_kb_per_session, Some(400.0));
+        let none = ServerStats::new(&usage, 0, 0);
+        assert_eq!(
+            (none.cpu_us_per_event, none.rss_kb_per_session),
+            (None, None)
+        );
+
+        let mut r = sample();
+        r.server = Some(s);
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["server"]["pid"], 7);
+        assert_eq!(v["server"]["peak_rss_kb"], 20_000);
+        assert_eq!(v["server"]["cpu_us_per_event"], 25.0);
+        assert_eq!(v["loadtest_cpu_s"], 0.75);
+        let t = r.table();
+        assert!(t.contains("0.25s (25.0µs per event)"), "{t}");
+        assert!(t.contains("20000 kB (400.0 kB per session)"), "{t}");
+    }
+
+    #[test]
+    fn unreadable_server_numbers_are_null() {
+        let usage = ServerUsage {
+            pid: 7,
+            cpu: None,
+            peak_rss_kb: None,
+        };
+        let mut r = sample();
+        r.server = Some(ServerStats::new(&usage, 10_000, 50));
+        r.loadtest_cpu_s = None;
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        for key in [
+            "cpu_s",
+            "peak_rss_kb",
+            "cpu_us_per_event",
+            "rss_kb_per_session",
+        ] {
+            assert!(v["server"][key].is_null(), "{key}");
+        }
+        assert!(v["loadtest_cpu_s"].is_null());
+        assert!(r.table().contains("server CPU"));
+        // Without --server-pid the object itself is null.
+        let v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        assert!(v["server"].is_null());
     }
 
     #[test]

@@ -31,9 +31,10 @@ use crate::credentials::Credentials;
 use crate::error::SessionsError;
 use crate::observer::{Findings, KIND_NAMES};
 use crate::pool::Pool;
+use crate::process_stats::{Usage, UsageProbe};
 use crate::progress::{Counters, Phase, print_progress};
 use crate::registry::{ReaderState, Registry};
-use crate::report::{Outcome, Report, Settled};
+use crate::report::{Outcome, Report, ServerStats, Settled};
 use crate::setup::{Admin, Fixtures};
 use crate::stats::{LatencySummary, per_second};
 
@@ -134,7 +135,8 @@ pub async fn run_sessions(
         ))
     });
 
-    // Ramp.
+    // Ramp. The CPU window opens here, so setup is not in it.
+    let probe = UsageProbe::start(args.server_pid, &mut warnings);
     let mut actors = JoinSet::new();
     for i in 0..clients {
         actors.spawn(run_client(i, shared.clone()));
@@ -220,6 +222,8 @@ pub async fn run_sessions(
             }
         }
     };
+    // The window closes before cleanup, whose deletes are not the load.
+    let usage = probe.finish(&mut warnings);
     if !args.keep {
         warnings.extend(
             admin
@@ -243,6 +247,7 @@ pub async fn run_sessions(
         outcome,
         settled,
         sessions_left_online,
+        usage,
         warnings,
     };
     Ok(build_report(facts, &shared, &findings))
@@ -266,6 +271,8 @@ struct RunFacts<'a> {
     settled: Settled,
     /// From `ListOnline`.
     sessions_left_online: Option<u64>,
+    /// CPU and memory over the run.
+    usage: Usage,
     /// Notes for the reader.
     warnings: Vec<String>,
 }
@@ -431,6 +438,12 @@ fn build_report(
         events_before_join_response: sum(|f| f.early),
         events_received,
         events_per_sec: per_second(events_received, events_window),
+        loadtest_cpu_s: facts.usage.own_cpu.map(|d| d.as_secs_f64()),
+        server: facts
+            .usage
+            .server
+            .as_ref()
+            .map(|u| ServerStats::new(u, events_received, u64::from(facts.args.clients))),
         events_by_kind: by_kind,
         expected_events: missing.expected,
         missing_events: missing.missing,

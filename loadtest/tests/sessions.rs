@@ -85,6 +85,7 @@ fn args(server: &Server, clients: u32, channels: u32) -> SessionsArgs {
         quiet: true,
         strict: false,
         run_id: None,
+        server_pid: None,
     }
 }
 
@@ -140,6 +141,8 @@ async fn a_small_run_is_clean_and_leaves_nothing_behind() {
         let json = dir.path().join("report.json");
         let mut a = args(&server, 40, 4);
         a.json = Some(json.clone());
+        // The server runs in this very process.
+        a.server_pid = Some(std::process::id());
         let report = run_sessions(&a, no_interrupt())
             .await
             .expect("the run starts");
@@ -163,6 +166,19 @@ async fn a_small_run_is_clean_and_leaves_nothing_behind() {
             serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!(v["clients"], 40);
         assert_eq!(v["missing_events"], 0);
+        assert!(v["loadtest_cpu_s"].is_number());
+        assert_eq!(v["server"]["pid"], std::process::id());
+        if cfg!(target_os = "linux") {
+            for key in [
+                "cpu_s",
+                "peak_rss_kb",
+                "cpu_us_per_event",
+                "rss_kb_per_session",
+            ] {
+                assert!(v["server"][key].is_number(), "server.{key}: {v}");
+            }
+            assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        }
 
         let (channels, tokens) = leftovers(&server).await;
         assert_eq!(channels, ["Lobby"], "the run's channels are deleted");
@@ -182,8 +198,17 @@ async fn admin_token_runs_and_keep_leaves_the_channels() {
         a.as_admin = true;
         a.keep = true;
         a.run_id = Some("kept".into());
+        // No such process: the numbers are null, the run goes on.
+        a.server_pid = Some(u32::MAX);
         let report = run_sessions(&a, no_interrupt()).await.unwrap();
         assert!(report.clean(), "{}", report.table());
+        let stats = report.server.as_ref().expect("asked for");
+        assert_eq!((stats.cpu_s, stats.peak_rss_kb), (None, None));
+        assert!(
+            report.warnings.iter().any(|w| w.contains("server CPU")),
+            "{:?}",
+            report.warnings
+        );
         let (channels, tokens) = leftovers(&server).await;
         assert_eq!(channels.len(), 3, "Lobby and the two kept: {channels:?}");
         assert!(channels.iter().any(|c| c == "load-kept-1"));
