@@ -13,17 +13,16 @@ mod broker;
 mod channel_store;
 mod channels;
 mod convert;
+mod edge;
 mod event;
 mod hub;
 mod ids;
 mod limits;
 mod persist;
-mod request_id;
 mod server;
 mod service;
 mod session_ids;
 mod snapshot;
-mod status_details;
 mod tokens;
 
 pub use hub::Hub;

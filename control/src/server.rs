@@ -32,12 +32,11 @@ use crate::{
     broker::Broker,
     channel_store::{ChannelStore, ChannelStoreError, JsonChannelStore},
     channels::{ChannelError, ChannelTree},
+    edge::EdgeLayer,
     hub::Hub,
     persist,
-    request_id::RequestIdLayer,
     service::{AuthApi, ChannelApi, PresenceApi, Shared, VoiceApi},
     session_ids::{SessionIds, SessionIdsError},
-    status_details::StatusDetailsLayer,
     tokens::{Role, StoreError, TokenStore},
 };
 
@@ -193,8 +192,7 @@ impl ControlPlane {
                 .expect("TLS configuration was checked at bind");
         }
         let router = builder
-            .layer(RequestIdLayer)
-            .layer(StatusDetailsLayer)
+            .layer(EdgeLayer)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -1,45 +1,56 @@
-//! Gives the errors that tonic raises on its own the contract's details.
+//! What every RPC goes through around its handler: a tower layer.
 //!
-//! Our handlers build every status with a `google.rpc.ErrorInfo`. A few
-//! errors never reach them: a request over `server.max_message_bytes` or
-//! one that does not decode is refused by tonic's codec, a method that does
-//! not exist by its router. Those come back as trailers-only responses with
-//! a bare `grpc-status`; this layer rewrites them, on the OpenSpeak services
-//! only, into the status a client of the contract expects: malformed or
-//! oversized input is `INVALID_ARGUMENT` with `INVALID_REQUEST`.
+//! **Request ids.** Every RPC runs in a span with a request id, the token id
+//! and the session id. The id comes from the request's `x-request-id`
+//! metadata when it is a sane one (so a client can follow its call through
+//! our logs), or is generated; either way it goes back in the response
+//! metadata. Handlers fill in `token_id` and `session_id` once they know
+//! them.
+//!
+//! **Error details.** Our handlers build every status with a
+//! `google.rpc.ErrorInfo`. A few errors never reach them: a request over
+//! `server.max_message_bytes` or one that does not decode is refused by
+//! tonic's codec, a method that does not exist by its router. Those come
+//! back as trailers-only responses with a bare `grpc-status`; on the
+//! OpenSpeak services this layer rewrites them into the status a client of
+//! the contract expects: malformed or oversized input is `INVALID_ARGUMENT`
+//! with `INVALID_REQUEST`.
 
 use std::{
     pin::Pin,
     task::{Context, Poll},
+    time::Instant,
 };
 
-use http::{Request, Response};
-use openspeak_shared::Reason;
+use http::{HeaderValue, Request, Response};
+use openspeak_shared::{Reason, metadata};
+use rand::RngCore;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
+use tracing::{Instrument, debug, field};
 
 /// Paths of the services whose errors must carry OpenSpeak details.
 const OUR_SERVICES: &str = "/openspeak.";
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StatusDetailsLayer;
+pub struct EdgeLayer;
 
-impl<S> Layer<S> for StatusDetailsLayer {
-    type Service = StatusDetailsService<S>;
+impl<S> Layer<S> for EdgeLayer {
+    type Service = EdgeService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        StatusDetailsService { inner }
+        EdgeService { inner }
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct StatusDetailsService<S> {
+pub struct EdgeService<S> {
     inner: S,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B, R> Service<Request<B>> for StatusDetailsService<S>
+impl<S, B, R> Service<Request<B>> for EdgeService<S>
 where
     S: Service<Request<B>, Response = Response<R>>,
     S::Future: Send + 'static,
@@ -53,16 +64,50 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let id = request
+            .headers()
+            .get(metadata::REQUEST_ID)
+            .filter(|v| acceptable(v))
+            .cloned()
+            .unwrap_or_else(generate);
         let ours = request.uri().path().starts_with(OUR_SERVICES);
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = future.await?;
-            if ours {
-                add_details(response.headers_mut());
+        let span = tracing::info_span!(
+            "rpc",
+            method = request.uri().path(),
+            request_id = id.to_str().unwrap_or_default(),
+            token_id = field::Empty,
+            session_id = field::Empty,
+        );
+        let started = Instant::now();
+        let future = span.in_scope(|| self.inner.call(request));
+        Box::pin(
+            async move {
+                let mut response = future.await?;
+                if ours {
+                    add_details(response.headers_mut());
+                }
+                response.headers_mut().insert(metadata::REQUEST_ID, id);
+                debug!(
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "rpc answered"
+                );
+                Ok(response)
             }
-            Ok(response)
-        })
+            .instrument(span),
+        )
     }
+}
+
+/// Short printable ASCII only: the id ends up in logs.
+fn acceptable(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
+}
+
+fn generate() -> HeaderValue {
+    let mut bytes = [0u8; 8];
+    rand::rng().fill_bytes(&mut bytes);
+    HeaderValue::from_str(&hex::encode(bytes)).expect("hex is a valid header value")
 }
 
 /// Rewrites a bare error status in `headers` (a trailers-only response).
