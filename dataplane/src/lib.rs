@@ -1,0 +1,34 @@
+//! The OpenSpeak data plane: routes voice datagrams from each speaker to
+//! the other members of its channel.
+//!
+//! The core is [`Router`], a sans-IO state machine in the style of
+//! `quinn-proto`: it owns no socket, starts no task and never reads the
+//! clock. Every input carries the time (`now: Instant`), and every output
+//! (a datagram to send, an event for the control plane, the next instant it
+//! needs the time again) is a value the driver drains with `poll_*`. The
+//! QUIC and UDP transports and the internal link to the control plane are
+//! thin drivers around it, so loss, reordering, jitter and staleness are
+//! tested here in fake time, deterministically.
+//!
+//! The core types are plain Rust ([`SessionId`], [`ChannelKey`],
+//! [`Member`]); protobuf stays at the edge. The datagram layout lives in
+//! [`openspeak_shared::voice`], shared with clients.
+
+mod config;
+mod ids;
+mod jitter;
+mod listener;
+mod member;
+mod output;
+mod router;
+mod stats;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{FRAME, RouterConfig};
+pub use ids::{ChannelKey, SessionId};
+pub use member::{Member, MembershipError};
+pub use output::{RouterEvent, Transmit};
+pub use router::Router;
+pub use stats::{ListenerStats, MalformedStats, RouterStats, SpeakerStats};

@@ -1,0 +1,446 @@
+//! The voice router: membership in, datagrams in, forwarded datagrams and
+//! speaking events out.
+
+use std::collections::{HashMap, VecDeque};
+use std::mem;
+use std::time::Instant;
+
+use bytes::Bytes;
+use openspeak_shared::voice::{Forwarded, VoicePacket};
+
+use crate::jitter::JitterBuffer;
+use crate::listener::ListenerQueue;
+use crate::{
+    ChannelKey, ListenerStats, MalformedStats, Member, MembershipError, RouterConfig, RouterEvent,
+    RouterStats, SessionId, SpeakerStats, Transmit,
+};
+
+/// Routes the voice of every session to the other members of its channel.
+///
+/// A `Router` does no IO and never reads the clock; it makes progress only
+/// when its driver calls it, and every call that depends on time takes
+/// `now`. Its methods come in four kinds:
+///
+/// - Getters, taking `&self`: [`speaker_stats`](Self::speaker_stats),
+///   [`listener_stats`](Self::listener_stats), [`stats`](Self::stats),
+///   [`member`](Self::member), [`held`](Self::held),
+///   [`is_speaking`](Self::is_speaking).
+/// - Handlers for input from the network and the clock, named `handle_*`:
+///   [`handle_datagram`](Self::handle_datagram) for each voice datagram
+///   from an authenticated session, [`handle_timeout`](Self::handle_timeout)
+///   when the instant from [`poll_timeout`](Self::poll_timeout) is reached.
+/// - Mutators, for what the control plane and the transports say:
+///   [`set_member`](Self::set_member), [`remove_member`](Self::remove_member),
+///   [`set_blocked`](Self::set_blocked).
+/// - `#[must_use]` polls for its output: [`poll_transmit`](Self::poll_transmit)
+///   (datagrams to send), [`poll_event`](Self::poll_event) (speaking
+///   changes for the control plane), [`poll_timeout`](Self::poll_timeout)
+///   (when to call `handle_timeout` next).
+///
+/// Drive it like this: after any handler or mutator, call `poll_transmit`
+/// until it returns `None` and send each datagram, then `poll_event` until
+/// `None`, then ask `poll_timeout` again and (re)arm one timer with it;
+/// when the timer fires, call `handle_timeout(now)` and drain again. Output
+/// only accumulates between drains (the per-listener queues are bounded by
+/// the lag rule), so draining late costs memory and latency, not
+/// correctness.
+///
+/// A datagram that does not parse, or comes from a session that may not
+/// talk, is counted and dropped; nothing from the network can make it
+/// panic.
+#[derive(Debug)]
+pub struct Router {
+    config: RouterConfig,
+    /// Every session the control plane has told us about.
+    peers: HashMap<SessionId, Peer>,
+    /// The members of each channel, in the order they joined: the fan-out
+    /// list, so that forwarding does not scan every session.
+    channels: HashMap<ChannelKey, Vec<SessionId>>,
+    /// Listeners with queued datagrams, in round-robin order, so that
+    /// `poll_transmit` serves them fairly rather than one queue at a time.
+    ready: VecDeque<SessionId>,
+    events: VecDeque<RouterEvent>,
+    /// Counters of sessions that are gone, so the totals never go down.
+    retired: RouterStats,
+    unknown_session: u64,
+    malformed: MalformedStats,
+    /// Reused buffers, so the hot path does not allocate per packet.
+    released: Vec<VoicePacket>,
+    due: Vec<SessionId>,
+}
+
+/// One session, as speaker and as listener.
+#[derive(Debug, Default)]
+struct Peer {
+    member: Member,
+    /// Its stream as a speaker; `None` until it talks, and again once it has
+    /// been silent for `stream_idle_timeout`, muted or moved.
+    stream: Option<JitterBuffer>,
+    /// When its last packet was forwarded, while it counts as speaking.
+    speaking_since_last: Option<Instant>,
+    speaker: SpeakerStats,
+    queue: ListenerQueue,
+}
+
+impl Peer {
+    /// The earliest instant this peer needs `handle_timeout`.
+    fn next_timeout(&self, config: &RouterConfig) -> Option<Instant> {
+        let stream = self.stream.as_ref().map(|s| {
+            let idle = s.last_arrival() + config.idle_timeout();
+            s.next_deadline().map_or(idle, |d| d.min(idle))
+        });
+        let speaking = self
+            .speaking_since_last
+            .map(|t| t + config.speaking_timeout);
+        match (stream, speaking) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl Router {
+    /// A router with no members.
+    pub fn new(config: RouterConfig) -> Self {
+        Self {
+            config,
+            peers: HashMap::new(),
+            channels: HashMap::new(),
+            ready: VecDeque::new(),
+            events: VecDeque::new(),
+            retired: RouterStats::default(),
+            unknown_session: 0,
+            malformed: MalformedStats::default(),
+            released: Vec::new(),
+            due: Vec::new(),
+        }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// What the control plane last said about `session`.
+    pub fn member(&self, session: SessionId) -> Option<&Member> {
+        self.peers.get(&session).map(|p| &p.member)
+    }
+
+    /// `session`'s counters as a speaker.
+    pub fn speaker_stats(&self, session: SessionId) -> Option<SpeakerStats> {
+        self.peers.get(&session).map(|p| p.speaker)
+    }
+
+    /// `session`'s counters as a listener.
+    pub fn listener_stats(&self, session: SessionId) -> Option<ListenerStats> {
+        self.peers.get(&session).map(|p| p.queue.stats())
+    }
+
+    /// Packets `session`'s stream holds while waiting for missing ones;
+    /// `None` when it has no stream state (never talked, or forgotten).
+    pub fn held(&self, session: SessionId) -> Option<usize> {
+        self.peers
+            .get(&session)?
+            .stream
+            .as_ref()
+            .map(JitterBuffer::held)
+    }
+
+    /// Whether `session` counts as speaking.
+    pub fn is_speaking(&self, session: SessionId) -> bool {
+        self.peers
+            .get(&session)
+            .is_some_and(|p| p.speaking_since_last.is_some())
+    }
+
+    /// Totals over all sessions, removed ones included.
+    pub fn stats(&self) -> RouterStats {
+        let mut total = self.retired;
+        total.unknown_session = self.unknown_session;
+        total.malformed = self.malformed;
+        total.speakers.jitter_ms = 0.0;
+        for p in self.peers.values() {
+            total.add_session(&p.speaker, &p.queue.stats());
+            total.speakers.jitter_ms = total.speakers.jitter_ms.max(p.speaker.jitter_ms);
+        }
+        total
+    }
+
+    /// Adds `session` or changes its channel, mute or deafen state.
+    ///
+    /// Moving to another channel (or to none) or being muted ends its
+    /// current stream: what its jitter buffer holds is dropped, and if it
+    /// was speaking a `SpeakingChanged { speaking: false }` follows at once.
+    /// Moving or deafening drops what was queued for it.
+    pub fn set_member(
+        &mut self,
+        session: SessionId,
+        member: Member,
+    ) -> Result<(), MembershipError> {
+        if session.0 == 0 {
+            return Err(MembershipError::ZeroSession);
+        }
+        let peer = self.peers.entry(session).or_default();
+        let old = mem::replace(&mut peer.member, member);
+        let new = &peer.member;
+        let moved = old.channel != new.channel;
+        let muted = new.muted && !old.muted;
+        let deafened = new.deafened && !old.deafened;
+        if moved || deafened {
+            peer.queue.discard();
+        }
+        if moved || muted {
+            peer.stream = None;
+            if peer.speaking_since_last.take().is_some() {
+                self.events.push_back(RouterEvent::SpeakingChanged {
+                    session,
+                    speaking: false,
+                });
+            }
+        }
+        if moved {
+            let new_channel = new.channel.clone();
+            if let Some(old_channel) = old.channel {
+                self.leave_channel(session, &old_channel);
+            }
+            if let Some(channel) = new_channel {
+                self.channels.entry(channel).or_default().push(session);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets `session`: it leaves its channel, its queue and stream are
+    /// dropped, and if it was speaking a `SpeakingChanged { speaking: false }`
+    /// follows. Returns its final counters, as speaker and as listener.
+    pub fn remove_member(&mut self, session: SessionId) -> Option<(SpeakerStats, ListenerStats)> {
+        let mut peer = self.peers.remove(&session)?;
+        if let Some(channel) = &peer.member.channel {
+            self.leave_channel(session, channel);
+        }
+        if peer.speaking_since_last.is_some() {
+            self.events.push_back(RouterEvent::SpeakingChanged {
+                session,
+                speaking: false,
+            });
+        }
+        peer.queue.discard();
+        let listener = peer.queue.stats();
+        self.retired.add_session(&peer.speaker, &listener);
+        Some((peer.speaker, listener))
+    }
+
+    /// Tells the router whether `session`'s transport can take datagrams
+    /// now. While blocked, `poll_transmit` passes it by and the lag rule
+    /// drops its oldest datagrams as new ones come; the others are not
+    /// affected.
+    pub fn set_blocked(&mut self, session: SessionId, blocked: bool) {
+        let Some(peer) = self.peers.get_mut(&session) else {
+            return;
+        };
+        peer.queue.blocked = blocked;
+        if !blocked && !peer.queue.is_empty() && !peer.queue.scheduled {
+            peer.queue.scheduled = true;
+            self.ready.push_back(session);
+        }
+    }
+
+    /// Takes one datagram that `from`'s transport received and
+    /// authenticated. In-order packets are forwarded in this call; a packet
+    /// behind a gap waits for at most the adaptive target delay.
+    pub fn handle_datagram(&mut self, now: Instant, from: SessionId, datagram: Bytes) {
+        let Some(peer) = self.peers.get_mut(&from) else {
+            self.unknown_session += 1;
+            return;
+        };
+        let packet = match VoicePacket::parse(datagram) {
+            Ok(packet) => packet,
+            Err(e) => {
+                self.malformed.count(&e);
+                peer.speaker.malformed += 1;
+                return;
+            }
+        };
+        peer.speaker.received += 1;
+        if peer.member.muted {
+            peer.speaker.muted += 1;
+            return;
+        }
+        if peer.member.channel.is_none() {
+            peer.speaker.no_channel += 1;
+            return;
+        }
+        let mut released = mem::take(&mut self.released);
+        let stream = peer
+            .stream
+            .get_or_insert_with(|| JitterBuffer::new(now, &packet));
+        stream.push(now, packet, &self.config, &mut peer.speaker, &mut released);
+        self.fan_out(now, from, &mut released);
+        self.released = released;
+    }
+
+    /// Does what was due by `now`: releases held packets whose wait is
+    /// over, ends speaking for the silent, forgets idle streams.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = mem::take(&mut self.due);
+        due.clear();
+        due.extend(
+            self.peers
+                .iter()
+                .filter(|(_, p)| p.next_timeout(&self.config).is_some_and(|t| t <= now))
+                .map(|(id, _)| *id),
+        );
+        // Same inputs, same output order, whatever the hash map's order.
+        due.sort_unstable();
+
+        let mut released = mem::take(&mut self.released);
+        for &session in &due {
+            let Some(peer) = self.peers.get_mut(&session) else {
+                continue;
+            };
+            if let Some(stream) = &mut peer.stream {
+                stream.expire(now, &mut peer.speaker, &mut released);
+                // The idle timeout is never shorter than the longest hold,
+                // so nothing is still held here; flush it all the same
+                // rather than lose it silently.
+                if stream.last_arrival() + self.config.idle_timeout() <= now {
+                    stream.flush(&mut peer.speaker, &mut released);
+                    peer.stream = None;
+                }
+            }
+            self.fan_out(now, session, &mut released);
+
+            let Some(peer) = self.peers.get_mut(&session) else {
+                continue;
+            };
+            if let Some(last) = peer.speaking_since_last
+                && last + self.config.speaking_timeout <= now
+            {
+                peer.speaking_since_last = None;
+                self.events.push_back(RouterEvent::SpeakingChanged {
+                    session,
+                    speaking: false,
+                });
+            }
+        }
+        self.released = released;
+        self.due = due;
+    }
+
+    /// The next datagram to send. Listeners take turns, one datagram each,
+    /// so a listener with a long queue does not delay the others.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        while let Some(to) = self.ready.pop_front() {
+            let Some(peer) = self.peers.get_mut(&to) else {
+                continue;
+            };
+            let queue = &mut peer.queue;
+            if queue.blocked {
+                queue.scheduled = false;
+                continue;
+            }
+            let Some(datagram) = queue.pop() else {
+                queue.scheduled = false;
+                continue;
+            };
+            if queue.is_empty() {
+                queue.scheduled = false;
+            } else {
+                self.ready.push_back(to);
+            }
+            return Some(Transmit { to, datagram });
+        }
+        None
+    }
+
+    /// The next event for the control plane.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<RouterEvent> {
+        self.events.pop_front()
+    }
+
+    /// The earliest instant at which [`Router::handle_timeout`] must be
+    /// called; `None` when nothing is pending.
+    ///
+    /// This scans the sessions: it is meant to be asked once per batch of
+    /// input, not once per datagram.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter_map(|p| p.next_timeout(&self.config))
+            .min()
+    }
+
+    /// Sends `packets` (released from `speaker`'s stream, in order) to every
+    /// other member of its channel who is not deafened. Each packet is
+    /// encoded once; listeners share the buffer.
+    fn fan_out(&mut self, now: Instant, speaker: SessionId, packets: &mut Vec<VoicePacket>) {
+        if packets.is_empty() {
+            return;
+        }
+        let Self {
+            config,
+            peers,
+            channels,
+            ready,
+            events,
+            malformed,
+            ..
+        } = self;
+        let members = peers
+            .get(&speaker)
+            .and_then(|p| p.member.channel.as_ref())
+            .and_then(|c| channels.get(c));
+        let Some(members) = members else {
+            packets.clear();
+            return;
+        };
+        for packet in packets.drain(..) {
+            let datagram = match Forwarded::build(speaker.0, &packet) {
+                Ok(d) => d,
+                // Parsing already checked the payload and set_member the
+                // id; count it rather than trust that.
+                Err(e) => {
+                    malformed.count(&e);
+                    continue;
+                }
+            };
+            if let Some(p) = peers.get_mut(&speaker) {
+                p.speaker.forwarded += 1;
+                if p.speaking_since_last.replace(now).is_none() {
+                    events.push_back(RouterEvent::SpeakingChanged {
+                        session: speaker,
+                        speaking: true,
+                    });
+                }
+            }
+            for &listener in members {
+                if listener == speaker {
+                    continue;
+                }
+                let Some(p) = peers.get_mut(&listener) else {
+                    continue;
+                };
+                if p.member.deafened {
+                    continue;
+                }
+                p.queue.push(now, datagram.clone(), config);
+                if !p.queue.scheduled && !p.queue.blocked {
+                    p.queue.scheduled = true;
+                    ready.push_back(listener);
+                }
+            }
+        }
+    }
+
+    fn leave_channel(&mut self, session: SessionId, channel: &ChannelKey) {
+        if let Some(members) = self.channels.get_mut(channel) {
+            members.retain(|&m| m != session);
+            if members.is_empty() {
+                self.channels.remove(channel);
+            }
+        }
+    }
+}

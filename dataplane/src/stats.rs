@@ -1,0 +1,133 @@
+//! Counters of stream quality, per speaker, per listener and in total, for
+//! metrics and for the reports to the control plane.
+
+use openspeak_shared::voice::WireError;
+
+/// What happened to one session's packets as a speaker.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpeakerStats {
+    /// Valid voice datagrams received.
+    pub received: u64,
+    /// Datagrams that did not parse (not counted in `received`).
+    pub malformed: u64,
+    /// Dropped because the session was muted.
+    pub muted: u64,
+    /// Dropped because the session was in no channel.
+    pub no_channel: u64,
+    /// Dropped as copies of a packet already released or held.
+    pub duplicate: u64,
+    /// Dropped because their slot had already been given up.
+    pub late: u64,
+    /// Dropped as older than `max_packet_age_ms`.
+    pub stale: u64,
+    /// Sequence numbers given up after waiting for them (never arrived in
+    /// time).
+    pub lost: u64,
+    /// Accepted packets that arrived after a later one and were put back in
+    /// order.
+    pub reordered: u64,
+    /// Packets released to the speaker's channel.
+    pub forwarded: u64,
+    /// The last interarrival jitter estimate (RFC 3550 §6.4.1), in ms.
+    pub jitter_ms: f64,
+}
+
+impl SpeakerStats {
+    fn add(&mut self, o: &Self) {
+        self.received += o.received;
+        self.malformed += o.malformed;
+        self.muted += o.muted;
+        self.no_channel += o.no_channel;
+        self.duplicate += o.duplicate;
+        self.late += o.late;
+        self.stale += o.stale;
+        self.lost += o.lost;
+        self.reordered += o.reordered;
+        self.forwarded += o.forwarded;
+    }
+}
+
+/// What happened to the datagrams queued for one session as a listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Datagrams queued for it.
+    pub enqueued: u64,
+    /// Datagrams handed to the driver by `poll_transmit`.
+    pub delivered: u64,
+    /// Its oldest datagrams, dropped to keep its lag under
+    /// `max_broadcast_lag_ms` (or its queue under `max_listener_queue`).
+    pub dropped_lag: u64,
+    /// Datagrams still queued when it deafened, moved or left, dropped
+    /// because they were meant for where it no longer is.
+    pub discarded: u64,
+    /// Datagrams queued now.
+    pub queued: usize,
+}
+
+impl ListenerStats {
+    fn add(&mut self, o: &Self) {
+        self.enqueued += o.enqueued;
+        self.delivered += o.delivered;
+        self.dropped_lag += o.dropped_lag;
+        self.discarded += o.discarded;
+        self.queued += o.queued;
+    }
+}
+
+/// Malformed datagrams, by [`WireError`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MalformedStats {
+    /// [`WireError::TooShort`].
+    pub too_short: u64,
+    /// [`WireError::UnknownKind`].
+    pub unknown_kind: u64,
+    /// [`WireError::EmptyPayload`].
+    pub empty_payload: u64,
+    /// [`WireError::PayloadTooLong`].
+    pub payload_too_long: u64,
+    /// [`WireError::ZeroSpeaker`]; a client never sends a forwarded
+    /// datagram, so this stays 0 unless one is misparsed.
+    pub zero_speaker: u64,
+}
+
+impl MalformedStats {
+    pub(crate) fn count(&mut self, e: &WireError) {
+        let slot = match e {
+            WireError::TooShort { .. } => &mut self.too_short,
+            WireError::UnknownKind(_) => &mut self.unknown_kind,
+            WireError::EmptyPayload => &mut self.empty_payload,
+            WireError::PayloadTooLong { .. } => &mut self.payload_too_long,
+            WireError::ZeroSpeaker => &mut self.zero_speaker,
+        };
+        *slot += 1;
+    }
+
+    /// All malformed datagrams.
+    pub fn total(&self) -> u64 {
+        self.too_short
+            + self.unknown_kind
+            + self.empty_payload
+            + self.payload_too_long
+            + self.zero_speaker
+    }
+}
+
+/// Totals over every session the router has known, removed ones included.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RouterStats {
+    /// Datagrams from a session that is not a member.
+    pub unknown_session: u64,
+    /// Datagrams that did not parse, by reason.
+    pub malformed: MalformedStats,
+    /// Summed speaker counters (`jitter_ms` is the largest current one).
+    pub speakers: SpeakerStats,
+    /// Summed listener counters.
+    pub listeners: ListenerStats,
+}
+
+impl RouterStats {
+    pub(crate) fn add_session(&mut self, speaker: &SpeakerStats, listener: &ListenerStats) {
+        self.speakers.add(speaker);
+        self.listeners.add(listener);
+    }
+}
