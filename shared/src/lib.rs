@@ -12,6 +12,7 @@ mod error;
 pub mod pb;
 pub mod shutdown;
 pub mod telemetry;
+pub mod ticket;
 pub mod voice;
 
 pub use cli::ConfigArgs;
