@@ -14,21 +14,25 @@
 //! [`Member`]); protobuf stays at the edge. The datagram layout lives in
 //! [`openspeak_shared::voice`], shared with clients.
 
+mod cert;
 mod config;
 mod ids;
 mod jitter;
 mod listener;
 mod member;
 mod output;
+mod quic;
 mod router;
 mod stats;
 
 #[cfg(test)]
 mod tests;
 
+pub use cert::{CERT_FILE, CertError, DataplaneCert, KEY_FILE};
 pub use config::{FRAME, RouterConfig};
 pub use ids::{ChannelKey, SessionId};
 pub use member::{Member, MembershipError};
 pub use output::{RouterEvent, Transmit};
+pub use quic::{ALPN, PinError, QuicConfigError, client_config, parse_pin, server_config};
 pub use router::Router;
 pub use stats::{ListenerStats, MalformedStats, RouterStats, SpeakerStats};
