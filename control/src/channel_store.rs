@@ -11,7 +11,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{channels::ChannelRecord, persist};
+use openspeak_shared::persist;
+
+use crate::channels::ChannelRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelStoreError {

@@ -18,7 +18,6 @@ mod event;
 mod hub;
 mod ids;
 mod limits;
-mod persist;
 mod server;
 mod service;
 mod session_ids;

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use openspeak_shared::{config::Config, pb};
+use openspeak_shared::{config::Config, pb, persist};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::{
     server::NamedService,
@@ -34,7 +34,6 @@ use crate::{
     channels::{ChannelError, ChannelTree},
     edge::EdgeLayer,
     hub::Hub,
-    persist,
     service::{AuthApi, ChannelApi, PresenceApi, Shared, VoiceApi},
     session_ids::{SessionIds, SessionIdsError},
     tokens::{Role, StoreError, TokenStore},

@@ -11,7 +11,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{ids::SessionId, persist};
+use openspeak_shared::persist;
+
+use crate::ids::SessionId;
 
 /// Ids reserved per write of the mark file.
 const BLOCK: u32 = 4096;

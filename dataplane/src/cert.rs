@@ -7,11 +7,12 @@
 //! there next time.
 
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use openspeak_shared::persist;
 use rustls::crypto::ring;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -277,55 +278,11 @@ fn warn_if_readable_by_others(path: &Path) {
 #[cfg(not(unix))]
 fn warn_if_readable_by_others(_path: &Path) {}
 
-/// Writes `contents` to `path` so that a crash leaves either no file or the
-/// whole file: a temporary file in the same directory, fsync, rename, fsync
-/// of the directory. `mode` sets the Unix permissions from the start, so
-/// the key is never readable by others, not even briefly.
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertError> {
-    let write_err = |source| CertError::Write {
+    persist::write_atomic(path, contents, mode).map_err(|source| CertError::Write {
         path: path.to_owned(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir).map_err(write_err)?;
-    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    // The pid keeps two processes from writing the same temporary file.
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut file = create_with_mode(&tmp, mode)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written.map_err(write_err)
-}
-
-#[cfg(unix)]
-fn create_with_mode(path: &Path, mode: u32) -> io::Result<File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)?;
-    // `mode` applies only to a new file (and under the umask); a stale
-    // temporary file left by a crash keeps its old bits unless set here.
-    file.set_permissions(fs::Permissions::from_mode(mode))?;
-    Ok(file)
-}
-
-#[cfg(not(unix))]
-fn create_with_mode(path: &Path, _mode: u32) -> io::Result<File> {
-    File::create(path)
+    })
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@ use std::{
     path::Path,
 };
 
-/// Writes `contents` to `path` atomically: a temporary file in the same
-/// directory, fsync, rename over the old file, fsync of the directory (so
-/// the rename itself survives a power cut). `mode` sets Unix permissions.
+/// Writes `contents` to `path` so that a crash leaves either the old file
+/// or the whole new one: a temporary file in the same directory, fsync,
+/// rename, fsync of the directory (so the rename itself survives a power
+/// cut). `mode` sets the Unix permissions from the start, so a secret is
+/// never readable by others, not even briefly.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -18,20 +20,26 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let file_name = path
         .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp", file_name.to_string_lossy()));
-    {
-        let mut file = open_with_mode(&tmp, mode)?;
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
+        .to_string_lossy();
+    // The pid keeps two processes from writing the same temporary file.
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = create_with_mode(&tmp, mode)?;
         file.write_all(contents)?;
         file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()?;
-    Ok(())
+    written
 }
 
 #[cfg(unix)]
-fn open_with_mode(path: &Path, mode: u32) -> io::Result<File> {
+fn create_with_mode(path: &Path, mode: u32) -> io::Result<File> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let file = fs::OpenOptions::new()
         .write(true)
@@ -39,14 +47,14 @@ fn open_with_mode(path: &Path, mode: u32) -> io::Result<File> {
         .truncate(true)
         .mode(mode)
         .open(path)?;
-    // `mode` applies only when the file is created; a stale temp file left
-    // by a crash keeps its old bits unless we set them.
+    // `mode` applies only to a new file (and under the umask); a stale
+    // temporary file left by a crash keeps its old bits unless set here.
     file.set_permissions(fs::Permissions::from_mode(mode))?;
     Ok(file)
 }
 
 #[cfg(not(unix))]
-fn open_with_mode(path: &Path, _mode: u32) -> io::Result<File> {
+fn create_with_mode(path: &Path, _mode: u32) -> io::Result<File> {
     File::create(path)
 }
 
