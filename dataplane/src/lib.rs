@@ -16,6 +16,7 @@
 
 mod cert;
 mod config;
+mod endpoint;
 mod ids;
 mod jitter;
 mod listener;
@@ -30,6 +31,10 @@ mod tests;
 
 pub use cert::{CERT_FILE, CertError, DataplaneCert, KEY_FILE};
 pub use config::{FRAME, RouterConfig};
+pub use endpoint::{
+    BindError, EXCHANGE_VERSION, EndpointStats, Handle, HandleError, RejectCode, TICKET_TIMEOUT,
+    VoiceEndpoint,
+};
 pub use ids::{ChannelKey, SessionId};
 pub use member::{Member, MembershipError};
 pub use output::{RouterEvent, Transmit};
