@@ -36,6 +36,7 @@ mod sessions;
 mod setup;
 mod stats;
 mod tally;
+pub mod voice;
 
 pub use args::{SessionsArgs, parse_addr};
 pub use error::{ConnectError, SessionsError, SetupError};
