@@ -1,5 +1,6 @@
 //! Compiles `proto/` into Rust with protox (pure Rust, no system `protoc`)
-//! and writes the file descriptor set that server reflection serves.
+//! and writes the file descriptor set that server reflection serves (the
+//! public API only; the internal cluster link is compiled but not served).
 
 use std::{env, fs, path::PathBuf};
 
@@ -26,6 +27,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // build a `Channel` and call `XClient::new(channel)` instead.
         .build_transport(false)
         .compile_fds(fds)?;
+
+    // The internal link is compiled apart so that reflection, which serves
+    // the set above, shows only the public API.
+    let cluster = protox::compile(["openspeak/cluster/v1/cluster.proto"], ["../proto"])?;
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .compile_fds(cluster)?;
 
     fanout_presence_server();
     Ok(())

@@ -212,6 +212,16 @@ impl Broker {
         })
     }
 
+    /// Subscribes to the feed and reads the hub in one step, as
+    /// `start_session` does: `f` sees the hub as of the returned sequence
+    /// number, and the feed may still bring events up to that number
+    /// (queued but not yet flushed); skip those.
+    pub fn subscribe_with<R>(&self, f: impl FnOnce(&Hub) -> R) -> (Subscription, u64, R) {
+        let inner = self.lock();
+        let events = self.events.subscribe();
+        (events, inner.sequence, f(&inner.hub))
+    }
+
     /// Ends a session (its stream is gone); a no-op if it already ended.
     pub fn end_session(&self, id: SessionId) -> bool {
         self.update(|hub| hub.end_session(id))

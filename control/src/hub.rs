@@ -233,6 +233,23 @@ impl Hub {
         self.end_session(id);
     }
 
+    /// Marks session `id` as talking or not, as its data plane reports.
+    /// Returns false (and changes nothing) for an unknown session; only a
+    /// change is announced.
+    pub fn set_speaking(&mut self, id: SessionId, speaking: bool) -> bool {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return false;
+        };
+        if session.user.speaking != speaking {
+            session.user.speaking = speaking;
+            self.outbox.push_back(Event::SpeakingChanged {
+                session: id,
+                speaking,
+            });
+        }
+        true
+    }
+
     /// Notes activity of session `id`, clearing its idle mark.
     pub fn touch(&mut self, id: SessionId, now: Instant) {
         let Some(session) = self.sessions.get_mut(&id) else {
@@ -571,6 +588,32 @@ mod tests {
         assert_eq!(user.channel, Some(lobby()));
         assert_eq!(f.events(), vec![Event::UserOnline(user)]);
         assert_eq!(f.hub.members(lobby().as_str()).unwrap()[0].id, id);
+    }
+
+    #[test]
+    fn speaking_is_announced_only_when_it_changes() {
+        let mut f = fixture();
+        let id = f.start(3, false);
+        f.events();
+        assert!(f.hub.set_speaking(id, true));
+        assert!(f.hub.set_speaking(id, true));
+        assert!(f.hub.user(id).unwrap().speaking);
+        assert!(f.hub.set_speaking(id, false));
+        assert_eq!(
+            f.events(),
+            vec![
+                Event::SpeakingChanged {
+                    session: id,
+                    speaking: true
+                },
+                Event::SpeakingChanged {
+                    session: id,
+                    speaking: false
+                },
+            ]
+        );
+        assert!(!f.hub.set_speaking(SessionId(99), true));
+        assert!(f.events().is_empty());
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod ban_list;
 mod broker;
 mod channel_store;
 mod channels;
+mod cluster;
 mod convert;
 mod edge;
 mod event;

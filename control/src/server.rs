@@ -16,7 +16,11 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use openspeak_shared::{config::Config, pb, persist};
+use openspeak_shared::{
+    config::Config,
+    pb, persist,
+    ticket::{TicketError, TicketIssuer, TicketKey},
+};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::{
     server::NamedService,
@@ -32,6 +36,7 @@ use crate::{
     broker::Broker,
     channel_store::{ChannelStore, ChannelStoreError, JsonChannelStore},
     channels::{ChannelError, ChannelTree},
+    cluster::{ClusterApi, Registry},
     edge::EdgeLayer,
     hub::Hub,
     service::{AuthApi, ChannelApi, PresenceApi, Shared, VoiceApi},
@@ -76,6 +81,8 @@ pub enum StartError {
     Address(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: io::Error },
+    #[error("cannot generate the voice ticket key: {0}")]
+    TicketKey(TicketError),
 }
 
 /// Why serving stopped other than by shutdown.
@@ -93,6 +100,12 @@ pub struct ControlPlane {
     broker: Arc<Broker>,
     tokens: Arc<RwLock<TokenStore>>,
     tls: Option<ServerTlsConfig>,
+    /// The internal link's listener (`cluster.listen`).
+    cluster_listener: TcpListener,
+    cluster_addr: SocketAddr,
+    /// Seals voice tickets; sent to every data plane. One key for the
+    /// process's life until rotation exists.
+    ticket_key: TicketKey,
 }
 
 impl ControlPlane {
@@ -131,6 +144,25 @@ impl ControlPlane {
             addr: socket.to_string(),
             source,
         })?;
+        let cluster_socket: SocketAddr = config
+            .cluster
+            .listen
+            .parse()
+            .map_err(|_| StartError::Address(config.cluster.listen.clone()))?;
+        let cluster_listener =
+            TcpListener::bind(cluster_socket)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.cluster.listen.clone(),
+                    source,
+                })?;
+        let cluster_addr = cluster_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: cluster_socket.to_string(),
+                source,
+            })?;
+        let ticket_key = TicketKey::generate(1).map_err(StartError::TicketKey)?;
         Ok(Self {
             config,
             listener,
@@ -138,6 +170,9 @@ impl ControlPlane {
             broker,
             tokens: Arc::new(RwLock::new(tokens)),
             tls,
+            cluster_listener,
+            cluster_addr,
+            ticket_key,
         })
     }
 
@@ -145,6 +180,11 @@ impl ControlPlane {
     /// one when that was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The internal link's address actually bound (`cluster.listen`).
+    pub fn cluster_addr(&self) -> SocketAddr {
+        self.cluster_addr
     }
 
     /// Serves until `shutdown` resolves, then drains and returns.
@@ -156,8 +196,14 @@ impl ControlPlane {
             broker,
             tokens,
             tls,
+            cluster_listener,
+            cluster_addr,
+            ticket_key,
         } = self;
+        let registry = Arc::new(Registry::default());
         let shared = Arc::new(Shared {
+            registry: registry.clone(),
+            tickets: TicketIssuer::new(ticket_key.clone()),
             broker: broker.clone(),
             tokens: tokens.clone(),
             token_ttl: Some(config.auth.token_ttl.get()).filter(|d| !d.is_zero()),
@@ -231,6 +277,33 @@ impl ControlPlane {
             }
         });
 
+        let secret = config.cluster.secret.clone().filter(|s| !s.is_empty());
+        if secret.is_none() {
+            warn!(
+                "cluster.secret is not set: every data plane will be refused and voice is \
+                 unavailable; set cluster.secret on both planes"
+            );
+        }
+        let cluster = Server::builder()
+            .http2_keepalive_interval(Some(config.server.keepalive_interval.get()))
+            .http2_keepalive_timeout(Some(config.server.keepalive_timeout.get()))
+            .add_service(
+                pb::cluster::cluster_service_server::ClusterServiceServer::new(ClusterApi {
+                    broker: broker.clone(),
+                    registry,
+                    key: ticket_key,
+                    secret,
+                })
+                .max_decoding_message_size(max),
+            )
+            .serve_with_incoming(TcpIncoming::from(cluster_listener).with_nodelay(Some(true)));
+        // Its streams last as long as the data planes run, so a graceful
+        // stop would wait for ever: it is aborted once the public side has
+        // drained.
+        let cluster = tokio::spawn(cluster);
+        // Not a "listening" line with `addr=`: tools look for the public one.
+        info!(%cluster_addr, "accepting data planes on the internal link");
+
         let (stop_accepting, stop_rx) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
@@ -246,6 +319,7 @@ impl ControlPlane {
         tokio::select! {
             () = shutdown => {}
             result = &mut server => {
+                cluster.abort();
                 ticker.abort();
                 flusher.abort();
                 return match result {
@@ -282,6 +356,7 @@ impl ControlPlane {
                 server.abort();
             }
         }
+        cluster.abort();
         ticker.abort();
         flusher.abort();
         info!("control plane stopped");

@@ -82,6 +82,8 @@ fn command(data_dir: &Path, cwd: &Path) -> Command {
             command.env_remove(name);
         }
     }
+    // Tests run side by side: the internal link takes any free port too.
+    command.env("OPENSPEAK_CLUSTER__LISTEN", "127.0.0.1:0");
     command
 }
 

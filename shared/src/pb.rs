@@ -14,3 +14,11 @@ pub mod fanout {
     #![allow(clippy::all, missing_docs)]
     include!(concat!(env!("OUT_DIR"), "/openspeak.v1.PresenceService.rs"));
 }
+
+/// The internal link between the control plane and its data planes
+/// (`proto/openspeak/cluster/v1`). Not public API, and not served by
+/// reflection.
+pub mod cluster {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("openspeak.cluster.v1");
+}

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use openspeak_shared::{Reason, metadata};
+use openspeak_shared::{Reason, metadata, ticket::TicketIssuer};
 use tonic::{Request, Status};
 use tracing::Span;
 
@@ -23,6 +23,7 @@ use crate::{
     authenticator::Caller,
     broker::{Broker, ChangeError, StartError},
     channels::ChannelError,
+    cluster::Registry,
     hub::{Hub, HubError},
     ids::SessionId,
     tokens::TokenStore,
@@ -35,6 +36,10 @@ pub struct Shared {
     /// Lifetime of created tokens whose request names none.
     pub token_ttl: Option<Duration>,
     pub members_can_create: bool,
+    /// The attached data planes and where channels are placed.
+    pub registry: Arc<Registry>,
+    /// Seals voice tickets with the key the data planes hold.
+    pub tickets: TicketIssuer,
 }
 
 impl Shared {
@@ -115,7 +120,7 @@ impl From<StartError> for Status {
 }
 
 /// Logs the detail, tells the client only that something broke.
-fn internal(error: impl std::fmt::Display) -> Status {
+pub(crate) fn internal(error: impl std::fmt::Display) -> Status {
     tracing::error!(%error, "internal error");
     Reason::InternalError.status("internal error; the server log has the details")
 }

@@ -1,12 +1,22 @@
 //! `VoiceService`: hands a session its ticket into a data plane.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
-use openspeak_shared::{Reason, pb};
+use openspeak_shared::{
+    Reason, pb,
+    ticket::{KEY_LEN, Ticket},
+};
+use rand::RngCore;
 use tonic::{Request, Response, Status};
 
-use super::Shared;
-use crate::{authenticator::Caller, hub::HubError};
+use super::{Shared, internal};
+use crate::{authenticator::Caller, convert, hub::HubError};
+
+/// How long a ticket admits its session into the data plane.
+const TICKET_LIFETIME: Duration = Duration::from_secs(60);
 
 pub struct VoiceApi(pub Arc<Shared>);
 
@@ -17,16 +27,45 @@ impl pb::voice_service_server::VoiceService for VoiceApi {
         request: Request<pb::OpenVoiceRequest>,
     ) -> Result<Response<pb::OpenVoiceResponse>, Status> {
         let caller = Caller::of(&request)?;
-        self.0.with_session(&request, &caller, |hub, session| {
+        let (session, channel) = self.0.with_session(&request, &caller, |hub, session| {
             let user = hub.session_of(session, &caller.token.id)?;
-            if user.user.channel.is_none() {
-                return Err(HubError::NotInChannel);
-            }
-            Ok(())
+            let channel = user.user.channel.clone().ok_or(HubError::NotInChannel)?;
+            Ok((session, channel))
         })?;
-        // No data plane can register yet: the internal link comes with the
-        // data plane itself.
-        Err(Reason::NoDataplane
-            .status("no data plane is registered with this control plane, so voice is unavailable"))
+        let endpoints = self.0.registry.place(&channel, session).ok_or_else(|| {
+            Reason::NoDataplane.status(
+                "no data plane attached to this control plane can take the channel, so voice is unavailable",
+            )
+        })?;
+        let mut session_key = [0u8; KEY_LEN];
+        rand::rng().fill_bytes(&mut session_key);
+        // Whole seconds, as the ticket encodes it, so that the response and
+        // the ticket name the same instant.
+        let expires_at = UNIX_EPOCH
+            + Duration::from_secs(
+                (SystemTime::now() + TICKET_LIFETIME)
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs(),
+            );
+        let ticket = self
+            .0
+            .tickets
+            .issue(&Ticket {
+                session_id: session.0,
+                channel: channel.0,
+                expires_at,
+                session_key,
+            })
+            .map_err(internal)?;
+        Ok(Response::new(pb::OpenVoiceResponse {
+            session_id: session.0,
+            quic_endpoint: endpoints.quic,
+            udp_endpoint: endpoints.udp,
+            cert_sha256: endpoints.cert_sha256,
+            ticket,
+            session_key: session_key.to_vec(),
+            expires_at: Some(convert::timestamp(expires_at)),
+        }))
     }
 }

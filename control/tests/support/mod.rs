@@ -67,6 +67,7 @@ pub fn test_config(data_dir: &Path, bootstrap_token: Option<&str>) -> Config {
     let mut config = Config::default();
     config.server.host = "127.0.0.1".into();
     config.server.port = 0;
+    config.cluster.listen = "127.0.0.1:0".into();
     config.server.shutdown_grace = Seconds(5);
     config.storage.data_dir = data_dir.to_owned();
     config.auth.bootstrap_token = bootstrap_token.map(str::to_owned);
@@ -77,6 +78,8 @@ pub fn test_config(data_dir: &Path, bootstrap_token: Option<&str>) -> Config {
 /// A control plane serving in this test's runtime.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The internal link for data planes (`cluster.listen`).
+    pub cluster_addr: SocketAddr,
     /// The bootstrap admin token (`auth.bootstrap_token`), when one was set.
     pub admin_token: String,
     pub config: Config,
@@ -111,6 +114,7 @@ impl TestServer {
             .await
             .expect("the control plane binds");
         let addr = cp.local_addr();
+        let cluster_addr = cp.cluster_addr();
         assert!(addr.ip().is_loopback(), "tests serve on loopback only");
         let (tx, rx) = oneshot::channel::<()>();
         let serve = tokio::spawn(cp.serve(async {
@@ -118,6 +122,7 @@ impl TestServer {
         }));
         TestServer {
             addr,
+            cluster_addr,
             admin_token: config.auth.bootstrap_token.clone().unwrap_or_default(),
             config,
             data_dir: None,

@@ -1,0 +1,251 @@
+//! `ClusterService`: the gRPC edge of the internal link.
+//!
+//! One `Attach` stream per data plane. The handler checks the secret,
+//! waits for `Register`, subscribes to the broker's feed and reads the
+//! hub in one step (so that the snapshot and the deltas meet exactly),
+//! then runs two tasks: one turns the feed into deltas for the data plane,
+//! the other reads its speaking and stats reports. When the incoming
+//! stream ends, the data plane is detached and its channels unplaced.
+
+use std::{sync::Arc, time::Duration};
+
+use openspeak_shared::{
+    Reason, metadata,
+    pb::cluster::{
+        self as pb, ControlMessage, DataplaneMessage, Register, Snapshot,
+        cluster_service_server::ClusterService, control_message::Kind,
+        dataplane_message::Kind as Report,
+    },
+    ticket::TicketKey,
+};
+use subtle::ConstantTimeEq;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::{Attachment, Dataplane, Endpoints, MemberView, Registry};
+use crate::{
+    broker::{Broker, Dispatch},
+    event::Event,
+    ids::SessionId,
+};
+
+/// How long a data plane may take to send `Register`.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Deltas a data plane may have unread before its feed task waits.
+const OUTBOX: usize = 1024;
+
+pub struct ClusterApi {
+    pub broker: Arc<Broker>,
+    pub registry: Arc<Registry>,
+    /// The current ticket key, sent in every snapshot.
+    pub key: TicketKey,
+    /// `cluster.secret`; `None` refuses every data plane.
+    pub secret: Option<String>,
+}
+
+impl ClusterApi {
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(secret) = &self.secret else {
+            return Err(Reason::Unauthorized.status(
+                "this control plane has no cluster.secret: set cluster.secret on both planes",
+            ));
+        };
+        let presented = request
+            .metadata()
+            .get(metadata::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if bool::from(presented.as_bytes().ct_eq(secret.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Reason::Unauthorized.status(
+                "wrong or missing cluster secret: use `authorization: Bearer <cluster.secret>`",
+            ))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for ClusterApi {
+    type AttachStream = ReceiverStream<Result<ControlMessage, Status>>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<DataplaneMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        self.authenticate(&request)?;
+        let mut inbound = request.into_inner();
+        let register = match tokio::time::timeout(REGISTER_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(DataplaneMessage {
+                kind: Some(Report::Register(register)),
+            }))) => register,
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(invalid("no Register within 10 seconds")),
+            Ok(Ok(_)) => return Err(invalid("the first message must be Register")),
+        };
+        let endpoints = endpoints(&register)?;
+
+        let (events, sequence, users) = self.broker.subscribe_with(|hub| hub.users());
+        let view = MemberView::new(&users);
+        let (sender, receiver) = mpsc::channel(OUTBOX);
+        let snapshot = ControlMessage {
+            kind: Some(Kind::Snapshot(Snapshot {
+                keys: vec![pb::TicketKey {
+                    id: self.key.id,
+                    secret: self.key.secret.to_vec(),
+                }],
+                members: view.members(),
+            })),
+        };
+        sender
+            .try_send(Ok(snapshot))
+            .expect("a new channel has room for the snapshot");
+
+        let (attachment, replaced) = self.registry.attach(Dataplane {
+            id: register.dataplane_id.clone(),
+            endpoints: endpoints.clone(),
+            capacity: register.capacity,
+            live_sessions: 0,
+            sender: sender.clone(),
+            feed: None,
+        });
+        if replaced.is_some() {
+            warn!(dataplane = %register.dataplane_id, "a data plane re-registered; replacing its old link");
+        }
+        info!(
+            dataplane = %register.dataplane_id,
+            quic = %endpoints.quic,
+            udp = %endpoints.udp,
+            capacity = register.capacity,
+            attached = self.registry.attached(),
+            "data plane attached"
+        );
+
+        let feed = tokio::spawn(feed(events, sequence, view, sender, self.registry.clone()));
+        self.registry.set_feed(attachment, feed.abort_handle());
+        tokio::spawn(reports(
+            inbound,
+            attachment,
+            register.dataplane_id,
+            self.broker.clone(),
+            self.registry.clone(),
+        ));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+/// Turns the broker's feed into deltas until the data plane goes away.
+async fn feed(
+    mut events: crate::broker::Subscription,
+    after: u64,
+    mut view: MemberView,
+    sender: mpsc::Sender<Result<ControlMessage, Status>>,
+    registry: Arc<Registry>,
+) {
+    loop {
+        let dispatch = match events.recv().await {
+            Ok(dispatch) => dispatch,
+            Err(RecvError::Lagged(_)) => {
+                // Its copy is now wrong; a fresh attach brings a fresh snapshot.
+                let _ = sender
+                    .send(Err(Status::unavailable(
+                        "the data plane fell behind the event feed; attach again",
+                    )))
+                    .await;
+                return;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let Dispatch::Event {
+            sequence, event, ..
+        } = &*dispatch
+        else {
+            return;
+        };
+        if *sequence <= after {
+            continue;
+        }
+        match event {
+            Event::UserOffline(session) => registry.forget_session(*session),
+            Event::ChannelDeleted(channel) => registry.unplace_channel(channel),
+            _ => {}
+        }
+        if let Some(message) = view.apply(event)
+            && sender.send(Ok(message)).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Reads the data plane's reports; detaches it when its stream ends.
+async fn reports(
+    mut inbound: Streaming<DataplaneMessage>,
+    attachment: Attachment,
+    id: String,
+    broker: Arc<Broker>,
+    registry: Arc<Registry>,
+) {
+    loop {
+        let report = match inbound.message().await {
+            Ok(Some(DataplaneMessage { kind: Some(report) })) => report,
+            Ok(Some(DataplaneMessage { kind: None })) => continue,
+            Ok(None) => break,
+            Err(status) => {
+                debug!(dataplane = %id, %status, "data plane stream failed");
+                break;
+            }
+        };
+        match report {
+            Report::Register(_) => {
+                warn!(dataplane = %id, "ignoring a second Register on one stream");
+            }
+            Report::Speaking(s) => {
+                let session = SessionId(s.session_id);
+                // Only for sessions in a channel placed on this data plane:
+                // a data plane speaks for the sessions it routes.
+                broker.update(|hub| {
+                    let placed = hub
+                        .user(session)
+                        .and_then(|u| u.channel.as_ref())
+                        .is_some_and(|c| registry.is_placed_on(c, attachment));
+                    if placed {
+                        hub.set_speaking(session, s.speaking);
+                    }
+                });
+            }
+            Report::Stats(stats) => registry.note_stats(attachment, stats.sessions),
+        }
+    }
+    if registry.detach(attachment).is_some() {
+        info!(dataplane = %id, "data plane detached; its channels are unplaced");
+    }
+}
+
+fn endpoints(register: &Register) -> Result<Endpoints, Status> {
+    if register.dataplane_id.is_empty() {
+        return Err(invalid("Register.dataplane_id is empty"));
+    }
+    if register.quic_endpoint.is_empty() || register.udp_endpoint.is_empty() {
+        return Err(invalid("Register needs quic_endpoint and udp_endpoint"));
+    }
+    let hex = &register.cert_sha256;
+    if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(invalid(
+            "Register.cert_sha256 must be 64 lowercase hex digits",
+        ));
+    }
+    Ok(Endpoints {
+        quic: register.quic_endpoint.clone(),
+        udp: register.udp_endpoint.clone(),
+        cert_sha256: hex.clone(),
+    })
+}
+
+fn invalid(message: &str) -> Status {
+    Reason::InvalidRequest.status(message)
+}

@@ -1,0 +1,242 @@
+//! The attached data planes and the placement of channels on them.
+//!
+//! A channel is placed on one data plane the first time one of its sessions
+//! opens voice, on the data plane carrying the fewest placed sessions, and
+//! stays there while that data plane is attached: every member of a
+//! channel must reach the same router. When a data plane detaches, its
+//! channels are unplaced and go elsewhere at their next `OpenVoice`.
+//!
+//! A `std::sync::Mutex` guards it, for the same reasons as the broker's:
+//! every operation is short and never awaits. Lock order: the broker's lock
+//! may be held while taking this one, never the other way round.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, MutexGuard},
+};
+
+use openspeak_shared::pb::cluster::ControlMessage;
+use tokio::{sync::mpsc, task::AbortHandle};
+use tonic::Status;
+
+use crate::ids::{ChannelId, SessionId};
+
+/// Where clients reach a data plane, as it registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    pub quic: String,
+    pub udp: String,
+    /// SHA-256 of its QUIC certificate, 64 lowercase hex digits.
+    pub cert_sha256: String,
+}
+
+/// One attached data plane.
+#[derive(Debug)]
+pub struct Dataplane {
+    /// The id it registered with; a new registration under the same id
+    /// replaces this one.
+    pub id: String,
+    pub endpoints: Endpoints,
+    /// Sessions it is meant to carry; 0 = no limit.
+    pub capacity: u32,
+    /// Voice sessions it last reported connected (`Stats`).
+    pub live_sessions: u32,
+    /// Its outgoing stream, for messages that do not come from the feed.
+    #[expect(dead_code, reason = "for TicketKeyAdded, once ticket keys rotate")]
+    pub sender: mpsc::Sender<Result<ControlMessage, Status>>,
+    /// The task feeding it deltas; aborted when it is replaced, which
+    /// also ends its stream.
+    pub feed: Option<AbortHandle>,
+}
+
+/// Names one attachment, so that the end of a replaced stream does not
+/// detach its successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Attachment(u64);
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next: u64,
+    planes: HashMap<Attachment, Plane>,
+    channels: HashMap<ChannelId, Attachment>,
+    /// Sessions that opened voice, and where.
+    sessions: HashMap<SessionId, Attachment>,
+}
+
+#[derive(Debug)]
+struct Plane {
+    dataplane: Dataplane,
+    /// Sessions placed on it (entries of `Inner::sessions`).
+    placed: usize,
+}
+
+impl Registry {
+    /// Adds a data plane, replacing (and returning) one of the same id.
+    pub fn attach(&self, dataplane: Dataplane) -> (Attachment, Option<Dataplane>) {
+        let mut inner = self.lock();
+        let old = inner
+            .planes
+            .iter()
+            .find(|(_, p)| p.dataplane.id == dataplane.id)
+            .map(|(a, _)| *a);
+        let replaced = old.and_then(|a| inner.detach(a));
+        inner.next += 1;
+        let attachment = Attachment(inner.next);
+        inner.planes.insert(
+            attachment,
+            Plane {
+                dataplane,
+                placed: 0,
+            },
+        );
+        (attachment, replaced)
+    }
+
+    /// Sets the task feeding `attachment`, so that a replacement can stop it.
+    pub fn set_feed(&self, attachment: Attachment, feed: AbortHandle) {
+        if let Some(plane) = self.lock().planes.get_mut(&attachment) {
+            plane.dataplane.feed = Some(feed);
+        }
+    }
+
+    /// Removes a data plane and unplaces its channels; `None` if it was
+    /// already gone (replaced).
+    pub fn detach(&self, attachment: Attachment) -> Option<Dataplane> {
+        self.lock().detach(attachment)
+    }
+
+    /// How many data planes are attached.
+    pub fn attached(&self) -> usize {
+        self.lock().planes.len()
+    }
+
+    /// Places `session`'s voice in `channel`: on the data plane the channel
+    /// is already on, or else on the least loaded one with room. `None`:
+    /// no data plane can take it.
+    pub fn place(&self, channel: &ChannelId, session: SessionId) -> Option<Endpoints> {
+        let mut inner = self.lock();
+        let attachment = match inner.channels.get(channel) {
+            Some(&a) => a,
+            None => {
+                let a = inner
+                    .planes
+                    .iter()
+                    .filter(|(_, p)| {
+                        p.dataplane.capacity == 0 || p.placed < p.dataplane.capacity as usize
+                    })
+                    .min_by(|(a, x), (b, y)| x.placed.cmp(&y.placed).then(a.0.cmp(&b.0)))
+                    .map(|(a, _)| *a)?;
+                inner.channels.insert(channel.clone(), a);
+                a
+            }
+        };
+        if let Some(before) = inner.sessions.insert(session, attachment)
+            && let Some(plane) = inner.planes.get_mut(&before)
+        {
+            plane.placed -= 1;
+        }
+        let plane = inner.planes.get_mut(&attachment)?;
+        plane.placed += 1;
+        Some(plane.dataplane.endpoints.clone())
+    }
+
+    /// True if `channel` is placed on `attachment`.
+    pub fn is_placed_on(&self, channel: &ChannelId, attachment: Attachment) -> bool {
+        self.lock().channels.get(channel) == Some(&attachment)
+    }
+
+    /// A session ended: it no longer counts towards its data plane's load.
+    pub fn forget_session(&self, session: SessionId) {
+        let mut inner = self.lock();
+        if let Some(a) = inner.sessions.remove(&session)
+            && let Some(plane) = inner.planes.get_mut(&a)
+        {
+            plane.placed -= 1;
+        }
+    }
+
+    /// A channel was deleted: it is placed afresh if it ever comes back.
+    pub fn unplace_channel(&self, channel: &ChannelId) {
+        self.lock().channels.remove(channel);
+    }
+
+    pub fn note_stats(&self, attachment: Attachment, live_sessions: u32) {
+        if let Some(plane) = self.lock().planes.get_mut(&attachment) {
+            plane.dataplane.live_sessions = live_sessions;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    fn detach(&mut self, attachment: Attachment) -> Option<Dataplane> {
+        let plane = self.planes.remove(&attachment)?;
+        self.channels.retain(|_, a| *a != attachment);
+        self.sessions.retain(|_, a| *a != attachment);
+        if let Some(feed) = &plane.dataplane.feed {
+            feed.abort();
+        }
+        Some(plane.dataplane)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plane(id: &str, capacity: u32) -> Dataplane {
+        Dataplane {
+            id: id.into(),
+            endpoints: Endpoints {
+                quic: format!("{id}:1"),
+                udp: format!("{id}:2"),
+                cert_sha256: "0".repeat(64),
+            },
+            capacity,
+            live_sessions: 0,
+            sender: mpsc::channel(1).0,
+            feed: None,
+        }
+    }
+
+    fn ch(id: &str) -> ChannelId {
+        ChannelId(id.into())
+    }
+
+    #[test]
+    fn channels_stay_put_and_new_ones_go_to_the_least_loaded() {
+        let r = Registry::default();
+        assert_eq!(r.place(&ch("a"), SessionId(1)), None);
+        let (a, _) = r.attach(plane("a", 0));
+        let (_b, _) = r.attach(plane("b", 0));
+        assert_eq!(r.place(&ch("x"), SessionId(1)).unwrap().quic, "a:1");
+        assert_eq!(r.place(&ch("x"), SessionId(2)).unwrap().quic, "a:1");
+        assert_eq!(r.place(&ch("y"), SessionId(3)).unwrap().quic, "b:1");
+        assert!(r.is_placed_on(&ch("x"), a));
+        // Detaching unplaces: x moves to b.
+        assert!(r.detach(a).is_some());
+        assert_eq!(r.place(&ch("x"), SessionId(1)).unwrap().quic, "b:1");
+        assert!(r.detach(a).is_none());
+    }
+
+    #[test]
+    fn a_full_data_plane_takes_no_new_channel_and_a_same_id_replaces() {
+        let r = Registry::default();
+        r.attach(plane("a", 1));
+        assert!(r.place(&ch("x"), SessionId(1)).is_some());
+        assert_eq!(r.place(&ch("y"), SessionId(2)), None);
+        r.forget_session(SessionId(1));
+        assert!(r.place(&ch("y"), SessionId(2)).is_some());
+        let (_, replaced) = r.attach(plane("a", 1));
+        assert_eq!(replaced.map(|d| d.id).as_deref(), Some("a"));
+        assert_eq!(r.attached(), 1);
+    }
+}

@@ -1,0 +1,232 @@
+//! The internal link over real gRPC: a fake data plane attaches to
+//! `ClusterService`, gets its snapshot and member deltas, reports speaking,
+//! and makes `OpenVoice` answer with a ticket it can check.
+
+mod support;
+
+use std::time::SystemTime;
+
+use openspeak_shared::{
+    Reason, metadata, pb,
+    pb::cluster::{
+        ControlMessage, DataplaneMessage, Member, Register, Speaking,
+        cluster_service_client::ClusterServiceClient, control_message::Kind,
+        dataplane_message::Kind as Report,
+    },
+    ticket::{TicketKey, TicketVerifier},
+};
+use pb::event::Event as Ev;
+use support::{TestServer, connect_to, expect_err, expect_reason, random_token, within};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Status, Streaming, metadata::MetadataValue};
+
+const CERT: &str = "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd";
+
+/// A data plane as the control plane sees it: what it sends, what it got.
+struct FakeDataplane {
+    reports: mpsc::Sender<DataplaneMessage>,
+    messages: Streaming<ControlMessage>,
+    keys: Vec<TicketKey>,
+    members: Vec<Member>,
+}
+
+async fn attach(server: &TestServer, secret: &str) -> Result<FakeDataplane, Status> {
+    let (reports, rx) = mpsc::channel(16);
+    reports
+        .send(DataplaneMessage {
+            kind: Some(Report::Register(Register {
+                dataplane_id: "dp-1".into(),
+                quic_endpoint: "127.0.0.1:50052".into(),
+                udp_endpoint: "127.0.0.1:50053".into(),
+                cert_sha256: CERT.into(),
+                capacity: 100,
+            })),
+        })
+        .await
+        .unwrap();
+    let mut request = Request::new(ReceiverStream::new(rx));
+    request.metadata_mut().insert(
+        metadata::AUTHORIZATION,
+        MetadataValue::try_from(format!("Bearer {secret}")).unwrap(),
+    );
+    let mut client = ClusterServiceClient::new(connect_to(server.cluster_addr).await);
+    let mut messages = within("Attach", client.attach(request)).await?.into_inner();
+    let first = within("the snapshot", messages.message()).await?;
+    let Some(Kind::Snapshot(snapshot)) = first.and_then(|m| m.kind) else {
+        panic!("the first message is a snapshot");
+    };
+    let keys = snapshot
+        .keys
+        .iter()
+        .map(|k| TicketKey {
+            id: k.id,
+            secret: k.secret.as_slice().try_into().expect("32-byte keys"),
+        })
+        .collect();
+    Ok(FakeDataplane {
+        reports,
+        messages,
+        keys,
+        members: snapshot.members,
+    })
+}
+
+impl FakeDataplane {
+    /// The next member delta; skips nothing, so callers see every message.
+    async fn next(&mut self) -> Kind {
+        within("a control message", self.messages.message())
+            .await
+            .expect("the stream stays up")
+            .and_then(|m| m.kind)
+            .expect("a message with a kind")
+    }
+
+    /// Waits for a member update matching `pred`.
+    async fn update_where(&mut self, pred: impl Fn(&Member) -> bool) -> Member {
+        loop {
+            if let Kind::MemberUpdate(u) = self.next().await {
+                let member = u.member.unwrap();
+                if pred(&member) {
+                    return member;
+                }
+            }
+        }
+    }
+}
+
+async fn server_with_secret(secret: &str) -> TestServer {
+    let secret = secret.to_owned();
+    TestServer::start_with(move |c| c.cluster.secret = Some(secret)).await
+}
+
+#[tokio::test]
+async fn a_data_plane_gets_a_snapshot_then_member_deltas() {
+    let secret = random_token();
+    let server = server_with_secret(&secret).await;
+    let admin = server.admin().await;
+    let (member, _) = admin.new_member("m").await;
+    let early = member.connect("early").await;
+
+    let mut dp = attach(&server, &secret)
+        .await
+        .expect("the right secret attaches");
+    assert_eq!(dp.keys.len(), 1);
+    assert_eq!(dp.keys[0].id, 1);
+    assert_eq!(dp.members.len(), 1);
+    assert_eq!(dp.members[0].session_id, early.id);
+    assert_eq!(dp.members[0].channel_id, early.started.channels[0].id);
+
+    // A new session, a move, a mute, an end.
+    let mut late = member.connect("late").await;
+    let m = dp.update_where(|m| m.session_id == late.id).await;
+    assert_eq!(m.channel_id, early.started.channels[0].id);
+    let games = admin.create_channel("Games", "").await;
+    late.join(&games.id, "").await.unwrap();
+    dp.update_where(|m| m.session_id == late.id && m.channel_id == games.id)
+        .await;
+    late.update_presence(pb::UpdatePresenceRequest {
+        self_mute: Some(true),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    dp.update_where(|m| m.session_id == late.id && m.muted)
+        .await;
+    let late_id = late.id;
+    late.hang_up();
+    loop {
+        if let Kind::MemberRemoved(r) = dp.next().await {
+            assert_eq!(r.session_id, late_id);
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_secret_is_refused() {
+    let secret = random_token();
+    let server = server_with_secret(&secret).await;
+    expect_err(
+        attach(&server, "not-the-secret").await.map(|_| ()),
+        Reason::Unauthorized,
+        Code::Unauthenticated,
+    );
+
+    // No secret configured: every data plane is refused.
+    let open = TestServer::start().await;
+    let status = expect_err(
+        attach(&open, "").await.map(|_| ()),
+        Reason::Unauthorized,
+        Code::Unauthenticated,
+    );
+    assert!(status.message().contains("cluster.secret"), "{status:?}");
+}
+
+#[tokio::test]
+async fn open_voice_issues_a_ticket_for_the_attached_data_plane() {
+    let secret = random_token();
+    let server = server_with_secret(&secret).await;
+    let admin = server.admin().await;
+    let (member, _) = admin.new_member("m").await;
+    let talker = member.connect("talker").await;
+    let mut listener = member.connect("listener").await;
+    expect_reason(talker.open_voice().await, Reason::NoDataplane);
+
+    let dp = attach(&server, &secret).await.unwrap();
+    let voice = talker.open_voice().await.expect("a data plane is attached");
+    assert_eq!(voice.session_id, talker.id);
+    assert_eq!(voice.quic_endpoint, "127.0.0.1:50052");
+    assert_eq!(voice.udp_endpoint, "127.0.0.1:50053");
+    assert_eq!(voice.cert_sha256, CERT);
+    let mut verifier = TicketVerifier::new();
+    for key in dp.keys.clone() {
+        verifier.insert(key);
+    }
+    let ticket = verifier
+        .verify(&voice.ticket, SystemTime::now())
+        .expect("the ticket opens with the snapshot's key");
+    assert_eq!(ticket.session_id, talker.id);
+    assert_eq!(ticket.channel, talker.started.channels[0].id);
+    assert_eq!(ticket.session_key.as_slice(), voice.session_key.as_slice());
+    let expires = voice.expires_at.unwrap();
+    assert_eq!(
+        ticket
+            .expires_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        u64::try_from(expires.seconds).unwrap()
+    );
+
+    // Speaking from the data plane reaches the other sessions.
+    dp.reports
+        .send(DataplaneMessage {
+            kind: Some(Report::Speaking(Speaking {
+                session_id: talker.id,
+                speaking: true,
+            })),
+        })
+        .await
+        .unwrap();
+    let talker_id = talker.id;
+    listener
+        .wait_for(
+            "speaking_changed",
+            |e| matches!(e, Ev::SpeakingChanged(s) if s.session_id == talker_id && s.speaking),
+        )
+        .await;
+
+    // The data plane goes away: no voice again.
+    drop(dp);
+    within("the data plane to be detached", async {
+        loop {
+            match talker.open_voice().await {
+                Err(status) if Reason::of(&status) == Some(Reason::NoDataplane) => break,
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+}
