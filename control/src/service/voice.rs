@@ -27,10 +27,10 @@ impl pb::voice_service_server::VoiceService for VoiceApi {
         request: Request<pb::OpenVoiceRequest>,
     ) -> Result<Response<pb::OpenVoiceResponse>, Status> {
         let caller = Caller::of(&request)?;
+        // `with_session` has already checked that the session is the caller's.
         let (session, channel) = self.0.with_session(&request, &caller, |hub, session| {
-            let user = hub.session_of(session, &caller.token.id)?;
-            let channel = user.user.channel.clone().ok_or(HubError::NotInChannel)?;
-            Ok((session, channel))
+            let channel = hub.user(session).and_then(|u| u.channel.clone());
+            Ok((session, channel.ok_or(HubError::NotInChannel)?))
         })?;
         let endpoints = self.0.registry.place(&channel, session).ok_or_else(|| {
             Reason::NoDataplane.status(
