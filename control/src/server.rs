@@ -162,7 +162,10 @@ impl ControlPlane {
                 addr: cluster_socket.to_string(),
                 source,
             })?;
-        let ticket_key = TicketKey::generate(1).map_err(StartError::TicketKey)?;
+        // A random key id per start: a ticket sealed by an earlier run then
+        // fails as "unknown key", which says what happened, not "forged".
+        let ticket_key =
+            TicketKey::generate(rand::random::<u32>().max(1)).map_err(StartError::TicketKey)?;
         Ok(Self {
             config,
             listener,
@@ -293,6 +296,7 @@ impl ControlPlane {
                     registry,
                     key: ticket_key,
                     secret,
+                    instance: format!("{:016x}", rand::random::<u64>()),
                 })
                 .max_decoding_message_size(max),
             )

@@ -18,7 +18,7 @@
 //!                  `code`
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,8 +34,8 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    DataplaneCert, Member, MembershipError, QuicConfigError, Router, RouterConfig, RouterEvent,
-    SessionId, server_config,
+    ChannelKey, DataplaneCert, Member, MembershipError, QuicConfigError, Router, RouterConfig,
+    RouterEvent, RouterStats, SessionId, server_config,
 };
 
 /// The version byte of the ticket exchange this endpoint speaks.
@@ -147,6 +147,8 @@ struct Counters {
     dropped_send_error: AtomicU64,
     /// Router events dropped because nobody drained [`Handle::events`].
     dropped_events: AtomicU64,
+    /// Sessions with a live connection now (a gauge).
+    connections: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -174,6 +176,8 @@ pub struct EndpointStats {
     pub dropped_send_error: u64,
     /// Router events dropped because the event receiver was full or gone.
     pub dropped_events: u64,
+    /// Sessions with a live connection now.
+    pub connections: u64,
 }
 
 /// What connection tasks tell the router task.
@@ -205,7 +209,30 @@ enum Command {
         session: SessionId,
         reply: oneshot::Sender<bool>,
     },
+    Resync {
+        members: Vec<(SessionId, Member)>,
+        keep_connected: bool,
+        reply: oneshot::Sender<Resynced>,
+    },
+    Stats {
+        reply: oneshot::Sender<RouterStats>,
+    },
+    Channels {
+        reply: oneshot::Sender<Vec<ChannelKey>>,
+    },
     Shutdown,
+}
+
+/// What [`Handle::resync`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resynced {
+    /// Members set from the snapshot.
+    pub members: usize,
+    /// Sessions the snapshot lacked that were dropped.
+    pub removed: usize,
+    /// Sessions the snapshot lacked that keep routing until their
+    /// connection ends (only when `keep_connected`).
+    pub orphaned: usize,
 }
 
 /// The live connection of one session.
@@ -249,6 +276,46 @@ impl Handle {
         answer.await.map_err(|_| HandleError::Closed)
     }
 
+    /// Replaces the membership with `members`, the control plane's full
+    /// view after a (re)attach. Sessions it lacks are removed and their
+    /// connections closed, except, with `keep_connected`, those with a live
+    /// connection: a restarted control plane has lost its sessions, but
+    /// their voice still flows, so they keep routing as they were until
+    /// their connection ends.
+    pub async fn resync(
+        &self,
+        members: Vec<(SessionId, Member)>,
+        keep_connected: bool,
+    ) -> Result<Resynced, HandleError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Resync {
+                members,
+                keep_connected,
+                reply,
+            })
+            .map_err(|_| HandleError::Closed)?;
+        answer.await.map_err(|_| HandleError::Closed)
+    }
+
+    /// The router's totals.
+    pub async fn router_stats(&self) -> Result<RouterStats, HandleError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Stats { reply })
+            .map_err(|_| HandleError::Closed)?;
+        answer.await.map_err(|_| HandleError::Closed)
+    }
+
+    /// The channels that have members now.
+    pub async fn channels(&self) -> Result<Vec<ChannelKey>, HandleError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Channels { reply })
+            .map_err(|_| HandleError::Closed)?;
+        answer.await.map_err(|_| HandleError::Closed)
+    }
+
     /// Asks the endpoint to close every connection and stop.
     pub fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
@@ -274,6 +341,7 @@ impl Handle {
             dropped_send_buffer: load(&c.dropped_send_buffer),
             dropped_send_error: load(&c.dropped_send_error),
             dropped_events: load(&c.dropped_events),
+            connections: load(&c.connections),
         }
     }
 }
@@ -298,6 +366,9 @@ pub struct VoiceEndpoint {
     events: mpsc::Sender<RouterEvent>,
     /// The live connection of each admitted session: where its transmits go.
     sessions: HashMap<SessionId, Live>,
+    /// Sessions a restarted control plane no longer knows, routed as they
+    /// were until their connection ends (see [`Handle::resync`]).
+    orphans: HashSet<SessionId>,
 }
 
 impl std::fmt::Debug for VoiceEndpoint {
@@ -337,6 +408,7 @@ impl VoiceEndpoint {
             inbound,
             events,
             sessions: HashMap::new(),
+            orphans: HashSet::new(),
         };
         Ok((this, handle))
     }
@@ -415,6 +487,10 @@ impl VoiceEndpoint {
                         .is_some_and(|live| live.connection.stable_id() == id)
                     {
                         self.sessions.remove(&session);
+                        if self.orphans.remove(&session) {
+                            self.router.remove_member(session);
+                        }
+                        self.note_connections();
                     }
                 }
             }
@@ -443,7 +519,50 @@ impl VoiceEndpoint {
             close(&old.connection, RejectCode::Replaced);
         }
         self.sessions.insert(session, Live { connection, nonce });
+        self.note_connections();
         Ok(())
+    }
+
+    fn note_connections(&self) {
+        self.counters
+            .connections
+            .store(self.sessions.len() as u64, Ordering::Relaxed);
+    }
+
+    /// See [`Handle::resync`].
+    fn resync(&mut self, members: Vec<(SessionId, Member)>, keep_connected: bool) -> Resynced {
+        let listed: HashSet<SessionId> = members.iter().map(|(s, _)| *s).collect();
+        let mut done = Resynced::default();
+        for session in self.router.sessions().collect::<Vec<_>>() {
+            if listed.contains(&session) {
+                continue;
+            }
+            if keep_connected && self.sessions.contains_key(&session) {
+                self.orphans.insert(session);
+                done.orphaned += 1;
+            } else {
+                self.remove(session);
+                done.removed += 1;
+            }
+        }
+        for (session, member) in members {
+            self.orphans.remove(&session);
+            if self.router.set_member(session, member).is_ok() {
+                done.members += 1;
+            }
+        }
+        done
+    }
+
+    /// Forgets `session` and closes its connection; whether it was a member.
+    fn remove(&mut self, session: SessionId) -> bool {
+        self.orphans.remove(&session);
+        let was = self.router.remove_member(session).is_some();
+        if let Some(live) = self.sessions.remove(&session) {
+            close(&live.connection, RejectCode::Removed);
+            self.note_connections();
+        }
+        was
     }
 
     fn command(&mut self, command: Command) {
@@ -456,11 +575,20 @@ impl VoiceEndpoint {
                 let _ = reply.send(self.router.set_member(session, member));
             }
             Command::RemoveMember { session, reply } => {
-                let was = self.router.remove_member(session).is_some();
-                if let Some(live) = self.sessions.remove(&session) {
-                    close(&live.connection, RejectCode::Removed);
-                }
-                let _ = reply.send(was);
+                let _ = reply.send(self.remove(session));
+            }
+            Command::Resync {
+                members,
+                keep_connected,
+                reply,
+            } => {
+                let _ = reply.send(self.resync(members, keep_connected));
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.router.stats());
+            }
+            Command::Channels { reply } => {
+                let _ = reply.send(self.router.channels().cloned().collect());
             }
             Command::Shutdown => {}
         }

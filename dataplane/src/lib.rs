@@ -13,17 +13,24 @@
 //! The core types are plain Rust ([`SessionId`], [`ChannelKey`],
 //! [`Member`]); protobuf stays at the edge. The datagram layout lives in
 //! [`openspeak_shared::voice`], shared with clients.
+//!
+//! Around the core: [`VoiceEndpoint`] (the QUIC driver), [`Link`] (the
+//! internal gRPC link that feeds it membership and ticket keys) and
+//! [`Dataplane`] (both, bound from the configuration: what the binaries
+//! run).
 
 mod cert;
 mod config;
 mod endpoint;
 mod ids;
 mod jitter;
+mod link;
 mod listener;
 mod member;
 mod output;
 mod quic;
 mod router;
+mod server;
 mod stats;
 
 #[cfg(test)]
@@ -32,12 +39,14 @@ mod tests;
 pub use cert::{CERT_FILE, CertError, DataplaneCert, KEY_FILE};
 pub use config::{FRAME, RouterConfig};
 pub use endpoint::{
-    BindError, EXCHANGE_VERSION, EndpointStats, Handle, HandleError, RejectCode, TICKET_TIMEOUT,
-    VoiceEndpoint,
+    BindError, EXCHANGE_VERSION, EndpointStats, Handle, HandleError, RejectCode, Resynced,
+    TICKET_TIMEOUT, VoiceEndpoint,
 };
 pub use ids::{ChannelKey, SessionId};
+pub use link::{Link, LinkConfig, LinkState, Registration};
 pub use member::{Member, MembershipError};
 pub use output::{RouterEvent, Transmit};
 pub use quic::{ALPN, PinError, QuicConfigError, client_config, parse_pin, server_config};
 pub use router::Router;
+pub use server::{Dataplane, ID_FILE, StartError};
 pub use stats::{ListenerStats, MalformedStats, RouterStats, SpeakerStats};

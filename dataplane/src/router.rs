@@ -126,6 +126,17 @@ impl Router {
         self.peers.get(&session).map(|p| &p.member)
     }
 
+    /// Every session it knows.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.peers.keys().copied()
+    }
+
+    /// The channels that have at least one member (an emptied channel's
+    /// entry is removed at once).
+    pub fn channels(&self) -> impl Iterator<Item = &ChannelKey> + '_ {
+        self.channels.keys()
+    }
+
     /// `session`'s counters as a speaker.
     pub fn speaker_stats(&self, session: SessionId) -> Option<SpeakerStats> {
         self.peers.get(&session).map(|p| p.speaker)

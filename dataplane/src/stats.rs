@@ -126,6 +126,23 @@ pub struct RouterStats {
 }
 
 impl RouterStats {
+    /// Datagrams the data plane itself dropped, for any reason: malformed,
+    /// unknown or muted speaker, no channel, duplicate, late, stale, and
+    /// listener lag or discards. Loss on the way in (`speakers.lost`) is not
+    /// counted: the network lost those, not the server.
+    pub fn dropped(&self) -> u64 {
+        let s = &self.speakers;
+        self.unknown_session
+            + self.malformed.total()
+            + s.muted
+            + s.no_channel
+            + s.duplicate
+            + s.late
+            + s.stale
+            + self.listeners.dropped_lag
+            + self.listeners.discarded
+    }
+
     pub(crate) fn add_session(&mut self, speaker: &SpeakerStats, listener: &ListenerStats) {
         self.speakers.add(speaker);
         self.listeners.add(listener);

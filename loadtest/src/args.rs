@@ -125,7 +125,7 @@ pub fn parse_addr(s: &str) -> Result<String, String> {
     }
 }
 
-fn parse_token(s: &str) -> Result<String, String> {
+pub(crate) fn parse_token(s: &str) -> Result<String, String> {
     let t = s.trim();
     if t.is_empty() {
         return Err("the token is empty".into());
@@ -136,7 +136,7 @@ fn parse_token(s: &str) -> Result<String, String> {
     Ok(t.to_owned())
 }
 
-fn parse_run_id(s: &str) -> Result<String, String> {
+pub(crate) fn parse_run_id(s: &str) -> Result<String, String> {
     let ok =
         !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if ok {

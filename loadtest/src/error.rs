@@ -105,3 +105,114 @@ impl SessionsError {
         )
     }
 }
+
+/// The `voice` flags contradict each other or ask for the impossible.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// Clients, channels or speakers of zero.
+    #[error("--clients, --channels and --speakers must be at least 1")]
+    Zero,
+    /// Packets per second out of range.
+    #[error("--pps must be 1 to 1000, not {0}")]
+    Pps(u32),
+    /// A send phase of no length.
+    #[error("--duration must be at least 1 second")]
+    Duration,
+    /// A payload that cannot hold the probe header, or too long for voice.
+    #[error("--payload-bytes must be {min} to 1000, not {given}")]
+    PayloadBytes {
+        /// The size given.
+        given: usize,
+        /// The probe header's size.
+        min: usize,
+    },
+    /// Some channel would stay empty.
+    #[error("{channels} channels need at least as many clients, not {clients}")]
+    MoreChannelsThanClients {
+        /// `--channels`.
+        channels: u32,
+        /// `--clients`.
+        clients: u32,
+    },
+    /// More speakers than the smallest channel has members.
+    #[error(
+        "--speakers {speakers} is more than the {members} clients the smallest channel gets \
+         (--clients / --channels)"
+    )]
+    TooManySpeakers {
+        /// `--speakers`.
+        speakers: u32,
+        /// The smallest channel's members.
+        members: u32,
+    },
+    /// Churn with every client speaking: only listeners churn.
+    #[error("churn needs clients that only listen: raise --clients above --channels x --speakers")]
+    NobodyToChurn,
+    /// A churn period too short for a leave and a rejoin.
+    #[error("a churn period of {0:?} is too short (at least 500 ms)")]
+    ChurnTooFast(std::time::Duration),
+    /// Talk spurts shorter than a frame, or silences of zero.
+    #[error("--talk-spurt-ms must be at least one frame (1000 / --pps ms) and --silence-ms above 0")]
+    Talk,
+    /// An impairment setting is impossible.
+    #[error(transparent)]
+    Impairment(#[from] crate::impairment::ImpairmentError),
+    /// `--transport udp`.
+    #[error(
+        "the plain-UDP voice transport is not available yet (docs/PROTOCOL.md does not specify \
+         it); use --transport quic"
+    )]
+    UdpNotAvailable,
+}
+
+/// The `voice` scenario could not run or could not write its report.
+#[derive(Debug, thiserror::Error)]
+pub enum VoiceRunError {
+    /// The plan is invalid.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The connection pool could not be opened.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Channels or the member token could not be made.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// A token cannot be sent as gRPC metadata.
+    #[error("the token cannot be sent as gRPC metadata")]
+    BadToken,
+    /// The shared QUIC sockets (`--sockets`) could not be opened.
+    #[error("cannot open the shared QUIC sockets")]
+    Sockets(#[source] crate::voice::VoiceError),
+    /// The JSON report could not be written.
+    #[error("cannot write the JSON report to {}", path.display())]
+    WriteJson {
+        /// Where it was to go.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl VoiceRunError {
+    /// Whether the setup deadline, rather than a failure, stopped it.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            VoiceRunError::Connect(ConnectError::TimedOut { .. })
+                | VoiceRunError::Setup(SetupError::TimedOut)
+        )
+    }
+}
+
+impl From<SessionsError> for VoiceRunError {
+    /// Only the token's conversion is shared with `sessions`.
+    fn from(e: SessionsError) -> Self {
+        match e {
+            SessionsError::Connect(c) => VoiceRunError::Connect(c),
+            SessionsError::Setup(s) => VoiceRunError::Setup(s),
+            SessionsError::BadToken => VoiceRunError::BadToken,
+            SessionsError::WriteJson { path, source } => VoiceRunError::WriteJson { path, source },
+        }
+    }
+}

@@ -72,6 +72,43 @@ impl LatencySummary {
     }
 }
 
+/// The fuller summary the voice report gives: the tail matters for audio.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LatencyPercentiles {
+    /// Median, µs.
+    pub p50: u64,
+    /// 90th percentile, µs.
+    pub p90: u64,
+    /// 99th percentile, µs.
+    pub p99: u64,
+    /// 99.9th percentile, µs.
+    pub p999: u64,
+    /// Largest, µs.
+    pub max: u64,
+    /// Mean, µs (rounded).
+    pub mean: u64,
+    /// Number of samples; 0 means the other fields mean nothing.
+    pub count: u64,
+}
+
+impl LatencyPercentiles {
+    /// The summary of `h`; all zero for an empty histogram.
+    pub fn of(h: &Histogram<u64>) -> LatencyPercentiles {
+        if h.is_empty() {
+            return LatencyPercentiles::default();
+        }
+        LatencyPercentiles {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean().round() as u64,
+            count: h.len(),
+        }
+    }
+}
+
 /// Human form of a µs latency: `850µs`, `12.3ms`, `4.05s`.
 pub fn format_micros(us: u64) -> String {
     if us < 1_000 {
@@ -113,6 +150,20 @@ mod tests {
         assert_eq!(s.p99, 991, "the 992nd of 0..=1000 and the outlier");
         // The clamped outlier lands in the histogram's top bucket.
         assert!(s.max >= MAX_MICROS && s.max < MAX_MICROS + MAX_MICROS / 1000);
+    }
+
+    #[test]
+    fn percentiles_of_known_samples() {
+        let mut h = new_histogram();
+        record_all(&mut h, &(1..=10_000).collect::<Vec<u64>>());
+        let p = LatencyPercentiles::of(&h);
+        // Three significant digits: exact to 0.1 %.
+        assert_eq!(p.count, 10_000);
+        assert!((4_995..=5_005).contains(&p.p50), "{}", p.p50);
+        assert!((8_991..=9_009).contains(&p.p90), "{}", p.p90);
+        assert!((9_895..=9_905).contains(&p.p99), "{}", p.p99);
+        assert!((9_985..=9_995).contains(&p.p999), "{}", p.p999);
+        assert_eq!(LatencyPercentiles::of(&new_histogram()), LatencyPercentiles::default());
     }
 
     #[test]

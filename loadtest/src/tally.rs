@@ -23,6 +23,18 @@ pub enum Step {
     Presence,
     /// The event stream broke or ended before the client closed it.
     Stream,
+    /// `VoiceService.OpenVoice`.
+    OpenVoice,
+    /// The QUIC connection and ticket exchange with the data plane.
+    VoiceConnect,
+    /// Sending voice datagrams.
+    VoiceSend,
+    /// The voice connection while listening.
+    VoiceRecv,
+    /// `LeaveChannel` (churn).
+    Leave,
+    /// A client's whole setup, when it did not finish in time.
+    Setup,
 }
 
 impl Step {
@@ -34,6 +46,12 @@ impl Step {
             Step::Join => "join",
             Step::Presence => "presence",
             Step::Stream => "stream",
+            Step::OpenVoice => "open_voice",
+            Step::VoiceConnect => "voice_connect",
+            Step::VoiceSend => "voice_send",
+            Step::VoiceRecv => "voice_recv",
+            Step::Leave => "leave",
+            Step::Setup => "setup",
         }
     }
 }
@@ -57,6 +75,34 @@ impl ErrorKind {
     /// The server kicked the session or announced its shutdown.
     pub fn ended_by_server(what: &str) -> ErrorKind {
         ErrorKind(what.into())
+    }
+
+    /// A failure the tool names itself (`timed_out`, `bad_endpoint`).
+    pub fn named(name: &str) -> ErrorKind {
+        ErrorKind(name.into())
+    }
+
+    /// A voice connection's failure: `voice:<what>`, with the reject or
+    /// close code when there is one (`voice:rejected:5`).
+    pub fn voice(e: &crate::voice::VoiceError) -> ErrorKind {
+        use crate::voice::VoiceError as V;
+        ErrorKind(match e {
+            V::MalformedPin(_) => "voice:malformed_pin".into(),
+            V::Config(_) => "voice:config".into(),
+            V::Bind(_) => "voice:bind".into(),
+            V::Connect { .. } => "voice:connect".into(),
+            V::PinMismatch { .. } => "voice:pin_mismatch".into(),
+            V::Handshake { .. } => "voice:handshake".into(),
+            V::Rejected { code, .. } => format!("voice:rejected:{code}"),
+            V::BadAnswer { .. } => "voice:bad_answer".into(),
+            V::TicketTooLong(_) => "voice:ticket_too_long".into(),
+            V::Timeout => "voice:timed_out".into(),
+            V::ConnectionLost { code: Some(c), .. } => format!("voice:closed:{c}"),
+            V::ConnectionLost { code: None, .. } => "voice:connection_lost".into(),
+            V::Stream(_) => "voice:stream".into(),
+            V::Packet(_) => "voice:packet".into(),
+            V::Datagram(_) => "voice:datagram".into(),
+        })
     }
 
     /// The OpenSpeak reason of a status, else its gRPC code.

@@ -140,8 +140,11 @@ impl VoiceError {
 /// listens on the same client.
 #[derive(Debug)]
 pub struct VoiceClient {
-    /// Owns the UDP socket; the connection dies with it.
+    /// The UDP socket's endpoint; the connection dies with it.
     endpoint: Endpoint,
+    /// Whether this client alone uses `endpoint` (and so may wait for it to
+    /// go idle when closing).
+    owns_endpoint: bool,
     connection: quinn::Connection,
     /// The session id the data plane accepted the ticket for.
     session_id: u32,
@@ -154,7 +157,32 @@ impl VoiceClient {
     /// Connects to the data plane at `endpoint`, whose certificate has
     /// SHA-256 `cert_sha256_hex` (64 hex digits), and presents `ticket`.
     /// Returns once the ticket is accepted; bounded by [`CONNECT_TIMEOUT`].
+    /// The client gets a UDP socket of its own, as a real client has.
     pub async fn connect(
+        endpoint: SocketAddr,
+        cert_sha256_hex: &str,
+        ticket: &[u8],
+    ) -> Result<Self, VoiceError> {
+        let socket = client_endpoint(endpoint)?;
+        Self::handshake(socket, true, endpoint, cert_sha256_hex, ticket).await
+    }
+
+    /// Like [`connect`](Self::connect), over `socket`, a client endpoint
+    /// that other connections share (see [`client_endpoint`]): QUIC tells
+    /// connections apart by their ids, so one UDP socket can carry many,
+    /// which spares a load generator thousands of sockets and tasks.
+    pub async fn connect_via(
+        socket: &Endpoint,
+        endpoint: SocketAddr,
+        cert_sha256_hex: &str,
+        ticket: &[u8],
+    ) -> Result<Self, VoiceError> {
+        Self::handshake(socket.clone(), false, endpoint, cert_sha256_hex, ticket).await
+    }
+
+    async fn handshake(
+        client: Endpoint,
+        owns_endpoint: bool,
         endpoint: SocketAddr,
         cert_sha256_hex: &str,
         ticket: &[u8],
@@ -162,14 +190,6 @@ impl VoiceClient {
         let pin = parse_pin(cert_sha256_hex)?;
         let request = request(ticket)?;
         let config = client_config(pin)?;
-        // Bind the family of the target: a v4 socket cannot reach a v6
-        // address, and a v6 one may not reach v4 where dual-stack is off.
-        let local: SocketAddr = if endpoint.is_ipv4() {
-            (Ipv4Addr::LOCALHOST, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let client = Endpoint::client(local).map_err(VoiceError::Bind)?;
         let connecting = client
             .connect_with(config, endpoint, "localhost")
             .map_err(|source| VoiceError::Connect {
@@ -188,6 +208,7 @@ impl VoiceClient {
             .map_err(|_| VoiceError::Timeout)??;
         Ok(Self {
             endpoint: client,
+            owns_endpoint,
             connection,
             session_id,
             malformed: AtomicU64::new(0),
@@ -245,9 +266,29 @@ impl VoiceClient {
     /// than after the idle timeout.
     pub async fn close(self) {
         self.connection.close(VarInt::from_u32(0), b"bye");
-        // Bounded: a data plane that is gone must not hold the caller up.
-        let _ = tokio::time::timeout(CLOSE_LINGER, self.endpoint.wait_idle()).await;
+        if self.owns_endpoint {
+            // Bounded: a data plane that is gone must not hold the caller up.
+            let _ = tokio::time::timeout(CLOSE_LINGER, self.endpoint.wait_idle()).await;
+        }
+        // A shared endpoint outlives this client, and its driver sends the
+        // close; waiting for it to go idle would wait for the others.
     }
+}
+
+/// A client endpoint on a fresh local UDP socket of the family of `target`,
+/// for [`VoiceClient::connect_via`].
+pub fn client_endpoint(target: SocketAddr) -> Result<Endpoint, VoiceError> {
+    // Bind the family of the target: a v4 socket cannot reach a v6
+    // address, and a v6 one may not reach v4 where dual-stack is off. A
+    // loopback target gets a loopback socket (nothing listens outside the
+    // machine); any other needs the unspecified address to route.
+    let local: SocketAddr = match (target.is_ipv4(), target.ip().is_loopback()) {
+        (true, true) => (Ipv4Addr::LOCALHOST, 0).into(),
+        (true, false) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        (false, true) => (Ipv6Addr::LOCALHOST, 0).into(),
+        (false, false) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    Endpoint::client(local).map_err(VoiceError::Bind)
 }
 
 /// The ticket request: version, big-endian length, ticket.

@@ -48,6 +48,7 @@ pub struct Config {
     pub channels: ChannelsConfig,
     pub presence: PresenceConfig,
     pub cluster: ClusterConfig,
+    pub dataplane: DataplaneConfig,
     pub audio: AudioConfig,
     pub voice: VoiceConfig,
     pub logging: LoggingConfig,
@@ -196,6 +197,64 @@ impl Default for ClusterConfig {
             listen: "127.0.0.1:50061".into(),
             control_addr: "http://127.0.0.1:50061".into(),
             secret: None,
+        }
+    }
+}
+
+/// The data plane's voice listener and how it presents itself to the
+/// control plane and to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneConfig {
+    /// IP address the voice listeners bind; `0.0.0.0` (or `::`) for every
+    /// interface.
+    pub host: String,
+    /// UDP port of voice over QUIC; 0 = any free port (the bound port is
+    /// logged and registered).
+    pub quic_port: u16,
+    /// The host clients are told to dial. Default: `host`, or `127.0.0.1`
+    /// when `host` is an unspecified address (`0.0.0.0`, `::`).
+    pub public_host: Option<String>,
+    /// The name it registers under; a data plane that registers again with
+    /// the same id replaces its old registration. Default: a random id
+    /// generated on first start and kept in `<storage.data_dir>/dataplane_id`.
+    pub id: Option<String>,
+    /// Voice sessions it should carry; the control plane places no new
+    /// channel on it beyond that. 0 = no limit.
+    pub capacity: u32,
+    /// PEM certificate of the QUIC listener. Unset (with `tls_key`): one is
+    /// generated on first start and kept in `storage.data_dir`, so its
+    /// fingerprint stays the same across restarts.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            quic_port: 50052,
+            public_host: None,
+            id: None,
+            capacity: 0,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl DataplaneConfig {
+    /// The host clients dial: `public_host`, else `host` unless that is
+    /// an unspecified address, else the loopback of its family.
+    pub fn advertised_host(&self) -> String {
+        if let Some(host) = &self.public_host {
+            return host.clone();
+        }
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) if ip.is_unspecified() && ip.is_ipv6() => "::1".into(),
+            Ok(ip) if ip.is_unspecified() => "127.0.0.1".into(),
+            _ => self.host.clone(),
         }
     }
 }
@@ -655,23 +714,10 @@ impl Config {
                 server.host
             )
         })?;
-        match (&server.tls_cert, &server.tls_key) {
-            (Some(_), None) => {
-                return Err(invalid(
-                    "server.tls_cert",
-                    "TLS needs `server.tls_key` too, or neither".into(),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "server.tls_key",
-                    "TLS needs `server.tls_cert` too, or neither".into(),
-                ));
-            }
-            _ => {}
-        }
-        check_path("server.tls_cert", server.tls_cert.as_deref())?;
-        check_path("server.tls_key", server.tls_key.as_deref())?;
+        check_tls_pair(
+            ("server.tls_cert", server.tls_cert.as_deref()),
+            ("server.tls_key", server.tls_key.as_deref()),
+        )?;
         check_seconds("server.shutdown_grace", server.shutdown_grace)?;
         check(
             server.max_message_bytes >= 1024,
@@ -745,6 +791,33 @@ impl Config {
             },
         )?;
         check_secret("cluster.secret", cluster.secret.as_deref())?;
+
+        let dataplane = &self.dataplane;
+        check(
+            dataplane.host.parse::<IpAddr>().is_ok(),
+            "dataplane.host",
+            || {
+                format!(
+                    "`{}` is not an IP address (0.0.0.0 listens on every interface)",
+                    dataplane.host
+                )
+            },
+        )?;
+        check(
+            dataplane
+                .public_host
+                .as_deref()
+                .is_none_or(|h| !h.is_empty() && !h.contains([' ', '/'])),
+            "dataplane.public_host",
+            || {
+                "must be a host name or IP address clients can reach (leave it out for the bind host)".into()
+            },
+        )?;
+        check_secret("dataplane.id", dataplane.id.as_deref())?;
+        check_tls_pair(
+            ("dataplane.tls_cert", dataplane.tls_cert.as_deref()),
+            ("dataplane.tls_key", dataplane.tls_key.as_deref()),
+        )?;
 
         let bitrate = self.audio.default_bitrate;
         check(
@@ -825,6 +898,28 @@ fn check_ms(key: &'static str, value: u32) -> Result<(), InvalidValue> {
     check((1..=MAX_VOICE_MS).contains(&value), key, || {
         format!("must be from 1 to {MAX_VOICE_MS} milliseconds, got {value}")
     })
+}
+
+/// A certificate and its key come together or not at all, and neither may
+/// be an empty path.
+fn check_tls_pair(
+    (cert_key, cert): (&'static str, Option<&Path>),
+    (key_key, key): (&'static str, Option<&Path>),
+) -> Result<(), InvalidValue> {
+    match (cert, key) {
+        (Some(_), None) => Err(invalid(
+            cert_key,
+            format!("a certificate needs `{key_key}` too, or neither"),
+        )),
+        (None, Some(_)) => Err(invalid(
+            key_key,
+            format!("a key needs `{cert_key}` too, or neither"),
+        )),
+        _ => {
+            check_path(cert_key, cert)?;
+            check_path(key_key, key)
+        }
+    }
 }
 
 /// An empty path would resolve to the working directory itself.

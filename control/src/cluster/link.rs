@@ -28,7 +28,7 @@ use super::{Attachment, Dataplane, Endpoints, MemberView, Registry};
 use crate::{
     broker::{Broker, Dispatch},
     event::Event,
-    ids::SessionId,
+    ids::{ChannelId, SessionId},
 };
 
 /// How long a data plane may take to send `Register`.
@@ -44,6 +44,9 @@ pub struct ClusterApi {
     pub key: TicketKey,
     /// `cluster.secret`; `None` refuses every data plane.
     pub secret: Option<String>,
+    /// Random per start; in every snapshot, so that a data plane can tell a
+    /// restarted control plane from a link that merely dropped.
+    pub instance: String,
 }
 
 impl ClusterApi {
@@ -99,6 +102,7 @@ impl ClusterService for ClusterApi {
                     secret: self.key.secret.to_vec(),
                 }],
                 members: view.members(),
+                instance: self.instance.clone(),
             })),
         };
         sender
@@ -113,6 +117,13 @@ impl ClusterService for ClusterApi {
             sender: sender.clone(),
             feed: None,
         });
+        let adopted = self.registry.adopt_channels(
+            attachment,
+            register.channels.iter().map(|c| ChannelId(c.clone())),
+        );
+        if adopted > 0 {
+            info!(dataplane = %register.dataplane_id, channels = adopted, "placed the channels the data plane already routes back on it");
+        }
         if replaced.is_some() {
             warn!(dataplane = %register.dataplane_id, "a data plane re-registered; replacing its old link");
         }
@@ -230,8 +241,8 @@ fn endpoints(register: &Register) -> Result<Endpoints, Status> {
     if register.dataplane_id.is_empty() {
         return Err(invalid("Register.dataplane_id is empty"));
     }
-    if register.quic_endpoint.is_empty() || register.udp_endpoint.is_empty() {
-        return Err(invalid("Register needs quic_endpoint and udp_endpoint"));
+    if register.quic_endpoint.is_empty() {
+        return Err(invalid("Register needs a quic_endpoint"));
     }
     let hex = &register.cert_sha256;
     if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {

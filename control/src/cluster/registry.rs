@@ -145,6 +145,28 @@ impl Registry {
         Some(plane.dataplane.endpoints.clone())
     }
 
+    /// Places each of `channels` that is not placed yet on `attachment`:
+    /// a data plane that outlived a control-plane restart still routes
+    /// them, and their new members must reach it. Returns how many it took.
+    pub fn adopt_channels(
+        &self,
+        attachment: Attachment,
+        channels: impl IntoIterator<Item = ChannelId>,
+    ) -> usize {
+        let mut inner = self.lock();
+        if !inner.planes.contains_key(&attachment) {
+            return 0;
+        }
+        let mut adopted = 0;
+        for channel in channels {
+            if let std::collections::hash_map::Entry::Vacant(slot) = inner.channels.entry(channel) {
+                slot.insert(attachment);
+                adopted += 1;
+            }
+        }
+        adopted
+    }
+
     /// True if `channel` is placed on `attachment`.
     pub fn is_placed_on(&self, channel: &ChannelId, attachment: Attachment) -> bool {
         self.lock().channels.get(channel) == Some(&attachment)
@@ -238,5 +260,23 @@ mod tests {
         let (_, replaced) = r.attach(plane("a", 1));
         assert_eq!(replaced.map(|d| d.id).as_deref(), Some("a"));
         assert_eq!(r.attached(), 1);
+    }
+
+    #[test]
+    fn reported_channels_are_adopted_unless_placed_elsewhere() {
+        let r = Registry::default();
+        let (a, _) = r.attach(plane("a", 0));
+        let (b, _) = r.attach(plane("b", 0));
+        assert_eq!(r.place(&ch("x"), SessionId(1)).unwrap().quic, "a:1");
+        assert_eq!(r.adopt_channels(b, [ch("x"), ch("y")]), 1);
+        assert!(r.is_placed_on(&ch("x"), a), "a placed channel stays put");
+        assert!(r.is_placed_on(&ch("y"), b));
+        assert_eq!(r.place(&ch("y"), SessionId(2)).unwrap().quic, "b:1");
+        assert!(r.detach(b).is_some());
+        assert_eq!(
+            r.adopt_channels(b, [ch("z")]),
+            0,
+            "a detached plane adopts nothing"
+        );
     }
 }

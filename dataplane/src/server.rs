@@ -1,0 +1,245 @@
+//! The data plane as a service: binds the voice listener from the
+//! configuration, loads or makes its identity, and runs the endpoint and
+//! the link to the control plane until shutdown.
+//!
+//! The binary `openspeak-dataplane` and the one-process `openspeak-server`
+//! are thin wrappers around [`Dataplane::bind`] and [`Dataplane::serve`].
+
+use std::fs;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use openspeak_shared::Config;
+use openspeak_shared::persist::write_atomic;
+use openspeak_shared::ticket::TicketVerifier;
+use thiserror::Error;
+use tokio::sync::{oneshot, watch};
+use tracing::info;
+
+use crate::link::{Link, LinkConfig, LinkState, Registration};
+use crate::{BindError, CertError, DataplaneCert, Handle, RouterConfig, VoiceEndpoint};
+
+/// The file, in `storage.data_dir`, that keeps a generated data plane id.
+pub const ID_FILE: &str = "dataplane_id";
+
+/// Why the data plane could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// Running apart from the control plane needs the shared secret.
+    #[error(
+        "cluster.secret is not set: a data plane authenticates to the control plane with the \
+         secret both are configured with (set cluster.secret, or OPENSPEAK_CLUSTER__SECRET, on \
+         both; openspeak-server, which runs both planes in one process, needs none)"
+    )]
+    NoSecret,
+    /// The certificate could not be loaded or generated.
+    #[error("data plane certificate: {0}")]
+    Cert(#[from] CertError),
+    /// `dataplane.host` does not parse (validated configs never do this).
+    #[error("dataplane.host `{0}` is not an IP address")]
+    Host(String),
+    /// The voice listener could not be bound.
+    #[error("cannot listen for voice on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: BindError },
+    /// The generated id could not be read or kept.
+    #[error("cannot keep the data plane id in {path}: {source}")]
+    Id { path: PathBuf, source: io::Error },
+}
+
+/// A bound data plane, ready to [`serve`](Dataplane::serve).
+pub struct Dataplane {
+    endpoint: VoiceEndpoint,
+    handle: Handle,
+    link: Link,
+    state: watch::Receiver<LinkState>,
+    quic_addr: SocketAddr,
+    registration: Registration,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("quic_addr", &self.quic_addr)
+            .field("registration", &self.registration)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dataplane {
+    /// Loads (or generates) the certificate and the id, and binds the QUIC
+    /// voice listener on `dataplane.host:dataplane.quic_port`. Must be
+    /// called within a tokio runtime.
+    pub async fn bind(config: &Config) -> Result<Dataplane, StartError> {
+        let secret = config
+            .cluster
+            .secret
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or(StartError::NoSecret)?;
+        let dp = &config.dataplane;
+        let data_dir = &config.storage.data_dir;
+        let cert = match (&dp.tls_cert, &dp.tls_key) {
+            (Some(cert), Some(key)) => DataplaneCert::from_pem_files(cert, key)?,
+            _ => DataplaneCert::load_or_generate(data_dir)?,
+        };
+        let id = match &dp.id {
+            Some(id) => id.clone(),
+            None => load_or_create_id(data_dir)?,
+        };
+        let ip: IpAddr = dp
+            .host
+            .parse()
+            .map_err(|_| StartError::Host(dp.host.clone()))?;
+        let addr = SocketAddr::new(ip, dp.quic_port);
+        let verifier = Arc::new(RwLock::new(TicketVerifier::new()));
+        let (endpoint, handle) =
+            VoiceEndpoint::bind(addr, &cert, RouterConfig::from(config), verifier.clone())
+                .map_err(|source| StartError::Bind { addr, source })?;
+        let quic_addr = endpoint.local_addr().map_err(|e| StartError::Bind {
+            addr,
+            source: e.into(),
+        })?;
+        let registration = Registration {
+            dataplane_id: id,
+            quic_endpoint: host_port(&dp.advertised_host(), quic_addr.port()),
+            // Plain UDP is not served yet; an empty endpoint says so.
+            udp_endpoint: String::new(),
+            cert_sha256: cert.fingerprint(),
+            capacity: dp.capacity,
+        };
+        let (link, state) = Link::new(
+            LinkConfig {
+                control_addr: config.cluster.control_addr.clone(),
+                secret,
+                register: registration.clone(),
+            },
+            handle.clone(),
+            verifier,
+        )
+        .expect("a new endpoint still holds its event receiver");
+        Ok(Dataplane {
+            endpoint,
+            handle,
+            link,
+            state,
+            quic_addr,
+            registration,
+        })
+    }
+
+    /// The QUIC listener's bound address.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// SHA-256 of the certificate, as clients pin it.
+    pub fn cert_sha256(&self) -> &str {
+        &self.registration.cert_sha256
+    }
+
+    /// The id it registers under.
+    pub fn id(&self) -> &str {
+        &self.registration.dataplane_id
+    }
+
+    /// The `host:port` clients are told to dial.
+    pub fn quic_endpoint(&self) -> &str {
+        &self.registration.quic_endpoint
+    }
+
+    /// Follows the link's state (attached, away).
+    pub fn link_state(&self) -> watch::Receiver<LinkState> {
+        self.state.clone()
+    }
+
+    /// Controls the running endpoint (counters, membership).
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Routes voice and follows the control plane until `shutdown`
+    /// resolves; then closes every voice connection and detaches.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let Dataplane {
+            endpoint,
+            handle,
+            link,
+            registration,
+            ..
+        } = self;
+        info!(
+            id = %registration.dataplane_id,
+            quic = %registration.quic_endpoint,
+            cert_sha256 = %registration.cert_sha256,
+            "data plane routing voice over QUIC"
+        );
+        let (stop_link, link_stopped) = oneshot::channel::<()>();
+        let link = tokio::spawn(link.run(async {
+            let _ = link_stopped.await;
+        }));
+        let mut endpoint = tokio::spawn(endpoint.run());
+        tokio::select! {
+            () = shutdown => {}
+            // The endpoint ends on its own only if it failed; stop the rest.
+            _ = &mut endpoint => {}
+        }
+        let _ = stop_link.send(());
+        handle.shutdown();
+        let _ = endpoint.await;
+        let _ = link.await;
+        info!("data plane stopped");
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 host.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The id kept in `<dir>/dataplane_id`, made on first start.
+fn load_or_create_id(dir: &Path) -> Result<String, StartError> {
+    let path = dir.join(ID_FILE);
+    let failed = |source| StartError::Id {
+        path: path.clone(),
+        source,
+    };
+    match fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(failed(e)),
+    }
+    let id = format!("dp-{:016x}", rand::random::<u64>());
+    fs::create_dir_all(dir).map_err(failed)?;
+    write_atomic(&path, format!("{id}\n").as_bytes(), 0o644).map_err(failed)?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_hosts_get_brackets() {
+        assert_eq!(host_port("127.0.0.1", 5), "127.0.0.1:5");
+        assert_eq!(host_port("::1", 5), "[::1]:5");
+        assert_eq!(host_port("[::1]", 5), "[::1]:5");
+        assert_eq!(host_port("voice.example.org", 5), "voice.example.org:5");
+    }
+
+    #[test]
+    fn a_generated_id_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_id(dir.path()).unwrap();
+        assert!(first.starts_with("dp-") && first.len() == 19, "{first}");
+        assert_eq!(load_or_create_id(dir.path()).unwrap(), first);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(load_or_create_id(other.path()).unwrap(), first);
+    }
+}
