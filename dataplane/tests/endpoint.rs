@@ -1,32 +1,17 @@
 //! The QUIC voice endpoint over real sockets on 127.0.0.1: the ticket
 //! exchange and its reject codes, and routing between three clients.
 
-use std::future::Future;
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use openspeak_dataplane::{
-    DataplaneCert, Handle, Member, RouterConfig, RouterEvent, SessionId, VoiceEndpoint,
-    client_config,
+    DataplaneCert, Handle, Member, Resynced, RouterConfig, RouterEvent, SessionId, VoiceEndpoint,
 };
-use openspeak_shared::ticket::{Ticket, TicketIssuer, TicketKey, TicketVerifier};
-use openspeak_shared::voice::{Forwarded, VoicePacket};
-use quinn::{Connection, ConnectionError, Endpoint};
-use tokio::time::timeout;
-
-/// Every wait for something to happen is bounded by this.
-const WAIT: Duration = Duration::from_secs(10);
-/// How long a check for "nothing arrives" looks, after a counter has
-/// already shown that nothing was sent.
-const QUIET: Duration = Duration::from_millis(100);
-
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    timeout(WAIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
+use openspeak_shared::ticket::{TicketIssuer, TicketKey, TicketVerifier};
+use quinn::{Connection, Endpoint};
+use support::{Answer, close_code, eventually, hears_nothing, present, talk, voice, within};
 
 struct Server {
     addr: SocketAddr,
@@ -63,41 +48,16 @@ fn start() -> Server {
 
 impl Server {
     fn ticket(&self, session: u32, valid_for: i64) -> Vec<u8> {
-        let now = SystemTime::now();
-        let expires_at = if valid_for >= 0 {
-            now + Duration::from_secs(valid_for as u64)
-        } else {
-            now - Duration::from_secs(valid_for.unsigned_abs())
-        };
-        self.issuer
-            .issue(&Ticket {
-                session_id: session,
-                channel: "c1".into(),
-                expires_at,
-                session_key: [session as u8; 32],
-            })
-            .unwrap()
+        support::ticket(&self.issuer, session, valid_for)
     }
 
     async fn connect(&self) -> (Endpoint, Connection) {
-        let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let connection = within(
-            "handshake",
-            client
-                .connect_with(client_config(self.pin).unwrap(), self.addr, "localhost")
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-        (client, connection)
+        support::connect(self.addr, self.pin).await
     }
 
     /// Connects and presents `ticket`; panics unless it is accepted.
     async fn join(&self, ticket: &[u8], session: u32) -> (Endpoint, Connection) {
-        let (client, connection) = self.connect().await;
-        let answer = present(&connection, ticket).await;
-        assert_eq!(answer, Answer::Accepted(session));
-        (client, connection)
+        support::join(self.addr, self.pin, ticket, session).await
     }
 
     async fn member(&self, session: u32, channel: &str, deafened: bool) {
@@ -115,79 +75,6 @@ impl Server {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Answer {
-    Accepted(u32),
-    /// Reject code, reason, and the connection's close code.
-    Rejected(u8, String, u64),
-}
-
-/// The client side of the ticket exchange.
-async fn present(connection: &Connection, ticket: &[u8]) -> Answer {
-    let (mut send, mut recv) = within("open stream", connection.open_bi()).await.unwrap();
-    let mut request = vec![1];
-    request.extend_from_slice(&(ticket.len() as u16).to_be_bytes());
-    request.extend_from_slice(ticket);
-    send.write_all(&request).await.unwrap();
-    send.finish().unwrap();
-    let response = within("ticket answer", recv.read_to_end(1024))
-        .await
-        .unwrap();
-    match response[..] {
-        [0, a, b, c, d] => Answer::Accepted(u32::from_be_bytes([a, b, c, d])),
-        [code, hi, lo, ref reason @ ..] => {
-            assert_eq!(usize::from(u16::from_be_bytes([hi, lo])), reason.len());
-            let closed = within("close after reject", connection.closed()).await;
-            let ConnectionError::ApplicationClosed(close) = closed else {
-                panic!("{closed:?}");
-            };
-            Answer::Rejected(
-                code,
-                String::from_utf8(reason.to_vec()).unwrap(),
-                close.error_code.into_inner(),
-            )
-        }
-        _ => panic!("bad answer {response:?}"),
-    }
-}
-
-fn voice(sequence: u32) -> Bytes {
-    VoicePacket {
-        sequence,
-        timestamp: sequence * 20,
-        payload: Bytes::from(vec![sequence as u8; 40]),
-    }
-    .encode()
-    .unwrap()
-}
-
-/// Sends packets `range` from `from` and checks each `to` receives them all,
-/// in order, from speaker 1.
-async fn talk(from: &Connection, range: std::ops::Range<u32>, to: &[&Connection]) {
-    for sequence in range.clone() {
-        from.send_datagram(voice(sequence)).unwrap();
-    }
-    for listener in to {
-        for sequence in range.clone() {
-            let got = within("forwarded datagram", listener.read_datagram())
-                .await
-                .unwrap();
-            let forwarded = Forwarded::parse(got).unwrap();
-            assert_eq!(forwarded.speaker, 1);
-            assert_eq!(forwarded.sequence, sequence);
-            assert_eq!(forwarded.timestamp, sequence * 20);
-            assert_eq!(forwarded.payload, Bytes::from(vec![sequence as u8; 40]));
-        }
-    }
-}
-
-async fn hears_nothing(connection: &Connection) {
-    assert!(
-        timeout(QUIET, connection.read_datagram()).await.is_err(),
-        "received a datagram it should not have"
-    );
-}
-
 #[tokio::test]
 async fn routes_voice_between_members_of_a_channel() {
     let server = start();
@@ -199,7 +86,7 @@ async fn routes_voice_between_members_of_a_channel() {
     let (_b_ep, b) = server.join(&server.ticket(2, 60), 2).await;
     let (_c_ep, c) = server.join(&server.ticket(3, 60), 3).await;
 
-    talk(&a, 0..20, &[&b, &c]).await;
+    talk(&a, 1, 0..20, &[&b, &c]).await;
     assert_eq!(server.handle.stats().datagrams_out, 40);
     let event = within("speaking event", events.recv()).await.unwrap();
     assert_eq!(
@@ -213,13 +100,13 @@ async fn routes_voice_between_members_of_a_channel() {
     // B moves away: C alone hears the next 20, and the counter shows that
     // nothing was sent to B.
     server.member(2, "c2", false).await;
-    talk(&a, 20..40, &[&c]).await;
+    talk(&a, 1, 20..40, &[&c]).await;
     assert_eq!(server.handle.stats().datagrams_out, 60);
 
     // B comes back, C deafens: B alone hears the next 20.
     server.member(2, "c1", false).await;
     server.member(3, "c1", true).await;
-    talk(&a, 40..60, &[&b]).await;
+    talk(&a, 1, 40..60, &[&b]).await;
     let stats = server.handle.stats();
     assert_eq!(stats.datagrams_out, 80);
     assert_eq!(stats.datagrams_in, 60);
@@ -271,10 +158,88 @@ async fn a_ticket_serves_one_connection_and_a_new_ticket_replaces_it() {
     // A fresh ticket for the same session is a reconnect: the old
     // connection is closed with code 8.
     let (_ep3, _third) = server.join(&server.ticket(1, 60), 1).await;
-    let closed = within("replaced connection closes", first.closed()).await;
-    let ConnectionError::ApplicationClosed(close) = closed else {
-        panic!("{closed:?}");
-    };
-    assert_eq!(close.error_code.into_inner(), 8);
+    assert_eq!(close_code(&first).await, 8);
     assert_eq!(server.handle.stats().rejected[5], 1);
+}
+
+fn in_c1() -> Member {
+    Member {
+        channel: Some("c1".into()),
+        muted: false,
+        deafened: false,
+    }
+}
+
+#[tokio::test]
+async fn a_resync_after_a_restart_keeps_connected_sessions_until_they_leave() {
+    let server = start();
+    for session in 1..=3 {
+        server.member(session, "c1", false).await;
+    }
+    let (_a_ep, a) = server.join(&server.ticket(1, 60), 1).await;
+    let (_b_ep, b) = server.join(&server.ticket(2, 60), 2).await;
+
+    // A restarted control plane knows only session 4. Session 3 has no
+    // connection and goes; 1 and 2 are still talking and stay.
+    let done = server
+        .handle
+        .resync(vec![(SessionId(4), in_c1())], true)
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        Resynced {
+            members: 1,
+            removed: 1,
+            orphaned: 2
+        }
+    );
+    let (_d_ep, d) = server.join(&server.ticket(4, 60), 4).await;
+    talk(&a, 1, 0..10, &[&b, &d]).await;
+
+    // A hangs up: it is forgotten, so a new connection of session 1 is
+    // admitted by its ticket but not routed.
+    a.close(0u32.into(), b"bye");
+    let handle = &server.handle;
+    eventually("A's connection is gone", || async {
+        handle.stats().connections == 2
+    })
+    .await;
+    let (_a2_ep, a2) = server.join(&server.ticket(1, 60), 1).await;
+    a2.send_datagram(voice(0)).unwrap();
+    eventually(
+        "A's datagram counted as from an unknown session",
+        || async { handle.router_stats().await.unwrap().unknown_session == 1 },
+    )
+    .await;
+    hears_nothing(&d).await;
+    talk(&b, 2, 0..5, &[&d]).await;
+}
+
+#[tokio::test]
+async fn a_resync_from_the_same_control_plane_drops_what_it_lacks() {
+    let server = start();
+    for session in 1..=2 {
+        server.member(session, "c1", false).await;
+    }
+    let (_a_ep, a) = server.join(&server.ticket(1, 60), 1).await;
+    let (_b_ep, b) = server.join(&server.ticket(2, 60), 2).await;
+
+    // Session 2 ended while the link was down: the snapshot lacks it.
+    let done = server
+        .handle
+        .resync(vec![(SessionId(1), in_c1())], false)
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        Resynced {
+            members: 1,
+            removed: 1,
+            orphaned: 0
+        }
+    );
+    assert_eq!(close_code(&b).await, 9, "closed as removed");
+    assert_eq!(server.handle.stats().connections, 1);
+    assert!(a.close_reason().is_none());
 }
