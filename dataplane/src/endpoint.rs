@@ -34,8 +34,8 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    ChannelKey, DataplaneCert, Member, MembershipError, QuicConfigError, Router, RouterConfig,
-    RouterEvent, RouterStats, SessionId, server_config,
+    ChannelKey, DataplaneCert, ListenerStats, Member, MembershipError, QuicConfigError, Router,
+    RouterConfig, RouterEvent, RouterStats, SessionId, SpeakerStats, server_config,
 };
 
 /// The version byte of the ticket exchange this endpoint speaks.
@@ -217,6 +217,9 @@ enum Command {
     Stats {
         reply: oneshot::Sender<RouterStats>,
     },
+    SessionStats {
+        reply: oneshot::Sender<Vec<(SessionId, SpeakerStats, ListenerStats)>>,
+    },
     Channels {
         reply: oneshot::Sender<Vec<ChannelKey>>,
     },
@@ -303,6 +306,17 @@ impl Handle {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Stats { reply })
+            .map_err(|_| HandleError::Closed)?;
+        answer.await.map_err(|_| HandleError::Closed)
+    }
+
+    /// Every member's counters, as speaker and as listener.
+    pub async fn session_stats(
+        &self,
+    ) -> Result<Vec<(SessionId, SpeakerStats, ListenerStats)>, HandleError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::SessionStats { reply })
             .map_err(|_| HandleError::Closed)?;
         answer.await.map_err(|_| HandleError::Closed)
     }
@@ -586,6 +600,9 @@ impl VoiceEndpoint {
             }
             Command::Stats { reply } => {
                 let _ = reply.send(self.router.stats());
+            }
+            Command::SessionStats { reply } => {
+                let _ = reply.send(self.router.session_stats().collect());
             }
             Command::Channels { reply } => {
                 let _ = reply.send(self.router.channels().cloned().collect());

@@ -359,19 +359,43 @@ impl Link {
                     }
                 }
                 _ = stats.tick() => {
-                    let endpoint = self.handle.stats();
-                    let router = self.handle.router_stats().await?;
-                    let report = DataplaneMessage {
-                        kind: Some(Report::Stats(pb::Stats {
-                            sessions: u32::try_from(endpoint.connections).unwrap_or(u32::MAX),
-                            forwarded_total: endpoint.datagrams_out,
-                            dropped_total: router.dropped(),
-                        })),
-                    };
+                    let report = self.stats_report().await?;
                     let _ = reports.try_send(report);
                 }
             }
         }
+    }
+
+    async fn stats_report(&self) -> Result<DataplaneMessage, AttemptError> {
+        let endpoint = self.handle.stats();
+        let router = self.handle.router_stats().await?;
+        let streams = self
+            .handle
+            .session_stats()
+            .await?
+            .into_iter()
+            .map(|(session, speaker, listener)| pb::StreamQuality {
+                session_id: session.0,
+                received: speaker.received,
+                forwarded: speaker.forwarded,
+                lost: speaker.lost,
+                late: speaker.late,
+                duplicate: speaker.duplicate,
+                stale: speaker.stale,
+                reordered: speaker.reordered,
+                jitter_ms: speaker.jitter_ms as f32,
+                delivered: listener.delivered,
+                dropped_lag: listener.dropped_lag,
+            })
+            .collect();
+        Ok(DataplaneMessage {
+            kind: Some(Report::Stats(pb::Stats {
+                sessions: u32::try_from(endpoint.connections).unwrap_or(u32::MAX),
+                forwarded_total: endpoint.datagrams_out,
+                dropped_total: router.dropped(),
+                streams,
+            })),
+        })
     }
 
     async fn apply(&mut self, message: ControlMessage) -> Result<(), AttemptError> {

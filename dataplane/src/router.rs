@@ -126,6 +126,15 @@ impl Router {
         self.peers.get(&session).map(|p| &p.member)
     }
 
+    /// Each session's counters, as speaker and as listener.
+    pub fn session_stats(
+        &self,
+    ) -> impl Iterator<Item = (SessionId, SpeakerStats, ListenerStats)> + '_ {
+        self.peers
+            .iter()
+            .map(|(session, p)| (*session, p.speaker, p.queue.stats()))
+    }
+
     /// Every session it knows.
     pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
         self.peers.keys().copied()

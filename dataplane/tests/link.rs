@@ -248,6 +248,14 @@ async fn registers_follows_deltas_and_reports() {
         })
         .await;
     assert_eq!(stats.forwarded_total, 10);
+    let a_quality = stats
+        .streams
+        .iter()
+        .find(|q| q.session_id == 1)
+        .expect("A's stream quality is reported");
+    assert_eq!((a_quality.received, a_quality.forwarded), (10, 10));
+    assert_eq!(a_quality.lost + a_quality.duplicate + a_quality.late, 0);
+    assert!(stats.streams.iter().all(|q| q.session_id != 2), "B is gone");
 }
 
 #[tokio::test]

@@ -24,7 +24,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::{Attachment, Dataplane, Endpoints, MemberView, Registry};
+use super::{
+    Attachment, Dataplane, DataplaneReport, Endpoints, MemberView, Registry, StreamQuality,
+};
 use crate::{
     broker::{Broker, Dispatch},
     event::Event,
@@ -113,7 +115,7 @@ impl ClusterService for ClusterApi {
             id: register.dataplane_id.clone(),
             endpoints: endpoints.clone(),
             capacity: register.capacity,
-            live_sessions: 0,
+            report: DataplaneReport::default(),
             sender: sender.clone(),
             feed: None,
         });
@@ -181,7 +183,26 @@ async fn feed(
             continue;
         }
         match event {
-            Event::UserOffline(session) => registry.forget_session(*session),
+            Event::UserOffline(session) => {
+                if let Some(q) = registry.forget_session(*session) {
+                    // The call's quality, for an operator chasing "I
+                    // couldn't hear X": what arrived from it, what the
+                    // network lost, what it was sent.
+                    info!(
+                        %session,
+                        received = q.received,
+                        forwarded = q.forwarded,
+                        lost = q.lost,
+                        late = q.late + q.stale,
+                        duplicate = q.duplicate,
+                        reordered = q.reordered,
+                        jitter_ms = q.jitter_ms,
+                        delivered = q.delivered,
+                        dropped_lag = q.dropped_lag,
+                        "voice session ended"
+                    );
+                }
+            }
             Event::ChannelDeleted(channel) => registry.unplace_channel(channel),
             _ => {}
         }
@@ -229,11 +250,41 @@ async fn reports(
                     }
                 });
             }
-            Report::Stats(stats) => registry.note_stats(attachment, stats.sessions),
+            Report::Stats(stats) => registry.note_stats(attachment, to_report(stats)),
         }
     }
     if registry.detach(attachment).is_some() {
         info!(dataplane = %id, "data plane detached; its channels are unplaced");
+    }
+}
+
+/// The protobuf `Stats` in the registry's terms.
+fn to_report(stats: pb::Stats) -> DataplaneReport {
+    DataplaneReport {
+        sessions: stats.sessions,
+        forwarded_total: stats.forwarded_total,
+        dropped_total: stats.dropped_total,
+        streams: stats
+            .streams
+            .into_iter()
+            .map(|q| {
+                (
+                    SessionId(q.session_id),
+                    StreamQuality {
+                        received: q.received,
+                        forwarded: q.forwarded,
+                        lost: q.lost,
+                        late: q.late,
+                        duplicate: q.duplicate,
+                        stale: q.stale,
+                        reordered: q.reordered,
+                        jitter_ms: q.jitter_ms,
+                        delivered: q.delivered,
+                        dropped_lag: q.dropped_lag,
+                    },
+                )
+            })
+            .collect(),
     }
 }
 

@@ -16,5 +16,5 @@ mod registry;
 pub use self::{
     link::ClusterApi,
     member_view::MemberView,
-    registry::{Attachment, Dataplane, Endpoints, Registry},
+    registry::{Attachment, Dataplane, DataplaneReport, Endpoints, Registry, StreamQuality},
 };

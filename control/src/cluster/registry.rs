@@ -39,14 +39,43 @@ pub struct Dataplane {
     pub endpoints: Endpoints,
     /// Sessions it is meant to carry; 0 = no limit.
     pub capacity: u32,
-    /// Voice sessions it last reported connected (`Stats`).
-    pub live_sessions: u32,
+    /// Its last `Stats` report.
+    pub report: DataplaneReport,
     /// Its outgoing stream, for messages that do not come from the feed.
     #[expect(dead_code, reason = "for TicketKeyAdded, once ticket keys rotate")]
     pub sender: mpsc::Sender<Result<ControlMessage, Status>>,
     /// The task feeding it deltas; aborted when it is replaced, which
     /// also ends its stream.
     pub feed: Option<AbortHandle>,
+}
+
+/// What a data plane last reported about itself (`Stats`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DataplaneReport {
+    /// Voice sessions connected.
+    pub sessions: u32,
+    /// Datagrams sent to listeners since it started.
+    pub forwarded_total: u64,
+    /// Datagrams it dropped itself since it started.
+    pub dropped_total: u64,
+    /// Each session's stream quality on it.
+    pub streams: Vec<(SessionId, StreamQuality)>,
+}
+
+/// One session's voice quality as its data plane counts it: as a speaker
+/// (what arrived from it) and as a listener (what was sent to it).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamQuality {
+    pub received: u64,
+    pub forwarded: u64,
+    pub lost: u64,
+    pub late: u64,
+    pub duplicate: u64,
+    pub stale: u64,
+    pub reordered: u64,
+    pub jitter_ms: f32,
+    pub delivered: u64,
+    pub dropped_lag: u64,
 }
 
 /// Names one attachment, so that the end of a replaced stream does not
@@ -173,13 +202,20 @@ impl Registry {
     }
 
     /// A session ended: it no longer counts towards its data plane's load.
-    pub fn forget_session(&self, session: SessionId) {
+    /// Returns its final stream quality, once: for the session that had
+    /// voice, from the data plane's last report.
+    pub fn forget_session(&self, session: SessionId) -> Option<StreamQuality> {
         let mut inner = self.lock();
-        if let Some(a) = inner.sessions.remove(&session)
-            && let Some(plane) = inner.planes.get_mut(&a)
-        {
-            plane.placed -= 1;
-        }
+        let plane = inner.sessions.remove(&session)?;
+        let plane = inner.planes.get_mut(&plane)?;
+        plane.placed -= 1;
+        plane
+            .dataplane
+            .report
+            .streams
+            .iter()
+            .find(|(s, _)| *s == session)
+            .map(|(_, q)| *q)
     }
 
     /// A channel was deleted: it is placed afresh if it ever comes back.
@@ -187,9 +223,10 @@ impl Registry {
         self.lock().channels.remove(channel);
     }
 
-    pub fn note_stats(&self, attachment: Attachment, live_sessions: u32) {
+    /// Keeps `report` as `attachment`'s latest.
+    pub fn note_stats(&self, attachment: Attachment, report: DataplaneReport) {
         if let Some(plane) = self.lock().planes.get_mut(&attachment) {
-            plane.dataplane.live_sessions = live_sessions;
+            plane.dataplane.report = report;
         }
     }
 
@@ -223,7 +260,7 @@ mod tests {
                 cert_sha256: "0".repeat(64),
             },
             capacity,
-            live_sessions: 0,
+            report: DataplaneReport::default(),
             sender: mpsc::channel(1).0,
             feed: None,
         }
