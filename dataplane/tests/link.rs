@@ -340,3 +340,20 @@ async fn a_data_plane_without_a_secret_does_not_start() {
     assert!(matches!(error, StartError::NoSecret), "{error}");
     assert!(error.to_string().contains("cluster.secret"), "{error}");
 }
+
+#[tokio::test]
+async fn a_configured_certificate_is_used_instead_of_a_generated_one() {
+    let made = tempfile::tempdir().unwrap();
+    let cert = openspeak_dataplane::DataplaneCert::load_or_generate(made.path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let control: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = config(dir.path(), control, Some(SECRET));
+    config.dataplane.tls_cert = Some(made.path().join(openspeak_dataplane::CERT_FILE));
+    config.dataplane.tls_key = Some(made.path().join(openspeak_dataplane::KEY_FILE));
+    let dataplane = Dataplane::bind(&config).await.unwrap();
+    assert_eq!(dataplane.cert_sha256(), cert.fingerprint());
+    assert!(
+        !dir.path().join(openspeak_dataplane::CERT_FILE).exists(),
+        "nothing generated in the data directory"
+    );
+}
