@@ -7,12 +7,16 @@
 //! planes on other machines.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use openspeak_control::ControlPlane;
 use openspeak_dataplane::Dataplane;
-use openspeak_shared::{cli::ConfigArgs, shutdown, telemetry};
+use openspeak_shared::{
+    cli::{self, ConfigArgs},
+    shutdown, telemetry,
+};
 use tokio::sync::{oneshot, watch};
 use tracing::info;
 
@@ -24,8 +28,11 @@ struct Args {
     config: ConfigArgs,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    cli::exit_code("openspeak-server", run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let mut config = args.config.load()?;
     let _telemetry = telemetry::init(&config.logging)?;
     if config.cluster.secret.is_none() {

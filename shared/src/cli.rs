@@ -44,6 +44,25 @@ pub struct ConfigArgs {
     pub log_format: Option<String>,
 }
 
+/// The end of a binary's `main`: `Ok` exits 0; an error prints one line,
+/// `<program>: error: <cause>: <cause>...`, and exits 1.
+///
+/// Used instead of returning the `Result` from `main`, whose `Debug` output
+/// adds a stack backtrace whenever `RUST_BACKTRACE` is set: a typo in the
+/// configuration is the operator's to fix, not a crash to debug.
+pub fn exit_code<E: std::fmt::Display>(
+    program: &str,
+    result: Result<(), E>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 impl ConfigArgs {
     /// The overrides these flags make: every `--set` in order, then the
     /// convenience flags, which win over a `--set` of the same key.

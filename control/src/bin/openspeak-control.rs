@@ -1,9 +1,14 @@
 //! `openspeak-control`: the control plane as a process.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 use openspeak_control::ControlPlane;
-use openspeak_shared::{cli::ConfigArgs, shutdown, telemetry};
+use openspeak_shared::{
+    cli::{self, ConfigArgs},
+    shutdown, telemetry,
+};
 
 /// OpenSpeak control plane: access tokens, channels, sessions and presence over gRPC.
 #[derive(Parser)]
@@ -13,8 +18,11 @@ struct Args {
     config: ConfigArgs,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    cli::exit_code("openspeak-control", run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let _telemetry = telemetry::init(&config.logging)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

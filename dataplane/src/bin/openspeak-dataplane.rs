@@ -1,10 +1,15 @@
 //! `openspeak-dataplane`: the data plane as a process of its own, attached
 //! to a control plane over the internal link.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 use openspeak_dataplane::Dataplane;
-use openspeak_shared::{cli::ConfigArgs, shutdown, telemetry};
+use openspeak_shared::{
+    cli::{self, ConfigArgs},
+    shutdown, telemetry,
+};
 
 /// OpenSpeak data plane: routes voice between the members of each channel.
 #[derive(Parser)]
@@ -14,8 +19,11 @@ struct Args {
     config: ConfigArgs,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    cli::exit_code("openspeak-dataplane", run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let _telemetry = telemetry::init(&config.logging)?;
     // One thread routes: the endpoint's router task owns all routing state,
