@@ -75,16 +75,6 @@ impl<T> DelayLine<T> {
     pub fn next_due(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse(e)| e.due)
     }
-
-    /// Items held.
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -104,7 +94,6 @@ mod tests {
         line.push(t0 + ms(10), "a");
         line.push(t0 + ms(10), "b");
         line.push(t0 + ms(20), "x");
-        assert_eq!(line.len(), 4);
         assert_eq!(line.next_due(), Some(t0 + ms(10)));
         assert_eq!(line.pop_due(t0 + ms(5)), None);
         assert_eq!(line.pop_due(t0 + ms(10)), Some("a"));
@@ -112,7 +101,6 @@ mod tests {
         assert_eq!(line.pop_due(t0 + ms(10)), None);
         assert_eq!(line.pop_due(t0 + ms(100)), Some("x"));
         assert_eq!(line.pop_due(t0 + ms(100)), Some("c"));
-        assert!(line.is_empty());
         assert_eq!(line.next_due(), None);
     }
 

@@ -9,9 +9,11 @@
 //! member of its channel. A listener is owed the packets sent while it was
 //! in voice: its [`Window`]s of send times. Without churn a listener has one
 //! window, from the start of the send phase on; a churning listener closes
-//! its window when it leaves and opens another when it is back. Losses are
-//! counted per stream as owed minus delivered, at the end, after the drain
-//! grace, so packets still in flight at a window's end are not guessed at.
+//! its window when it decides to leave, stays a moment for the packets
+//! still in flight, and opens another window a moment after it is back.
+//! A window's ends are set before any packet they concern can arrive, so
+//! each verdict is final when it is made. Losses are counted per stream as
+//! owed minus delivered, at the end, after the drain grace.
 
 use crate::layout::Layout;
 use crate::probe::Probe;
@@ -116,7 +118,8 @@ impl StreamTally {
         // The listener plays the stream `playout_us` after its first
         // packet, then keeps the sender's pace: packet n is due at
         // first arrival + playout + (sent_n - sent_first).
-        let (origin_arrival, origin_sent) = *self.playout_origin.get_or_insert((arrival_us, sent_us));
+        let (origin_arrival, origin_sent) =
+            *self.playout_origin.get_or_insert((arrival_us, sent_us));
         let due = (origin_arrival + playout_us + sent_us).saturating_sub(origin_sent);
         let late = arrival_us > due;
         self.late += u64::from(late);
@@ -193,11 +196,6 @@ impl ListenerTally {
         }
     }
 
-    /// The listener's client index.
-    pub fn index(&self) -> u32 {
-        self.index
-    }
-
     /// From `from_us` on it is owed every packet (closing any open window
     /// first). The playout clocks restart: a rejoined listener starts its
     /// jitter buffers afresh.
@@ -219,11 +217,6 @@ impl ListenerTally {
         {
             w.until_us = Some(until_us.max(w.from_us));
         }
-    }
-
-    /// Its windows.
-    pub fn windows(&self) -> &[Window] {
-        &self.windows
     }
 
     /// Its stream from speaker `sender`, if `sender` speaks in its channel.
@@ -418,7 +411,11 @@ mod tests {
         let mut l = listener();
         // Sent 0..10; 3 and 7 never arrive; 5 arrives after 6; 2 twice.
         for seq in [0, 1, 2, 2, 4, 6, 5, 8, 9] {
-            l.on_probe(u64::from(seq) * 20_000 + 1_000, &probe(0, seq, u64::from(seq) * 20_000), true);
+            l.on_probe(
+                u64::from(seq) * 20_000 + 1_000,
+                &probe(0, seq, u64::from(seq) * 20_000),
+                true,
+            );
         }
         let logs = vec![Some(SendLog::Count(10)), None, None, None, None, None];
         let t = totals(&LAYOUT, &logs, &[l]);
@@ -498,9 +495,18 @@ mod tests {
         let arrive = |l: &mut ListenerTally, seq: u32, at_ms: u64| {
             l.on_probe(at_ms * 1_000, &probe(0, seq, u64::from(seq) * 20_000), true)
         };
-        assert!(matches!(arrive(&mut l, 0, 10), Verdict::Delivered { late: false, .. }));
-        assert!(matches!(arrive(&mut l, 1, 90), Verdict::Delivered { late: false, .. }));
-        assert!(matches!(arrive(&mut l, 2, 111), Verdict::Delivered { late: true, .. }));
+        assert!(matches!(
+            arrive(&mut l, 0, 10),
+            Verdict::Delivered { late: false, .. }
+        ));
+        assert!(matches!(
+            arrive(&mut l, 1, 90),
+            Verdict::Delivered { late: false, .. }
+        ));
+        assert!(matches!(
+            arrive(&mut l, 2, 111),
+            Verdict::Delivered { late: true, .. }
+        ));
         assert!(matches!(
             arrive(&mut l, 3, 125),
             Verdict::Delivered {
@@ -523,7 +529,10 @@ mod tests {
         assert_eq!(l.on_probe(1, &warm, true), Verdict::Warmup { first: true });
         assert_eq!(l.on_probe(2, &warm, true), Verdict::Warmup { first: false });
         assert!(l.stream(0).unwrap().heard_warmup);
-        assert_eq!(l.on_probe(3, &probe(0, 1_000, 0), true), Verdict::OutOfRange);
+        assert_eq!(
+            l.on_probe(3, &probe(0, 1_000, 0), true),
+            Verdict::OutOfRange
+        );
         assert_eq!(l.malformed, 1);
         let t = totals(&LAYOUT, &[Some(SendLog::Count(0))], &[l]);
         assert_eq!((t.delivered, t.expected, t.malformed), (0, 0, 1));
@@ -569,13 +578,13 @@ mod tests {
     fn windows_close_once_and_never_before_they_open() {
         let mut l = ListenerTally::new(2, LAYOUT, PLAYOUT, 10);
         l.close_window(5); // nothing open: nothing happens
-        assert!(l.windows().is_empty());
+        assert!(l.windows.is_empty());
         l.open_window(100);
         l.close_window(50);
         l.close_window(500);
         assert_eq!(
-            l.windows(),
-            &[Window {
+            l.windows,
+            [Window {
                 from_us: 100,
                 until_us: Some(100)
             }]

@@ -152,7 +152,9 @@ pub enum PlanError {
     #[error("a churn period of {0:?} is too short (at least 500 ms)")]
     ChurnTooFast(std::time::Duration),
     /// Talk spurts shorter than a frame, or silences of zero.
-    #[error("--talk-spurt-ms must be at least one frame (1000 / --pps ms) and --silence-ms above 0")]
+    #[error(
+        "--talk-spurt-ms must be at least one frame (1000 / --pps ms) and --silence-ms above 0"
+    )]
     Talk,
     /// An impairment setting is impossible.
     #[error(transparent)]

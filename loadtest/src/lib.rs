@@ -1,11 +1,16 @@
 //! The OpenSpeak load generator: many real gRPC clients against one control
 //! plane, with a progress line, latency histograms and correctness checks.
 //!
-//! The binary (`src/main.rs`) only parses flags; each scenario lives here.
-//! The one scenario so far is [`sessions`](run_sessions): N clients connect,
-//! join channels, change presence and leave, while every client watches the
-//! server's event stream. `README.md` explains the flags and every number of
-//! the report.
+//! The binary (`src/main.rs`) only parses flags; each scenario lives here:
+//! - [`sessions`](run_sessions): N clients connect, join channels, change
+//!   presence and leave, while every client watches the server's event
+//!   stream;
+//! - [`voice`](run_voice): clients in channels get into voice through
+//!   `OpenVoice` and the data plane, speakers send probe packets through a
+//!   simulated network, and every listener measures delivery, loss, order
+//!   and one-way delay.
+//!
+//! `README.md` explains the flags and every number of the reports.
 //!
 //! The code is split the way the rest of OpenSpeak is: pure parts that take
 //! `now: Instant` and values, and thin tokio drivers around them.
@@ -20,14 +25,31 @@
 //! - Drivers: `client` (one client's actor and event reader), `sessions`
 //!   (the phases of the run), `setup` (the admin calls), `pool` (the
 //!   HTTP/2 connections), `progress` (the line on stderr).
+//! - Voice, pure: `probe` (what a payload carries), `impairment` (the
+//!   simulated network's loss, delay, reordering and duplication, seeded),
+//!   `delay_line` (packets the simulated network holds), `talk` (talk
+//!   spurts), `delivery` (per-listener tallies and the totals), `layout`
+//!   (who is in which channel and speaks), `plan` (the settled settings),
+//!   `voice_report`.
+//! - Voice, drivers: `voice` (the QUIC client, from `openspeak-client`),
+//!   `voice_member` (one
+//!   client's event reader, listener and speaker), `voice_run` (the
+//!   phases), `voice_progress` (the line on stderr), `voice_args` (flags
+//!   and presets).
 
 mod args;
 mod checks;
 mod client;
 mod credentials;
+mod delay_line;
+mod delivery;
 mod error;
+mod impairment;
+mod layout;
 mod observer;
+mod plan;
 mod pool;
+mod probe;
 mod process_stats;
 mod progress;
 mod registry;
@@ -35,11 +57,26 @@ mod report;
 mod sessions;
 mod setup;
 mod stats;
+mod talk;
 mod tally;
-pub mod voice;
+mod voice_args;
+mod voice_member;
+mod voice_progress;
+mod voice_report;
+mod voice_run;
+
+pub use openspeak_client::voice;
 
 pub use args::{SessionsArgs, parse_addr};
-pub use error::{ConnectError, SessionsError, SetupError};
+pub use error::{ConnectError, PlanError, SessionsError, SetupError, VoiceRunError};
+pub use impairment::{ImpairmentError, ImpairmentSpec, JitterDist, LossModel};
+pub use plan::{Preset, TalkSpec, VoicePlan};
+pub use probe::{HEADER_LEN as PROBE_HEADER_LEN, Probe, ProbeError};
 pub use report::{Outcome, Report, ServerStats, Settled};
 pub use sessions::run_sessions;
-pub use stats::LatencySummary;
+pub use stats::{LatencyPercentiles, LatencySummary};
+pub use voice_args::{ImpairWhere, Transport, VoiceArgs};
+pub use voice_report::{
+    ChurnReport, ImpairmentReport, VoiceReport, VoiceServerStats, WarmupReport,
+};
+pub use voice_run::{WARMUP_TIMEOUT, run_voice};

@@ -1,15 +1,20 @@
 //! `openspeak-loadtest`: flags in, a scenario of the library run, the report
 //! out. Exit status: 0 the run completed, 1 it could not run, 2 bad flags
-//! (clap's), 3 it timed out (the report covers what happened until then),
-//! 4 `--strict` and a check or a call failed, 130 interrupted (Ctrl-C: the
-//! run stops, reports and cleans up; a second Ctrl-C quits at once).
+//! (clap's, or flags that contradict each other), 3 it timed out (the
+//! report covers what happened until then), 4 `--strict` and a check or a
+//! call failed, 130 interrupted (Ctrl-C: the run stops, reports and cleans
+//! up; a second Ctrl-C quits at once).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use openspeak_loadtest::{Outcome, SessionsArgs, SessionsError, run_sessions};
+use openspeak_loadtest::{
+    Outcome, SessionsArgs, SessionsError, VoiceArgs, VoiceRunError, run_sessions, run_voice,
+};
 
+/// Exit status for flags that contradict each other (clap uses it too).
+const BAD_FLAGS: u8 = 2;
 /// Exit status when `--timeout` expired.
 const TIMED_OUT: u8 = 3;
 /// Exit status when `--strict` and a check or a call failed.
@@ -29,6 +34,11 @@ enum Scenario {
     /// N clients connect, join channels, change presence and leave, while
     /// every client watches the server's events.
     Sessions(SessionsArgs),
+    /// Speakers send voice through the data plane; every listener measures
+    /// delivery, loss, order and one-way delay, optionally through a
+    /// simulated bad network.
+    // Boxed: its many flags would make every value of the enum large.
+    Voice(Box<VoiceArgs>),
 }
 
 fn main() -> ExitCode {
@@ -39,7 +49,9 @@ fn main() -> ExitCode {
             eprintln!("openspeak-loadtest: error: {}", describe(&e));
             let timed_out = e
                 .downcast_ref::<SessionsError>()
-                .is_some_and(SessionsError::is_timeout);
+                .is_some_and(SessionsError::is_timeout)
+                || e.downcast_ref::<VoiceRunError>()
+                    .is_some_and(VoiceRunError::is_timeout);
             ExitCode::from(if timed_out { TIMED_OUT } else { 1 })
         }
     }
@@ -72,6 +84,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if args.strict && !report.clean() {
                 eprintln!("openspeak-loadtest: a check or a call failed (--strict)");
+                return Ok(ExitCode::from(CHECK_FAILED));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Scenario::Voice(args) => {
+            let plan = match args.plan() {
+                Ok(plan) => plan,
+                Err(e) => {
+                    eprintln!("openspeak-loadtest: error: {e}");
+                    return Ok(ExitCode::from(BAD_FLAGS));
+                }
+            };
+            let report = runtime.block_on(async {
+                let interrupt = on_ctrl_c();
+                run_voice(&plan, interrupt).await
+            })?;
+            print!("{}", report.table());
+            if let Some(path) = &plan.json {
+                report.write_json(path)?;
+            }
+            if report.outcome == Outcome::Interrupted {
+                return Ok(ExitCode::from(INTERRUPTED));
+            }
+            if plan.strict && !report.clean() {
+                eprintln!(
+                    "openspeak-loadtest: a routing check, the setup or a call failed (--strict)"
+                );
                 return Ok(ExitCode::from(CHECK_FAILED));
             }
             Ok(ExitCode::SUCCESS)

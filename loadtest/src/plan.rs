@@ -256,7 +256,10 @@ mod tests {
         plan().validate().unwrap();
         assert_eq!(plan().frame(), Duration::from_millis(20));
         assert_eq!(plan().seq_limit(), 502);
-        assert_eq!(plan().link(Direction::Uplink).frame, Duration::from_millis(20));
+        assert_eq!(
+            plan().link(Direction::Uplink).frame,
+            Duration::from_millis(20)
+        );
     }
 
     #[test]

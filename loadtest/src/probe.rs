@@ -82,6 +82,13 @@ impl Probe {
         Ok(buf.freeze())
     }
 
+    /// Whether `payload` looks like a warm-up probe, from its first two
+    /// bytes alone (cheaper than [`decode`](Self::decode), which also checks
+    /// the padding).
+    pub fn is_warmup(payload: &[u8]) -> bool {
+        matches!(payload, [MAGIC, flags, ..] if flags & FLAG_WARMUP != 0)
+    }
+
     /// Reads a payload; never panics, whatever the bytes.
     pub fn decode(payload: &[u8]) -> Result<Probe, ProbeError> {
         let Some(header) = payload.first_chunk::<HEADER_LEN>() else {
@@ -95,8 +102,8 @@ impl Probe {
             sender: u32::from_be_bytes([header[2], header[3], header[4], header[5]]),
             sequence: u32::from_be_bytes([header[6], header[7], header[8], header[9]]),
             sent_us: u64::from_be_bytes([
-                header[10], header[11], header[12], header[13], header[14], header[15],
-                header[16], header[17],
+                header[10], header[11], header[12], header[13], header[14], header[15], header[16],
+                header[17],
             ]),
         };
         let intact = payload
@@ -138,6 +145,7 @@ mod tests {
                 let bytes = p.encode(len).unwrap();
                 assert_eq!(bytes.len(), len);
                 assert_eq!(Probe::decode(&bytes).unwrap(), p);
+                assert_eq!(Probe::is_warmup(&bytes), warmup);
             }
         }
     }
@@ -148,8 +156,26 @@ mod tests {
         assert_eq!(
             &bytes[..],
             &[
-                0xB1, 0, 1, 2, 3, 4, 0, 0, 0, 77, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
-                18 ^ 77, 19 ^ 77
+                0xB1,
+                0,
+                1,
+                2,
+                3,
+                4,
+                0,
+                0,
+                0,
+                77,
+                0x11,
+                0x22,
+                0x33,
+                0x44,
+                0x55,
+                0x66,
+                0x77,
+                0x88,
+                18 ^ 77,
+                19 ^ 77
             ]
         );
     }
@@ -163,6 +189,7 @@ mod tests {
     #[test]
     fn foreign_or_damaged_payloads_are_errors_not_panics() {
         assert_eq!(Probe::decode(&[]), Err(ProbeError::TooShort(0)));
+        assert!(!Probe::is_warmup(&[]) && !Probe::is_warmup(&[0x4f, 1]));
         assert_eq!(Probe::decode(&[MAGIC; 17]), Err(ProbeError::TooShort(17)));
         let mut bytes = probe().encode(80).unwrap().to_vec();
         bytes[0] = 0x4f;

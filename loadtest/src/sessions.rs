@@ -465,7 +465,7 @@ fn build_report(
 
 /// A short random name for a run: the standard library's randomly seeded
 /// hasher, mixed with the clock, is random enough to keep runs apart.
-fn random_run_id() -> String {
+pub(crate) fn random_run_id() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

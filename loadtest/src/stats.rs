@@ -163,7 +163,10 @@ mod tests {
         assert!((8_991..=9_009).contains(&p.p90), "{}", p.p90);
         assert!((9_895..=9_905).contains(&p.p99), "{}", p.p99);
         assert!((9_985..=9_995).contains(&p.p999), "{}", p.p999);
-        assert_eq!(LatencyPercentiles::of(&new_histogram()), LatencyPercentiles::default());
+        assert_eq!(
+            LatencyPercentiles::of(&new_histogram()),
+            LatencyPercentiles::default()
+        );
     }
 
     #[test]

@@ -117,8 +117,12 @@ mod tests {
     #[test]
     fn same_seed_same_pattern() {
         let run = |seed| {
-            let mut t =
-                TalkPattern::spurts(Duration::from_millis(400), Duration::from_millis(400), FRAME, seed);
+            let mut t = TalkPattern::spurts(
+                Duration::from_millis(400),
+                Duration::from_millis(400),
+                FRAME,
+                seed,
+            );
             (0..2000).map(|_| t.next_frame()).collect::<Vec<_>>()
         };
         assert_eq!(run(1), run(1));

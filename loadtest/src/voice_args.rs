@@ -296,7 +296,9 @@ impl VoiceArgs {
         plan.channels = self.channels.or(p.channels).unwrap_or(plan.channels);
         plan.speakers = self.speakers.or(p.speakers).unwrap_or(plan.speakers);
         plan.pps = self.pps.unwrap_or(plan.pps);
-        plan.payload_bytes = self.payload_bytes.map_or(plan.payload_bytes, |b| b as usize);
+        plan.payload_bytes = self
+            .payload_bytes
+            .map_or(plan.payload_bytes, |b| b as usize);
         if let Some(secs) = self.duration.or(p.duration) {
             plan.duration = Duration::from_secs(secs);
         }
@@ -311,7 +313,10 @@ impl VoiceArgs {
         }
         plan.seed = self.seed.unwrap_or_else(random_seed);
 
-        let model = self.loss_model.or(p.loss_model).unwrap_or(LossModel::Bernoulli);
+        let model = self
+            .loss_model
+            .or(p.loss_model)
+            .unwrap_or(LossModel::Bernoulli);
         let burst_len = self.burst_len.or(p.burst_len).unwrap_or(3.0);
         for (spec, loss) in [
             (&mut plan.uplink, self.uplink_loss.or(p.uplink_loss)),
@@ -367,7 +372,9 @@ impl VoiceArgs {
 fn parse_fraction(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(f) if (0.0..1.0).contains(&f) => Ok(f),
-        Ok(f) => Err(format!("{f} is not a fraction from 0 to below 1 (0.05 = 5 %)")),
+        Ok(f) => Err(format!(
+            "{f} is not a fraction from 0 to below 1 (0.05 = 5 %)"
+        )),
         Err(_) => Err(format!("`{s}` is not a number")),
     }
 }
@@ -456,7 +463,14 @@ mod tests {
             Err(PlanError::UdpNotAvailable)
         ));
         assert!(matches!(
-            plan(&["--loss-model", "gilbert", "--uplink-loss", "0.9", "--burst-len", "2"]),
+            plan(&[
+                "--loss-model",
+                "gilbert",
+                "--uplink-loss",
+                "0.9",
+                "--burst-len",
+                "2"
+            ]),
             Err(PlanError::Impairment(_))
         ));
         let msg = plan(&["--transport", "udp"]).unwrap_err().to_string();
@@ -495,8 +509,18 @@ mod tests {
     #[test]
     fn impairments_go_where_they_are_told() {
         let p = plan(&[
-            "--delay-ms", "10", "--jitter-ms", "5", "--duplicate", "0.1", "--impair", "downlink",
-            "--downlink-loss", "0.2", "--jitter-dist", "normal",
+            "--delay-ms",
+            "10",
+            "--jitter-ms",
+            "5",
+            "--duplicate",
+            "0.1",
+            "--impair",
+            "downlink",
+            "--downlink-loss",
+            "0.2",
+            "--jitter-dist",
+            "normal",
         ])
         .unwrap();
         assert!(p.uplink.is_clean());

@@ -46,12 +46,14 @@ impl VoicePhase {
 pub struct VoiceCounters {
     /// Sessions whose event stream is open.
     pub sessions_up: AtomicU64,
+    /// Sessions that ever started (never decreases).
+    pub sessions_started: AtomicU64,
     /// Clients connected to the data plane.
     pub voice_up: AtomicU64,
     /// Measured packets the speakers made.
     pub sent: AtomicU64,
-    /// Datagrams the listeners received from the data plane (before the
-    /// simulated downlink).
+    /// Measured datagrams the listeners received from the data plane
+    /// (warm-ups not counted), before the simulated downlink.
     pub received: AtomicU64,
     /// Owed packets delivered (distinct).
     pub delivered: AtomicU64,
@@ -210,6 +212,9 @@ mod tests {
     fn nothing_owed_is_no_loss() {
         let s = VoiceCounters::default().snapshot();
         let line = voice_progress_line(Duration::ZERO, 1, &s, &s, Duration::ZERO);
-        assert!(line.contains("setup") && line.contains("loss 0.00%"), "{line}");
+        assert!(
+            line.contains("setup") && line.contains("loss 0.00%"),
+            "{line}"
+        );
     }
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use openspeak_client::voice::{VoiceClient, VoiceError};
 use openspeak_dataplane::{DataplaneCert, Handle, Member, RouterConfig, SessionId, VoiceEndpoint};
-use openspeak_loadtest::voice::{VoiceClient, VoiceError};
 use openspeak_shared::ticket::{Ticket, TicketIssuer, TicketKey, TicketVerifier};
 use tokio::time::timeout;
 

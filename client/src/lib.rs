@@ -1,0 +1,48 @@
+//! A Rust client library for OpenSpeak.
+//!
+//! Two halves, as the server has two planes:
+//! - the control plane's public gRPC API: [`Client`] (a connection and a
+//!   token: tokens, channels, who is online) and [`Session`] (one
+//!   `PresenceService.Connect` stream: its events and the session-scoped
+//!   calls), failing with [`ClientError`];
+//! - [`voice`]: the voice protocol of `docs/PROTOCOL.md`, spoken to a data
+//!   plane over QUIC by a [`VoiceClient`], reached from a [`VoiceGrant`].
+//!
+//! Events, channels, presences and token infos are the protobuf types of
+//! the public contract, re-exported as [`pb`]: the `.proto` files are the
+//! reference for their fields. The tests and the load generator act as
+//! real clients through this crate.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), openspeak_client::ClientError> {
+//! use std::time::Duration;
+//! use openspeak_client::{Client, pb::event::Event};
+//!
+//! let client = Client::connect("http://127.0.0.1:50051", "my-token").await?;
+//! let channel = client.create_channel("Squad").await?;
+//! let mut session = client.start_session("alice").await?;
+//! session.join(&channel.id, "").await?;
+//! let me = session.id();
+//! session
+//!     .wait_for(|e| matches!(e, Event::MemberJoined(m) if m.session_id == me), Duration::from_secs(5))
+//!     .await?;
+//! let voice = session.open_voice().await?.connect().await?;
+//! voice.send(0, 0, bytes::Bytes::from_static(b"\xfc\xff\xfe"))?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod control;
+mod error;
+mod grant;
+mod session;
+pub mod voice;
+
+pub use control::{CONNECT_TIMEOUT, Client, NewChannel, REQUEST_TIMEOUT, SESSION_START_TIMEOUT};
+pub use error::ClientError;
+pub use grant::VoiceGrant;
+pub use openspeak_shared::pb;
+pub use openspeak_shared::voice::Forwarded;
+pub use session::{PresenceUpdate, Session};
+pub use tonic::Code;
+pub use voice::{VoiceClient, VoiceError};

@@ -1,0 +1,435 @@
+//! The control-plane half of the client library against a real control
+//! plane (and, for voice, a real data plane attached to it over the
+//! internal link), both in this process on `127.0.0.1:0`: tokens, channels,
+//! sessions and their events, the session-scoped calls, the contract's
+//! error reasons as `ClientError` exposes them, and a voice grant that
+//! connects.
+//!
+//! Each test starts its own servers on their own temporary data
+//! directories, so tests run side by side. Every wait is bounded.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openspeak_client::pb::{self, event::Event as Ev};
+use openspeak_client::{Client, ClientError, Code, NewChannel, PresenceUpdate};
+use openspeak_control::ControlPlane;
+use openspeak_dataplane::{Dataplane, LinkState};
+use openspeak_shared::config::{Config, Seconds};
+use rand::RngCore;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// The bound on every wait in these tests.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// How long a test waits to be sure that nothing arrives.
+const QUIET: Duration = Duration::from_millis(300);
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+fn random_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}_{hex}")
+}
+
+/// A control plane serving in the test's runtime, with a chosen admin
+/// token and a cluster secret for data planes.
+struct Server {
+    url: String,
+    cluster_url: String,
+    admin_token: String,
+    secret: String,
+    _data: TempDir,
+    _stop: oneshot::Sender<()>,
+}
+
+fn config(data_dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.server.host = "127.0.0.1".into();
+    config.server.port = 0;
+    config.server.shutdown_grace = Seconds(2);
+    config.cluster.listen = "127.0.0.1:0".into();
+    config.storage.data_dir = data_dir.to_owned();
+    config
+}
+
+async fn start() -> Server {
+    let data = tempfile::tempdir().expect("a temporary directory");
+    let admin_token = random_secret("admin");
+    let secret = random_secret("cluster");
+    let mut config = config(data.path());
+    config.auth.bootstrap_token = Some(admin_token.clone());
+    config.cluster.secret = Some(secret.clone());
+    let control = ControlPlane::bind(config)
+        .await
+        .expect("the control plane binds");
+    let url = format!("http://{}", control.local_addr());
+    let cluster_url = format!("http://{}", control.cluster_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(control.serve(async {
+        let _ = stopped.await;
+    }));
+    Server {
+        url,
+        cluster_url,
+        admin_token,
+        secret,
+        _data: data,
+        _stop: stop,
+    }
+}
+
+impl Server {
+    async fn admin(&self) -> Client {
+        within("connect", Client::connect(&self.url, &self.admin_token))
+            .await
+            .expect("the admin connects")
+    }
+
+    /// Starts a data plane on loopback attached to this control plane, and
+    /// waits until it is attached (before that, `OpenVoice` has nowhere
+    /// to send voice).
+    async fn attach_dataplane(&self) -> (TempDir, oneshot::Sender<()>) {
+        let data = tempfile::tempdir().expect("a temporary directory");
+        let mut config = config(data.path());
+        config.cluster.secret = Some(self.secret.clone());
+        config.cluster.control_addr = self.cluster_url.clone();
+        config.dataplane.host = "127.0.0.1".into();
+        config.dataplane.quic_port = 0;
+        let dataplane = Dataplane::bind(&config)
+            .await
+            .expect("the data plane binds");
+        let mut state = dataplane.link_state();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(dataplane.serve(async {
+            let _ = stopped.await;
+        }));
+        within(
+            "the data plane to attach",
+            state.wait_for(|s| matches!(s, LinkState::Attached { .. })),
+        )
+        .await
+        .expect("the data plane runs");
+        (data, stop)
+    }
+}
+
+/// The reason, code and call of a failed call; panics if it succeeded.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (String, Code) {
+    match result {
+        Ok(value) => panic!("expected a refusal, got {value:?}"),
+        Err(e) => {
+            let reason = e
+                .reason()
+                .unwrap_or_else(|| panic!("a refusal carries a reason: {e:?}"))
+                .to_owned();
+            let code = e.code().expect("a refusal has a code");
+            assert!(
+                e.message().is_some_and(|m| !m.trim().is_empty()),
+                "a refusal has a message for people: {e:?}"
+            );
+            (reason, code)
+        }
+    }
+}
+
+fn is_member_joined(session: u32, channel: &str) -> impl Fn(&Ev) -> bool + '_ {
+    move |e| matches!(e, Ev::MemberJoined(m) if m.session_id == session && m.channel_id == channel)
+}
+
+#[tokio::test]
+async fn tokens_are_created_checked_and_revoked() {
+    let server = start().await;
+    let admin = server.admin().await;
+    let me = admin.whoami().await.unwrap();
+    assert_eq!(me.role(), pb::Role::Admin);
+
+    let (token, info) = admin
+        .create_token("alice", pb::Role::Member, None)
+        .await
+        .unwrap();
+    assert_eq!(info.label, "alice");
+    assert_eq!(info.role(), pb::Role::Member);
+    assert!(info.expires_at.is_none(), "no ttl: never expires");
+    let alice = admin.with_token(&token).unwrap();
+    assert_eq!(alice.whoami().await.unwrap().id, info.id);
+
+    let (_, short) = admin
+        .create_token("brief", pb::Role::Member, Some(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let (created, expires) = (short.created_at.unwrap(), short.expires_at.unwrap());
+    assert_eq!(expires.seconds - created.seconds, 3600);
+
+    let listed = admin.list_tokens().await.unwrap();
+    assert!(listed.iter().any(|t| t.id == info.id));
+
+    // A member has no right to manage tokens or create channels.
+    assert_eq!(
+        refused(alice.create_token("x", pb::Role::Admin, None).await),
+        ("UNAUTHORIZED".into(), Code::PermissionDenied)
+    );
+    assert_eq!(
+        refused(alice.create_channel("Nope").await),
+        ("UNAUTHORIZED".into(), Code::PermissionDenied)
+    );
+
+    admin.revoke_token(&info.id).await.unwrap();
+    assert_eq!(
+        refused(alice.whoami().await),
+        ("UNAUTHORIZED".into(), Code::Unauthenticated)
+    );
+    assert_eq!(
+        refused(admin.revoke_token(&info.id).await),
+        ("TOKEN_NOT_FOUND".into(), Code::NotFound)
+    );
+    assert_eq!(
+        refused(admin.create_token("x", pb::Role::Unspecified, None).await),
+        ("INVALID_REQUEST".into(), Code::InvalidArgument)
+    );
+}
+
+#[tokio::test]
+async fn connecting_fails_with_errors_that_name_the_address() {
+    match Client::connect("not a uri", "t").await {
+        Err(e @ ClientError::InvalidAddress { .. }) => {
+            assert!(e.to_string().contains("not a uri"), "{e}")
+        }
+        other => panic!("expected InvalidAddress, got {other:?}"),
+    }
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("http://127.0.0.1:{port}");
+    match within("a refused connection", Client::connect(&addr, "t")).await {
+        Err(e @ ClientError::Connect { .. }) => {
+            assert!(e.to_string().contains(&addr), "{e}")
+        }
+        other => panic!("expected Connect, got {other:?}"),
+    }
+    assert!(matches!(
+        Client::connect("http://127.0.0.1:1", "bad\ntoken").await,
+        Err(ClientError::InvalidToken)
+    ));
+}
+
+#[tokio::test]
+async fn channels_are_created_listed_joined_and_enforced() {
+    let server = start().await;
+    let admin = server.admin().await;
+    let parent = admin.create_channel("Games").await.unwrap();
+    let child = admin
+        .create_channel_with(
+            NewChannel::new("Squad")
+                .parent(&parent.id)
+                .description("four at most")
+                .password("hunter2")
+                .max_members(1)
+                .temporary(false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(child.parent_id, parent.id);
+    assert!(child.has_password);
+    assert_eq!(child.max_members, 1);
+    assert_eq!(admin.get_channel(&child.id).await.unwrap().name, "Squad");
+    let listed = admin.list_channels().await.unwrap();
+    let position = |id: &str| listed.iter().position(|c| c.id == id).unwrap();
+    assert!(position(&parent.id) < position(&child.id), "parents first");
+    assert_eq!(
+        refused(admin.create_channel("games").await),
+        ("INVALID_REQUEST".into(), Code::InvalidArgument),
+        "names are unique among siblings, case-insensitively"
+    );
+
+    let (token, _) = admin
+        .create_token("bob", pb::Role::Member, None)
+        .await
+        .unwrap();
+    let bob = admin.with_token(&token).unwrap();
+    let (token, _) = admin
+        .create_token("carol", pb::Role::Member, None)
+        .await
+        .unwrap();
+    let carol = admin.with_token(&token).unwrap();
+    let bob = bob.start_session("bob").await.unwrap();
+    let carol = carol.start_session("carol").await.unwrap();
+
+    assert_eq!(
+        refused(bob.join(&child.id, "wrong").await),
+        ("WRONG_PASSWORD".into(), Code::PermissionDenied)
+    );
+    let joined = bob.join(&child.id, "hunter2").await.unwrap();
+    assert_eq!(joined.member_count, 1);
+    assert_eq!(
+        refused(carol.join(&child.id, "hunter2").await),
+        ("CHANNEL_FULL".into(), Code::ResourceExhausted)
+    );
+    assert_eq!(
+        refused(carol.join("no-such-channel", "").await),
+        ("CHANNEL_NOT_FOUND".into(), Code::NotFound)
+    );
+    let members = admin.list_channel_members(&child.id).await.unwrap();
+    assert_eq!(
+        members.iter().map(|u| u.session_id).collect::<Vec<_>>(),
+        [bob.id()]
+    );
+
+    // Admins move anyone anywhere, capacity or not.
+    admin.move_member(carol.id(), &child.id).await.unwrap();
+    assert_eq!(admin.get_channel(&child.id).await.unwrap().member_count, 2);
+    assert_eq!(
+        refused(admin.move_member(999_999, &child.id).await),
+        ("USER_NOT_FOUND".into(), Code::NotFound)
+    );
+
+    admin.delete_channel(&parent.id).await.unwrap();
+    assert_eq!(
+        refused(admin.get_channel(&child.id).await),
+        ("CHANNEL_NOT_FOUND".into(), Code::NotFound)
+    );
+}
+
+#[tokio::test]
+async fn a_session_follows_the_server_s_events() {
+    let server = start().await;
+    let admin = server.admin().await;
+    let mut a = admin.start_session("a").await.unwrap();
+    assert_ne!(a.id(), 0);
+    let lobby = a
+        .started()
+        .users
+        .iter()
+        .find(|u| u.session_id == a.id())
+        .expect("session_started lists the session itself")
+        .channel_id
+        .clone();
+    assert!(!lobby.is_empty(), "a new session starts in the default channel");
+
+    // Nothing happens: the bounded read says so instead of hanging.
+    match a.next_event_within(QUIET).await {
+        Err(ClientError::Timeout { .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+
+    let b = admin.start_session("b").await.unwrap();
+    let online = a
+        .wait_for(|e| matches!(e, Ev::UserOnline(u) if u.user.as_ref().is_some_and(|u| u.session_id == b.id())), WAIT)
+        .await
+        .unwrap();
+    assert!(online.sequence > a.started_sequence());
+
+    let room = admin.create_channel("Room").await.unwrap();
+    b.join(&room.id, "").await.unwrap();
+    // A move is member_left (old channel), then member_joined (new).
+    let left = a
+        .wait_for(|e| matches!(e, Ev::MemberLeft(m) if m.session_id == b.id()), WAIT)
+        .await
+        .unwrap();
+    assert!(matches!(left.event, Some(Ev::MemberLeft(m)) if m.channel_id == lobby));
+    let next = a.next_event_within(WAIT).await.unwrap();
+    assert!(
+        matches!(&next.event, Some(Ev::MemberJoined(m)) if m.session_id == b.id() && m.channel_id == room.id),
+        "{next:?}"
+    );
+
+    let presence = b
+        .update_presence(PresenceUpdate::new().self_deaf(true).status_text("brb"))
+        .await
+        .unwrap();
+    assert!(presence.self_deaf && !presence.self_mute);
+    assert_eq!(presence.status_text, "brb");
+    a.wait_for(
+        |e| matches!(e, Ev::PresenceChanged(p) if p.user.as_ref().is_some_and(|u| u.session_id == b.id() && u.self_deaf)),
+        WAIT,
+    )
+    .await
+    .unwrap();
+
+    b.leave().await.unwrap();
+    assert_eq!(
+        refused(b.open_voice().await),
+        ("NOT_IN_CHANNEL".into(), Code::FailedPrecondition)
+    );
+    drop(b);
+    a.wait_for(|e| matches!(e, Ev::UserOffline(_)), WAIT)
+        .await
+        .unwrap();
+
+    // A member's session, to end by revoking its token.
+    let (token, _) = admin
+        .create_token("other", pb::Role::Member, None)
+        .await
+        .unwrap();
+    let other = admin.with_token(&token).unwrap();
+    let mut theirs = other.start_session("theirs").await.unwrap();
+
+    // Revoking the token ends its session: kicked, then UNAUTHENTICATED,
+    // then "ended" for every later read.
+    let their_id = other.whoami().await.unwrap().id;
+    admin.revoke_token(&their_id).await.unwrap();
+    theirs
+        .wait_for(|e| matches!(e, Ev::Kicked(_)), WAIT)
+        .await
+        .unwrap();
+    let end = theirs.next_event_within(WAIT).await;
+    assert_eq!(
+        refused(end),
+        ("UNAUTHORIZED".into(), Code::Unauthenticated)
+    );
+    assert!(matches!(
+        theirs.next_event_within(WAIT).await,
+        Err(ClientError::SessionEnded { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voice_is_granted_only_with_a_data_plane_and_then_flows() {
+    let server = start().await;
+    let admin = server.admin().await;
+    let room = admin.create_channel("Voice").await.unwrap();
+    let mut a = admin.start_session("a").await.unwrap();
+    let b = admin.start_session("b").await.unwrap();
+    a.join(&room.id, "").await.unwrap();
+    b.join(&room.id, "").await.unwrap();
+    a.wait_for(is_member_joined(b.id(), &room.id), WAIT)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        refused(a.open_voice().await),
+        ("NO_DATAPLANE".into(), Code::Unavailable)
+    );
+
+    let _dataplane = server.attach_dataplane().await;
+    let grant_a = a.open_voice().await.unwrap();
+    let grant_b = b.open_voice().await.unwrap();
+    assert_eq!(grant_a.session_id, a.id());
+    assert_eq!(grant_a.quic_endpoint, grant_b.quic_endpoint, "one channel, one router");
+    assert_eq!(grant_a.cert_sha256.len(), 64);
+    assert!(grant_a.expires_at.is_some());
+    let voice_a = within("voice for a", grant_a.connect()).await.unwrap();
+    let voice_b = within("voice for b", grant_b.connect()).await.unwrap();
+    assert_eq!(voice_a.session_id(), a.id());
+
+    let payload = Bytes::from_static(b"\xfc opus frame");
+    voice_a.send(0, 0, payload.clone()).unwrap();
+    let heard = within("b to hear a", voice_b.recv()).await.unwrap();
+    assert_eq!((heard.speaker, heard.sequence), (a.id(), 0));
+    assert_eq!(heard.payload, payload);
+    voice_a.close().await;
+    voice_b.close().await;
+}
