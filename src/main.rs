@@ -12,13 +12,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use openspeak_control::ControlPlane;
-use openspeak_dataplane::Dataplane;
+use openspeak_dataplane::{Dataplane, LinkState};
 use openspeak_shared::{
     cli::{self, ConfigArgs},
     shutdown, telemetry,
 };
 use tokio::sync::{oneshot, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 /// OpenSpeak server: everything a single box needs, in one process.
 #[derive(Parser)]
@@ -48,33 +48,61 @@ fn run(args: Args) -> anyhow::Result<()> {
         let public = control.local_addr();
         config.cluster.control_addr = format!("http://{}", dialable(control.cluster_addr()));
 
+        // The control plane serves first: the data plane's link attaches to
+        // it, and "ready" waits for that, so a client that acts on the ready
+        // line gets voice rather than NO_DATAPLANE.
         let (stop, stopped) = watch::channel(false);
+        let mut control_stopped = stopped.clone();
+        let mut control = tokio::spawn(control.serve(async move {
+            let _ = control_stopped.wait_for(|s| *s).await;
+        }));
         let (voice, ready) = start_dataplane(config, stopped)?;
-        let (quic, cert_sha256) = ready
-            .await
-            .context("the data plane thread ended before it started")??;
-        info!(
-            grpc = %public,
-            voice_quic = %quic,
-            %cert_sha256,
-            "openspeak-server ready: clients connect to gRPC, voice goes to the QUIC endpoint"
-        );
-
-        let stop = &stop;
-        let result = control
-            .serve(async move {
-                shutdown.await;
-                let _ = stop.send(true);
-            })
-            .await;
-        // Also when the control plane failed: the data plane must not
-        // outlive it in this process.
+        let started = tokio::select! {
+            started = ready => started.context("the data plane thread ended before it started"),
+            ended = &mut control => Err(control_failed(ended)),
+        };
+        let result = match started {
+            Ok(Ok((quic, cert_sha256))) => {
+                info!(
+                    grpc = %public,
+                    voice_quic = %quic,
+                    %cert_sha256,
+                    "openspeak-server ready: clients connect to gRPC, voice goes to the QUIC endpoint"
+                );
+                tokio::select! {
+                    () = shutdown => {
+                        let _ = stop.send(true);
+                        (&mut control).await.map_err(anyhow::Error::new).and_then(|r| Ok(r?))
+                    }
+                    ended = &mut control => Err(control_failed(ended)),
+                }
+            }
+            Ok(Err(e)) | Err(e) => Err(e),
+        };
+        // Whatever happened: neither plane may outlive the other here.
         let _ = stop.send(true);
+        if !control.is_finished() {
+            let _ = control.await;
+        }
         let _ = tokio::task::spawn_blocking(move || voice.join()).await;
-        result?;
-        Ok(())
+        result
     })
 }
+
+/// Why the control plane task ended before it was asked to.
+fn control_failed(
+    ended: Result<Result<(), openspeak_control::ServeError>, tokio::task::JoinError>,
+) -> anyhow::Error {
+    match ended {
+        Ok(Ok(())) => anyhow::anyhow!("the control plane stopped unexpectedly"),
+        Ok(Err(e)) => e.into(),
+        Err(e) => anyhow::Error::new(e).context("the control plane task failed"),
+    }
+}
+
+/// How long start-up waits for the in-process data plane to attach before
+/// it says "ready" anyway.
+const ATTACH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the data plane thread reports once bound: its QUIC endpoint and
 /// certificate fingerprint, or why it could not start.
@@ -115,7 +143,18 @@ fn start_dataplane(
                 };
                 let endpoint = dataplane.quic_endpoint().to_owned();
                 let fingerprint = dataplane.cert_sha256().to_owned();
-                let _ = ready.send(Ok((endpoint, fingerprint)));
+                let mut link = dataplane.link_state();
+                tokio::spawn(async move {
+                    let attached = link.wait_for(|s| matches!(s, LinkState::Attached { .. }));
+                    if tokio::time::timeout(ATTACH_WAIT, attached).await.is_err() {
+                        warn!(
+                            "the data plane has not attached to the control plane within {} s; \
+                             starting anyway (voice answers NO_DATAPLANE until it does)",
+                            ATTACH_WAIT.as_secs()
+                        );
+                    }
+                    let _ = ready.send(Ok((endpoint, fingerprint)));
+                });
                 dataplane
                     .serve(async move {
                         let _ = stopped.wait_for(|s| *s).await;

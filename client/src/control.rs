@@ -132,20 +132,23 @@ impl Client {
     }
 
     /// Admin: creates a token; returns its plaintext (shown only now) and
-    /// its info. `ttl` `None` makes a token that never expires; a lifetime
-    /// is counted in whole seconds, rounded up.
+    /// its info.
     pub async fn create_token(
         &self,
         label: &str,
         role: pb::Role,
-        ttl: Option<Duration>,
+        lifetime: TokenLifetime,
     ) -> Result<(String, pb::TokenInfo), ClientError> {
         let call = "AuthService.CreateToken";
         let request = self.request(pb::CreateTokenRequest {
             label: label.to_owned(),
             role: role.into(),
-            // 0 is "never" on the wire, so any lifetime is at least 1 s.
-            ttl_seconds: Some(ttl.map_or(0, ttl_seconds)),
+            ttl_seconds: match lifetime {
+                TokenLifetime::ServerDefault => None,
+                // 0 is "never" on the wire.
+                TokenLifetime::Never => Some(0),
+                TokenLifetime::For(ttl) => Some(ttl_seconds(ttl)),
+            },
         });
         let response = self.finish(call, self.auth().create_token(request)).await?;
         let info = response.info.ok_or_else(|| missing(call, "info"))?;
@@ -240,7 +243,9 @@ impl Client {
     pub async fn list_online(&self) -> Result<Vec<pb::UserPresence>, ClientError> {
         let call = "PresenceService.ListOnline";
         let request = self.request(pb::ListOnlineRequest {});
-        let response = self.finish(call, self.presence().list_online(request)).await?;
+        let response = self
+            .finish(call, self.presence().list_online(request))
+            .await?;
         Ok(response.users)
     }
 
@@ -439,6 +444,17 @@ fn bearer(token: &str) -> Result<AsciiMetadataValue, ClientError> {
     format!("Bearer {token}")
         .parse()
         .map_err(|_| ClientError::InvalidToken)
+}
+
+/// How long a created token is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenLifetime {
+    /// The server's `auth.token_ttl` (the request leaves `ttl_seconds` out).
+    ServerDefault,
+    /// It never expires.
+    Never,
+    /// This long, counted in whole seconds, rounded up (at least 1 s).
+    For(Duration),
 }
 
 /// A lifetime in whole seconds, rounded up, at least 1 (0 means "never").

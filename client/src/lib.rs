@@ -38,7 +38,9 @@ mod grant;
 mod session;
 pub mod voice;
 
-pub use control::{CONNECT_TIMEOUT, Client, NewChannel, REQUEST_TIMEOUT, SESSION_START_TIMEOUT};
+pub use control::{
+    CONNECT_TIMEOUT, Client, NewChannel, REQUEST_TIMEOUT, SESSION_START_TIMEOUT, TokenLifetime,
+};
 pub use error::ClientError;
 pub use grant::VoiceGrant;
 pub use openspeak_shared::pb;

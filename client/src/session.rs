@@ -17,15 +17,6 @@ use crate::control::{Client, missing};
 use crate::error::ClientError;
 use crate::grant::VoiceGrant;
 
-/// What a session's event stream is doing.
-#[derive(Debug)]
-enum Stream {
-    /// Still open.
-    Open(Streaming<pb::Event>),
-    /// Ended; later reads say so again.
-    Ended,
-}
-
 /// One session and its event stream.
 #[derive(Debug)]
 pub struct Session {
@@ -38,7 +29,9 @@ pub struct Session {
     started: pb::SessionStarted,
     /// The sequence number of `session_started`.
     started_sequence: u64,
-    events: Stream,
+    /// The event stream; `None` once it has ended, so that later reads
+    /// say so again.
+    events: Option<Streaming<pb::Event>>,
 }
 
 impl Session {
@@ -53,7 +46,7 @@ impl Session {
             id: started.session_id,
             started,
             started_sequence,
-            events: Stream::Open(events),
+            events: Some(events),
         }
     }
 
@@ -87,7 +80,7 @@ impl Session {
     /// has ended, every call fails: [`ClientError::SessionEnded`] for a
     /// clean close, the server's status for an error.
     pub async fn next_event(&mut self) -> Result<pb::Event, ClientError> {
-        let Stream::Open(events) = &mut self.events else {
+        let Some(events) = &mut self.events else {
             return Err(ClientError::SessionEnded {
                 session_id: self.id,
             });
@@ -96,13 +89,13 @@ impl Session {
         match next {
             Ok(Some(event)) => Ok(event),
             Ok(None) => {
-                self.events = Stream::Ended;
+                self.events = None;
                 Err(ClientError::SessionEnded {
                     session_id: self.id,
                 })
             }
             Err(status) => {
-                self.events = Stream::Ended;
+                self.events = None;
                 Err(ClientError::status("PresenceService.Connect", status))
             }
         }

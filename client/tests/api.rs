@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use openspeak_client::pb::{self, event::Event as Ev};
-use openspeak_client::{Client, ClientError, Code, NewChannel, PresenceUpdate};
+use openspeak_client::{Client, ClientError, Code, NewChannel, PresenceUpdate, TokenLifetime};
 use openspeak_control::ControlPlane;
 use openspeak_dataplane::{Dataplane, LinkState};
 use openspeak_shared::config::{Config, Seconds};
@@ -155,7 +155,7 @@ async fn tokens_are_created_checked_and_revoked() {
     assert_eq!(me.role(), pb::Role::Admin);
 
     let (token, info) = admin
-        .create_token("alice", pb::Role::Member, None)
+        .create_token("alice", pb::Role::Member, TokenLifetime::Never)
         .await
         .unwrap();
     assert_eq!(info.label, "alice");
@@ -165,7 +165,11 @@ async fn tokens_are_created_checked_and_revoked() {
     assert_eq!(alice.whoami().await.unwrap().id, info.id);
 
     let (_, short) = admin
-        .create_token("brief", pb::Role::Member, Some(Duration::from_secs(3600)))
+        .create_token(
+            "brief",
+            pb::Role::Member,
+            TokenLifetime::For(Duration::from_secs(3600)),
+        )
         .await
         .unwrap();
     let (created, expires) = (short.created_at.unwrap(), short.expires_at.unwrap());
@@ -176,7 +180,11 @@ async fn tokens_are_created_checked_and_revoked() {
 
     // A member has no right to manage tokens or create channels.
     assert_eq!(
-        refused(alice.create_token("x", pb::Role::Admin, None).await),
+        refused(
+            alice
+                .create_token("x", pb::Role::Admin, TokenLifetime::Never)
+                .await
+        ),
         ("UNAUTHORIZED".into(), Code::PermissionDenied)
     );
     assert_eq!(
@@ -194,7 +202,11 @@ async fn tokens_are_created_checked_and_revoked() {
         ("TOKEN_NOT_FOUND".into(), Code::NotFound)
     );
     assert_eq!(
-        refused(admin.create_token("x", pb::Role::Unspecified, None).await),
+        refused(
+            admin
+                .create_token("x", pb::Role::Unspecified, TokenLifetime::Never)
+                .await
+        ),
         ("INVALID_REQUEST".into(), Code::InvalidArgument)
     );
 }
@@ -256,12 +268,12 @@ async fn channels_are_created_listed_joined_and_enforced() {
     );
 
     let (token, _) = admin
-        .create_token("bob", pb::Role::Member, None)
+        .create_token("bob", pb::Role::Member, TokenLifetime::Never)
         .await
         .unwrap();
     let bob = admin.with_token(&token).unwrap();
     let (token, _) = admin
-        .create_token("carol", pb::Role::Member, None)
+        .create_token("carol", pb::Role::Member, TokenLifetime::Never)
         .await
         .unwrap();
     let carol = admin.with_token(&token).unwrap();
@@ -317,7 +329,10 @@ async fn a_session_follows_the_server_s_events() {
         .expect("session_started lists the session itself")
         .channel_id
         .clone();
-    assert!(!lobby.is_empty(), "a new session starts in the default channel");
+    assert!(
+        !lobby.is_empty(),
+        "a new session starts in the default channel"
+    );
 
     // Nothing happens: the bounded read says so instead of hanging.
     match a.next_event_within(QUIET).await {
@@ -326,8 +341,10 @@ async fn a_session_follows_the_server_s_events() {
     }
 
     let b = admin.start_session("b").await.unwrap();
+    let b_id = b.id();
+    let is_b = |u: &Option<pb::UserPresence>| u.as_ref().is_some_and(|u| u.session_id == b_id);
     let online = a
-        .wait_for(|e| matches!(e, Ev::UserOnline(u) if u.user.as_ref().is_some_and(|u| u.session_id == b.id())), WAIT)
+        .wait_for(|e| matches!(e, Ev::UserOnline(u) if is_b(&u.user)), WAIT)
         .await
         .unwrap();
     assert!(online.sequence > a.started_sequence());
@@ -336,7 +353,10 @@ async fn a_session_follows_the_server_s_events() {
     b.join(&room.id, "").await.unwrap();
     // A move is member_left (old channel), then member_joined (new).
     let left = a
-        .wait_for(|e| matches!(e, Ev::MemberLeft(m) if m.session_id == b.id()), WAIT)
+        .wait_for(
+            |e| matches!(e, Ev::MemberLeft(m) if m.session_id == b.id()),
+            WAIT,
+        )
         .await
         .unwrap();
     assert!(matches!(left.event, Some(Ev::MemberLeft(m)) if m.channel_id == lobby));
@@ -352,12 +372,17 @@ async fn a_session_follows_the_server_s_events() {
         .unwrap();
     assert!(presence.self_deaf && !presence.self_mute);
     assert_eq!(presence.status_text, "brb");
-    a.wait_for(
-        |e| matches!(e, Ev::PresenceChanged(p) if p.user.as_ref().is_some_and(|u| u.session_id == b.id() && u.self_deaf)),
-        WAIT,
-    )
-    .await
-    .unwrap();
+    let changed = a
+        .wait_for(
+            |e| matches!(e, Ev::PresenceChanged(p) if is_b(&p.user)),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&changed.event, Some(Ev::PresenceChanged(p)) if p.user.as_ref().is_some_and(|u| u.self_deaf)),
+        "{changed:?}"
+    );
 
     b.leave().await.unwrap();
     assert_eq!(
@@ -365,13 +390,16 @@ async fn a_session_follows_the_server_s_events() {
         ("NOT_IN_CHANNEL".into(), Code::FailedPrecondition)
     );
     drop(b);
-    a.wait_for(|e| matches!(e, Ev::UserOffline(_)), WAIT)
-        .await
-        .unwrap();
+    a.wait_for(
+        |e| matches!(e, Ev::UserOffline(u) if u.session_id == b_id),
+        WAIT,
+    )
+    .await
+    .unwrap();
 
     // A member's session, to end by revoking its token.
     let (token, _) = admin
-        .create_token("other", pb::Role::Member, None)
+        .create_token("other", pb::Role::Member, TokenLifetime::Never)
         .await
         .unwrap();
     let other = admin.with_token(&token).unwrap();
@@ -386,10 +414,7 @@ async fn a_session_follows_the_server_s_events() {
         .await
         .unwrap();
     let end = theirs.next_event_within(WAIT).await;
-    assert_eq!(
-        refused(end),
-        ("UNAUTHORIZED".into(), Code::Unauthenticated)
-    );
+    assert_eq!(refused(end), ("UNAUTHORIZED".into(), Code::Unauthenticated));
     assert!(matches!(
         theirs.next_event_within(WAIT).await,
         Err(ClientError::SessionEnded { .. })
@@ -418,7 +443,10 @@ async fn voice_is_granted_only_with_a_data_plane_and_then_flows() {
     let grant_a = a.open_voice().await.unwrap();
     let grant_b = b.open_voice().await.unwrap();
     assert_eq!(grant_a.session_id, a.id());
-    assert_eq!(grant_a.quic_endpoint, grant_b.quic_endpoint, "one channel, one router");
+    assert_eq!(
+        grant_a.quic_endpoint, grant_b.quic_endpoint,
+        "one channel, one router"
+    );
     assert_eq!(grant_a.cert_sha256.len(), 64);
     assert!(grant_a.expires_at.is_some());
     let voice_a = within("voice for a", grant_a.connect()).await.unwrap();

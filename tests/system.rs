@@ -1,0 +1,486 @@
+//! Whole-system tests: the real binaries (`openspeak-control`,
+//! `openspeak-dataplane`, `openspeak-server`) as separate processes on
+//! ephemeral loopback ports, driven through the client library as a real
+//! client drives them: tokens, sessions, channels, `OpenVoice`, QUIC voice.
+//!
+//! They check what no single crate's tests can: that voice routes by the
+//! membership the control plane sends over the internal link (moves and
+//! deafening included), that voice outlives a control plane killed with
+//! SIGKILL and a restarted one adopts it, that channels spread over two
+//! data planes, that the one-process server works alone, and that a data
+//! plane without its secret refuses to start.
+//!
+//! `cargo test --workspace` builds every binary first. With
+//! `cargo test -p openspeak-server` alone, build them first with
+//! `cargo build --workspace --bins` (or the control and data plane
+//! binaries may be missing or stale).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use openspeak_client::pb::{self, event::Event as Ev};
+use openspeak_client::{Client, PresenceUpdate, Session, TokenLifetime, VoiceClient};
+use support::{
+    Control, DataplaneProcess, FRAME, Home, Process, Talker, WAIT, binary, check_packet, hear_all,
+    hear_nothing, join, within,
+};
+use tokio::sync::watch;
+
+/// How long a test waits after the control plane acknowledged a change
+/// (a move, a deafening) before checking its effect on voice. The data
+/// plane learns of the change over the internal link, asynchronously,
+/// and nothing a client can observe says when it has applied it.
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// A session of a new member token (members are what most users are).
+async fn member(admin: &Client, name: &str) -> Session {
+    let (token, _) = admin
+        .create_token(name, pb::Role::Member, TokenLifetime::Never)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create a token for {name}: {e:?}"));
+    let client = admin.with_token(&token).expect("a created token is usable");
+    client
+        .start_session(name)
+        .await
+        .unwrap_or_else(|e| panic!("{name} cannot start a session: {e:?}"))
+}
+
+/// Opens voice for `session`, checks that the grant names `expected` (a
+/// data plane's QUIC endpoint and certificate) when given, and connects.
+async fn open_voice(session: &Session, expected: Option<(&str, &str)>) -> VoiceClient {
+    let grant = session
+        .open_voice()
+        .await
+        .unwrap_or_else(|e| panic!("session {}: OpenVoice failed: {e:?}", session.id()));
+    assert_eq!(grant.session_id, session.id());
+    if let Some((quic, cert)) = expected {
+        assert_eq!(grant.quic_endpoint, quic, "the grant names the data plane");
+        assert_eq!(grant.cert_sha256, cert, "the grant pins its certificate");
+    }
+    let voice = within(WAIT, "the voice connection", grant.connect())
+        .await
+        .unwrap_or_else(|e| panic!("session {}: voice connect failed: {e:?}", session.id()));
+    assert_eq!(voice.session_id(), session.id());
+    voice
+}
+
+/// Waits for `session`'s own presence to show `self_deaf == deaf`.
+async fn wait_for_deaf(session: &mut Session, deaf: bool) {
+    let id = session.id();
+    session
+        .wait_for(
+            |e| matches!(e, Ev::PresenceChanged(p) if p.user.as_ref().is_some_and(|u| u.session_id == id && u.self_deaf == deaf)),
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("session {id}: no presence_changed with self_deaf={deaf}: {e:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_clients_hear_a_speaker_until_one_moves_away_and_one_deafens() {
+    let control = Control::start().await;
+    let dataplane = DataplaneProcess::start(&control).await;
+    let pin = Some((dataplane.quic.as_str(), dataplane.cert_sha256.as_str()));
+    let admin = control.admin().await;
+    let room = admin.create_channel("Room").await.unwrap();
+    let elsewhere = admin.create_channel("Elsewhere").await.unwrap();
+
+    let mut a = member(&admin, "a").await;
+    let mut b = member(&admin, "b").await;
+    let mut c = member(&admin, "c").await;
+    for session in [&mut a, &mut b, &mut c] {
+        join(session, &room.id).await;
+    }
+    let speaker = Talker::new(open_voice(&a, pin).await);
+    let b_voice = open_voice(&b, pin).await;
+    let c_voice = open_voice(&c, pin).await;
+    let a_id = a.id();
+
+    // Both listeners hear all 50 packets, in order, unchanged, as A's.
+    tokio::join!(
+        speaker.talk(50),
+        hear_all(&b_voice, a_id, 0..50),
+        hear_all(&c_voice, a_id, 0..50),
+    );
+
+    // B moves away: C still hears A (so A's packets are routed), B not.
+    join(&mut b, &elsewhere.id).await;
+    tokio::time::sleep(SETTLE).await;
+    let probes = speaker.talk(10).await;
+    hear_all(&c_voice, a_id, probes).await;
+    hear_nothing(&b_voice, "B moved to another channel").await;
+
+    // C deafens: nobody hears A any more.
+    c.update_presence(PresenceUpdate::new().self_deaf(true))
+        .await
+        .unwrap();
+    wait_for_deaf(&mut c, true).await;
+    tokio::time::sleep(SETTLE).await;
+    speaker.talk(10).await;
+    hear_nothing(&c_voice, "C is deafened").await;
+    hear_nothing(&b_voice, "B is in another channel").await;
+
+    // And hears again once undeafened: the silence was the deafening, not
+    // a broken connection.
+    c.update_presence(PresenceUpdate::new().self_deaf(false))
+        .await
+        .unwrap();
+    wait_for_deaf(&mut c, false).await;
+    tokio::time::sleep(SETTLE).await;
+    let again = speaker.talk(10).await;
+    hear_all(&c_voice, a_id, again).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voice_outlives_a_killed_control_plane_and_a_restart_adopts_it() {
+    let control = Control::start().await;
+    let mut dataplane = DataplaneProcess::start(&control).await;
+    let (quic, cert) = (dataplane.quic.clone(), dataplane.cert_sha256.clone());
+    let pin = Some((quic.as_str(), cert.as_str()));
+    let admin = control.admin().await;
+    let room = admin.create_channel("Room").await.unwrap();
+    let mut a = member(&admin, "a").await;
+    let mut b = member(&admin, "b").await;
+    join(&mut a, &room.id).await;
+    join(&mut b, &room.id).await;
+    let speaker = Talker::new(open_voice(&a, pin).await);
+    let b_voice = open_voice(&b, pin).await;
+    let (a_id, b_id) = (a.id(), b.id());
+    let warm_up = speaker.talk(5).await;
+    let window_start = warm_up.end;
+    hear_all(&b_voice, a_id, warm_up).await;
+
+    // SIGKILL: no goodbye on the link, no server_shutdown to anyone.
+    let Control {
+        mut process,
+        home,
+        token,
+        secret,
+        cluster,
+        ..
+    } = control;
+    let status = process.kill9().await;
+    assert!(!status.success(), "killed, not exited: {status:?}");
+    dataplane
+        .process
+        .wait_for_log("lost the control plane")
+        .await;
+    // Their sessions died with the control plane; their voice did not.
+    drop((a, b, admin));
+
+    // A talks at 50 packets a second from now to the end of the test.
+    // `sent`: one past the last sequence sent, for the window's end.
+    let sent = Arc::new(AtomicU32::new(window_start));
+    let (stop, mut stopped) = watch::channel(false);
+    let talking = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            let mut frames = tokio::time::interval(FRAME);
+            // Bounded: the test stops it, and no test outlives a minute.
+            for _ in 0..(60_000 / FRAME.as_millis()) {
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    _ = frames.tick() => {
+                        let sequence = speaker.send_next();
+                        sent.store(sequence + 1, Ordering::Release);
+                    }
+                }
+            }
+            speaker
+        }
+    });
+
+    // For 10 s, B hears A: every packet, in order.
+    let window = Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + window;
+    let mut heard: Vec<u32> = Vec::new();
+    while let Ok(packet) = tokio::time::timeout_at(deadline, b_voice.recv()).await {
+        note_in_order(&mut heard, packet, a_id, b_id);
+    }
+    let window_end = sent.load(Ordering::Acquire);
+    // Packets sent just before the deadline may still be on their way.
+    let grace = tokio::time::Instant::now() + Duration::from_secs(1);
+    while heard.last().is_none_or(|&last| last + 1 < window_end) {
+        match tokio::time::timeout_at(grace, b_voice.recv()).await {
+            Ok(packet) => note_in_order(&mut heard, packet, a_id, b_id),
+            Err(_) => break,
+        }
+    }
+    let expected = window_end - window_start;
+    let in_window = heard
+        .iter()
+        .filter(|s| (window_start..window_end).contains(s))
+        .count();
+    // On the record, for whoever reads the test output.
+    eprintln!(
+        "while the control plane was down, B heard {in_window} of the {expected} packets A sent"
+    );
+    assert!(
+        expected >= 450,
+        "A sent only {expected} packets in {window:?} at 50 per second"
+    );
+    // Clean loopback: nothing may be lost, control plane or not.
+    assert_eq!(
+        in_window,
+        expected as usize,
+        "B heard {in_window} of the {expected} packets A sent while the control plane was \
+         down\n{}",
+        dataplane.process.recent()
+    );
+
+    // The control plane comes back on the same state and internal port;
+    // the data plane reattaches on its own.
+    let control = Control::start_in(home, token, secret, &cluster.to_string()).await;
+    dataplane
+        .process
+        .wait_for_nth_log("attached to the control plane", 2)
+        .await;
+    let admin = control.admin().await;
+    let channels = admin.list_channels().await.unwrap();
+    assert!(
+        channels.iter().any(|ch| ch.id == room.id),
+        "channels persist across a restart: {channels:?}"
+    );
+    let mut d = admin.start_session("d").await.unwrap();
+    assert!(
+        d.id() != a_id && d.id() != b_id,
+        "a session id the data plane still routes is not given again"
+    );
+    join(&mut d, &room.id).await;
+    let d_voice = open_voice(&d, pin).await;
+
+    // D hears A, who never stopped talking on the old connection.
+    let first = within(WAIT, "D to hear A", d_voice.recv())
+        .await
+        .expect("D's voice connection stays up");
+    check_packet(&first, a_id, first.sequence, d.id());
+    let next = first.sequence + 1;
+    hear_all(&d_voice, a_id, next..next + 25).await;
+
+    let _ = stop.send(true);
+    let speaker = within(WAIT, "A to stop talking", talking)
+        .await
+        .expect("the talking task does not panic");
+    assert!(speaker.session_id() == a_id);
+}
+
+/// Checks that `packet` (as `listener` received it) is `speaker`'s, intact
+/// and later than every packet in `heard`, and adds it there.
+#[track_caller]
+fn note_in_order(
+    heard: &mut Vec<u32>,
+    packet: Result<openspeak_client::Forwarded, openspeak_client::VoiceError>,
+    speaker: u32,
+    listener: u32,
+) {
+    let packet = packet
+        .unwrap_or_else(|e| panic!("listener {listener}: the voice connection dropped: {e:?}"));
+    check_packet(&packet, speaker, packet.sequence, listener);
+    if let Some(&last) = heard.last() {
+        assert!(
+            packet.sequence > last,
+            "listener {listener} heard packet {} after {last}: out of order",
+            packet.sequence
+        );
+    }
+    heard.push(packet.sequence);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_spread_over_two_data_planes_and_each_routes_its_own() {
+    let control = Control::start().await;
+    let first = DataplaneProcess::start(&control).await;
+    let second = DataplaneProcess::start(&control).await;
+    assert_ne!(first.id, second.id, "separate data dirs, separate ids");
+    assert_ne!(first.quic, second.quic);
+    let admin = control.admin().await;
+
+    let mut pairs = Vec::new();
+    for i in 0..4 {
+        let channel = admin.create_channel(&format!("Room {i}")).await.unwrap();
+        let mut speaker = member(&admin, &format!("speaker {i}")).await;
+        let mut listener = member(&admin, &format!("listener {i}")).await;
+        join(&mut speaker, &channel.id).await;
+        join(&mut listener, &channel.id).await;
+        pairs.push((speaker, listener));
+    }
+
+    let mut endpoints = BTreeSet::new();
+    let mut voices = Vec::new();
+    for (speaker, listener) in &pairs {
+        let s = speaker.open_voice().await.unwrap();
+        let l = listener.open_voice().await.unwrap();
+        assert_eq!(
+            (&s.quic_endpoint, &s.cert_sha256),
+            (&l.quic_endpoint, &l.cert_sha256),
+            "both members of a channel go to the same data plane"
+        );
+        let plane = [&first, &second]
+            .into_iter()
+            .find(|p| p.quic == s.quic_endpoint)
+            .unwrap_or_else(|| panic!("{} is not a data plane's endpoint", s.quic_endpoint));
+        assert_eq!(s.cert_sha256, plane.cert_sha256);
+        endpoints.insert(s.quic_endpoint.clone());
+        let talker = within(WAIT, "the speaker's voice", s.connect())
+            .await
+            .unwrap();
+        let ear = within(WAIT, "the listener's voice", l.connect())
+            .await
+            .unwrap();
+        voices.push((Talker::new(talker), ear));
+    }
+    assert_eq!(
+        endpoints,
+        BTreeSet::from([first.quic.clone(), second.quic.clone()]),
+        "channels are placed on the least loaded data plane, so both get some"
+    );
+
+    // Every channel at once: each listener hears its own speaker only.
+    futures::future::join_all(voices.iter().map(|(talker, ear)| async move {
+        let speaker = talker.session_id();
+        let (sent, ()) = tokio::join!(talker.talk(20), hear_all(ear, speaker, 0..20));
+        assert_eq!(sent, 0..20);
+        hear_nothing(ear, "every other speaker is in another channel").await;
+    }))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openspeak_server_alone_serves_voice_and_exits_zero_on_sigterm() {
+    let home = Home::new();
+    let env = [
+        ("OPENSPEAK_SERVER__HOST", "127.0.0.1".to_owned()),
+        ("OPENSPEAK_SERVER__PORT", "0".to_owned()),
+        ("OPENSPEAK_CLUSTER__LISTEN", "127.0.0.1:0".to_owned()),
+        ("OPENSPEAK_DATAPLANE__HOST", "127.0.0.1".to_owned()),
+        ("OPENSPEAK_DATAPLANE__QUIC_PORT", "0".to_owned()),
+        ("OPENSPEAK_STORAGE__DATA_DIR", home.data_dir()),
+    ];
+    let mut server = Process::spawn(
+        "openspeak-server",
+        &binary("openspeak-server"),
+        home.path(),
+        &env,
+    );
+    let token_line = server.wait_for_log("admin token:").await;
+    let token = token_line
+        .message()
+        .and_then(|m| m.split("admin token:").nth(1))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| panic!("the token follows `admin token:`: {}", token_line.raw))
+        .to_owned();
+    let ready = server.wait_for_log("openspeak-server ready").await;
+    let (grpc, quic, cert) = (
+        ready.field("grpc"),
+        ready.field("voice_quic"),
+        ready.field("cert_sha256"),
+    );
+    assert!(
+        cert.len() == 64
+            && cert
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "the fingerprint is 64 lowercase hex digits: {cert}"
+    );
+    // `ready` comes before the in-process link is up.
+    server.wait_for_log("attached to the control plane").await;
+
+    let client = within(
+        WAIT,
+        "a connection",
+        Client::connect(&format!("http://{grpc}"), &token),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the logged token and address work: {e:?}"));
+    let mut a = client.start_session("a").await.unwrap();
+    let mut b = client.start_session("b").await.unwrap();
+    // New sessions start in the default channel: already together.
+    let lobby = |s: &Session| {
+        s.started()
+            .users
+            .iter()
+            .find(|u| u.session_id == s.id())
+            .map(|u| u.channel_id.clone())
+            .expect("session_started lists the session itself")
+    };
+    assert_eq!(lobby(&a), lobby(&b));
+    let pin = Some((quic.as_str(), cert.as_str()));
+    let a_voice = Talker::new(open_voice(&a, pin).await);
+    let b_voice = Talker::new(open_voice(&b, pin).await);
+    let (a_id, b_id) = (a.id(), b.id());
+    tokio::join!(
+        async {
+            let sent = a_voice.talk(20).await;
+            assert_eq!(sent, 0..20);
+        },
+        async {
+            let sent = b_voice.talk(20).await;
+            assert_eq!(sent, 0..20);
+        },
+        hear_all(&b_voice.voice, a_id, 0..20),
+        hear_all(&a_voice.voice, b_id, 0..20),
+    );
+
+    // SIGTERM: sessions hear server_shutdown and hang up; exit status 0.
+    server.signal(libc::SIGTERM);
+    for session in [&mut a, &mut b] {
+        session
+            .wait_for(|e| matches!(e, Ev::ServerShutdown(_)), WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("no server_shutdown: {e:?}\n{}", server.recent()));
+    }
+    drop((a, b, client, a_voice, b_voice));
+    let status = server.wait_exit().await;
+    assert!(
+        status.success(),
+        "exit status {status:?} after SIGTERM\n{}",
+        server.recent()
+    );
+    assert_eq!(
+        server.count("admin token:"),
+        1,
+        "the admin token is logged once"
+    );
+}
+
+#[tokio::test]
+async fn a_data_plane_without_the_cluster_secret_refuses_to_start() {
+    let home = Home::new();
+    let env = [
+        ("OPENSPEAK_DATAPLANE__HOST", "127.0.0.1".to_owned()),
+        ("OPENSPEAK_DATAPLANE__QUIC_PORT", "0".to_owned()),
+        (
+            "OPENSPEAK_CLUSTER__CONTROL_ADDR",
+            "http://127.0.0.1:9".to_owned(),
+        ),
+        ("OPENSPEAK_STORAGE__DATA_DIR", home.data_dir()),
+    ];
+    let started = Instant::now();
+    let mut process = Process::spawn(
+        "openspeak-dataplane",
+        &binary("openspeak-dataplane"),
+        home.path(),
+        &env,
+    );
+    let status = process.wait_exit().await;
+    assert!(
+        !status.success(),
+        "it must not run without a secret\n{}",
+        process.output()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it fails at once, not after trying to attach ({:?})",
+        started.elapsed()
+    );
+    assert!(
+        process.output().contains("cluster.secret"),
+        "the message names cluster.secret:\n{}",
+        process.output()
+    );
+}
