@@ -160,7 +160,9 @@ fn bump(c: &AtomicU64) {
 pub struct EndpointStats {
     /// Connections whose ticket was accepted.
     pub accepted: u64,
-    /// Rejected connections, indexed by reject code (index 0 unused).
+    /// Refused or closed connections, indexed by reject code (index 0
+    /// unused): tickets refused (1 to 7), and live connections closed
+    /// because a newer one replaced them (8) or the session was removed (9).
     pub rejected: [u64; 10],
     /// Datagrams handed to the router.
     pub datagrams_in: u64,
@@ -328,6 +330,12 @@ impl Handle {
             .send(Command::Channels { reply })
             .map_err(|_| HandleError::Closed)?;
         answer.await.map_err(|_| HandleError::Closed)
+    }
+
+    /// Whether the endpoint has stopped (its router task is gone), without
+    /// a round trip to it: what health checks ask.
+    pub fn is_closed(&self) -> bool {
+        self.commands.is_closed()
     }
 
     /// Asks the endpoint to close every connection and stop.
@@ -531,6 +539,7 @@ impl VoiceEndpoint {
                 return Err(RejectCode::InUse);
             }
             close(&old.connection, RejectCode::Replaced);
+            bump(&self.counters.rejected[RejectCode::Replaced as usize]);
         }
         self.sessions.insert(session, Live { connection, nonce });
         self.note_connections();
@@ -574,6 +583,7 @@ impl VoiceEndpoint {
         let was = self.router.remove_member(session).is_some();
         if let Some(live) = self.sessions.remove(&session) {
             close(&live.connection, RejectCode::Removed);
+            bump(&self.counters.rejected[RejectCode::Removed as usize]);
             self.note_connections();
         }
         was

@@ -15,9 +15,10 @@
 //! [`openspeak_shared::voice`], shared with clients.
 //!
 //! Around the core: [`VoiceEndpoint`] (the QUIC driver), [`Link`] (the
-//! internal gRPC link that feeds it membership and ticket keys) and
-//! [`Dataplane`] (both, bound from the configuration: what the binaries
-//! run).
+//! internal gRPC link that feeds it membership and ticket keys), the
+//! metrics listener (`/metrics` and `/healthz` over HTTP, rendered from the
+//! counters the endpoint and router keep) and [`Dataplane`] (all three,
+//! bound from the configuration: what the binaries run).
 
 mod cert;
 mod config;
@@ -27,6 +28,7 @@ mod jitter;
 mod link;
 mod listener;
 mod member;
+mod metrics;
 mod output;
 mod quic;
 mod router;
@@ -45,6 +47,7 @@ pub use endpoint::{
 pub use ids::{ChannelKey, SessionId};
 pub use link::{Link, LinkConfig, LinkState, Registration};
 pub use member::{Member, MembershipError};
+pub use metrics::{METRICS_PREFIX, SCRAPE_TIMEOUT};
 pub use output::{RouterEvent, Transmit};
 pub use quic::{ALPN, PinError, QuicConfigError, client_config, parse_pin, server_config};
 pub use router::Router;

@@ -1,6 +1,7 @@
-//! The data plane as a service: binds the voice listener from the
-//! configuration, loads or makes its identity, and runs the endpoint and
-//! the link to the control plane until shutdown.
+//! The data plane as a service: binds the voice listener and the metrics
+//! listener from the configuration, loads or makes its identity, and runs
+//! the endpoint, the link to the control plane and `/metrics` until
+//! shutdown.
 //!
 //! The binary `openspeak-dataplane` and the one-process `openspeak-server`
 //! are thin wrappers around [`Dataplane::bind`] and [`Dataplane::serve`].
@@ -19,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::info;
 
 use crate::link::{Link, LinkConfig, LinkState, Registration};
+use crate::metrics::MetricsListener;
 use crate::{BindError, CertError, DataplaneCert, Handle, RouterConfig, VoiceEndpoint};
 
 /// The file, in `storage.data_dir`, that keeps a generated data plane id.
@@ -43,6 +45,13 @@ pub enum StartError {
     /// The voice listener could not be bound.
     #[error("cannot listen for voice on {addr}: {source}")]
     Bind { addr: SocketAddr, source: BindError },
+    /// `dataplane.metrics_listen` does not parse (validated configs never
+    /// do this).
+    #[error("dataplane.metrics_listen `{0}` is not an IP address and port")]
+    MetricsListen(String),
+    /// The metrics listener could not be bound.
+    #[error("cannot serve metrics on {addr} (dataplane.metrics_listen): {source}")]
+    Metrics { addr: SocketAddr, source: io::Error },
     /// The generated id could not be read or kept.
     #[error("cannot keep the data plane id in {path}: {source}")]
     Id { path: PathBuf, source: io::Error },
@@ -56,6 +65,8 @@ pub struct Dataplane {
     state: watch::Receiver<LinkState>,
     quic_addr: SocketAddr,
     registration: Registration,
+    /// `None` when `dataplane.metrics_listen` is empty.
+    metrics: Option<MetricsListener>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -63,14 +74,16 @@ impl std::fmt::Debug for Dataplane {
         f.debug_struct("Dataplane")
             .field("quic_addr", &self.quic_addr)
             .field("registration", &self.registration)
+            .field("metrics_addr", &self.metrics_addr())
             .finish_non_exhaustive()
     }
 }
 
 impl Dataplane {
-    /// Loads (or generates) the certificate and the id, and binds the QUIC
-    /// voice listener on `dataplane.host:dataplane.quic_port`. Must be
-    /// called within a tokio runtime.
+    /// Loads (or generates) the certificate and the id, binds the QUIC
+    /// voice listener on `dataplane.host:dataplane.quic_port` and the HTTP
+    /// listener for metrics on `dataplane.metrics_listen` (unless empty).
+    /// Must be called within a tokio runtime.
     pub async fn bind(config: &Config) -> Result<Dataplane, StartError> {
         let secret = config
             .cluster
@@ -92,6 +105,9 @@ impl Dataplane {
             .host
             .parse()
             .map_err(|_| StartError::Host(dp.host.clone()))?;
+        let metrics_addr = dp
+            .metrics_addr()
+            .map_err(|_| StartError::MetricsListen(dp.metrics_listen.clone()))?;
         let addr = SocketAddr::new(ip, dp.quic_port);
         let verifier = Arc::new(RwLock::new(TicketVerifier::new()));
         let (endpoint, handle) =
@@ -119,6 +135,14 @@ impl Dataplane {
             verifier,
         )
         .expect("a new endpoint still holds its event receiver");
+        let metrics = match metrics_addr {
+            Some(addr) => Some(
+                MetricsListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Metrics { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(Dataplane {
             endpoint,
             handle,
@@ -126,12 +150,19 @@ impl Dataplane {
             state,
             quic_addr,
             registration,
+            metrics,
         })
     }
 
     /// The QUIC listener's bound address.
     pub fn quic_addr(&self) -> SocketAddr {
         self.quic_addr
+    }
+
+    /// The metrics listener's bound address (`/metrics`, `/healthz`);
+    /// `None` when `dataplane.metrics_listen` is empty.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsListener::local_addr)
     }
 
     /// SHA-256 of the certificate, as clients pin it.
@@ -159,26 +190,37 @@ impl Dataplane {
         self.handle.clone()
     }
 
-    /// Routes voice and follows the control plane until `shutdown`
-    /// resolves; then closes every voice connection and detaches.
+    /// Routes voice, follows the control plane and answers metrics
+    /// scrapes until `shutdown` resolves; then closes every voice
+    /// connection, detaches and stops serving metrics.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let metrics_addr = self.metrics_addr();
         let Dataplane {
             endpoint,
             handle,
             link,
+            state,
             registration,
+            metrics,
             ..
         } = self;
         info!(
             id = %registration.dataplane_id,
             quic = %registration.quic_endpoint,
             cert_sha256 = %registration.cert_sha256,
+            metrics = %metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             "data plane routing voice over QUIC"
         );
         let (stop_link, link_stopped) = oneshot::channel::<()>();
         let link = tokio::spawn(link.run(async {
             let _ = link_stopped.await;
         }));
+        let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
+        let metrics = metrics.map(|metrics| {
+            tokio::spawn(metrics.serve(handle.clone(), state, async {
+                let _ = metrics_stopped.await;
+            }))
+        });
         let mut endpoint = tokio::spawn(endpoint.run());
         tokio::select! {
             () = shutdown => {}
@@ -186,9 +228,13 @@ impl Dataplane {
             _ = &mut endpoint => {}
         }
         let _ = stop_link.send(());
+        let _ = stop_metrics.send(());
         handle.shutdown();
         let _ = endpoint.await;
         let _ = link.await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         info!("data plane stopped");
     }
 }

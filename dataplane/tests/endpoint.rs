@@ -160,6 +160,7 @@ async fn a_ticket_serves_one_connection_and_a_new_ticket_replaces_it() {
     let (_ep3, _third) = server.join(&server.ticket(1, 60), 1).await;
     assert_eq!(close_code(&first).await, 8);
     assert_eq!(server.handle.stats().rejected[5], 1);
+    assert_eq!(server.handle.stats().rejected[8], 1, "the replaced one");
 }
 
 fn in_c1() -> Member {
@@ -240,6 +241,7 @@ async fn a_resync_from_the_same_control_plane_drops_what_it_lacks() {
         }
     );
     assert_eq!(close_code(&b).await, 9, "closed as removed");
+    assert_eq!(server.handle.stats().rejected[9], 1);
     assert_eq!(server.handle.stats().connections, 1);
     assert!(a.close_reason().is_none());
 }

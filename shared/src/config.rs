@@ -228,6 +228,11 @@ pub struct DataplaneConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// `host:port` of the HTTP listener for `/metrics` (Prometheus) and
+    /// `/healthz`; port 0 = any free port (the bound address is logged).
+    /// Empty: no such listener. Loopback by default, because the counters
+    /// are for the operator, not for the clients.
+    pub metrics_listen: String,
 }
 
 impl Default for DataplaneConfig {
@@ -240,11 +245,21 @@ impl Default for DataplaneConfig {
             capacity: 0,
             tls_cert: None,
             tls_key: None,
+            metrics_listen: "127.0.0.1:9101".into(),
         }
     }
 }
 
 impl DataplaneConfig {
+    /// The address to serve metrics on: `None` when `metrics_listen` is
+    /// empty (metrics off), an error when it is not an IP address and port.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        if self.metrics_listen.is_empty() {
+            return Ok(None);
+        }
+        self.metrics_listen.parse().map(Some)
+    }
+
     /// The host clients dial: `public_host`, else `host` unless that is
     /// an unspecified address, else the loopback of its family.
     pub fn advertised_host(&self) -> String {
@@ -817,6 +832,16 @@ impl Config {
         check_tls_pair(
             ("dataplane.tls_cert", dataplane.tls_cert.as_deref()),
             ("dataplane.tls_key", dataplane.tls_key.as_deref()),
+        )?;
+        check(
+            dataplane.metrics_addr().is_ok(),
+            "dataplane.metrics_listen",
+            || {
+                format!(
+                    "`{}` is not an IP address and port such as 127.0.0.1:9101 (\"\" serves no metrics)",
+                    dataplane.metrics_listen
+                )
+            },
         )?;
 
         let bitrate = self.audio.default_bitrate;
@@ -1592,6 +1617,38 @@ mod tests {
                     "{section}.{key} is not in the example"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_or_empty() {
+        let metrics = |config: &Config| config.dataplane.metrics_addr().unwrap();
+        assert_eq!(
+            metrics(&Config::default()),
+            Some("127.0.0.1:9101".parse().unwrap()),
+            "the contract's default"
+        );
+        let any_port = opts().env_vars([("OPENSPEAK_DATAPLANE__METRICS_LISTEN", "[::1]:0")]);
+        assert_eq!(
+            metrics(&load(&any_port).unwrap()),
+            Some("[::1]:0".parse().unwrap())
+        );
+        let off = opts().env_vars([("OPENSPEAK_DATAPLANE__METRICS_LISTEN", "")]);
+        assert_eq!(metrics(&load(&off).unwrap()), None, "empty turns it off");
+        let (_dir, _path, file) = with_file("dataplane:\n  metrics_listen: \"\"\n");
+        assert_eq!(metrics(&load(&file).unwrap()), None);
+
+        for value in ["127.0.0.1", "localhost:9101", " ", "0.0.0.0:99999"] {
+            let err = load(
+                &file
+                    .clone()
+                    .with_override(flag("dataplane.metrics_listen", value)),
+            )
+            .unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { .. }), "{value}: {err}");
+            assert_eq!(err.key(), Some("dataplane.metrics_listen"), "{err}");
+            assert_eq!(err.origin(), Some(&Origin::Flag("--set".into())), "{err}");
+            assert!(err.to_string().contains(&format!("`{value}`")), "{err}");
         }
     }
 

@@ -421,6 +421,10 @@ impl DataplaneProcess {
         let env = [
             ("OPENSPEAK_DATAPLANE__HOST", "127.0.0.1".to_owned()),
             ("OPENSPEAK_DATAPLANE__QUIC_PORT", "0".to_owned()),
+            (
+                "OPENSPEAK_DATAPLANE__METRICS_LISTEN",
+                "127.0.0.1:0".to_owned(),
+            ),
             ("OPENSPEAK_CLUSTER__CONTROL_ADDR", control.control_addr()),
             ("OPENSPEAK_CLUSTER__SECRET", control.secret.clone()),
             ("OPENSPEAK_STORAGE__DATA_DIR", home.data_dir()),

@@ -1,0 +1,588 @@
+//! The data plane's HTTP face for operators, on `dataplane.metrics_listen`:
+//! `GET /metrics` in the Prometheus text format and `GET /healthz`.
+//!
+//! Nothing here counts. The endpoint and the router already keep every
+//! counter ([`EndpointStats`], [`RouterStats`]); a scrape takes a
+//! [`Snapshot`] of them (the endpoint's atomics directly, the router's
+//! totals by asking its task, which owns them and is never locked) and
+//! renders it with `prometheus-client` as constant metrics. So the voice
+//! path pays nothing for metrics, and one scrape sees one router state.
+//! The mapping from snapshot to samples is pure, and tested as such.
+//!
+//! Every name starts with `openspeak_dataplane_`. Every datagram the data
+//! plane drops is counted once in `datagrams_dropped_total`, under one
+//! `reason`:
+//!
+//! | reason | where | why |
+//! |---|---|---|
+//! | `malformed` | router | did not parse as a voice datagram |
+//! | `unknown_session` | router | its session is not a member (any more) |
+//! | `muted` | router | its speaker is muted |
+//! | `no_channel` | router | its speaker is in no channel |
+//! | `duplicate` | router | a copy of a packet already released or held |
+//! | `late` | router | its slot had already been given up |
+//! | `stale` | router | older than `voice.max_packet_age_ms` |
+//! | `listener_lag` | router | a slow listener's oldest, over `voice.max_broadcast_lag_ms` |
+//! | `discarded` | router | queued for a listener that deafened, moved or left |
+//! | `inbound_queue_full` | endpoint | the router task was behind |
+//! | `no_connection` | endpoint | for a member with no live connection |
+//! | `send_buffer_full` | endpoint | the listener's QUIC datagram buffer was full |
+//! | `send_error` | endpoint | QUIC refused it (connection closing) |
+//!
+//! Loss on the way in is not a drop: `datagrams_lost_total` counts the
+//! sequence numbers given up after waiting for them.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router as Routes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeMetric, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, warn};
+
+use crate::{EndpointStats, Handle, LinkState, RejectCode, RouterStats};
+
+/// The prefix of every metric name.
+pub const METRICS_PREFIX: &str = "openspeak_dataplane";
+/// The longest a scrape waits for the router task's answer. A router that
+/// takes longer is overloaded or stuck; a prompt 503 tells the scraper so,
+/// where hanging would only look like a network problem.
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long open HTTP connections get to finish once shutdown begins. The
+/// listener has no read timeout, so a client that never sends its request
+/// would otherwise hold the shutdown up.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Every reject code, in code order, with its `reason` label.
+const REJECT_REASONS: [(RejectCode, &str); 9] = [
+    (RejectCode::Malformed, "malformed"),
+    (RejectCode::UnknownKey, "unknown_key"),
+    (RejectCode::Forged, "forged"),
+    (RejectCode::Expired, "expired"),
+    (RejectCode::InUse, "in_use"),
+    (RejectCode::Timeout, "timeout"),
+    (RejectCode::UnsupportedVersion, "unsupported_version"),
+    (RejectCode::Replaced, "replaced"),
+    (RejectCode::Removed, "removed"),
+];
+
+/// What one scrape reports: the data plane's counters at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Snapshot {
+    /// The QUIC endpoint's counters (connections, tickets, sends).
+    pub endpoint: EndpointStats,
+    /// The router's totals over every session it has known.
+    pub router: RouterStats,
+    /// Sessions the router knows now.
+    pub members: usize,
+    /// Where the link to the control plane is.
+    pub link: LinkState,
+}
+
+impl Snapshot {
+    /// Rejected tickets by `reason`, every reason present (zeros too, so
+    /// that `rate()` sees a series from its start).
+    fn rejected(&self) -> [(&'static str, u64); 9] {
+        REJECT_REASONS.map(|(code, reason)| {
+            let count = self.endpoint.rejected.get(code as usize).copied();
+            (reason, count.unwrap_or(0))
+        })
+    }
+
+    /// Dropped datagrams by `reason`: the router's drops (whose sum is
+    /// [`RouterStats::dropped`]), then the endpoint's.
+    fn dropped(&self) -> [(&'static str, u64); 13] {
+        let (r, e) = (&self.router, &self.endpoint);
+        let (s, l) = (&r.speakers, &r.listeners);
+        [
+            ("malformed", r.malformed.total()),
+            ("unknown_session", r.unknown_session),
+            ("muted", s.muted),
+            ("no_channel", s.no_channel),
+            ("duplicate", s.duplicate),
+            ("late", s.late),
+            ("stale", s.stale),
+            ("listener_lag", l.dropped_lag),
+            ("discarded", l.discarded),
+            ("inbound_queue_full", e.dropped_inbound),
+            ("no_connection", e.dropped_no_connection),
+            ("send_buffer_full", e.dropped_send_buffer),
+            ("send_error", e.dropped_send_error),
+        ]
+    }
+
+    /// The snapshot in the Prometheus text format (version 0.0.4).
+    pub(crate) fn encode(self) -> Result<String, fmt::Error> {
+        let mut registry = Registry::with_prefix(METRICS_PREFIX);
+        registry.register_collector(Box::new(self));
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry)?;
+        Ok(text)
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut out: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let (e, r) = (&self.endpoint, &self.router);
+        gauge(
+            &mut out,
+            "connections",
+            "Voice connections admitted with a ticket and open now.",
+            None,
+            e.connections,
+        )?;
+        gauge(
+            &mut out,
+            "members",
+            "Sessions the router knows now: members placed on this data plane, connected or not.",
+            None,
+            self.members as u64,
+        )?;
+        let attached = matches!(self.link, LinkState::Attached { .. });
+        gauge(
+            &mut out,
+            "link_attached",
+            "1 while attached to the control plane; 0 while connecting or away (voice keeps flowing).",
+            None,
+            u64::from(attached),
+        )?;
+        counter(
+            &mut out,
+            "tickets_accepted",
+            "Voice connections whose ticket was accepted.",
+            e.accepted,
+        )?;
+        counters_by(
+            &mut out,
+            "tickets_rejected",
+            "Voice connections refused at the ticket exchange, by reject code.",
+            &self.rejected(),
+        )?;
+        counter(
+            &mut out,
+            "datagrams_received",
+            "Voice datagrams read from client connections (those then dropped included).",
+            e.datagrams_in + e.dropped_inbound,
+        )?;
+        counter(
+            &mut out,
+            "datagrams_forwarded",
+            "Voice datagrams handed to QUIC for a listener (one per listener per packet).",
+            e.datagrams_out,
+        )?;
+        counters_by(
+            &mut out,
+            "datagrams_dropped",
+            "Voice datagrams the data plane dropped, by reason; each drop is counted once.",
+            &self.dropped(),
+        )?;
+        counter(
+            &mut out,
+            "datagrams_lost",
+            "Sequence numbers given up after waiting for them: lost before reaching the server.",
+            r.speakers.lost,
+        )?;
+        counter(
+            &mut out,
+            "datagrams_reordered",
+            "Voice datagrams that arrived after a later one and were put back in order.",
+            r.speakers.reordered,
+        )?;
+        gauge(
+            &mut out,
+            "listener_queued",
+            "Voice datagrams queued for listeners now, not yet handed to QUIC.",
+            None,
+            r.listeners.queued as u64,
+        )?;
+        gauge(
+            &mut out,
+            "speaker_jitter_max",
+            "The largest current interarrival jitter estimate among speakers (RFC 3550).",
+            Some(&Unit::Other("milliseconds".into())),
+            r.speakers.jitter_ms,
+        )?;
+        counter(
+            &mut out,
+            "events_dropped",
+            "Speaking changes for the control plane dropped because its link was not draining them.",
+            e.dropped_events,
+        )
+    }
+}
+
+fn counter(out: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(out.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge<N: EncodeGaugeValue>(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: N,
+) -> fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(out.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
+/// One counter family with a `reason` label.
+fn counters_by(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(&str, u64)],
+) -> fmt::Result {
+    let mut family = out.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for &(reason, value) in samples {
+        ConstCounter::new(value).encode(family.encode_family(&[("reason", reason)])?)?;
+    }
+    Ok(())
+}
+
+/// The answer to `/healthz`. A data plane keeps routing voice while the
+/// control plane is away, so only a stopped endpoint is unhealthy.
+fn health(stopped: bool, link: &LinkState) -> (StatusCode, &'static str) {
+    if stopped {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopped: the voice endpoint is not running\n",
+        );
+    }
+    let body = match link {
+        LinkState::Attached { .. } => "ok: link attached\n",
+        LinkState::Connecting => "ok: link connecting\n",
+        LinkState::Away => "ok: link away, voice still routed\n",
+    };
+    (StatusCode::OK, body)
+}
+
+/// Why a scrape has no metrics to show.
+#[derive(Debug, Error)]
+enum ScrapeError {
+    /// The endpoint (and its router task) has stopped.
+    #[error("the voice endpoint has stopped")]
+    Stopped,
+    /// The router task did not answer within [`SCRAPE_TIMEOUT`].
+    #[error("the router did not answer within 2 s")]
+    Timeout,
+    /// `prometheus-client` failed to write the text (a bug).
+    #[error("cannot encode the metrics")]
+    Encode(#[from] fmt::Error),
+}
+
+impl IntoResponse for ScrapeError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            ScrapeError::Stopped | ScrapeError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            ScrapeError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, format!("{self}\n")).into_response()
+    }
+}
+
+/// Where the handlers read from; cloned into each request.
+#[derive(Clone)]
+struct Source {
+    handle: Handle,
+    link: watch::Receiver<LinkState>,
+}
+
+impl Source {
+    async fn snapshot(&self) -> Result<Snapshot, ScrapeError> {
+        let ask = async {
+            let router = self.handle.router_stats().await?;
+            // One round trip more, and a copy of every member's counters, to
+            // count them without a command of its own; a scrape every few
+            // seconds can afford it.
+            let members = self.handle.session_stats().await?.len();
+            Ok((router, members))
+        };
+        let (router, members) = tokio::time::timeout(SCRAPE_TIMEOUT, ask)
+            .await
+            .map_err(|_| ScrapeError::Timeout)?
+            .map_err(|_: crate::HandleError| ScrapeError::Stopped)?;
+        Ok(Snapshot {
+            // After the router's answer, so that the endpoint's counts are
+            // never behind the router's.
+            endpoint: self.handle.stats(),
+            router,
+            members,
+            link: self.link.borrow().clone(),
+        })
+    }
+}
+
+async fn metrics(State(source): State<Source>) -> Result<Response, ScrapeError> {
+    let text = source.snapshot().await?.encode()?;
+    Ok((
+        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+        text,
+    )
+        .into_response())
+}
+
+async fn healthz(State(source): State<Source>) -> impl IntoResponse {
+    health(source.handle.is_closed(), &source.link.borrow())
+}
+
+/// The bound HTTP listener, before it serves.
+#[derive(Debug)]
+pub(crate) struct MetricsListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl MetricsListener {
+    /// Binds `addr`, so that a taken port stops start-up.
+    pub(crate) async fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        Ok(Self { listener, addr })
+    }
+
+    /// The bound address (the real port when 0 was asked for).
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Answers `/metrics` and `/healthz` (anything else is 404) until
+    /// `shutdown` resolves, then gives open requests [`DRAIN`] to finish.
+    pub(crate) async fn serve(
+        self,
+        handle: Handle,
+        link: watch::Receiver<LinkState>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let routes = Routes::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(healthz))
+            .with_state(Source { handle, link });
+        let (begun, draining) = oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = begun.send(());
+        };
+        let serving = axum::serve(self.listener, routes)
+            .with_graceful_shutdown(signal)
+            .into_future();
+        tokio::pin!(serving);
+        tokio::select! {
+            served = &mut serving => {
+                if let Err(e) = served {
+                    warn!(error = %e, "metrics listener failed");
+                }
+                return;
+            }
+            _ = draining => {}
+        }
+        if tokio::time::timeout(DRAIN, serving).await.is_err() {
+            debug!("metrics connections still open after the drain; leaving them");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ListenerStats, MalformedStats, SpeakerStats};
+
+    /// A snapshot in which every counter has a value of its own, so that a
+    /// sample taken from the wrong field shows.
+    fn distinct() -> Snapshot {
+        let mut rejected = [0; 10];
+        for (i, slot) in rejected.iter_mut().enumerate().skip(1) {
+            *slot = 100 + i as u64;
+        }
+        Snapshot {
+            endpoint: EndpointStats {
+                accepted: 1,
+                rejected,
+                datagrams_in: 2,
+                datagrams_out: 3,
+                dropped_inbound: 4,
+                dropped_no_connection: 5,
+                dropped_send_buffer: 6,
+                dropped_send_error: 7,
+                dropped_events: 8,
+                connections: 9,
+            },
+            router: RouterStats {
+                unknown_session: 10,
+                malformed: MalformedStats {
+                    too_short: 11,
+                    unknown_kind: 12,
+                    empty_payload: 13,
+                    payload_too_long: 14,
+                    zero_speaker: 15,
+                },
+                speakers: SpeakerStats {
+                    received: 16,
+                    // The router's own malformed count (by wire error) is
+                    // the one shown; this per-speaker sum must not be.
+                    malformed: 31,
+                    muted: 17,
+                    no_channel: 18,
+                    duplicate: 19,
+                    late: 20,
+                    stale: 21,
+                    lost: 22,
+                    reordered: 23,
+                    forwarded: 24,
+                    jitter_ms: 2.5,
+                },
+                listeners: ListenerStats {
+                    enqueued: 25,
+                    delivered: 26,
+                    dropped_lag: 27,
+                    discarded: 28,
+                    queued: 29,
+                },
+            },
+            members: 30,
+            link: LinkState::Attached {
+                instance: "one".into(),
+            },
+        }
+    }
+
+    /// The value of the sample line `name` (with its labels), if present.
+    fn sample(text: &str, name: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+    }
+
+    #[test]
+    fn every_counter_lands_in_its_sample() {
+        let text = distinct().encode().unwrap();
+        let p = |name: &str| format!("{METRICS_PREFIX}_{name}");
+        let expected = [
+            ("connections", "9"),
+            ("members", "30"),
+            ("link_attached", "1"),
+            ("tickets_accepted_total", "1"),
+            ("tickets_rejected_total{reason=\"malformed\"}", "101"),
+            ("tickets_rejected_total{reason=\"unknown_key\"}", "102"),
+            ("tickets_rejected_total{reason=\"forged\"}", "103"),
+            ("tickets_rejected_total{reason=\"expired\"}", "104"),
+            ("tickets_rejected_total{reason=\"in_use\"}", "105"),
+            ("tickets_rejected_total{reason=\"timeout\"}", "106"),
+            (
+                "tickets_rejected_total{reason=\"unsupported_version\"}",
+                "107",
+            ),
+            ("tickets_rejected_total{reason=\"replaced\"}", "108"),
+            ("tickets_rejected_total{reason=\"removed\"}", "109"),
+            ("datagrams_received_total", "6"),
+            ("datagrams_forwarded_total", "3"),
+            ("datagrams_dropped_total{reason=\"malformed\"}", "65"),
+            ("datagrams_dropped_total{reason=\"unknown_session\"}", "10"),
+            ("datagrams_dropped_total{reason=\"muted\"}", "17"),
+            ("datagrams_dropped_total{reason=\"no_channel\"}", "18"),
+            ("datagrams_dropped_total{reason=\"duplicate\"}", "19"),
+            ("datagrams_dropped_total{reason=\"late\"}", "20"),
+            ("datagrams_dropped_total{reason=\"stale\"}", "21"),
+            ("datagrams_dropped_total{reason=\"listener_lag\"}", "27"),
+            ("datagrams_dropped_total{reason=\"discarded\"}", "28"),
+            (
+                "datagrams_dropped_total{reason=\"inbound_queue_full\"}",
+                "4",
+            ),
+            ("datagrams_dropped_total{reason=\"no_connection\"}", "5"),
+            ("datagrams_dropped_total{reason=\"send_buffer_full\"}", "6"),
+            ("datagrams_dropped_total{reason=\"send_error\"}", "7"),
+            ("datagrams_lost_total", "22"),
+            ("datagrams_reordered_total", "23"),
+            ("listener_queued", "29"),
+            ("speaker_jitter_max_milliseconds", "2.5"),
+            ("events_dropped_total", "8"),
+        ];
+        for (name, value) in expected {
+            assert_eq!(
+                sample(&text, &p(name)).as_deref(),
+                Some(value),
+                "{name} in\n{text}"
+            );
+        }
+        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(samples, expected.len(), "no sample unaccounted for");
+        for family in ["tickets_rejected_total", "datagrams_dropped_total"] {
+            assert!(text.contains(&format!("# TYPE {} counter\n", p(family))));
+        }
+        assert!(text.contains(&format!("# TYPE {} gauge\n", p("members"))));
+        assert!(
+            text.lines()
+                .filter(|l| l.starts_with("# HELP "))
+                .all(|l| l.len() > "# HELP ".len() + METRICS_PREFIX.len() + 10),
+            "every metric has a help text"
+        );
+    }
+
+    #[test]
+    fn the_router_drops_sum_to_its_own_total() {
+        let snapshot = distinct();
+        let router: u64 = snapshot.dropped()[..9].iter().map(|(_, n)| n).sum();
+        assert_eq!(router, snapshot.router.dropped());
+        let endpoint: u64 = snapshot.dropped()[9..].iter().map(|(_, n)| n).sum();
+        assert_eq!(endpoint, 4 + 5 + 6 + 7);
+    }
+
+    #[test]
+    fn every_reject_code_has_its_own_reason() {
+        for (i, (code, _)) in REJECT_REASONS.iter().enumerate() {
+            assert_eq!(*code as usize, i + 1, "in code order, none skipped");
+        }
+    }
+
+    #[test]
+    fn a_fresh_data_plane_shows_every_series_at_zero() {
+        let fresh = Snapshot {
+            endpoint: EndpointStats::default(),
+            router: RouterStats::default(),
+            members: 0,
+            link: LinkState::Connecting,
+        };
+        let text = fresh.encode().unwrap();
+        assert_eq!(
+            sample(&text, "openspeak_dataplane_link_attached"),
+            Some("0".into())
+        );
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(samples.len(), 33, "{text}");
+        let zero = |l: &&str| l.rsplit_once(' ').map(|(_, v)| v.parse::<f64>()) == Some(Ok(0.0));
+        assert!(samples.iter().all(zero), "{text}");
+    }
+
+    #[test]
+    fn health_fails_only_when_the_endpoint_stopped() {
+        let attached = LinkState::Attached {
+            instance: "x".into(),
+        };
+        assert_eq!(
+            health(false, &attached),
+            (StatusCode::OK, "ok: link attached\n")
+        );
+        let (status, body) = health(false, &LinkState::Away);
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with("ok: link away"), "{body}");
+        assert_eq!(health(false, &LinkState::Connecting).0, StatusCode::OK);
+        assert_eq!(health(true, &attached).0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -1,0 +1,430 @@
+//! The data plane's `/metrics` and `/healthz` over real sockets on
+//! 127.0.0.1: a data plane attached to a scripted control plane, raw QUIC
+//! voice clients making traffic, and plain HTTP/1.1 requests reading the
+//! exact samples before and after.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use openspeak_dataplane::{Dataplane, LinkState, StartError};
+use openspeak_shared::Config;
+use openspeak_shared::pb::cluster::{
+    ControlMessage, DataplaneMessage, Member, Snapshot, TicketKey,
+    cluster_service_server::{ClusterService, ClusterServiceServer},
+    control_message::Kind,
+    dataplane_message::Kind as Report,
+};
+use openspeak_shared::ticket::{self, TicketIssuer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming};
+
+use support::{Answer, connect, eventually, hears_nothing, join, present, talk, voice, within};
+
+const SECRET: &str = "metrics-test-secret";
+
+/// A control plane that hands each accepted `Attach` to the test as the
+/// sender of its stream; dropping that sender ends the stream (the control
+/// plane "goes away").
+struct FakeControl {
+    attached: mpsc::UnboundedSender<mpsc::Sender<Result<ControlMessage, Status>>>,
+}
+
+#[tonic::async_trait]
+impl ClusterService for FakeControl {
+    type AttachStream = ReceiverStream<Result<ControlMessage, Status>>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<DataplaneMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut reports = request.into_inner();
+        let Some(DataplaneMessage {
+            kind: Some(Report::Register(_)),
+        }) = reports.message().await?
+        else {
+            return Err(Status::invalid_argument("Register first"));
+        };
+        // Keep reading (and ignoring) the reports, so the data plane's
+        // stream never backs up.
+        tokio::spawn(async move { while let Ok(Some(_)) = reports.message().await {} });
+        let (to_dataplane, rx) = mpsc::channel(64);
+        let _ = self.attached.send(to_dataplane);
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Harness {
+    attached: mpsc::UnboundedReceiver<mpsc::Sender<Result<ControlMessage, Status>>>,
+    quic: SocketAddr,
+    pin: [u8; 32],
+    metrics: SocketAddr,
+    state: watch::Receiver<LinkState>,
+    _stop: oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Waits for the data plane to attach, gives it `key` and sessions 1
+    /// and 2 in `c1`, and waits until it has applied them. The returned
+    /// sender is the control plane's side of the link.
+    async fn attach(&mut self, key: TicketKey) -> mpsc::Sender<Result<ControlMessage, Status>> {
+        let control = within("the data plane attaches", self.attached.recv())
+            .await
+            .unwrap();
+        let member = |session_id| Member {
+            session_id,
+            channel_id: "c1".into(),
+            muted: false,
+            deafened: false,
+        };
+        let snapshot = Snapshot {
+            keys: vec![key],
+            members: vec![member(1), member(2)],
+            instance: "one".into(),
+        };
+        control
+            .send(Ok(ControlMessage {
+                kind: Some(Kind::Snapshot(snapshot)),
+            }))
+            .await
+            .unwrap();
+        within(
+            "the link reports the snapshot applied",
+            self.state
+                .wait_for(|s| matches!(s, LinkState::Attached { .. })),
+        )
+        .await
+        .unwrap();
+        control
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        get(self.metrics, path).await
+    }
+
+    /// A scrape of `/metrics`, which must succeed.
+    async fn scrape(&self) -> Scrape {
+        let reply = self.get("/metrics").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(
+            reply
+                .head
+                .contains("content-type: text/plain; version=0.0.4"),
+            "{}",
+            reply.head
+        );
+        Scrape(reply.body)
+    }
+}
+
+fn config(dir: &std::path::Path, control: SocketAddr) -> Config {
+    let mut config = Config::default();
+    config.storage.data_dir = dir.to_owned();
+    config.cluster.control_addr = format!("http://{control}");
+    config.cluster.secret = Some(SECRET.into());
+    config.dataplane.host = "127.0.0.1".into();
+    config.dataplane.quic_port = 0;
+    config.dataplane.metrics_listen = "127.0.0.1:0".into();
+    config
+}
+
+/// A fake control plane and a serving data plane dialling it.
+async fn start() -> Harness {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control = listener.local_addr().unwrap();
+    let (attached_tx, attached) = mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ClusterServiceServer::new(FakeControl {
+                attached: attached_tx,
+            }))
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let dataplane = Dataplane::bind(&config(dir.path(), control)).await.unwrap();
+    let metrics = dataplane.metrics_addr().expect("metrics are on");
+    assert_eq!(metrics.ip().to_string(), "127.0.0.1");
+    assert_ne!(metrics.port(), 0, "the bound port, not the asked-for 0");
+    let pin: [u8; 32] = hex::decode(dataplane.cert_sha256())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let harness_state = dataplane.link_state();
+    let quic = dataplane.quic_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(dataplane.serve(async {
+        let _ = stopped.await;
+    }));
+    Harness {
+        attached,
+        quic,
+        pin,
+        metrics,
+        state: harness_state,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+fn key(id: u32) -> (TicketKey, TicketIssuer) {
+    let key = ticket::TicketKey::generate(id).unwrap();
+    (
+        TicketKey {
+            id,
+            secret: key.secret.to_vec(),
+        },
+        TicketIssuer::new(key),
+    )
+}
+
+/// One HTTP response: status code, the head (lowercased) and the body.
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// `GET path` over a fresh connection that the server closes after the
+/// answer, read to its end.
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    within(&format!("GET {path}"), async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+        let status = head
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("a status line: {head}"));
+        let head = head.to_lowercase();
+        assert!(
+            !head.contains("transfer-encoding"),
+            "a body of known length: {head}"
+        );
+        Reply {
+            status,
+            head,
+            body: body.to_owned(),
+        }
+    })
+    .await
+}
+
+/// The text of one scrape.
+struct Scrape(String);
+
+impl Scrape {
+    /// The value of the sample `openspeak_dataplane_<name>` (with its
+    /// labels, as written), which must be present.
+    fn value(&self, name: &str) -> f64 {
+        let name = format!("openspeak_dataplane_{name}");
+        self.0
+            .lines()
+            .find_map(|line| line.strip_prefix(&name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no sample {name} in\n{}", self.0))
+            .parse()
+            .unwrap()
+    }
+
+    fn rejected(&self, reason: &str) -> f64 {
+        self.value(&format!("tickets_rejected_total{{reason=\"{reason}\"}}"))
+    }
+
+    fn dropped(&self, reason: &str) -> f64 {
+        self.value(&format!("datagrams_dropped_total{{reason=\"{reason}\"}}"))
+    }
+
+    /// The sum of a labelled counter's samples, to check that the ones not
+    /// named stayed at 0.
+    fn total(&self, family: &str) -> f64 {
+        let prefix = format!("openspeak_dataplane_{family}{{");
+        self.0
+            .lines()
+            .filter(|line| line.starts_with(&prefix))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+const DROP_REASONS: [&str; 13] = [
+    "malformed",
+    "unknown_session",
+    "muted",
+    "no_channel",
+    "duplicate",
+    "late",
+    "stale",
+    "listener_lag",
+    "discarded",
+    "inbound_queue_full",
+    "no_connection",
+    "send_buffer_full",
+    "send_error",
+];
+
+const REJECT_REASONS: [&str; 9] = [
+    "malformed",
+    "unknown_key",
+    "forged",
+    "expired",
+    "in_use",
+    "timeout",
+    "unsupported_version",
+    "replaced",
+    "removed",
+];
+
+#[tokio::test]
+async fn scrapes_count_tickets_voice_and_drops() {
+    let mut h = start().await;
+
+    // Before anything: every series is there, at 0.
+    let before = h.scrape().await;
+    for name in [
+        "connections",
+        "members",
+        "link_attached",
+        "tickets_accepted_total",
+        "datagrams_received_total",
+        "datagrams_forwarded_total",
+        "datagrams_lost_total",
+        "datagrams_reordered_total",
+        "speaker_jitter_max_milliseconds",
+    ] {
+        assert_eq!(before.value(name), 0.0, "{name}");
+    }
+    for reason in REJECT_REASONS {
+        assert_eq!(before.rejected(reason), 0.0, "{reason}");
+    }
+    for reason in DROP_REASONS {
+        assert_eq!(before.dropped(reason), 0.0, "{reason}");
+    }
+
+    let (k, issuer) = key(11);
+    let _control = h.attach(k).await;
+    let attached = h.scrape().await;
+    assert_eq!(attached.value("link_attached"), 1.0);
+    assert_eq!(attached.value("members"), 2.0);
+    assert_eq!(attached.value("connections"), 0.0);
+
+    // A forged ticket: refused, and counted under its reason only.
+    let mut forged = support::ticket(&issuer, 1, 60);
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let (_x_ep, x) = connect(h.quic, h.pin).await;
+    assert_eq!(
+        present(&x, &forged).await,
+        Answer::Rejected(3, "forged ticket".into(), 3)
+    );
+    let after_forged = h.scrape().await;
+    assert_eq!(after_forged.rejected("forged"), 1.0);
+    assert_eq!(after_forged.total("tickets_rejected_total"), 1.0);
+    assert_eq!(after_forged.value("tickets_accepted_total"), 0.0);
+
+    // Two members talk: ten datagrams in, ten out to the one listener.
+    let (_a_ep, a) = join(h.quic, h.pin, &support::ticket(&issuer, 1, 60), 1).await;
+    let (_b_ep, b) = join(h.quic, h.pin, &support::ticket(&issuer, 2, 60), 2).await;
+    talk(&a, 1, 0..10, &[&b]).await;
+    let talked = h.scrape().await;
+    assert_eq!(talked.value("tickets_accepted_total"), 2.0);
+    assert_eq!(talked.value("connections"), 2.0);
+    assert_eq!(talked.value("members"), 2.0);
+    assert_eq!(talked.value("datagrams_received_total"), 10.0);
+    assert_eq!(talked.value("datagrams_forwarded_total"), 10.0);
+    assert_eq!(talked.total("datagrams_dropped_total"), 0.0);
+    assert_eq!(talked.value("datagrams_lost_total"), 0.0);
+    assert!(talked.value("speaker_jitter_max_milliseconds") >= 0.0);
+
+    // A copy of a packet already forwarded, and a datagram that does not
+    // parse: both dropped, each under its reason, neither forwarded.
+    a.send_datagram(voice(9)).unwrap();
+    a.send_datagram(bytes::Bytes::from_static(&[0xff])).unwrap();
+    eventually("the router has taken both datagrams", || async {
+        h.scrape().await.value("datagrams_received_total") == 12.0
+    })
+    .await;
+    // Nothing else is sent, so the counters stay as they were when the
+    // wait ended.
+    let dropped = h.scrape().await;
+    assert_eq!(dropped.dropped("duplicate"), 1.0);
+    assert_eq!(dropped.dropped("malformed"), 1.0);
+    assert_eq!(dropped.total("datagrams_dropped_total"), 2.0);
+    assert_eq!(dropped.value("datagrams_forwarded_total"), 10.0);
+    hears_nothing(&b).await;
+}
+
+#[tokio::test]
+async fn health_says_ok_attached_or_away_and_other_paths_are_404() {
+    let mut h = start().await;
+    let connecting = h.get("/healthz").await;
+    assert_eq!(
+        (connecting.status, connecting.body.as_str()),
+        (200, "ok: link connecting\n")
+    );
+
+    let (k, _issuer) = key(1);
+    let control = h.attach(k).await;
+    let attached = h.get("/healthz").await;
+    assert_eq!(
+        (attached.status, attached.body.as_str()),
+        (200, "ok: link attached\n")
+    );
+
+    // The control plane goes away: the data plane still routes voice, so
+    // it stays healthy, and says where its link is.
+    drop(control);
+    within(
+        "the link notices",
+        h.state.wait_for(|s| *s == LinkState::Away),
+    )
+    .await
+    .unwrap();
+    let away = h.get("/healthz").await;
+    assert_eq!(away.status, 200);
+    assert!(away.body.starts_with("ok: link away"), "{}", away.body);
+    assert_eq!(h.scrape().await.value("link_attached"), 0.0);
+
+    for path in ["/", "/metrics/", "/health", "/favicon.ico"] {
+        assert_eq!(h.get(path).await.status, 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_taken_metrics_port_stops_start_up_naming_it() {
+    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let control: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = config(dir.path(), control);
+    config.dataplane.metrics_listen = addr.to_string();
+    let error = Dataplane::bind(&config).await.unwrap_err();
+    assert!(
+        matches!(&error, StartError::Metrics { addr: a, .. } if *a == addr),
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(text.contains(&addr.to_string()), "{text}");
+    assert!(text.contains("dataplane.metrics_listen"), "{text}");
+}
+
+#[tokio::test]
+async fn an_empty_metrics_listen_serves_no_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let control: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = config(dir.path(), control);
+    config.dataplane.metrics_listen = String::new();
+    let dataplane = Dataplane::bind(&config).await.unwrap();
+    assert_eq!(dataplane.metrics_addr(), None);
+
+    config.dataplane.metrics_listen = "localhost:9101".into();
+    let error = Dataplane::bind(&config).await.unwrap_err();
+    assert!(matches!(error, StartError::MetricsListen(_)), "{error}");
+}
