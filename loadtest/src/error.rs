@@ -218,3 +218,120 @@ impl From<SessionsError> for VoiceRunError {
         }
     }
 }
+
+/// `talk` or `record` could not get into voice in the channel.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinVoiceError {
+    /// The control plane could not be reached (the client's message says
+    /// where, so it is passed on as it is).
+    #[error(transparent)]
+    Connect(openspeak_client::ClientError),
+    /// `ListChannels` failed.
+    #[error("cannot list the channels")]
+    ListChannels(#[source] openspeak_client::ClientError),
+    /// No channel has this id or name.
+    #[error("no channel has the id or name `{given}` (channels: {})", known.join(", "))]
+    NoSuchChannel {
+        /// `--channel` as given.
+        given: String,
+        /// The names of the channels there are, for the message.
+        known: Vec<String>,
+    },
+    /// Several channels have this name.
+    #[error("{} channels are named `{name}`; give an id instead: {}", ids.len(), ids.join(", "))]
+    AmbiguousName {
+        /// `--channel` as given.
+        name: String,
+        /// The ids of the channels of that name.
+        ids: Vec<String>,
+    },
+    /// `--create` and the channel could not be created.
+    #[error("cannot create channel `{name}`")]
+    CreateChannel {
+        /// The name asked for.
+        name: String,
+        /// The server's answer.
+        #[source]
+        source: openspeak_client::ClientError,
+    },
+    /// `PresenceService.Connect` failed.
+    #[error("cannot start a session")]
+    StartSession(#[source] openspeak_client::ClientError),
+    /// `JoinChannel` failed, or its event never came.
+    #[error("cannot join channel `{channel}`")]
+    Join {
+        /// The channel's name.
+        channel: String,
+        /// The server's answer.
+        #[source]
+        source: openspeak_client::ClientError,
+    },
+    /// `OpenVoice` failed (`NO_DATAPLANE`: no data plane is attached).
+    #[error("cannot open voice")]
+    OpenVoice(#[source] openspeak_client::ClientError),
+    /// The QUIC connection to the data plane failed.
+    #[error("cannot connect to the data plane")]
+    VoiceConnect(#[source] openspeak_client::ClientError),
+}
+
+/// `talk` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TalkError {
+    /// The file is missing, unreadable or not Ogg Opus.
+    #[error(transparent)]
+    File(#[from] crate::opus_file::OpusFileError),
+    /// The file holds no audio packet.
+    #[error("{}: no audio packets to send", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A packet is longer than a voice datagram may carry.
+    #[error(
+        "{}: Opus packet {index} is {len} bytes; voice carries at most {max} (encode at a lower \
+         bitrate or with shorter frames)",
+        path.display()
+    )]
+    PacketTooLong {
+        /// The file.
+        path: PathBuf,
+        /// Which packet, from 0.
+        index: usize,
+        /// Its length.
+        len: usize,
+        /// The protocol's limit.
+        max: usize,
+    },
+    /// Getting into voice failed.
+    #[error(transparent)]
+    JoinVoice(#[from] JoinVoiceError),
+    /// The server ended the session while it talked (a shutdown, a kick).
+    #[error("the session ended while talking")]
+    SessionEnded(#[source] openspeak_client::ClientError),
+    /// A packet could not be sent (the connection was lost).
+    #[error("cannot send packet {index}")]
+    Send {
+        /// Which packet, from 0.
+        index: usize,
+        /// Why.
+        #[source]
+        source: crate::voice::VoiceError,
+    },
+}
+
+/// `record` could not run, or could not write its file.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The output file could not be created or written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// `--out`.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Getting into voice failed.
+    #[error(transparent)]
+    JoinVoice(#[from] JoinVoiceError),
+}

@@ -8,7 +8,12 @@
 //! - [`voice`](run_voice): clients in channels get into voice through
 //!   `OpenVoice` and the data plane, speakers send probe packets through a
 //!   simulated network, and every listener measures delivery, loss, order
-//!   and one-way delay.
+//!   and one-way delay;
+//! - [`talk`](run_talk) and [`record`](run_record): real audio end to end.
+//!   One client streams the Opus packets of an Ogg Opus file into a channel
+//!   at their recorded pace; another writes what one speaker says into an
+//!   Ogg Opus file, so a person can hear what went through, and a test can
+//!   compare it byte for byte.
 //!
 //! `README.md` explains the flags and every number of the reports.
 //!
@@ -36,8 +41,15 @@
 //!   client's event reader, listener and speaker), `voice_run` (the
 //!   phases), `voice_progress` (the line on stderr), `voice_args` (flags
 //!   and presets).
+//! - Real audio: `opus_file` (Ogg Opus files as packets, pure but for the
+//!   file), `talker` (the pacing, pure, and `talk`'s driver), `recorder`
+//!   (which packets to write, pure, and `record`'s driver),
+//!   `audio_session` (one client in a channel's voice, through
+//!   `openspeak-client`), `audio_args` (their flags).
 
 mod args;
+mod audio_args;
+mod audio_session;
 mod checks;
 mod client;
 mod credentials;
@@ -47,17 +59,20 @@ mod error;
 mod impairment;
 mod layout;
 mod observer;
+mod opus_file;
 mod plan;
 mod pool;
 mod probe;
 mod process_stats;
 mod progress;
+mod recorder;
 mod registry;
 mod report;
 mod sessions;
 mod setup;
 mod stats;
 mod talk;
+mod talker;
 mod tally;
 mod voice_args;
 mod voice_member;
@@ -68,13 +83,23 @@ mod voice_run;
 pub use openspeak_client::voice;
 
 pub use args::{SessionsArgs, parse_addr};
-pub use error::{ConnectError, PlanError, SessionsError, SetupError, VoiceRunError};
+pub use audio_args::{RecordArgs, TalkArgs};
+pub use error::{
+    ConnectError, JoinVoiceError, PlanError, RecordError, SessionsError, SetupError, TalkError,
+    VoiceRunError,
+};
 pub use impairment::{ImpairmentError, ImpairmentSpec, JitterDist, LossModel};
+pub use opus_file::{
+    OpusFileError, OpusHead, OpusStream, OpusWriter, SAMPLE_RATE, packet_samples,
+    read_file as read_opus_file,
+};
 pub use plan::{Preset, TalkSpec, VoicePlan};
 pub use probe::{HEADER_LEN as PROBE_HEADER_LEN, Probe, ProbeError};
+pub use recorder::{RecordReport, RecordStarted, RecordStop, RecordTally, run_record};
 pub use report::{Outcome, Report, ServerStats, Settled};
 pub use sessions::run_sessions;
 pub use stats::{LatencyPercentiles, LatencySummary};
+pub use talker::{TalkReport, TalkStarted, run_talk};
 pub use voice_args::{ImpairWhere, Transport, VoiceArgs};
 pub use voice_report::{
     ChurnReport, ImpairmentReport, VoiceReport, VoiceServerStats, WarmupReport,

@@ -1,16 +1,19 @@
-//! `openspeak-loadtest`: flags in, a scenario of the library run, the report
-//! out. Exit status: 0 the run completed, 1 it could not run, 2 bad flags
-//! (clap's, or flags that contradict each other), 3 it timed out (the
-//! report covers what happened until then), 4 `--strict` and a check or a
-//! call failed, 130 interrupted (Ctrl-C: the run stops, reports and cleans
-//! up; a second Ctrl-C quits at once).
+//! `openspeak-loadtest`: flags in, a scenario (or `talk`, `record`) of the
+//! library run, the report out. Exit status: 0 the run completed, 1 it
+//! could not run (for `record` also: the connection or the session was
+//! lost; the file holds what came until then), 2 bad flags (clap's, or
+//! flags that contradict each other), 3 it timed out (the report covers
+//! what happened until then), 4 `--strict` and a check or a call failed,
+//! 130 interrupted (Ctrl-C: the run stops, reports and cleans up; a second
+//! Ctrl-C quits at once).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use openspeak_loadtest::{
-    Outcome, SessionsArgs, SessionsError, VoiceArgs, VoiceRunError, run_sessions, run_voice,
+    Outcome, RecordArgs, RecordStop, SessionsArgs, SessionsError, TalkArgs, VoiceArgs,
+    VoiceRunError, run_record, run_sessions, run_talk, run_voice,
 };
 
 /// Exit status for flags that contradict each other (clap uses it too).
@@ -39,6 +42,12 @@ enum Scenario {
     /// simulated bad network.
     // Boxed: its many flags would make every value of the enum large.
     Voice(Box<VoiceArgs>),
+    /// One client sends an Ogg Opus file's packets into a channel at their
+    /// real pace (real audio, end to end; see `record`).
+    Talk(TalkArgs),
+    /// One client writes one speaker's voice in a channel into an Ogg Opus
+    /// file, until the speaker is quiet for --idle-ms.
+    Record(RecordArgs),
 }
 
 fn main() -> ExitCode {
@@ -115,16 +124,70 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Scenario::Talk(args) => {
+            let report = runtime.block_on(async {
+                let interrupt = on_ctrl_c();
+                run_talk(
+                    &args,
+                    |s| {
+                        eprintln!(
+                            "openspeak-loadtest: talking in channel `{}` ({}) as session {}: {} packets, {:.2} s",
+                            s.channel_name,
+                            s.channel_id,
+                            s.session_id,
+                            s.packets,
+                            s.audio.as_secs_f64()
+                        );
+                    },
+                    interrupt,
+                )
+                .await
+            })?;
+            println!("{}", report.summary());
+            if report.interrupted {
+                return Ok(ExitCode::from(INTERRUPTED));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Scenario::Record(args) => {
+            let report = runtime.block_on(async {
+                let interrupt = on_ctrl_c();
+                run_record(
+                    &args,
+                    |s| {
+                        // People and scripts wait for this line: from here
+                        // on, whatever is said in the channel is recorded.
+                        eprintln!(
+                            "openspeak-loadtest: recording channel `{}` ({}) as session {} into {}; waiting for a speaker",
+                            s.channel_name,
+                            s.channel_id,
+                            s.session_id,
+                            args.out.display()
+                        );
+                    },
+                    interrupt,
+                )
+                .await
+            })?;
+            println!("{}", report.summary());
+            match report.stop {
+                RecordStop::Idle | RecordStop::MaxDuration => Ok(ExitCode::SUCCESS),
+                RecordStop::Interrupted => Ok(ExitCode::from(INTERRUPTED)),
+                RecordStop::VoiceLost(_) | RecordStop::SessionEnded(_) => Ok(ExitCode::FAILURE),
+            }
+        }
     }
 }
 
 /// The error and its causes on one line, without the repeats that nested
-/// transport errors produce ("tcp connect error: tcp connect error: ...").
+/// transport errors produce ("tcp connect error: tcp connect error: ...")
+/// or that errors quoting their cause produce ("x.opus: not found: not
+/// found").
 fn describe(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
         let text = cause.to_string();
-        if parts.last() != Some(&text) {
+        if !parts.last().is_some_and(|last| last.ends_with(&text)) {
             parts.push(text);
         }
     }

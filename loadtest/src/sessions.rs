@@ -308,7 +308,7 @@ async fn settle(
 }
 
 /// Resolves when `interrupt` turns true; never, if its sender is gone.
-async fn interrupted(interrupt: &mut watch::Receiver<bool>) {
+pub(crate) async fn interrupted(interrupt: &mut watch::Receiver<bool>) {
     if interrupt.wait_for(|i| *i).await.is_err() {
         std::future::pending::<()>().await;
     }

@@ -71,6 +71,7 @@ const LEAVE_GUARD: Duration = Duration::from_millis(250);
 const SEED_IMPAIRMENT: u64 = 0;
 const SEED_TALK: u64 = 1;
 const SEED_CHURN: u64 = 2;
+const SEED_PHASE: u64 = 3;
 
 /// What every client task shares.
 #[derive(Debug)]
@@ -828,9 +829,18 @@ async fn speak(
         }
     };
 
-    // Measured phase.
-    let end = Instant::from_std(start) + plan.duration;
-    let mut tick = tokio::time::interval_at(Instant::from_std(start), frame);
+    // Measured phase. Each speaker starts at its own seeded offset within
+    // the first frame: real speakers' clocks are not aligned, and aligned
+    // ones would hit the data plane with every speaker's packet, and so
+    // every listener's copy, in one instant each frame, which measures
+    // queueing behind that burst rather than the path through the server.
+    let phase = frame.mul_f64(
+        (stream_seed(plan.seed, index, Direction::Uplink, SEED_PHASE) >> 11) as f64
+            / (1u64 << 53) as f64,
+    );
+    let first = Instant::from_std(start) + phase;
+    let end = first + plan.duration;
+    let mut tick = tokio::time::interval_at(first, frame);
     // Behind schedule (an overloaded machine), skip frames rather than
     // burst: the count of what was sent stays exact either way.
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
