@@ -159,6 +159,9 @@ pub enum PlanError {
     /// An impairment setting is impossible.
     #[error(transparent)]
     Impairment(#[from] crate::impairment::ImpairmentError),
+    /// `--metrics` is not an address to scrape.
+    #[error("--metrics must be HOST:PORT or http://HOST:PORT, not `{0}`")]
+    MetricsAddress(String),
     /// `--transport udp`.
     #[error(
         "the plain-UDP voice transport is not available yet (docs/PROTOCOL.md does not specify \

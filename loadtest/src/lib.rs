@@ -36,6 +36,9 @@
 //!   spurts), `delivery` (per-listener tallies and the totals), `layout`
 //!   (who is in which channel and speaks), `plan` (the settled settings),
 //!   `voice_report`.
+//! - The data plane's view (`--metrics`): `metrics_text` (the Prometheus
+//!   text format and the voice counters in it, pure), `metrics_scrape`
+//!   (one `GET /metrics`).
 //! - Voice, drivers: `voice` (the QUIC client, from `openspeak-client`),
 //!   `voice_member` (one
 //!   client's event reader, listener and speaker), `voice_run` (the
@@ -58,6 +61,8 @@ mod delivery;
 mod error;
 mod impairment;
 mod layout;
+mod metrics_scrape;
+mod metrics_text;
 mod observer;
 mod opus_file;
 mod plan;
@@ -89,6 +94,7 @@ pub use error::{
     VoiceRunError,
 };
 pub use impairment::{ImpairmentError, ImpairmentSpec, JitterDist, LossModel};
+pub use metrics_text::DataplaneCounters;
 pub use opus_file::{
     OpusFileError, OpusHead, OpusStream, OpusWriter, SAMPLE_RATE, packet_samples,
     read_file as read_opus_file,
@@ -102,6 +108,6 @@ pub use stats::{LatencyPercentiles, LatencySummary};
 pub use talker::{TalkReport, TalkStarted, run_talk};
 pub use voice_args::{ImpairWhere, Transport, VoiceArgs};
 pub use voice_report::{
-    ChurnReport, ImpairmentReport, VoiceReport, VoiceServerStats, WarmupReport,
+    ChurnReport, ImpairmentReport, ServerDrops, VoiceReport, VoiceServerStats, WarmupReport,
 };
 pub use voice_run::{WARMUP_TIMEOUT, run_voice};

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::error::PlanError;
 use crate::impairment::{Direction, ImpairmentSpec};
 use crate::layout::Layout;
+use crate::metrics_scrape::metrics_authority;
 use crate::probe::HEADER_LEN;
 
 /// The named scenarios of `--scenario`.
@@ -111,6 +112,10 @@ pub struct VoicePlan {
     pub strict: bool,
     /// The data plane's pid, for its CPU time.
     pub server_pid: Option<u32>,
+    /// The data plane's metrics listener (`HOST:PORT` or
+    /// `http://HOST:PORT`), scraped before the send phase and after the
+    /// drain for the data plane's own counts.
+    pub metrics: Option<String>,
     /// Names the run's channels.
     pub run_id: Option<String>,
 }
@@ -147,6 +152,7 @@ impl VoicePlan {
             quiet: false,
             strict: false,
             server_pid: None,
+            metrics: None,
             run_id: None,
         }
     }
@@ -232,6 +238,9 @@ impl VoicePlan {
         {
             return Err(PlanError::Talk);
         }
+        if let Some(given) = &self.metrics {
+            metrics_authority(given).map_err(|_| PlanError::MetricsAddress(given.clone()))?;
+        }
         self.uplink.validate("--uplink-loss")?;
         self.downlink.validate("--downlink-loss")?;
         Ok(())
@@ -285,6 +294,10 @@ mod tests {
             },
             VoicePlan {
                 churn_every: Some(Duration::from_millis(100)),
+                ..plan()
+            },
+            VoicePlan {
+                metrics: Some("localhost".into()),
                 ..plan()
             },
             VoicePlan {

@@ -14,6 +14,7 @@ use clap::Args;
 use crate::args::{parse_addr, parse_run_id, parse_token};
 use crate::error::PlanError;
 use crate::impairment::{JitterDist, LossModel};
+use crate::metrics_scrape::metrics_authority;
 use crate::plan::{Preset, TalkSpec, VoicePlan};
 
 /// The voice transport to the data plane.
@@ -213,6 +214,13 @@ pub struct VoiceArgs {
           value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub server_pid: Option<u32>,
 
+    /// The data plane's metrics listener (its `dataplane.metrics_listen`):
+    /// scraped before the send phase and after the drain, the report puts
+    /// the data plane's own counts (forwarded, received, dropped by reason,
+    /// lost, reordered) next to the clients'.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics)]
+    pub metrics: Option<String>,
+
     /// Names this run's channels `load-<RUN_ID>-<i>` (default: random).
     #[arg(long, value_name = "RUN_ID", value_parser = parse_run_id)]
     pub run_id: Option<String>,
@@ -362,6 +370,7 @@ impl VoiceArgs {
         plan.quiet = self.quiet;
         plan.strict = self.strict;
         plan.server_pid = self.server_pid;
+        plan.metrics = self.metrics.clone();
         plan.run_id = self.run_id.clone();
         plan.validate()?;
         Ok(plan)
@@ -377,6 +386,14 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
         )),
         Err(_) => Err(format!("`{s}` is not a number")),
     }
+}
+
+/// `--metrics`: `HOST:PORT` or `http://HOST:PORT[/metrics]`, kept as
+/// given.
+fn parse_metrics(s: &str) -> Result<String, String> {
+    metrics_authority(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// A mean burst length of at least one packet.

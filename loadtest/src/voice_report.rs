@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::error::VoiceRunError;
 use crate::impairment::ImpairmentSpec;
+use crate::metrics_text::{DataplaneCounters, NAMED_DROP_REASONS};
 use crate::report::Outcome;
 use crate::stats::{LatencyPercentiles, format_micros};
 
@@ -60,6 +61,42 @@ pub struct VoiceServerStats {
     pub pid: u32,
     /// Its peak resident memory at the end (whole life), kB.
     pub peak_rss_kb: Option<u64>,
+}
+
+/// What the data plane itself dropped over the send phase and the drain
+/// (`--metrics`), by reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerDrops {
+    /// Older than `voice.max_packet_age_ms` on arrival.
+    pub stale: u64,
+    /// Copies of a packet already released or held.
+    pub duplicate: u64,
+    /// Arrived after the data plane had given up waiting for it.
+    pub late: u64,
+    /// A slow listener's oldest, over `voice.max_broadcast_lag_ms`.
+    pub listener_lag: u64,
+    /// Every reason the data plane reported, the four above included.
+    pub by_reason: BTreeMap<String, u64>,
+    /// All drops, of every reason.
+    pub total: u64,
+}
+
+impl ServerDrops {
+    /// The drops in `delta`, a difference of two scrapes.
+    pub fn of(delta: &DataplaneCounters) -> Self {
+        let mut by_reason = delta.dropped.clone();
+        for reason in NAMED_DROP_REASONS {
+            by_reason.entry(reason.to_owned()).or_default();
+        }
+        ServerDrops {
+            stale: delta.dropped("stale"),
+            duplicate: delta.dropped("duplicate"),
+            late: delta.dropped("late"),
+            listener_lag: delta.dropped("listener_lag"),
+            by_reason,
+            total: delta.dropped_total(),
+        }
+    }
 }
 
 /// The results of one `voice` run.
@@ -168,6 +205,22 @@ pub struct VoiceReport {
     pub server: Option<VoiceServerStats>,
     /// The load generator's own CPU seconds over the same window.
     pub loadtest_cpu_s: Option<f64>,
+    /// The data plane's metrics listener scraped (`--metrics`).
+    pub metrics: Option<String>,
+    /// The data plane's own count, from its metrics, of voice datagrams it
+    /// read from clients between the scrape before the send phase and the
+    /// one after the drain (null without `--metrics`, or when a scrape
+    /// failed).
+    pub server_received: Option<u64>,
+    /// Datagrams it handed to QUIC for listeners (one per listener per
+    /// packet) over the same window.
+    pub server_forwarded: Option<u64>,
+    /// Datagrams it dropped, by reason, over the same window.
+    pub server_drops: Option<ServerDrops>,
+    /// Sequence numbers it gave up waiting for: lost on the way in.
+    pub server_lost: Option<u64>,
+    /// Datagrams that reached it out of order and that it put back in order.
+    pub server_reordered: Option<u64>,
     /// Presence events all sessions received.
     pub events_received: u64,
     /// Failures by reason.
@@ -326,6 +379,9 @@ impl VoiceReport {
                     .map_or_else(|| "unknown".into(), |kb| format!("{kb} kB")),
             ));
         }
+        if let Some(addr) = &self.metrics {
+            rows.extend(self.dataplane_rows(addr));
+        }
         rows.extend([
             (
                 "load generator CPU",
@@ -356,6 +412,68 @@ impl VoiceReport {
             let _ = writeln!(out, "{k:<width$}  {v}");
         }
         out
+    }
+
+    /// The "data plane" section: its own counts next to the clients'.
+    fn dataplane_rows(&self, addr: &str) -> Vec<(&'static str, String)> {
+        let (Some(received), Some(forwarded), Some(drops)) = (
+            self.server_received,
+            self.server_forwarded,
+            &self.server_drops,
+        ) else {
+            return vec![(
+                "data plane",
+                format!("{addr}: no counters (a scrape failed, see the warnings)"),
+            )];
+        };
+        let named: u64 = NAMED_DROP_REASONS
+            .iter()
+            .map(|r| drops.by_reason.get(*r).copied().unwrap_or(0))
+            .sum();
+        let mut others: Vec<String> = drops
+            .by_reason
+            .iter()
+            .filter(|(r, n)| **n > 0 && !NAMED_DROP_REASONS.contains(&r.as_str()))
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        if others.is_empty() {
+            others.push(format!("other {}", drops.total - named));
+        }
+        vec![
+            (
+                "data plane",
+                format!("{addr} (send + drain, from its metrics)"),
+            ),
+            (
+                "  received / forwarded",
+                format!(
+                    "{received} / {forwarded} (clients received {})",
+                    self.received_datagrams
+                ),
+            ),
+            (
+                "  dropped",
+                format!(
+                    "{} (stale {}, duplicate {}, late {}, listener_lag {}, {})",
+                    drops.total,
+                    drops.stale,
+                    drops.duplicate,
+                    drops.late,
+                    drops.listener_lag,
+                    others.join(", ")
+                ),
+            ),
+            (
+                "  lost / reordered",
+                format!(
+                    "{} / {} (clients: lost {}, reordered {})",
+                    self.server_lost.unwrap_or(0),
+                    self.server_reordered.unwrap_or(0),
+                    self.lost,
+                    self.reordered
+                ),
+            ),
+        ]
     }
 
     /// The report as pretty JSON.
@@ -510,6 +628,12 @@ pub(crate) mod tests {
                 peak_rss_kb: Some(30_000),
             }),
             loadtest_cpu_s: Some(0.5),
+            metrics: None,
+            server_received: None,
+            server_forwarded: None,
+            server_drops: None,
+            server_lost: None,
+            server_reordered: None,
             events_received: 100,
             errors: BTreeMap::new(),
             errors_total: 0,
@@ -583,6 +707,67 @@ pub(crate) mod tests {
         assert!(t.contains("downlink"), "{t}");
         assert!(t.contains("p99.9 60.0ms"), "{t}");
         assert!(t.contains("0.19s (500.00µs per forwarded packet)"), "{t}");
+    }
+
+    #[test]
+    fn without_metrics_the_server_counts_are_null() {
+        let v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        for key in [
+            "metrics",
+            "server_received",
+            "server_forwarded",
+            "server_drops",
+            "server_lost",
+            "server_reordered",
+        ] {
+            assert!(v[key].is_null(), "{key}");
+        }
+        assert!(!sample().table().contains("data plane"));
+    }
+
+    #[test]
+    fn with_metrics_the_server_counts_are_reported() {
+        let mut delta = DataplaneCounters {
+            received: 190,
+            forwarded: 378,
+            lost: 12,
+            reordered: 5,
+            ..DataplaneCounters::default()
+        };
+        delta.dropped.insert("stale".into(), 2);
+        delta.dropped.insert("no_connection".into(), 1);
+        let mut r = sample();
+        r.metrics = Some("127.0.0.1:9101".into());
+        r.server_received = Some(delta.received);
+        r.server_forwarded = Some(delta.forwarded);
+        r.server_drops = Some(ServerDrops::of(&delta));
+        r.server_lost = Some(delta.lost);
+        r.server_reordered = Some(delta.reordered);
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["server_received"], 190);
+        assert_eq!(v["server_forwarded"], 378);
+        assert_eq!(v["server_lost"], 12);
+        assert_eq!(v["server_reordered"], 5);
+        let drops = &v["server_drops"];
+        assert_eq!(drops["stale"], 2);
+        assert_eq!(drops["duplicate"], 0);
+        assert_eq!(drops["late"], 0);
+        assert_eq!(drops["listener_lag"], 0);
+        assert_eq!(drops["total"], 3);
+        assert_eq!(drops["by_reason"]["no_connection"], 1);
+        assert_eq!(drops["by_reason"]["late"], 0);
+        let t = r.table();
+        assert!(t.contains("190 / 378 (clients received 380)"), "{t}");
+        assert!(
+            t.contains("3 (stale 2, duplicate 0, late 0, listener_lag 0, no_connection 1)"),
+            "{t}"
+        );
+        assert!(t.contains("12 / 5 (clients: lost 20, reordered 3)"), "{t}");
+
+        r.server_received = None;
+        r.server_forwarded = None;
+        r.server_drops = None;
+        assert!(r.table().contains("no counters"), "{}", r.table());
     }
 
     #[test]

@@ -10,9 +10,11 @@
 //!    joins from the control plane, apart from the QUIC handshake), or
 //!    [`WARMUP_TIMEOUT`];
 //! 3. send: `--duration` of measured packets (through the simulated
-//!    network), churn if asked;
+//!    network), churn if asked; with `--metrics`, the data plane's
+//!    counters are scraped just before;
 //! 4. drain: the longest simulated delay plus `drain_grace` (1 s), so that
-//!    packets in flight arrive before losses are counted;
+//!    packets in flight arrive before losses are counted; then the second
+//!    scrape, while every client is still connected;
 //! 5. close: listeners hand back their tallies, voice connections and
 //!    sessions close, the fixtures go, the report is computed.
 //!
@@ -33,6 +35,8 @@ use crate::delivery::{SendLog, totals};
 use crate::error::VoiceRunError;
 use crate::impairment::Direction;
 use crate::layout::Layout;
+use crate::metrics_scrape::{metrics_authority, scrape};
+use crate::metrics_text::DataplaneCounters;
 use crate::plan::VoicePlan;
 use crate::pool::Pool;
 use crate::process_stats::UsageProbe;
@@ -44,7 +48,8 @@ use crate::tally::{ErrorKind, Step};
 use crate::voice_member::{Ctx, Member, MemberResult, Signals, run_member, set_up};
 use crate::voice_progress::{VoiceCounters, VoicePhase, print_voice_progress};
 use crate::voice_report::{
-    ChurnReport, ImpairmentReport, VoiceReport, VoiceServerStats, WarmupReport, cpu_us_per_packet,
+    ChurnReport, ImpairmentReport, ServerDrops, VoiceReport, VoiceServerStats, WarmupReport,
+    cpu_us_per_packet,
 };
 
 /// The longest the warm-up may take before measuring starts anyway.
@@ -202,7 +207,15 @@ pub async fn run_voice(
         ));
     }
 
-    // 3. Send. The CPU window opens here, so setup is not in it.
+    // 3. Send. The CPU window and the data plane's counting window open
+    // here, so setup is not in them. The scrape comes first: it may take
+    // up to its timeout, which must not shorten the send phase. The last
+    // warm-up packets may still fall inside the window.
+    let scraped_before = if interrupted {
+        None
+    } else {
+        scrape_dataplane(plan, "before the send phase", &mut warnings).await
+    };
     let probe = UsageProbe::start(plan.server_pid, &mut warnings);
     let send_start = Instant::now();
     let mut send_end = send_start;
@@ -237,6 +250,25 @@ pub async fn run_voice(
             }
         }
     }
+    // Everything sent has settled (delivered, or given up by the data
+    // plane), and no client has left yet, whose leaving the data plane
+    // would count as drops of its own.
+    let dataplane = match scraped_before {
+        Some(before) => scrape_dataplane(plan, "after the drain", &mut warnings)
+            .await
+            .and_then(|after| {
+                let delta = after.since(&before);
+                if delta.is_none() {
+                    warnings.push(
+                        "data plane metrics: a counter went down during the run (did the \
+                         data plane restart?); its counts are left out"
+                            .into(),
+                    );
+                }
+                delta
+            }),
+        None => None,
+    };
     let _ = stop_send_tx.send(true);
     let _ = stop_listen_tx.send(true);
 
@@ -301,9 +333,37 @@ pub async fn run_voice(
         setup_timed_out,
         warmup,
         usage,
+        dataplane,
         warnings,
     };
     Ok(build_report(plan, &ctx, results, facts))
+}
+
+/// The data plane's counters now, with `--metrics`; `None` without, or with
+/// a warning when the scrape failed (the run goes on: the clients' view is
+/// the measurement, the data plane's an addition).
+async fn scrape_dataplane(
+    plan: &VoicePlan,
+    when: &str,
+    warnings: &mut Vec<String>,
+) -> Option<DataplaneCounters> {
+    let given = plan.metrics.as_deref()?;
+    let scraped = match metrics_authority(given) {
+        Ok(authority) => scrape(&authority).await,
+        Err(e) => Err(e),
+    };
+    scraped
+        .map_err(|e| {
+            let mut message = format!("data plane metrics: scraping {given} {when} failed: {e}");
+            let mut source = std::error::Error::source(&e);
+            // Bounded by the error's chain, which is finite.
+            while let Some(s) = source {
+                message.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            warnings.push(message);
+        })
+        .ok()
 }
 
 /// Sets up every client; returns those in voice, whether the deadline cut
@@ -389,6 +449,8 @@ struct Facts {
     setup_timed_out: bool,
     warmup: WarmupReport,
     usage: crate::process_stats::Usage,
+    /// The data plane's counts over the send phase and the drain.
+    dataplane: Option<DataplaneCounters>,
     warnings: Vec<String>,
 }
 
@@ -487,6 +549,12 @@ fn build_report(
             peak_rss_kb: s.peak_rss_kb,
         }),
         loadtest_cpu_s: facts.usage.own_cpu.map(|d| d.as_secs_f64()),
+        metrics: plan.metrics.clone(),
+        server_received: facts.dataplane.as_ref().map(|d| d.received),
+        server_forwarded: facts.dataplane.as_ref().map(|d| d.forwarded),
+        server_drops: facts.dataplane.as_ref().map(ServerDrops::of),
+        server_lost: facts.dataplane.as_ref().map(|d| d.lost),
+        server_reordered: facts.dataplane.as_ref().map(|d| d.reordered),
         events_received: ctx.events.load(Ordering::Relaxed),
         errors_total: tally.total(),
         errors: tally.by_reason,

@@ -3,6 +3,10 @@
 //! internal link: a clean run delivers every packet in order to the right
 //! listeners, a seeded 10 % uplink loss shows as 10 % loss, churn keeps the
 //! arithmetic exact, and an interrupted run still reports and cleans up.
+//! With `--metrics` the data plane's own counts are set beside the
+//! listeners': it drops nothing of a lossy stream, puts a jittered and
+//! reordered stream back in order, and drops as stale exactly the packets
+//! held back beyond `voice.max_packet_age_ms`.
 //!
 //! Every wait is bounded: the scenario by its own setup timeout and
 //! duration, the whole test by `support::WAIT`.
@@ -11,10 +15,10 @@ mod support;
 
 use std::time::Duration;
 
-use openspeak_loadtest::{LossModel, Outcome, VoicePlan, run_voice};
+use openspeak_loadtest::{JitterDist, LossModel, Outcome, VoicePlan, run_voice};
 use openspeak_shared::metadata::AUTHORIZATION;
 use openspeak_shared::pb;
-use support::{System, bearer, connection, no_interrupt, start_system, within};
+use support::{System, bearer, connection, no_interrupt, start_system, start_system_with, within};
 use tokio::sync::watch;
 
 fn plan(system: &System, clients: u32, channels: u32) -> VoicePlan {
@@ -110,6 +114,7 @@ async fn ten_percent_uplink_loss_shows_as_ten_percent_loss() {
         p.duration = Duration::from_secs(4);
         p.uplink.loss = 0.10;
         p.uplink.loss_model = LossModel::Bernoulli;
+        p.metrics = Some(system.metrics_addr.to_string());
         let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
         let table = report.table();
 
@@ -126,6 +131,153 @@ async fn ten_percent_uplink_loss_shows_as_ten_percent_loss() {
         // Every loss is the simulated uplink's.
         assert_eq!(report.lost, report.impairment.uplink_dropped, "{table}");
         assert_eq!((report.wrong, report.duplicates), (0, 0), "{table}");
+
+        // The data plane waited for the missing packets and dropped none of
+        // those that came. Its window may also hold the last warm-ups.
+        let drops = report.server_drops.as_ref().expect("scraped");
+        assert_eq!(drops.total, 0, "{table}");
+        let arrived = report.sent - report.impairment.uplink_dropped;
+        assert!(report.server_received.unwrap() >= arrived, "{table}");
+        assert!(
+            report.server_forwarded.unwrap() >= report.delivered,
+            "{table}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_plane_puts_a_jittered_reordered_uplink_back_in_order() {
+    within(async {
+        let system = start_system().await;
+        // Four channels of two: one listener per speaker. 5 % of the packets
+        // are held back one frame (20 ms) and every delay is uniform in
+        // 0 to 10 ms, so a packet is at most 30 ms late against one sent
+        // 20 ms after it: the data plane waits at most 10 ms for it, well
+        // inside its shortest wait (one frame) and its 60 ms cap. Wider
+        // jitter would let its adaptive wait (three times the measured
+        // jitter) run out on a busy machine, and the test measure that.
+        let mut p = plan(&system, 8, 4);
+        p.duration = Duration::from_secs(3);
+        p.uplink.delay = Duration::from_millis(5);
+        p.uplink.jitter = Duration::from_millis(5);
+        p.uplink.jitter_dist = JitterDist::Uniform;
+        p.uplink.reorder = 0.05;
+        p.metrics = Some(format!("http://{}", system.metrics_addr));
+        let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
+        let table = report.table();
+
+        assert_eq!(report.outcome, Outcome::Completed, "{table}");
+        assert!(report.clean(), "{table}");
+        assert!(report.sent >= 400, "{table}");
+        assert_eq!(report.expected, report.sent, "one listener per channel");
+        // The listeners get every packet, once, in order...
+        assert_eq!(report.delivered, report.expected, "{table}");
+        assert_eq!(report.lost, 0, "{table}");
+        assert_eq!((report.reordered, report.duplicates), (0, 0), "{table}");
+        // ...because the data plane put back what the network swapped.
+        assert!(report.server_reordered.unwrap() > 0, "{table}");
+        assert_eq!(report.server_lost, Some(0), "{table}");
+        assert_eq!(report.server_drops.as_ref().unwrap().total, 0, "{table}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_20_ms_jitter_listeners_still_hear_in_order() {
+    within(async {
+        let system = start_system().await;
+        // The case: 5 % reordering and 20 ms of jitter (uniform,
+        // 0 to 20 ms). A packet can now be up to 40 ms late against its
+        // successor, about what the data plane's adaptive wait (three
+        // times the measured jitter) allows, so it may give some up. What
+        // must hold whatever it gives up: listeners hear every stream in
+        // order, and every packet they miss is one the data plane counted
+        // as lost (a gap it stopped waiting for), not silently dropped.
+        let mut p = plan(&system, 8, 4);
+        p.duration = Duration::from_secs(3);
+        p.uplink.jitter = Duration::from_millis(20);
+        p.uplink.jitter_dist = JitterDist::Uniform;
+        p.uplink.reorder = 0.05;
+        p.metrics = Some(system.metrics_addr.to_string());
+        let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
+        let table = report.table();
+
+        assert_eq!(report.outcome, Outcome::Completed, "{table}");
+        assert!(report.clean(), "{table}");
+        assert!(report.sent >= 400, "{table}");
+        assert_eq!((report.reordered, report.duplicates), (0, 0), "{table}");
+        assert!(report.server_reordered.unwrap() > 0, "{table}");
+        assert_eq!(Some(report.lost), report.server_lost, "{table}");
+        let drops = report.server_drops.as_ref().expect("scraped");
+        assert_eq!(
+            drops.total, drops.late,
+            "only late arrivals dropped: {table}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_held_beyond_the_max_age_are_dropped_as_stale() {
+    within(async {
+        let system = start_system_with(|c| c.voice.max_packet_age_ms = 100).await;
+        // At 5 packets/s a frame is 200 ms, so the quarter of the packets
+        // that the uplink holds back one frame arrive 200 ms old, over the
+        // 100 ms limit; the others arrive at once. A held packet reaches the
+        // data plane with (or just before) its successor, so nothing waits
+        // for it long enough to be given up: it is stale, not late.
+        let mut p = plan(&system, 8, 4);
+        p.pps = 5;
+        p.duration = Duration::from_secs(4);
+        p.uplink.reorder = 0.25;
+        p.metrics = Some(system.metrics_addr.to_string());
+        let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
+        let table = report.table();
+
+        assert_eq!(report.outcome, Outcome::Completed, "{table}");
+        assert!(report.clean(), "{table}");
+        assert!(report.sent >= 60, "{table}");
+        assert_eq!(report.expected, report.sent, "one listener per channel");
+        assert_eq!(report.impairment.uplink_dropped, 0, "{table}");
+        let drops = report.server_drops.as_ref().expect("scraped");
+        assert!(drops.stale > 0, "{table}");
+        assert_eq!(drops.total, drops.stale, "only stale drops: {table}");
+        // Exactly the stale packets are missing, one listener each: every
+        // other packet arrived.
+        assert_eq!(report.lost, drops.stale, "{table}");
+        assert_eq!(report.delivered + drops.stale, report.expected, "{table}");
+        assert_eq!((report.wrong, report.duplicates), (0, 0), "{table}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_metrics_listener_is_a_warning_not_a_failure() {
+    within(async {
+        let system = start_system().await;
+        // A port that was free a moment ago: nobody answers there.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let mut p = plan(&system, 4, 2);
+        p.duration = Duration::from_secs(1);
+        p.metrics = Some(addr.to_string());
+        let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
+        let table = report.table();
+
+        assert_eq!(report.outcome, Outcome::Completed, "{table}");
+        assert!(report.clean(), "{table}");
+        assert_eq!(report.server_drops, None);
+        assert_eq!(report.server_forwarded, None);
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("data plane metrics")),
+            "{table}"
+        );
+        assert!(table.contains("no counters"), "{table}");
     })
     .await;
 }

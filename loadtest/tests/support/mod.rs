@@ -34,6 +34,8 @@ pub struct System {
     pub addr: SocketAddr,
     /// The bootstrap admin token.
     pub admin_token: String,
+    /// The data plane's metrics listener (`GET /metrics`).
+    pub metrics_addr: SocketAddr,
     /// Stop the planes when dropped.
     _stop_control: oneshot::Sender<()>,
     _stop_data: oneshot::Sender<()>,
@@ -55,6 +57,13 @@ pub fn random_secret(prefix: &str) -> String {
 /// Starts a control plane and a data plane, and returns once the data
 /// plane has attached and `OpenVoice` places voice on it.
 pub async fn start_system() -> System {
+    start_system_with(|_| {}).await
+}
+
+/// [`start_system`] with the data plane's configuration changed by
+/// `configure` (e.g. `voice.max_packet_age_ms`), after the harness's own
+/// settings; the control plane has started by then, with those alone.
+pub async fn start_system_with(configure: impl FnOnce(&mut Config)) -> System {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let admin_token = random_secret("test");
     let mut config = Config::default();
@@ -74,9 +83,13 @@ pub async fn start_system() -> System {
     config.dataplane.quic_port = 0;
     config.dataplane.metrics_listen = "127.0.0.1:0".into();
     config.storage.data_dir = dir.path().join("dataplane");
+    configure(&mut config);
     let data = Dataplane::bind(&config)
         .await
         .expect("the data plane binds");
+    let metrics_addr = data
+        .metrics_addr()
+        .expect("the data plane serves metrics on metrics_listen");
     let mut link = data.link_state();
     let (stop_control, control_stopped) = oneshot::channel::<()>();
     let (stop_data, data_stopped) = oneshot::channel::<()>();
@@ -96,6 +109,7 @@ pub async fn start_system() -> System {
     let system = System {
         addr,
         admin_token,
+        metrics_addr,
         _stop_control: stop_control,
         _stop_data: stop_data,
         _dir: dir,

@@ -1,0 +1,315 @@
+//! The data plane's own counters, read from its Prometheus text exposition
+//! (`GET /metrics`), and the difference between two readings.
+//!
+//! Pure: text in, values out. The parser knows only what a scrape of the
+//! data plane needs: sample lines `name{label="value",...} value`, with
+//! comments (`# HELP`, `# TYPE`, `# EOF`) and blank lines skipped and
+//! anything after the value (a timestamp, an exemplar) ignored. It does
+//! not check metric types or families: the counters are picked by name.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use thiserror::Error;
+
+/// The prefix of every data plane metric.
+const PREFIX: &str = "openspeak_dataplane_";
+
+/// The drop reasons the report always shows, even at zero: the ones an
+/// impaired network provokes.
+pub const NAMED_DROP_REASONS: [&str; 4] = ["stale", "duplicate", "late", "listener_lag"];
+
+/// A line of the exposition that is not a sample.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MetricsTextError {
+    /// The line does not read as `name{labels} value`.
+    #[error("line {line} is not a sample: {text:?}")]
+    BadLine {
+        /// 1-based line number.
+        line: usize,
+        /// The line, cut to a readable length.
+        text: String,
+    },
+}
+
+/// One sample line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The metric name, `_total` included.
+    pub name: String,
+    /// Label names and values, unescaped, in line order.
+    pub labels: Vec<(String, String)>,
+    /// The value.
+    pub value: f64,
+}
+
+impl Sample {
+    fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Every sample of `text`, in order.
+pub fn parse_samples(text: &str) -> Result<Vec<Sample>, MetricsTextError> {
+    let mut samples = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let sample = parse_line(line).ok_or_else(|| MetricsTextError::BadLine {
+            line: i + 1,
+            text: line.chars().take(80).collect(),
+        })?;
+        samples.push(sample);
+    }
+    Ok(samples)
+}
+
+fn parse_line(line: &str) -> Option<Sample> {
+    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
+    let name = &line[..name_end];
+    let valid_name = name.chars().enumerate().all(|(i, c)| {
+        c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+    });
+    if name.is_empty() || !valid_name {
+        return None;
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        let (parsed, after) = parse_labels(after)?;
+        labels = parsed;
+        rest = after;
+    }
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
+}
+
+/// Labels up to and including the closing `}`; returns them and the rest.
+/// Bounded by the line: each turn consumes at least one character.
+fn parse_labels(mut s: &str) -> Option<(Vec<(String, String)>, &str)> {
+    let mut labels = Vec::new();
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix('}') {
+            return Some((labels, rest));
+        }
+        let eq = s.find('=')?;
+        let key = s[..eq].trim();
+        if key.is_empty() {
+            return None;
+        }
+        let after = s[eq + 1..].trim_start().strip_prefix('"')?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let close = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        labels.push((key.to_owned(), value));
+        s = after[close + 1..].trim_start();
+        s = s.strip_prefix(',').unwrap_or(s);
+    }
+}
+
+/// The data plane's voice counters at one moment (or, after
+/// [`DataplaneCounters::since`], over a window).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DataplaneCounters {
+    /// Voice datagrams read from clients.
+    pub received: u64,
+    /// Voice datagrams handed to QUIC for a listener.
+    pub forwarded: u64,
+    /// Dropped datagrams by `reason`.
+    pub dropped: BTreeMap<String, u64>,
+    /// Sequence numbers given up after waiting for them.
+    pub lost: u64,
+    /// Datagrams put back in order.
+    pub reordered: u64,
+}
+
+impl DataplaneCounters {
+    /// Picks the voice counters out of `samples`. Absent ones read 0: a
+    /// data plane that has not dropped for a reason may not list it.
+    pub fn from_samples(samples: &[Sample]) -> Self {
+        let mut c = DataplaneCounters::default();
+        for s in samples {
+            let Some(name) = s.name.strip_prefix(PREFIX) else {
+                continue;
+            };
+            // Counters are whole and non-negative; `as` saturates anything else.
+            let v = s.value as u64;
+            match name {
+                "datagrams_received_total" => c.received = v,
+                "datagrams_forwarded_total" => c.forwarded = v,
+                "datagrams_lost_total" => c.lost = v,
+                "datagrams_reordered_total" => c.reordered = v,
+                "datagrams_dropped_total" => {
+                    let reason = s.label("reason").unwrap_or("").to_owned();
+                    *c.dropped.entry(reason).or_default() += v;
+                }
+                _ => {}
+            }
+        }
+        c
+    }
+
+    /// What happened between `before` and `self`. `None` when a counter went
+    /// backwards: the data plane restarted in between, and the difference
+    /// means nothing.
+    pub fn since(&self, before: &DataplaneCounters) -> Option<DataplaneCounters> {
+        let sub = |a: u64, b: u64| a.checked_sub(b);
+        let mut dropped = BTreeMap::new();
+        for (reason, &now) in &self.dropped {
+            let then = before.dropped.get(reason).copied().unwrap_or(0);
+            dropped.insert(reason.clone(), sub(now, then)?);
+        }
+        if before.dropped.keys().any(|r| !self.dropped.contains_key(r)) {
+            return None;
+        }
+        Some(DataplaneCounters {
+            received: sub(self.received, before.received)?,
+            forwarded: sub(self.forwarded, before.forwarded)?,
+            dropped,
+            lost: sub(self.lost, before.lost)?,
+            reordered: sub(self.reordered, before.reordered)?,
+        })
+    }
+
+    /// Drops of every reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+
+    /// Drops for one reason (0 when not listed).
+    pub fn dropped(&self, reason: &str) -> u64 {
+        self.dropped.get(reason).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "\
+# HELP openspeak_dataplane_datagrams_received Voice datagrams read.
+# TYPE openspeak_dataplane_datagrams_received counter
+openspeak_dataplane_datagrams_received_total 1200
+openspeak_dataplane_datagrams_forwarded_total 2300
+openspeak_dataplane_datagrams_dropped_total{reason=\"stale\"} 4
+openspeak_dataplane_datagrams_dropped_total{reason=\"late\"} 2
+openspeak_dataplane_datagrams_dropped_total{reason=\"duplicate\"} 0
+openspeak_dataplane_datagrams_dropped_total{reason=\"no_connection\"} 7
+openspeak_dataplane_datagrams_lost_total 9
+openspeak_dataplane_datagrams_reordered_total 11
+openspeak_dataplane_speaker_jitter_max_milliseconds 3
+other_metric{a=\"x\"} 5
+# EOF
+";
+
+    #[test]
+    fn sample_lines_are_read_and_comments_skipped() {
+        let s = parse_samples(TEXT).unwrap();
+        assert_eq!(s.len(), 10);
+        assert_eq!(s[0].name, "openspeak_dataplane_datagrams_received_total");
+        assert_eq!(s[0].value, 1200.0);
+        assert_eq!(s[2].labels, [("reason".to_owned(), "stale".to_owned())]);
+    }
+
+    #[test]
+    fn labels_unescape_and_trailing_fields_are_ignored() {
+        let s = parse_samples(
+            "m{a=\"x\\\"y\", b = \"1,2}\" ,} 3.5 1700000000\nn 1e3\ni +Inf\nlabelled{} 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s[0].labels,
+            [
+                ("a".to_owned(), "x\"y".to_owned()),
+                ("b".to_owned(), "1,2}".to_owned())
+            ]
+        );
+        assert_eq!(s[0].value, 3.5);
+        assert_eq!(s[1].value, 1000.0);
+        assert_eq!(s[2].value, f64::INFINITY);
+        assert!(s[3].labels.is_empty());
+    }
+
+    #[test]
+    fn a_line_that_is_no_sample_is_an_error() {
+        for bad in [
+            "m{a=\"x\" 3",
+            "m{a=x} 3",
+            "m",
+            "m abc",
+            "9m 1",
+            "<html>",
+            "m{=\"x\"} 1",
+        ] {
+            let text = format!("ok 1\n{bad}\n");
+            assert!(
+                matches!(
+                    parse_samples(&text),
+                    Err(MetricsTextError::BadLine { line: 2, .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_voice_counters_are_picked_by_name() {
+        let c = DataplaneCounters::from_samples(&parse_samples(TEXT).unwrap());
+        assert_eq!((c.received, c.forwarded), (1200, 2300));
+        assert_eq!((c.lost, c.reordered), (9, 11));
+        assert_eq!(c.dropped("stale"), 4);
+        assert_eq!(c.dropped("listener_lag"), 0);
+        assert_eq!(c.dropped_total(), 13);
+        assert_eq!(c.dropped.len(), 4);
+    }
+
+    #[test]
+    fn the_difference_is_per_counter_and_none_after_a_restart() {
+        let before = DataplaneCounters::from_samples(&parse_samples(TEXT).unwrap());
+        let mut after = before.clone();
+        after.forwarded += 100;
+        after.received += 50;
+        after.lost += 1;
+        *after.dropped.get_mut("stale").unwrap() += 3;
+        after.dropped.insert("listener_lag".into(), 2);
+        let d = after.since(&before).unwrap();
+        assert_eq!(
+            (d.forwarded, d.received, d.lost, d.reordered),
+            (100, 50, 1, 0)
+        );
+        assert_eq!((d.dropped("stale"), d.dropped("late")), (3, 0));
+        assert_eq!(d.dropped("listener_lag"), 2);
+        assert_eq!(d.dropped_total(), 5);
+
+        let mut restarted = before.clone();
+        restarted.forwarded = 1;
+        assert_eq!(restarted.since(&before), None);
+        let mut fewer = before.clone();
+        fewer.dropped.remove("late");
+        assert_eq!(fewer.since(&before), None);
+    }
+}
