@@ -145,6 +145,9 @@ pub struct DataplaneCounters {
     pub lost: u64,
     /// Datagrams put back in order.
     pub reordered: u64,
+    /// The data plane process's CPU time, in microseconds
+    /// (`process_cpu_seconds_total`).
+    pub cpu_us: u64,
 }
 
 impl DataplaneCounters {
@@ -163,6 +166,7 @@ impl DataplaneCounters {
                 "datagrams_forwarded_total" => c.forwarded = v,
                 "datagrams_lost_total" => c.lost = v,
                 "datagrams_reordered_total" => c.reordered = v,
+                "process_cpu_seconds_total" => c.cpu_us = (s.value * 1e6) as u64,
                 "datagrams_dropped_total" => {
                     let reason = s.label("reason").unwrap_or("").to_owned();
                     *c.dropped.entry(reason).or_default() += v;
@@ -192,6 +196,7 @@ impl DataplaneCounters {
             dropped,
             lost: sub(self.lost, before.lost)?,
             reordered: sub(self.reordered, before.reordered)?,
+            cpu_us: sub(self.cpu_us, before.cpu_us)?,
         })
     }
 
@@ -222,6 +227,7 @@ openspeak_dataplane_datagrams_dropped_total{reason=\"no_connection\"} 7
 openspeak_dataplane_datagrams_lost_total 9
 openspeak_dataplane_datagrams_reordered_total 11
 openspeak_dataplane_speaker_jitter_max_milliseconds 3
+openspeak_dataplane_process_cpu_seconds_total 1.25
 other_metric{a=\"x\"} 5
 # EOF
 ";
@@ -229,7 +235,7 @@ other_metric{a=\"x\"} 5
     #[test]
     fn sample_lines_are_read_and_comments_skipped() {
         let s = parse_samples(TEXT).unwrap();
-        assert_eq!(s.len(), 10);
+        assert_eq!(s.len(), 11);
         assert_eq!(s[0].name, "openspeak_dataplane_datagrams_received_total");
         assert_eq!(s[0].value, 1200.0);
         assert_eq!(s[2].labels, [("reason".to_owned(), "stale".to_owned())]);
@@ -281,6 +287,7 @@ other_metric{a=\"x\"} 5
         let c = DataplaneCounters::from_samples(&parse_samples(TEXT).unwrap());
         assert_eq!((c.received, c.forwarded), (1200, 2300));
         assert_eq!((c.lost, c.reordered), (9, 11));
+        assert_eq!(c.cpu_us, 1_250_000);
         assert_eq!(c.dropped("stale"), 4);
         assert_eq!(c.dropped("listener_lag"), 0);
         assert_eq!(c.dropped_total(), 13);

@@ -473,12 +473,15 @@ fn build_report(
     let t = totals(&layout, &logs, &tallies);
     let c = &ctx.counters;
     let received = c.received.load(Ordering::Relaxed);
+    // From `/proc` with `--server-pid`; else from the data plane's own
+    // `process_cpu_seconds_total` with `--metrics`.
     let cpu_seconds = facts
         .usage
         .server
         .as_ref()
         .and_then(|s| s.cpu)
-        .map(|d| d.as_secs_f64());
+        .map(|d| d.as_secs_f64())
+        .or_else(|| facts.dataplane.as_ref().map(|d| d.cpu_us as f64 / 1e6));
     let voice_connected = ctx
         .voice_sessions
         .iter()
