@@ -8,178 +8,46 @@ mod support;
 use std::net::SocketAddr;
 
 use openspeak_dataplane::{Dataplane, LinkState, StartError};
-use openspeak_shared::Config;
-use openspeak_shared::pb::cluster::{
-    ControlMessage, DataplaneMessage, Member, Snapshot, TicketKey,
-    cluster_service_server::{ClusterService, ClusterServiceServer},
-    control_message::Kind,
-    dataplane_message::Kind as Report,
-};
-use openspeak_shared::ticket::{self, TicketIssuer};
+use openspeak_shared::pb::cluster::TicketKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming};
+
+use support::control::{Attached, Harness, SECRET, config, key, member, snapshot, start};
 
 use support::{Answer, connect, eventually, hears_nothing, join, present, talk, voice, within};
 
-const SECRET: &str = "metrics-test-secret";
-
-/// A control plane that hands each accepted `Attach` to the test as the
-/// sender of its stream; dropping that sender ends the stream (the control
-/// plane "goes away").
-struct FakeControl {
-    attached: mpsc::UnboundedSender<mpsc::Sender<Result<ControlMessage, Status>>>,
+/// Attaches the data plane with `key` and sessions 1 and 2 in `c1`, and
+/// waits until it has applied them. The returned `Attached` is the control
+/// plane's side of the link: dropping it ends the link.
+async fn attach(h: &mut Harness, key: TicketKey) -> Attached {
+    let control = h.next_attach().await;
+    control
+        .send(snapshot(
+            vec![key],
+            vec![member(1, "c1"), member(2, "c1")],
+            "one",
+        ))
+        .await;
+    h.attached_to("one").await;
+    control
 }
 
-#[tonic::async_trait]
-impl ClusterService for FakeControl {
-    type AttachStream = ReceiverStream<Result<ControlMessage, Status>>;
-
-    async fn attach(
-        &self,
-        request: Request<Streaming<DataplaneMessage>>,
-    ) -> Result<Response<Self::AttachStream>, Status> {
-        let mut reports = request.into_inner();
-        let Some(DataplaneMessage {
-            kind: Some(Report::Register(_)),
-        }) = reports.message().await?
-        else {
-            return Err(Status::invalid_argument("Register first"));
-        };
-        // Keep reading (and ignoring) the reports, so the data plane's
-        // stream never backs up.
-        tokio::spawn(async move { while let Ok(Some(_)) = reports.message().await {} });
-        let (to_dataplane, rx) = mpsc::channel(64);
-        let _ = self.attached.send(to_dataplane);
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
+async fn get_path(h: &Harness, path: &str) -> Reply {
+    get(h.metrics, path).await
 }
 
-struct Harness {
-    attached: mpsc::UnboundedReceiver<mpsc::Sender<Result<ControlMessage, Status>>>,
-    quic: SocketAddr,
-    pin: [u8; 32],
-    metrics: SocketAddr,
-    state: watch::Receiver<LinkState>,
-    _stop: oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Harness {
-    /// Waits for the data plane to attach, gives it `key` and sessions 1
-    /// and 2 in `c1`, and waits until it has applied them. The returned
-    /// sender is the control plane's side of the link.
-    async fn attach(&mut self, key: TicketKey) -> mpsc::Sender<Result<ControlMessage, Status>> {
-        let control = within("the data plane attaches", self.attached.recv())
-            .await
-            .unwrap();
-        let member = |session_id| Member {
-            session_id,
-            channel_id: "c1".into(),
-            muted: false,
-            deafened: false,
-        };
-        let snapshot = Snapshot {
-            keys: vec![key],
-            members: vec![member(1), member(2)],
-            instance: "one".into(),
-        };
-        control
-            .send(Ok(ControlMessage {
-                kind: Some(Kind::Snapshot(snapshot)),
-            }))
-            .await
-            .unwrap();
-        within(
-            "the link reports the snapshot applied",
-            self.state
-                .wait_for(|s| matches!(s, LinkState::Attached { .. })),
-        )
-        .await
-        .unwrap();
-        control
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        get(self.metrics, path).await
-    }
-
-    /// A scrape of `/metrics`, which must succeed.
-    async fn scrape(&self) -> Scrape {
-        let reply = self.get("/metrics").await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        assert!(
-            reply
-                .head
-                .contains("content-type: text/plain; version=0.0.4"),
-            "{}",
-            reply.head
-        );
-        Scrape(reply.body)
-    }
-}
-
-fn config(dir: &std::path::Path, control: SocketAddr) -> Config {
-    let mut config = Config::default();
-    config.storage.data_dir = dir.to_owned();
-    config.cluster.control_addr = format!("http://{control}");
-    config.cluster.secret = Some(SECRET.into());
-    config.dataplane.host = "127.0.0.1".into();
-    config.dataplane.quic_port = 0;
-    config.dataplane.metrics_listen = "127.0.0.1:0".into();
-    config
-}
-
-/// A fake control plane and a serving data plane dialling it.
-async fn start() -> Harness {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let control = listener.local_addr().unwrap();
-    let (attached_tx, attached) = mpsc::unbounded_channel();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ClusterServiceServer::new(FakeControl {
-                attached: attached_tx,
-            }))
-            .serve_with_incoming(TcpIncoming::from(listener)),
+/// A scrape of `/metrics`, which must succeed.
+async fn scrape(h: &Harness) -> Scrape {
+    let reply = get_path(h, "/metrics").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        reply
+            .head
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{}",
+        reply.head
     );
-
-    let dir = tempfile::tempdir().unwrap();
-    let dataplane = Dataplane::bind(&config(dir.path(), control)).await.unwrap();
-    let metrics = dataplane.metrics_addr().expect("metrics are on");
-    assert_eq!(metrics.ip().to_string(), "127.0.0.1");
-    assert_ne!(metrics.port(), 0, "the bound port, not the asked-for 0");
-    let pin: [u8; 32] = hex::decode(dataplane.cert_sha256())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let harness_state = dataplane.link_state();
-    let quic = dataplane.quic_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(dataplane.serve(async {
-        let _ = stopped.await;
-    }));
-    Harness {
-        attached,
-        quic,
-        pin,
-        metrics,
-        state: harness_state,
-        _stop: stop,
-        _dir: dir,
-    }
-}
-
-fn key(id: u32) -> (TicketKey, TicketIssuer) {
-    let key = ticket::TicketKey::generate(id).unwrap();
-    (
-        TicketKey {
-            id,
-            secret: key.secret.to_vec(),
-        },
-        TicketIssuer::new(key),
-    )
+    Scrape(reply.body)
 }
 
 /// One HTTP response: status code, the head (lowercased) and the body.
@@ -284,10 +152,10 @@ const REJECT_REASONS: [&str; 9] = [
 
 #[tokio::test]
 async fn scrapes_count_tickets_voice_and_drops() {
-    let mut h = start().await;
+    let mut h = start(SECRET).await;
 
     // Before anything: every series is there, at 0.
-    let before = h.scrape().await;
+    let before = scrape(&h).await;
     for name in [
         "connections",
         "members",
@@ -309,8 +177,8 @@ async fn scrapes_count_tickets_voice_and_drops() {
     }
 
     let (k, issuer) = key(11);
-    let _control = h.attach(k).await;
-    let attached = h.scrape().await;
+    let _control = attach(&mut h, k).await;
+    let attached = scrape(&h).await;
     assert_eq!(attached.value("link_attached"), 1.0);
     assert_eq!(attached.value("members"), 2.0);
     assert_eq!(attached.value("connections"), 0.0);
@@ -324,7 +192,7 @@ async fn scrapes_count_tickets_voice_and_drops() {
         present(&x, &forged).await,
         Answer::Rejected(3, "forged ticket".into(), 3)
     );
-    let after_forged = h.scrape().await;
+    let after_forged = scrape(&h).await;
     assert_eq!(after_forged.rejected("forged"), 1.0);
     assert_eq!(after_forged.total("tickets_rejected_total"), 1.0);
     assert_eq!(after_forged.value("tickets_accepted_total"), 0.0);
@@ -333,7 +201,7 @@ async fn scrapes_count_tickets_voice_and_drops() {
     let (_a_ep, a) = join(h.quic, h.pin, &support::ticket(&issuer, 1, 60), 1).await;
     let (_b_ep, b) = join(h.quic, h.pin, &support::ticket(&issuer, 2, 60), 2).await;
     talk(&a, 1, 0..10, &[&b]).await;
-    let talked = h.scrape().await;
+    let talked = scrape(&h).await;
     assert_eq!(talked.value("tickets_accepted_total"), 2.0);
     assert_eq!(talked.value("connections"), 2.0);
     assert_eq!(talked.value("members"), 2.0);
@@ -348,12 +216,12 @@ async fn scrapes_count_tickets_voice_and_drops() {
     a.send_datagram(voice(9)).unwrap();
     a.send_datagram(bytes::Bytes::from_static(&[0xff])).unwrap();
     eventually("the router has taken both datagrams", || async {
-        h.scrape().await.value("datagrams_received_total") == 12.0
+        scrape(&h).await.value("datagrams_received_total") == 12.0
     })
     .await;
     // Nothing else is sent, so the counters stay as they were when the
     // wait ended.
-    let dropped = h.scrape().await;
+    let dropped = scrape(&h).await;
     assert_eq!(dropped.dropped("duplicate"), 1.0);
     assert_eq!(dropped.dropped("malformed"), 1.0);
     assert_eq!(dropped.total("datagrams_dropped_total"), 2.0);
@@ -363,16 +231,16 @@ async fn scrapes_count_tickets_voice_and_drops() {
 
 #[tokio::test]
 async fn health_says_ok_attached_or_away_and_other_paths_are_404() {
-    let mut h = start().await;
-    let connecting = h.get("/healthz").await;
+    let mut h = start(SECRET).await;
+    let connecting = get_path(&h, "/healthz").await;
     assert_eq!(
         (connecting.status, connecting.body.as_str()),
         (200, "ok: link connecting\n")
     );
 
     let (k, _issuer) = key(1);
-    let control = h.attach(k).await;
-    let attached = h.get("/healthz").await;
+    let control = attach(&mut h, k).await;
+    let attached = get_path(&h, "/healthz").await;
     assert_eq!(
         (attached.status, attached.body.as_str()),
         (200, "ok: link attached\n")
@@ -387,13 +255,13 @@ async fn health_says_ok_attached_or_away_and_other_paths_are_404() {
     )
     .await
     .unwrap();
-    let away = h.get("/healthz").await;
+    let away = get_path(&h, "/healthz").await;
     assert_eq!(away.status, 200);
     assert!(away.body.starts_with("ok: link away"), "{}", away.body);
-    assert_eq!(h.scrape().await.value("link_attached"), 0.0);
+    assert_eq!(scrape(&h).await.value("link_attached"), 0.0);
 
     for path in ["/", "/metrics/", "/health", "/favicon.ico"] {
-        assert_eq!(h.get(path).await.status, 404, "{path}");
+        assert_eq!(get_path(&h, path).await.status, 404, "{path}");
     }
 }
 
@@ -403,7 +271,7 @@ async fn a_taken_metrics_port_stops_start_up_naming_it() {
     let addr = taken.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let control: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let mut config = config(dir.path(), control);
+    let mut config = config(dir.path(), control, Some(SECRET));
     config.dataplane.metrics_listen = addr.to_string();
     let error = Dataplane::bind(&config).await.unwrap_err();
     assert!(
@@ -419,7 +287,7 @@ async fn a_taken_metrics_port_stops_start_up_naming_it() {
 async fn an_empty_metrics_listen_serves_no_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let control: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let mut config = config(dir.path(), control);
+    let mut config = config(dir.path(), control, Some(SECRET));
     config.dataplane.metrics_listen = String::new();
     let dataplane = Dataplane::bind(&config).await.unwrap();
     assert_eq!(dataplane.metrics_addr(), None);

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, reason = "each test file uses a different part")]
 
+pub mod control;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Range;
