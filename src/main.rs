@@ -13,10 +13,8 @@ use anyhow::Context;
 use clap::Parser;
 use openspeak_control::ControlPlane;
 use openspeak_dataplane::{Dataplane, LinkState};
-use openspeak_shared::{
-    cli::{self, ConfigArgs},
-    shutdown, telemetry,
-};
+use openspeak_shared::Config;
+use openspeak_shared::cli::{self, ConfigArgs, Runtime, Shutdown};
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
@@ -29,64 +27,61 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    cli::exit_code("openspeak-server", run(Args::parse()))
+    let args = Args::parse();
+    cli::serve_main(
+        "openspeak-server",
+        &args.config,
+        Runtime::MultiThread,
+        serve,
+    )
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    let mut config = args.config.load()?;
-    let _telemetry = telemetry::init(&config.logging)?;
+async fn serve(mut config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     if config.cluster.secret.is_none() {
         config.cluster.secret = Some(format!("{:032x}", rand::random::<u128>()));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let shutdown = shutdown::listen().context("cannot install the signal handlers")?;
-        let control = ControlPlane::bind(config.clone()).await?;
-        let public = control.local_addr();
-        config.cluster.control_addr = format!("http://{}", dialable(control.cluster_addr()));
+    let control = ControlPlane::bind(config.clone()).await?;
+    let public = control.local_addr();
+    config.cluster.control_addr = format!("http://{}", dialable(control.cluster_addr()));
 
-        // The control plane serves first: the data plane's link attaches to
-        // it, and "ready" waits for that, so a client that acts on the ready
-        // line gets voice rather than NO_DATAPLANE.
-        let (stop, stopped) = watch::channel(false);
-        let mut control_stopped = stopped.clone();
-        let mut control = tokio::spawn(control.serve(async move {
-            let _ = control_stopped.wait_for(|s| *s).await;
-        }));
-        let (voice, ready) = start_dataplane(config, stopped)?;
-        let started = tokio::select! {
-            started = ready => started.context("the data plane thread ended before it started"),
-            ended = &mut control => Err(control_failed(ended)),
-        };
-        let result = match started {
-            Ok(Ok((quic, cert_sha256))) => {
-                info!(
-                    grpc = %public,
-                    voice_quic = %quic,
-                    %cert_sha256,
-                    "openspeak-server ready: clients connect to gRPC, voice goes to the QUIC endpoint"
-                );
-                tokio::select! {
-                    () = shutdown => {
-                        let _ = stop.send(true);
-                        (&mut control).await.map_err(anyhow::Error::new).and_then(|r| Ok(r?))
-                    }
-                    ended = &mut control => Err(control_failed(ended)),
+    // The control plane serves first: the data plane's link attaches to
+    // it, and "ready" waits for that, so a client that acts on the ready
+    // line gets voice rather than NO_DATAPLANE.
+    let (stop, stopped) = watch::channel(false);
+    let mut control_stopped = stopped.clone();
+    let mut control = tokio::spawn(control.serve(async move {
+        let _ = control_stopped.wait_for(|s| *s).await;
+    }));
+    let (voice, ready) = start_dataplane(config, stopped)?;
+    let started = tokio::select! {
+        started = ready => started.context("the data plane thread ended before it started"),
+        ended = &mut control => Err(control_failed(ended)),
+    };
+    let result = match started {
+        Ok(Ok((quic, cert_sha256))) => {
+            info!(
+                grpc = %public,
+                voice_quic = %quic,
+                %cert_sha256,
+                "openspeak-server ready: clients connect to gRPC, voice goes to the QUIC endpoint"
+            );
+            tokio::select! {
+                () = shutdown => {
+                    let _ = stop.send(true);
+                    (&mut control).await.map_err(anyhow::Error::new).and_then(|r| Ok(r?))
                 }
+                ended = &mut control => Err(control_failed(ended)),
             }
-            Ok(Err(e)) | Err(e) => Err(e),
-        };
-        // Whatever happened: neither plane may outlive the other here.
-        let _ = stop.send(true);
-        if !control.is_finished() {
-            let _ = control.await;
         }
-        let _ = tokio::task::spawn_blocking(move || voice.join()).await;
-        result
-    })
+        Ok(Err(e)) | Err(e) => Err(e),
+    };
+    // Whatever happened: neither plane may outlive the other here.
+    let _ = stop.send(true);
+    if !control.is_finished() {
+        let _ = control.await;
+    }
+    let _ = tokio::task::spawn_blocking(move || voice.join()).await;
+    result
 }
 
 /// Why the control plane task ended before it was asked to.
@@ -115,7 +110,7 @@ type Ready = oneshot::Receiver<anyhow::Result<(String, String)>>;
 /// forwarded datagram on a multi-threaded runtime). It stops when `stopped`
 /// turns true.
 fn start_dataplane(
-    config: openspeak_shared::Config,
+    config: Config,
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<(std::thread::JoinHandle<()>, Ready)> {
     let (ready, answer) = oneshot::channel();

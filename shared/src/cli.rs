@@ -6,6 +6,10 @@
 //! `OPENSPEAK_<SECTION>__<KEY>` itself, so that every key has one.
 
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::ExitCode;
+
+use anyhow::Context;
 
 use clap::Args;
 
@@ -42,6 +46,49 @@ pub struct ConfigArgs {
     /// Log format (logging.output_format)
     #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+}
+
+/// Which tokio runtime a server binary runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// Worker threads on every core: the control plane's many streams.
+    MultiThread,
+    /// One thread: the data plane's router task, which gains nothing from
+    /// cross-thread wake-ups (`PERF-FACTS.md`).
+    CurrentThread,
+}
+
+/// The shutdown signal a server body gets: resolves on SIGINT or SIGTERM.
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The whole `main` of an OpenSpeak server binary: loads the configuration
+/// `args` names, starts logging, builds the runtime, installs the signal
+/// handlers (before `body` binds anything, see [`crate::shutdown::listen`])
+/// and runs `body` on it. Any failure is one line and exit status 1
+/// ([`exit_code`]).
+pub fn serve_main<F, Fut>(program: &str, args: &ConfigArgs, runtime: Runtime, body: F) -> ExitCode
+where
+    F: FnOnce(Config, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let run = || -> anyhow::Result<()> {
+        let config = args.load()?;
+        let _telemetry = crate::telemetry::init(&config.logging)?;
+        let mut builder = match runtime {
+            Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+            Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        };
+        let runtime = builder
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(async {
+            let shutdown =
+                crate::shutdown::listen().context("cannot install the signal handlers")?;
+            body(config, Box::pin(shutdown)).await
+        })
+    };
+    exit_code(program, run())
 }
 
 /// The end of a binary's `main`: `Ok` exits 0; an error prints one line,
