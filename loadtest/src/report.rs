@@ -279,23 +279,7 @@ impl Report {
             ("settled by", self.settled.as_str().to_owned()),
             ("errors", self.errors_total.to_string()),
         ]);
-        for (reason, n) in &self.errors {
-            let example = self.error_examples.get(reason).map_or("", String::as_str);
-            rows.push(("", format!("{reason}: {n}  e.g. {example}")));
-        }
-        for w in &self.warnings {
-            rows.push(("warning", w.clone()));
-        }
-        let width = rows
-            .iter()
-            .map(|(k, _)| k.chars().count())
-            .max()
-            .unwrap_or(0);
-        let mut out = String::new();
-        for (k, v) in rows {
-            let _ = writeln!(out, "{k:<width$}  {v}");
-        }
-        out
+        render_table(rows, &self.errors, &self.error_examples, &self.warnings)
     }
 
     /// The report as pretty JSON.
@@ -346,6 +330,34 @@ fn latency(s: &LatencySummary) -> String {
         format_micros(s.max),
         s.count
     )
+}
+
+/// A report's table: `rows` as `key  value` lines with the keys aligned,
+/// then one line per error reason (with an example) and per warning. Both
+/// scenarios' reports end this way.
+pub(crate) fn render_table(
+    mut rows: Vec<(&str, String)>,
+    errors: &BTreeMap<String, u64>,
+    examples: &BTreeMap<String, String>,
+    warnings: &[String],
+) -> String {
+    for (reason, n) in errors {
+        let example = examples.get(reason).map_or("", String::as_str);
+        rows.push(("", format!("{reason}: {n}  e.g. {example}")));
+    }
+    for w in warnings {
+        rows.push(("warning", w.clone()));
+    }
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in rows {
+        let _ = writeln!(out, "{k:<width$}  {v}");
+    }
+    out
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 //! add fields freely, rename none.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
@@ -14,6 +13,7 @@ use crate::error::VoiceRunError;
 use crate::impairment::ImpairmentSpec;
 use crate::metrics_text::{DataplaneCounters, NAMED_DROP_REASONS};
 use crate::report::Outcome;
+use crate::report::render_table;
 use crate::stats::{LatencyPercentiles, format_micros};
 
 /// The simulated network, as the run applied it.
@@ -395,23 +395,7 @@ impl VoiceReport {
             ("events received", self.events_received.to_string()),
             ("errors", self.errors_total.to_string()),
         ]);
-        for (reason, n) in &self.errors {
-            let example = self.error_examples.get(reason).map_or("", String::as_str);
-            rows.push(("", format!("{reason}: {n}  e.g. {example}")));
-        }
-        for w in &self.warnings {
-            rows.push(("warning", w.clone()));
-        }
-        let width = rows
-            .iter()
-            .map(|(k, _)| k.chars().count())
-            .max()
-            .unwrap_or(0);
-        let mut out = String::new();
-        for (k, v) in rows {
-            let _ = writeln!(out, "{k:<width$}  {v}");
-        }
-        out
+        render_table(rows, &self.errors, &self.error_examples, &self.warnings)
     }
 
     /// The "data plane" section: its own counts next to the clients'.
