@@ -257,28 +257,36 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// Sends the command `make` builds around a reply channel, and waits
+    /// for the router task's answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, HandleError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .map_err(|_| HandleError::Closed)?;
+        answer.await.map_err(|_| HandleError::Closed)
+    }
+
     /// Adds `session` or changes its membership; returns once the router
     /// has applied it.
     pub async fn set_member(&self, session: SessionId, member: Member) -> Result<(), HandleError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::SetMember {
+        Ok(self
+            .ask(|reply| Command::SetMember {
                 session,
                 member,
                 reply,
             })
-            .map_err(|_| HandleError::Closed)?;
-        Ok(answer.await.map_err(|_| HandleError::Closed)??)
+            .await??)
     }
 
     /// Forgets `session` and closes its connection (code 9, "removed").
     /// Returns whether it was a member.
     pub async fn remove_member(&self, session: SessionId) -> Result<bool, HandleError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::RemoveMember { session, reply })
-            .map_err(|_| HandleError::Closed)?;
-        answer.await.map_err(|_| HandleError::Closed)
+        self.ask(|reply| Command::RemoveMember { session, reply })
+            .await
     }
 
     /// Replaces the membership with `members`, the control plane's full
@@ -292,44 +300,29 @@ impl Handle {
         members: Vec<(SessionId, Member)>,
         keep_connected: bool,
     ) -> Result<Resynced, HandleError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Resync {
-                members,
-                keep_connected,
-                reply,
-            })
-            .map_err(|_| HandleError::Closed)?;
-        answer.await.map_err(|_| HandleError::Closed)
+        self.ask(|reply| Command::Resync {
+            members,
+            keep_connected,
+            reply,
+        })
+        .await
     }
 
     /// The router's totals.
     pub async fn router_stats(&self) -> Result<RouterStats, HandleError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Stats { reply })
-            .map_err(|_| HandleError::Closed)?;
-        answer.await.map_err(|_| HandleError::Closed)
+        self.ask(|reply| Command::Stats { reply }).await
     }
 
     /// Every member's counters, as speaker and as listener.
     pub async fn session_stats(
         &self,
     ) -> Result<Vec<(SessionId, SpeakerStats, ListenerStats)>, HandleError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::SessionStats { reply })
-            .map_err(|_| HandleError::Closed)?;
-        answer.await.map_err(|_| HandleError::Closed)
+        self.ask(|reply| Command::SessionStats { reply }).await
     }
 
     /// The channels that have members now.
     pub async fn channels(&self) -> Result<Vec<ChannelKey>, HandleError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Channels { reply })
-            .map_err(|_| HandleError::Closed)?;
-        answer.await.map_err(|_| HandleError::Closed)
+        self.ask(|reply| Command::Channels { reply }).await
     }
 
     /// Whether the endpoint has stopped (its router task is gone), without

@@ -89,8 +89,6 @@ pub(crate) struct Snapshot {
     pub endpoint: EndpointStats,
     /// The router's totals over every session it has known.
     pub router: RouterStats,
-    /// Sessions the router knows now.
-    pub members: usize,
     /// Where the link to the control plane is.
     pub link: LinkState,
     /// CPU time (user + system) this process has used, in seconds; so that
@@ -156,7 +154,7 @@ impl Collector for Snapshot {
             "members",
             "Sessions the router knows now: members placed on this data plane, connected or not.",
             None,
-            self.members as u64,
+            r.members as u64,
         )?;
         let attached = matches!(self.link, LinkState::Attached { .. });
         gauge(
@@ -331,24 +329,15 @@ struct Source {
 
 impl Source {
     async fn snapshot(&self) -> Result<Snapshot, ScrapeError> {
-        let ask = async {
-            let router = self.handle.router_stats().await?;
-            // One round trip more, and a copy of every member's counters, to
-            // count them without a command of its own; a scrape every few
-            // seconds can afford it.
-            let members = self.handle.session_stats().await?.len();
-            Ok((router, members))
-        };
-        let (router, members) = tokio::time::timeout(SCRAPE_TIMEOUT, ask)
+        let router = tokio::time::timeout(SCRAPE_TIMEOUT, self.handle.router_stats())
             .await
             .map_err(|_| ScrapeError::Timeout)?
-            .map_err(|_: crate::HandleError| ScrapeError::Stopped)?;
+            .map_err(|_| ScrapeError::Stopped)?;
         Ok(Snapshot {
             // After the router's answer, so that the endpoint's counts are
             // never behind the router's.
             endpoint: self.handle.stats(),
             router,
-            members,
             link: self.link.borrow().clone(),
             cpu_seconds: process_cpu_seconds(),
         })
@@ -480,8 +469,8 @@ mod tests {
                     discarded: 28,
                     queued: 29,
                 },
+                members: 30,
             },
-            members: 30,
             link: LinkState::Attached {
                 instance: "one".into(),
             },
@@ -583,7 +572,6 @@ mod tests {
         let fresh = Snapshot {
             endpoint: EndpointStats::default(),
             router: RouterStats::default(),
-            members: 0,
             link: LinkState::Connecting,
             cpu_seconds: 0.0,
         };

@@ -179,6 +179,7 @@ impl Router {
         total.unknown_session = self.unknown_session;
         total.malformed = self.malformed;
         total.speakers.jitter_ms = 0.0;
+        total.members = self.peers.len();
         for p in self.peers.values() {
             total.add_session(&p.speaker, &p.queue.stats());
             total.speakers.jitter_ms = total.speakers.jitter_ms.max(p.speaker.jitter_ms);

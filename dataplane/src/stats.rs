@@ -123,6 +123,8 @@ pub struct RouterStats {
     pub speakers: SpeakerStats,
     /// Summed listener counters.
     pub listeners: ListenerStats,
+    /// Sessions the router knows now (a gauge, not a total).
+    pub members: usize,
 }
 
 impl RouterStats {
