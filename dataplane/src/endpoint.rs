@@ -2,11 +2,17 @@
 //! their tickets, and moves datagrams between the connections and the
 //! router.
 //!
-//! The router lives in one task and is never locked: connection tasks hand
-//! it what they receive over an mpsc, and it owns the map from session to
-//! connection that its output is sent on. Meant for a `current_thread`
-//! runtime (see `PERF-FACTS.md`: cross-thread wake-ups cost more than they
-//! buy); scale with one endpoint per core.
+//! One task owns the UDP socket, `quinn-proto`'s sans-IO endpoint, every
+//! connection and the router, and drives them all from one loop; nothing
+//! is locked and no task is woken per packet. A wake-up reads every packet
+//! the socket holds, routes the voice among them, and only then writes
+//! what that produced, so a listener hearing two speakers at once gets
+//! both datagrams in one QUIC packet. The high-level `quinn` crate would
+//! spawn a task per connection and wake it for every forwarded datagram,
+//! which at 49 listeners per speaker packet cost about as much as the
+//! sends themselves (`BENCHMARKS.md`). Meant for a `current_thread` runtime
+//! (see `PERF-FACTS.md`: cross-thread wake-ups cost more than they buy);
+//! scale with one endpoint per core.
 //!
 //! The ticket exchange, on the first bidirectional stream the client opens:
 //!
@@ -18,19 +24,22 @@
 //!                  `code`
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use openspeak_shared::ticket::{
     HEADER_LEN, MAX_TICKET_LEN, NONCE_LEN, TicketError, TicketVerifier,
 };
-use quinn::{Connection, Endpoint, SendStream, VarInt};
+use quinn_proto::{
+    ConnectionHandle, DatagramEvent, Dir, Event, StreamEvent, StreamId, Transmit, VarInt,
+};
 use thiserror::Error;
+use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -98,11 +107,11 @@ pub const TICKET_TIMEOUT: Duration = Duration::from_secs(5);
 const REJECT_LINGER: Duration = Duration::from_secs(1);
 /// The longest request: version, length and the longest ticket.
 const MAX_REQUEST: usize = 1 + 2 + MAX_TICKET_LEN;
-/// Inbound datagrams the router task takes per wake-up, so one busy
-/// moment cannot starve commands and timers (quinn's `work_limiter` idea).
+/// Packets read per wake-up, so one busy moment cannot starve commands
+/// and timers (quinn's `work_limiter` idea).
 const BATCH: usize = 64;
-/// Queued inbound datagrams before connection tasks start dropping.
-const INBOUND_QUEUE: usize = 4096;
+/// The largest UDP payload read or written.
+const MAX_UDP_PAYLOAD: usize = 65_535;
 /// Queued router events before the router task starts dropping them.
 const EVENT_QUEUE: usize = 1024;
 
@@ -136,8 +145,6 @@ struct Counters {
     rejected: [AtomicU64; 10],
     datagrams_in: AtomicU64,
     datagrams_out: AtomicU64,
-    /// Inbound datagrams dropped because the router task was behind.
-    dropped_inbound: AtomicU64,
     /// Transmits for a session with no live connection.
     dropped_no_connection: AtomicU64,
     /// Transmits dropped because the connection's datagram send buffer was
@@ -149,6 +156,55 @@ struct Counters {
     dropped_events: AtomicU64,
     /// Sessions with a live connection now (a gauge).
     connections: AtomicU64,
+    forward_delay: DelayHistogram,
+}
+
+/// Upper bounds, in seconds, of the buckets of the forward delay: the time
+/// from reading a speaker's packet off the socket (or the router releasing
+/// it from a jitter buffer) to writing the packet that carries it to a
+/// listener. A last, unbounded bucket takes the rest.
+pub const FORWARD_DELAY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002, 0.003, 0.005,
+    0.01, 0.02, 0.05,
+];
+
+/// The forward delay's histogram, updated by the endpoint task and read by
+/// [`Handle::stats`].
+#[derive(Debug, Default)]
+struct DelayHistogram {
+    /// Per bucket, not cumulative; the last is the unbounded one.
+    counts: [AtomicU64; FORWARD_DELAY_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl DelayHistogram {
+    fn record(&self, delay: Duration) {
+        let seconds = delay.as_secs_f64();
+        let i = FORWARD_DELAY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(FORWARD_DELAY_BUCKETS.len());
+        bump(&self.counts[i]);
+        let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the forward delay's histogram; see
+/// [`FORWARD_DELAY_BUCKETS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardDelay {
+    /// Packets per bucket (not cumulative), the unbounded bucket last.
+    pub counts: [u64; FORWARD_DELAY_BUCKETS.len() + 1],
+    /// The sum of the delays, in nanoseconds.
+    pub sum_nanos: u64,
+}
+
+impl ForwardDelay {
+    /// Packets measured.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
 }
 
 fn bump(c: &AtomicU64) {
@@ -168,8 +224,6 @@ pub struct EndpointStats {
     pub datagrams_in: u64,
     /// Datagrams given to quinn to send.
     pub datagrams_out: u64,
-    /// Inbound datagrams dropped because the router task was behind.
-    pub dropped_inbound: u64,
     /// Outbound datagrams for a session with no live connection.
     pub dropped_no_connection: u64,
     /// Outbound datagrams dropped for lack of datagram send buffer.
@@ -180,24 +234,8 @@ pub struct EndpointStats {
     pub dropped_events: u64,
     /// Sessions with a live connection now.
     pub connections: u64,
-}
-
-/// What connection tasks tell the router task.
-enum Inbound {
-    Datagram(SessionId, Bytes),
-    /// A connection presented a valid ticket; the reply says whether it may
-    /// take the session.
-    Register {
-        session: SessionId,
-        nonce: [u8; NONCE_LEN],
-        connection: Connection,
-        reply: oneshot::Sender<Result<(), RejectCode>>,
-    },
-    /// A registered connection ended.
-    Gone {
-        session: SessionId,
-        id: usize,
-    },
+    /// How long forwarded voice spent in the data plane.
+    pub forward_delay: ForwardDelay,
 }
 
 /// What [`Handle`]s ask of the router task.
@@ -242,7 +280,7 @@ pub struct Resynced {
 
 /// The live connection of one session.
 struct Live {
-    connection: Connection,
+    conn: ConnectionHandle,
     /// The nonce of the ticket it presented: what identifies a ticket.
     nonce: [u8; NONCE_LEN],
 }
@@ -351,12 +389,15 @@ impl Handle {
             rejected: std::array::from_fn(|i| load(&c.rejected[i])),
             datagrams_in: load(&c.datagrams_in),
             datagrams_out: load(&c.datagrams_out),
-            dropped_inbound: load(&c.dropped_inbound),
             dropped_no_connection: load(&c.dropped_no_connection),
             dropped_send_buffer: load(&c.dropped_send_buffer),
             dropped_send_error: load(&c.dropped_send_error),
             dropped_events: load(&c.dropped_events),
             connections: load(&c.connections),
+            forward_delay: ForwardDelay {
+                counts: std::array::from_fn(|i| load(&c.forward_delay.counts[i])),
+                sum_nanos: load(&c.forward_delay.sum_nanos),
+            },
         }
     }
 }
@@ -370,26 +411,85 @@ impl std::fmt::Debug for Handle {
 /// A QUIC voice listener and the router it feeds. Run it with
 /// [`VoiceEndpoint::run`]; control it with the [`Handle`] from `bind`.
 pub struct VoiceEndpoint {
-    endpoint: Endpoint,
+    socket: UdpSocket,
+    /// quinn's sans-IO endpoint: connection ids, handshakes, stateless
+    /// replies.
+    quic: quinn_proto::Endpoint,
+    server_config: Arc<quinn_proto::ServerConfig>,
+    conns: HashMap<ConnectionHandle, Conn>,
+    /// When each connection next needs [`VoiceEndpoint::on_timers`], in
+    /// order; mirrors `Conn::timer`.
+    timers: BTreeSet<(Instant, ConnectionHandle)>,
+    /// Connections with work to do (input to read, output to write).
+    dirty: Vec<ConnectionHandle>,
     router: Router,
     /// Shared with the control link, which inserts and rotates keys.
     verifier: Arc<RwLock<TicketVerifier>>,
     counters: Arc<Counters>,
     commands: mpsc::UnboundedReceiver<Command>,
-    inbound_tx: mpsc::Sender<Inbound>,
-    inbound: mpsc::Receiver<Inbound>,
     events: mpsc::Sender<RouterEvent>,
     /// The live connection of each admitted session: where its transmits go.
     sessions: HashMap<SessionId, Live>,
     /// Sessions a restarted control plane no longer knows, routed as they
     /// were until their connection ends (see [`Handle::resync`]).
     orphans: HashSet<SessionId>,
+    /// When the input being handled now arrived: the packets of this
+    /// wake-up were read, or the timer fired. Forward delays count from it.
+    batch_at: Instant,
+    /// Scratch space quinn writes outgoing packets into.
+    send_buf: Vec<u8>,
+    recv_buf: Box<[u8]>,
+}
+
+/// One QUIC connection and where it is in the ticket exchange.
+struct Conn {
+    quic: quinn_proto::Connection,
+    stage: Stage,
+    /// The instant this connection is filed under in `timers`.
+    timer: Option<Instant>,
+    /// Whether it is in `dirty` already.
+    dirty: bool,
+    /// Since when forwarded voice has been waiting in its datagram queue.
+    voice_since: Option<Instant>,
+}
+
+/// The ticket exchange of one connection.
+enum Stage {
+    /// Handshaking or reading the request; refused with
+    /// [`RejectCode::Timeout`] at `deadline`.
+    Admitting {
+        deadline: Instant,
+        stream: Option<StreamId>,
+        request: Vec<u8>,
+    },
+    /// Refused: the reason is on its way; the connection is closed with
+    /// `code` once the client has it, or at `linger`.
+    Rejecting {
+        code: RejectCode,
+        stream: StreamId,
+        linger: Instant,
+    },
+    /// Voice flows.
+    Admitted(SessionId),
+    /// Closed by us; waiting for quinn to drain it.
+    Closed,
+}
+
+impl Stage {
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Stage::Admitting { deadline, .. } => Some(*deadline),
+            Stage::Rejecting { linger, .. } => Some(*linger),
+            Stage::Admitted(_) | Stage::Closed => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for VoiceEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VoiceEndpoint")
             .field("local_addr", &self.local_addr().ok())
+            .field("connections", &self.conns.len())
             .finish_non_exhaustive()
     }
 }
@@ -403,10 +503,21 @@ impl VoiceEndpoint {
         router_config: RouterConfig,
         verifier: Arc<RwLock<TicketVerifier>>,
     ) -> Result<(VoiceEndpoint, Handle), BindError> {
-        let endpoint = Endpoint::server(server_config(cert)?, addr)?;
+        let server_config = Arc::new(server_config(cert)?);
+        let socket = std::net::UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        let socket = UdpSocket::from_std(socket)?;
+        // Path MTU discovery is off: voice packets are a few hundred bytes
+        // at most, and probing needs the don't-fragment bit this plain
+        // socket does not set. QUIC's 1,200-byte minimum is plenty.
+        let quic = quinn_proto::Endpoint::new(
+            Arc::new(quinn_proto::EndpointConfig::default()),
+            Some(server_config.clone()),
+            false,
+            None,
+        );
         let counters = Arc::new(Counters::default());
         let (commands_tx, commands) = mpsc::unbounded_channel();
-        let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
         let handle = Handle {
             commands: commands_tx,
@@ -414,50 +525,51 @@ impl VoiceEndpoint {
             events: Arc::new(Mutex::new(Some(events_rx))),
         };
         let this = VoiceEndpoint {
-            endpoint,
+            socket,
+            quic,
+            server_config,
+            conns: HashMap::new(),
+            timers: BTreeSet::new(),
+            dirty: Vec::new(),
             router: Router::new(router_config),
             verifier,
             counters,
             commands,
-            inbound_tx,
-            inbound,
             events,
             sessions: HashMap::new(),
             orphans: HashSet::new(),
+            batch_at: Instant::now(),
+            send_buf: Vec::with_capacity(MAX_UDP_PAYLOAD),
+            recv_buf: vec![0; MAX_UDP_PAYLOAD].into_boxed_slice(),
         };
         Ok((this, handle))
     }
 
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.endpoint.local_addr()
+        self.socket.local_addr()
     }
 
     /// Accepts connections and routes voice until [`Handle::shutdown`] is
     /// called or every handle is dropped.
     pub async fn run(mut self) {
+        // One timer, moved rather than rebuilt each turn.
+        let timer = tokio::time::sleep_until(far_future().into());
+        tokio::pin!(timer);
+        let mut armed = far_future();
         loop {
-            let deadline = self.router.poll_timeout();
-            let timer = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let wake = self.next_wake().unwrap_or_else(far_future);
+            if wake != armed {
+                timer.as_mut().reset(wake.into());
+                armed = wake;
+            }
             tokio::select! {
-                incoming = self.endpoint.accept() => {
-                    let Some(incoming) = incoming else { break };
-                    let ctx = ConnectionCtx {
-                        verifier: self.verifier.clone(),
-                        counters: self.counters.clone(),
-                        inbound: self.inbound_tx.clone(),
-                    };
-                    tokio::spawn(serve(incoming, ctx));
-                }
-                first = self.inbound.recv() => {
-                    // `self` holds a sender, so the channel never closes.
-                    let Some(first) = first else { break };
-                    self.take_inbound(first);
+                ready = self.socket.readable() => {
+                    if let Err(e) = ready {
+                        tracing::error!(error = %e, "voice socket failed");
+                        break;
+                    }
+                    self.receive();
                 }
                 command = self.commands.recv() => {
                     match command {
@@ -465,78 +577,336 @@ impl VoiceEndpoint {
                         Some(command) => self.command(command),
                     }
                 }
-                () = timer => {
-                    self.router.handle_timeout(Instant::now());
+                () = &mut timer => {
+                    armed = far_future();
+                    self.on_timers(Instant::now());
                 }
             }
-            self.drain();
+            self.flush(Instant::now());
         }
-        self.endpoint
-            .close(VarInt::from_u32(0), b"data plane shutting down");
+        self.close_all();
     }
 
-    /// Handles `first` and whatever else is queued, up to [`BATCH`], with
-    /// one clock read for the batch.
-    fn take_inbound(&mut self, first: Inbound) {
+    /// The earliest instant a connection or the router needs the time.
+    fn next_wake(&self) -> Option<Instant> {
+        let conns = self.timers.first().map(|(t, _)| *t);
+        match (conns, self.router.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Reads what the socket holds, up to [`BATCH`] packets, with one clock
+    /// read for the batch.
+    fn receive(&mut self) {
         let now = Instant::now();
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some(item) = next.take() {
-            match item {
-                Inbound::Datagram(session, bytes) => {
-                    bump(&self.counters.datagrams_in);
-                    self.router.handle_datagram(now, session, bytes);
+        self.batch_at = now;
+        for _ in 0..BATCH {
+            let (len, from) = match self.socket.try_recv_from(&mut self.recv_buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // ICMP errors from earlier sends (e.g. port unreachable)
+                // surface here on some systems; they concern one peer.
+                Err(e) => {
+                    tracing::debug!(error = %e, "voice socket receive error");
+                    continue;
                 }
-                Inbound::Register {
-                    session,
-                    nonce,
-                    connection,
-                    reply,
-                } => {
-                    let _ = reply.send(self.register(session, nonce, connection));
-                }
-                Inbound::Gone { session, id } => {
-                    if self
-                        .sessions
-                        .get(&session)
-                        .is_some_and(|live| live.connection.stable_id() == id)
-                    {
-                        self.sessions.remove(&session);
-                        if self.orphans.remove(&session) {
-                            self.router.remove_member(session);
-                        }
-                        self.note_connections();
+            };
+            let data = BytesMut::from(&self.recv_buf[..len]);
+            self.send_buf.clear();
+            match self
+                .quic
+                .handle(now, from, None, None, data, &mut self.send_buf)
+            {
+                Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                    if let Some(conn) = self.conns.get_mut(&ch) {
+                        conn.quic.handle_event(event);
+                        mark(&mut self.dirty, ch, conn);
                     }
                 }
-            }
-            taken += 1;
-            if taken < BATCH {
-                next = self.inbound.try_recv().ok();
+                Some(DatagramEvent::NewConnection(incoming)) => self.accept(now, incoming),
+                Some(DatagramEvent::Response(transmit)) => {
+                    send(&self.socket, &transmit, &self.send_buf);
+                }
+                None => {}
             }
         }
     }
 
-    /// Decides whether `connection` may take `session`: not if another live
-    /// connection holds the same ticket; a different ticket replaces the
-    /// older connection.
+    fn accept(&mut self, now: Instant, incoming: quinn_proto::Incoming) {
+        self.send_buf.clear();
+        match self.quic.accept(
+            incoming,
+            now,
+            &mut self.send_buf,
+            Some(self.server_config.clone()),
+        ) {
+            Ok((ch, quic)) => {
+                let mut conn = Conn {
+                    quic,
+                    stage: Stage::Admitting {
+                        deadline: now + TICKET_TIMEOUT,
+                        stream: None,
+                        request: Vec::new(),
+                    },
+                    timer: None,
+                    dirty: false,
+                    voice_since: None,
+                };
+                mark(&mut self.dirty, ch, &mut conn);
+                self.conns.insert(ch, conn);
+            }
+            Err(e) => {
+                if let Some(transmit) = e.response {
+                    send(&self.socket, &transmit, &self.send_buf);
+                }
+            }
+        }
+    }
+
+    /// Works every dirty connection and the router until neither has
+    /// anything left: inbound first, so the datagrams of one wake-up are
+    /// routed together, then the router's output, then the packets out.
+    fn flush(&mut self, now: Instant) {
+        // Each round either empties `dirty` or moves router output into it;
+        // the bound only guards against a bug turning this into a spin.
+        for _ in 0..8 {
+            while let Some(ch) = self.dirty.pop() {
+                self.drive(ch, now);
+            }
+            self.drain_router();
+            if self.dirty.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// Handles everything one connection has for us, then sends what it
+    /// has for the network and files its next timer.
+    fn drive(&mut self, ch: ConnectionHandle, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        conn.dirty = false;
+        let mut drained = false;
+        while let Some(event) = conn.quic.poll_endpoint_events() {
+            drained |= event.is_drained();
+            if let Some(back) = self.quic.handle_event(ch, event) {
+                conn.quic.handle_event(back);
+            }
+        }
+        let mut lost = false;
+        let mut request = None;
+        while let Some(event) = conn.quic.poll() {
+            match event {
+                Event::Connected => {
+                    // The client's time for its ticket runs from the
+                    // handshake, as documented.
+                    if let Stage::Admitting { deadline, .. } = &mut conn.stage {
+                        *deadline = now + TICKET_TIMEOUT;
+                    }
+                }
+                Event::ConnectionLost { .. } => lost = true,
+                Event::Stream(StreamEvent::Opened { dir: Dir::Bi })
+                | Event::Stream(StreamEvent::Readable { .. })
+                    if request.is_none() =>
+                {
+                    request = read_request(conn);
+                }
+                Event::Stream(StreamEvent::Finished { id })
+                | Event::Stream(StreamEvent::Stopped { id, .. }) => {
+                    if let Stage::Rejecting { code, stream, .. } = conn.stage
+                        && stream == id
+                    {
+                        close_conn(conn, now, code);
+                    }
+                }
+                Event::DatagramReceived => {
+                    while let Some(datagram) = conn.quic.datagrams().recv() {
+                        if let Stage::Admitted(session) = conn.stage {
+                            bump(&self.counters.datagrams_in);
+                            self.router.handle_datagram(now, session, datagram);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(request) = request {
+            self.answer(ch, now, request);
+        }
+        if lost {
+            self.gone(ch);
+        }
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        let mut sent = false;
+        loop {
+            self.send_buf.clear();
+            let Some(transmit) = conn.quic.poll_transmit(now, 1, &mut self.send_buf) else {
+                break;
+            };
+            send(&self.socket, &transmit, &self.send_buf);
+            if let Some(since) = conn.voice_since {
+                self.counters.forward_delay.record(since.elapsed());
+            }
+            sent = true;
+        }
+        // Congestion control may hold datagrams back; then they keep
+        // their start time.
+        if sent {
+            conn.voice_since = None;
+        }
+        if drained {
+            if let Some(at) = conn.timer.take() {
+                self.timers.remove(&(at, ch));
+            }
+            self.conns.remove(&ch);
+            return;
+        }
+        let next = match (conn.quic.poll_timeout(), conn.stage.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if next != conn.timer {
+            if let Some(at) = conn.timer {
+                self.timers.remove(&(at, ch));
+            }
+            if let Some(at) = next {
+                self.timers.insert((at, ch));
+            }
+            conn.timer = next;
+        }
+    }
+
+    /// Lets every connection whose time has come handle it.
+    fn on_timers(&mut self, now: Instant) {
+        self.batch_at = now;
+        while let Some(&(at, ch)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(conn) = self.conns.get_mut(&ch) else {
+                continue;
+            };
+            conn.timer = None;
+            conn.quic.handle_timeout(now);
+            match conn.stage {
+                Stage::Admitting { deadline, .. } if deadline <= now => {
+                    bump(&self.counters.rejected[RejectCode::Timeout as usize]);
+                    close_conn(conn, now, RejectCode::Timeout);
+                }
+                Stage::Rejecting { code, linger, .. } if linger <= now => {
+                    close_conn(conn, now, code);
+                }
+                _ => {}
+            }
+            mark(&mut self.dirty, ch, conn);
+        }
+        if self.router.poll_timeout().is_some_and(|t| t <= now) {
+            self.router.handle_timeout(now);
+        }
+    }
+
+    /// Admits or refuses the connection that sent `request` (its complete
+    /// ticket request, or why it could not be read).
+    fn answer(&mut self, ch: ConnectionHandle, now: Instant, request: Request) {
+        let (stream, outcome) = match request {
+            Request::Complete { stream, bytes } => (stream, self.check(ch, &bytes)),
+            Request::TooLong { stream } => (stream, Err(RejectCode::Malformed)),
+        };
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        let mut send_stream = conn.quic.send_stream(stream);
+        match outcome {
+            Ok(session) => {
+                let mut accepted = [0u8; 5];
+                accepted[1..].copy_from_slice(&session.0.to_be_bytes());
+                // A fresh stream's window takes five bytes.
+                if send_stream.write(&accepted) == Ok(accepted.len()) {
+                    let _ = send_stream.finish();
+                }
+                conn.stage = Stage::Admitted(session);
+                bump(&self.counters.accepted);
+            }
+            Err(code) => {
+                bump(&self.counters.rejected[code as usize]);
+                let message = reject_message(code);
+                if send_stream.write(&message) == Ok(message.len()) && send_stream.finish().is_ok()
+                {
+                    conn.stage = Stage::Rejecting {
+                        code,
+                        stream,
+                        linger: now + REJECT_LINGER,
+                    };
+                } else {
+                    close_conn(conn, now, code);
+                }
+            }
+        }
+    }
+
+    /// Verifies a request's ticket and registers its session on `ch`.
+    fn check(&mut self, ch: ConnectionHandle, request: &[u8]) -> Result<SessionId, RejectCode> {
+        let ticket = parse_request(request)?;
+        let verified = self
+            .verifier
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .verify(ticket, SystemTime::now())
+            .map_err(|e| RejectCode::from_ticket_error(&e))?;
+        let session = SessionId(verified.session_id);
+        // A verified ticket is at least `MIN_TICKET_LEN` long, so this holds.
+        let nonce: [u8; NONCE_LEN] = ticket
+            .get(HEADER_LEN..HEADER_LEN + NONCE_LEN)
+            .and_then(|n| n.try_into().ok())
+            .ok_or(RejectCode::Malformed)?;
+        self.register(session, nonce, ch)?;
+        Ok(session)
+    }
+
+    /// Decides whether connection `ch` may take `session`: not if another
+    /// live connection holds the same ticket; a different ticket replaces
+    /// the older connection.
     fn register(
         &mut self,
         session: SessionId,
         nonce: [u8; NONCE_LEN],
-        connection: Connection,
+        ch: ConnectionHandle,
     ) -> Result<(), RejectCode> {
         if let Some(old) = self.sessions.get(&session)
-            && old.connection.close_reason().is_none()
+            && let Some(conn) = self.conns.get_mut(&old.conn)
+            && !conn.quic.is_closed()
         {
             if old.nonce == nonce {
                 return Err(RejectCode::InUse);
             }
-            close(&old.connection, RejectCode::Replaced);
+            close_conn(conn, Instant::now(), RejectCode::Replaced);
+            mark(&mut self.dirty, old.conn, conn);
             bump(&self.counters.rejected[RejectCode::Replaced as usize]);
         }
-        self.sessions.insert(session, Live { connection, nonce });
+        self.sessions.insert(session, Live { conn: ch, nonce });
         self.note_connections();
         Ok(())
+    }
+
+    /// The connection `ch` was lost: its session, if it still holds one,
+    /// has no connection now.
+    fn gone(&mut self, ch: ConnectionHandle) {
+        let Some(Stage::Admitted(session)) = self.conns.get(&ch).map(|c| &c.stage) else {
+            return;
+        };
+        let session = *session;
+        if self.sessions.get(&session).is_some_and(|l| l.conn == ch) {
+            self.sessions.remove(&session);
+            if self.orphans.remove(&session) {
+                self.router.remove_member(session);
+            }
+            self.note_connections();
+        }
     }
 
     fn note_connections(&self) {
@@ -575,7 +945,10 @@ impl VoiceEndpoint {
         self.orphans.remove(&session);
         let was = self.router.remove_member(session).is_some();
         if let Some(live) = self.sessions.remove(&session) {
-            close(&live.connection, RejectCode::Removed);
+            if let Some(conn) = self.conns.get_mut(&live.conn) {
+                close_conn(conn, Instant::now(), RejectCode::Removed);
+                mark(&mut self.dirty, live.conn, conn);
+            }
             bump(&self.counters.rejected[RejectCode::Removed as usize]);
             self.note_connections();
         }
@@ -614,22 +987,32 @@ impl VoiceEndpoint {
         }
     }
 
-    /// Sends what the router has for the network and the control plane.
-    fn drain(&mut self) {
+    /// Queues the router's datagrams on their listeners' connections, and
+    /// passes its events on.
+    fn drain_router(&mut self) {
         let c = &self.counters;
         while let Some(t) = self.router.poll_transmit() {
             let Some(live) = self.sessions.get(&t.to) else {
                 bump(&c.dropped_no_connection);
                 continue;
             };
+            let Some(conn) = self.conns.get_mut(&live.conn) else {
+                bump(&c.dropped_no_connection);
+                continue;
+            };
+            let mut datagrams = conn.quic.datagrams();
             // quinn would make room by dropping the oldest queued datagram
             // without telling us; drop the newest instead, and count it.
-            if live.connection.datagram_send_buffer_space() < t.datagram.len() {
+            if datagrams.send_buffer_space() < t.datagram.len() {
                 bump(&c.dropped_send_buffer);
                 continue;
             }
-            match live.connection.send_datagram(t.datagram) {
-                Ok(()) => bump(&c.datagrams_out),
+            match datagrams.send(t.datagram, false) {
+                Ok(()) => {
+                    bump(&c.datagrams_out);
+                    conn.voice_since.get_or_insert(self.batch_at);
+                    mark(&mut self.dirty, live.conn, conn);
+                }
                 Err(_) => bump(&c.dropped_send_error),
             }
         }
@@ -639,117 +1022,125 @@ impl VoiceEndpoint {
             }
         }
     }
-}
 
-fn close(connection: &Connection, code: RejectCode) {
-    connection.close(VarInt::from(code as u8), code.reason().as_bytes());
-}
-
-/// What a connection task needs from the endpoint.
-struct ConnectionCtx {
-    verifier: Arc<RwLock<TicketVerifier>>,
-    counters: Arc<Counters>,
-    inbound: mpsc::Sender<Inbound>,
-}
-
-/// One connection: handshake, ticket exchange, then its datagrams to the
-/// router until it ends.
-async fn serve(incoming: quinn::Incoming, ctx: ConnectionCtx) {
-    let Ok(connection) = incoming.await else {
-        return;
-    };
-    let Some(session) = admit(&connection, &ctx).await else {
-        return;
-    };
-    while let Ok(datagram) = connection.read_datagram().await {
-        if ctx
-            .inbound
-            .try_send(Inbound::Datagram(session, datagram))
-            .is_err()
-        {
-            bump(&ctx.counters.dropped_inbound);
+    /// Closes every connection and sends the closes.
+    fn close_all(&mut self) {
+        let now = Instant::now();
+        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        for ch in handles {
+            if let Some(conn) = self.conns.get_mut(&ch) {
+                conn.quic.close(
+                    now,
+                    VarInt::from_u32(0),
+                    Bytes::from_static(b"data plane shutting down"),
+                );
+                mark(&mut self.dirty, ch, conn);
+            }
+        }
+        while let Some(ch) = self.dirty.pop() {
+            self.drive(ch, now);
         }
     }
-    let _ = ctx
-        .inbound
-        .send(Inbound::Gone {
-            session,
-            id: connection.stable_id(),
-        })
-        .await;
 }
 
-/// Runs the ticket exchange; returns the admitted session, or `None` once
-/// the connection is rejected or lost.
-async fn admit(connection: &Connection, ctx: &ConnectionCtx) -> Option<SessionId> {
-    let request = async {
-        let (send, mut recv) = connection.accept_bi().await.ok()?;
-        let read = recv.read_to_end(MAX_REQUEST).await;
-        Some((send, read))
-    };
-    let (send, read) = match tokio::time::timeout(TICKET_TIMEOUT, request).await {
-        Err(_) => {
-            bump(&ctx.counters.rejected[RejectCode::Timeout as usize]);
-            close(connection, RejectCode::Timeout);
-            return None;
+/// Adds `ch` to the dirty list once.
+fn mark(dirty: &mut Vec<ConnectionHandle>, ch: ConnectionHandle, conn: &mut Conn) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(ch);
+    }
+}
+
+fn close_conn(conn: &mut Conn, now: Instant, code: RejectCode) {
+    conn.quic.close(
+        now,
+        VarInt::from(code as u8),
+        Bytes::from_static(code.reason().as_bytes()),
+    );
+    conn.stage = Stage::Closed;
+}
+
+/// Sends one packet quinn built. A full socket buffer drops it, as the
+/// network would: QUIC recovers what matters, and late voice is worthless.
+fn send(socket: &UdpSocket, transmit: &Transmit, buf: &[u8]) {
+    let contents = &buf[..transmit.size];
+    let segment = transmit.segment_size.unwrap_or(transmit.size).max(1);
+    for packet in contents.chunks(segment) {
+        if let Err(e) = socket.try_send_to(packet, transmit.destination) {
+            tracing::trace!(error = %e, to = %transmit.destination, "voice packet not sent");
         }
-        Ok(None) => return None,
-        Ok(Some(r)) => r,
-    };
-    let request = match read {
-        Ok(bytes) => bytes,
-        Err(quinn::ReadToEndError::TooLong) => {
-            reject(connection, send, RejectCode::Malformed, ctx).await;
-            return None;
-        }
-        Err(quinn::ReadToEndError::Read(_)) => return None,
-    };
-    let ticket = match parse_request(&request) {
-        Ok(ticket) => ticket,
-        Err(code) => {
-            reject(connection, send, code, ctx).await;
-            return None;
-        }
-    };
-    let verified = ctx
-        .verifier
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .verify(ticket, SystemTime::now());
-    let verified = match verified {
-        Ok(t) => t,
-        Err(e) => {
-            reject(connection, send, RejectCode::from_ticket_error(&e), ctx).await;
-            return None;
-        }
-    };
-    let session = SessionId(verified.session_id);
-    // A verified ticket is at least `MIN_TICKET_LEN` long, so this holds.
-    let nonce: [u8; NONCE_LEN] = ticket
-        .get(HEADER_LEN..HEADER_LEN + NONCE_LEN)?
-        .try_into()
-        .ok()?;
-    let (reply, answer) = oneshot::channel();
-    ctx.inbound
-        .send(Inbound::Register {
-            session,
-            nonce,
-            connection: connection.clone(),
-            reply,
-        })
-        .await
-        .ok()?;
-    if let Err(code) = answer.await.ok()? {
-        reject(connection, send, code, ctx).await;
+    }
+}
+
+/// Far enough ahead to mean "never" for a timer.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
+/// A ticket request read off its stream.
+enum Request {
+    Complete { stream: StreamId, bytes: Vec<u8> },
+    TooLong { stream: StreamId },
+}
+
+/// Reads the client's first bidirectional stream; the request once the
+/// client has finished it (or sent more than a request can hold).
+fn read_request(conn: &mut Conn) -> Option<Request> {
+    let Stage::Admitting {
+        stream, request, ..
+    } = &mut conn.stage
+    else {
         return None;
+    };
+    let id = match *stream {
+        Some(id) => id,
+        None => {
+            let id = conn.quic.streams().accept(Dir::Bi)?;
+            *stream = Some(id);
+            id
+        }
+    };
+    let mut recv = conn.quic.recv_stream(id);
+    let mut chunks = recv.read(true).ok()?;
+    let mut finished = false;
+    loop {
+        match chunks.next(MAX_REQUEST + 1 - request.len().min(MAX_REQUEST)) {
+            Ok(Some(chunk)) => {
+                request.extend_from_slice(&chunk.bytes);
+                if request.len() > MAX_REQUEST {
+                    break;
+                }
+            }
+            Ok(None) => {
+                finished = true;
+                break;
+            }
+            // Blocked (more to come) or reset (the timeout will end it).
+            Err(_) => break,
+        }
     }
-    let mut send = send;
-    let mut accepted = [0u8; 5];
-    accepted[1..].copy_from_slice(&session.0.to_be_bytes());
-    send.write_all(&accepted).await.ok()?;
-    send.finish().ok()?;
-    bump(&ctx.counters.accepted);
-    Some(session)
+    let _ = chunks.finalize();
+    if request.len() > MAX_REQUEST {
+        Some(Request::TooLong { stream: id })
+    } else if finished {
+        Some(Request::Complete {
+            stream: id,
+            bytes: std::mem::take(request),
+        })
+    } else {
+        None
+    }
+}
+
+/// The reject on the ticket stream: code, reason length, reason.
+fn reject_message(code: RejectCode) -> Vec<u8> {
+    let reason = code.reason().as_bytes();
+    let mut message = Vec::with_capacity(3 + reason.len());
+    message.push(code as u8);
+    // Reasons are fixed, short strings.
+    message.extend_from_slice(&(reason.len() as u16).to_be_bytes());
+    message.extend_from_slice(reason);
+    message
 }
 
 /// The ticket inside a request, or why the request is refused.
@@ -762,27 +1153,6 @@ fn parse_request(request: &[u8]) -> Result<&[u8], RejectCode> {
         }
         _ => Err(RejectCode::Malformed),
     }
-}
-
-/// Writes the reject on the ticket stream, gives the client a moment to
-/// acknowledge it, then closes the connection with the same code.
-async fn reject(
-    connection: &Connection,
-    mut send: SendStream,
-    code: RejectCode,
-    ctx: &ConnectionCtx,
-) {
-    bump(&ctx.counters.rejected[code as usize]);
-    let reason = code.reason().as_bytes();
-    let mut message = Vec::with_capacity(3 + reason.len());
-    message.push(code as u8);
-    // Reasons are fixed, short strings.
-    message.extend_from_slice(&(reason.len() as u16).to_be_bytes());
-    message.extend_from_slice(reason);
-    if send.write_all(&message).await.is_ok() && send.finish().is_ok() {
-        let _ = tokio::time::timeout(REJECT_LINGER, send.stopped()).await;
-    }
-    close(connection, code);
 }
 
 #[cfg(test)]

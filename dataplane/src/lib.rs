@@ -41,8 +41,8 @@ mod tests;
 pub use cert::{CERT_FILE, CertError, DataplaneCert, KEY_FILE};
 pub use config::{FRAME, RouterConfig};
 pub use endpoint::{
-    BindError, EXCHANGE_VERSION, EndpointStats, Handle, HandleError, RejectCode, Resynced,
-    TICKET_TIMEOUT, VoiceEndpoint,
+    BindError, EXCHANGE_VERSION, EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay, Handle,
+    HandleError, RejectCode, Resynced, TICKET_TIMEOUT, VoiceEndpoint,
 };
 pub use ids::{ChannelKey, SessionId};
 pub use link::{Link, LinkConfig, LinkState, Registration};

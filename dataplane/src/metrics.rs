@@ -24,7 +24,6 @@
 //! | `stale` | router | older than `voice.max_packet_age_ms` |
 //! | `listener_lag` | router | a slow listener's oldest, over `voice.max_broadcast_lag_ms` |
 //! | `discarded` | router | queued for a listener that deafened, moved or left |
-//! | `inbound_queue_full` | endpoint | the router task was behind |
 //! | `no_connection` | endpoint | for a member with no live connection |
 //! | `send_buffer_full` | endpoint | the listener's QUIC datagram buffer was full |
 //! | `send_error` | endpoint | QUIC refused it (connection closing) |
@@ -45,7 +44,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeGaugeValue, EncodeMetric, prometheus_text,
+    DescriptorEncoder, EncodeGaugeValue, EncodeMetric, NoLabelSet, prometheus_text,
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
@@ -56,7 +55,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
-use crate::{EndpointStats, Handle, LinkState, RejectCode, RouterStats};
+use crate::{
+    EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay, Handle, LinkState, RejectCode, RouterStats,
+};
 
 /// The prefix of every metric name.
 pub const METRICS_PREFIX: &str = "openspeak_dataplane";
@@ -109,7 +110,7 @@ impl Snapshot {
 
     /// Dropped datagrams by `reason`: the router's drops (whose sum is
     /// [`RouterStats::dropped`]), then the endpoint's.
-    fn dropped(&self) -> [(&'static str, u64); 13] {
+    fn dropped(&self) -> [(&'static str, u64); 12] {
         let (r, e) = (&self.router, &self.endpoint);
         let (s, l) = (&r.speakers, &r.listeners);
         [
@@ -122,7 +123,6 @@ impl Snapshot {
             ("stale", s.stale),
             ("listener_lag", l.dropped_lag),
             ("discarded", l.discarded),
-            ("inbound_queue_full", e.dropped_inbound),
             ("no_connection", e.dropped_no_connection),
             ("send_buffer_full", e.dropped_send_buffer),
             ("send_error", e.dropped_send_error),
@@ -180,7 +180,7 @@ impl Collector for Snapshot {
             &mut out,
             "datagrams_received",
             "Voice datagrams read from client connections (those then dropped included).",
-            e.datagrams_in + e.dropped_inbound,
+            e.datagrams_in,
         )?;
         counter(
             &mut out,
@@ -220,6 +220,7 @@ impl Collector for Snapshot {
             Some(&Unit::Other("milliseconds".into())),
             r.speakers.jitter_ms,
         )?;
+        forward_delay(&mut out, &e.forward_delay)?;
         counter(
             &mut out,
             "events_dropped",
@@ -263,6 +264,30 @@ fn gauge<N: EncodeGaugeValue>(
 ) -> fmt::Result {
     let metric = ConstGauge::new(value);
     metric.encode(out.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
+/// The forward delay as a histogram in seconds.
+fn forward_delay(out: &mut DescriptorEncoder, delay: &ForwardDelay) -> fmt::Result {
+    let mut buckets: Vec<(f64, u64)> = FORWARD_DELAY_BUCKETS
+        .iter()
+        .copied()
+        .zip(delay.counts.iter().copied())
+        .collect();
+    buckets.push((f64::INFINITY, delay.counts[FORWARD_DELAY_BUCKETS.len()]));
+    let mut metric = out.encode_descriptor(
+        "forward_delay",
+        "Time from reading a speaker's packet (or releasing it from the jitter buffer) to writing \
+         the packet that carries it to a listener; time queued in the socket before the read is \
+         not included.",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    metric.encode_histogram::<NoLabelSet>(
+        delay.sum_nanos as f64 / 1e9,
+        delay.count(),
+        &buckets,
+        None,
+    )
 }
 
 /// One counter family with a `reason` label.
@@ -431,12 +456,16 @@ mod tests {
                 rejected,
                 datagrams_in: 2,
                 datagrams_out: 3,
-                dropped_inbound: 4,
                 dropped_no_connection: 5,
                 dropped_send_buffer: 6,
                 dropped_send_error: 7,
                 dropped_events: 8,
                 connections: 9,
+                // 1, 2, ..., 15 packets in the buckets, in bucket order.
+                forward_delay: ForwardDelay {
+                    counts: std::array::from_fn(|i| i as u64 + 1),
+                    sum_nanos: 2_500_000,
+                },
             },
             router: RouterStats {
                 unknown_session: 10,
@@ -506,7 +535,7 @@ mod tests {
             ),
             ("tickets_rejected_total{reason=\"replaced\"}", "108"),
             ("tickets_rejected_total{reason=\"removed\"}", "109"),
-            ("datagrams_received_total", "6"),
+            ("datagrams_received_total", "2"),
             ("datagrams_forwarded_total", "3"),
             ("datagrams_dropped_total{reason=\"malformed\"}", "65"),
             ("datagrams_dropped_total{reason=\"unknown_session\"}", "10"),
@@ -517,10 +546,6 @@ mod tests {
             ("datagrams_dropped_total{reason=\"stale\"}", "21"),
             ("datagrams_dropped_total{reason=\"listener_lag\"}", "27"),
             ("datagrams_dropped_total{reason=\"discarded\"}", "28"),
-            (
-                "datagrams_dropped_total{reason=\"inbound_queue_full\"}",
-                "4",
-            ),
             ("datagrams_dropped_total{reason=\"no_connection\"}", "5"),
             ("datagrams_dropped_total{reason=\"send_buffer_full\"}", "6"),
             ("datagrams_dropped_total{reason=\"send_error\"}", "7"),
@@ -529,6 +554,8 @@ mod tests {
             ("listener_queued", "29"),
             ("speaker_jitter_max_milliseconds", "2.5"),
             ("events_dropped_total", "8"),
+            ("forward_delay_seconds_count", "120"),
+            ("forward_delay_seconds_sum", "0.0025"),
         ];
         for (name, value) in expected {
             assert_eq!(
@@ -537,8 +564,33 @@ mod tests {
                 "{name} in\n{text}"
             );
         }
+        // Buckets are cumulative: 1, 1 + 2, 1 + 2 + 3, ... packets, under
+        // each bound in order, the unbounded one last.
+        let bucket = p("forward_delay_seconds_bucket{le=\"");
+        let buckets: Vec<(f64, u64)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&bucket)?.split_once("\"} "))
+            .map(|(le, n)| {
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap()
+                };
+                (le, n.parse().unwrap())
+            })
+            .collect();
+        let bounds = FORWARD_DELAY_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let want: Vec<(f64, u64)> = bounds
+            .enumerate()
+            .map(|(i, le)| (le, (i as u64 + 1) * (i as u64 + 2) / 2))
+            .collect();
+        assert_eq!(buckets, want, "{text}");
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(samples, expected.len(), "no sample unaccounted for");
+        assert_eq!(
+            samples,
+            expected.len() + buckets.len(),
+            "no sample unaccounted for"
+        );
         for family in ["tickets_rejected_total", "datagrams_dropped_total"] {
             assert!(text.contains(&format!("# TYPE {} counter\n", p(family))));
         }
@@ -557,7 +609,7 @@ mod tests {
         let router: u64 = snapshot.dropped()[..9].iter().map(|(_, n)| n).sum();
         assert_eq!(router, snapshot.router.dropped());
         let endpoint: u64 = snapshot.dropped()[9..].iter().map(|(_, n)| n).sum();
-        assert_eq!(endpoint, 4 + 5 + 6 + 7);
+        assert_eq!(endpoint, 5 + 6 + 7);
     }
 
     #[test]
@@ -581,7 +633,7 @@ mod tests {
             Some("0".into())
         );
         let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-        assert_eq!(samples.len(), 34, "{text}");
+        assert_eq!(samples.len(), 50, "{text}");
         let zero = |l: &&str| l.rsplit_once(' ').map(|(_, v)| v.parse::<f64>()) == Some(Ok(0.0));
         assert!(samples.iter().all(zero), "{text}");
     }

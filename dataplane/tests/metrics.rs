@@ -122,7 +122,7 @@ impl Scrape {
     }
 }
 
-const DROP_REASONS: [&str; 13] = [
+const DROP_REASONS: [&str; 12] = [
     "malformed",
     "unknown_session",
     "muted",
@@ -132,7 +132,6 @@ const DROP_REASONS: [&str; 13] = [
     "stale",
     "listener_lag",
     "discarded",
-    "inbound_queue_full",
     "no_connection",
     "send_buffer_full",
     "send_error",
@@ -210,6 +209,18 @@ async fn scrapes_count_tickets_voice_and_drops() {
     assert_eq!(talked.total("datagrams_dropped_total"), 0.0);
     assert_eq!(talked.value("datagrams_lost_total"), 0.0);
     assert!(talked.value("speaker_jitter_max_milliseconds") >= 0.0);
+    // Every forwarded datagram left in a packet whose delay was measured;
+    // datagrams for one listener may share a packet.
+    let measured = talked.value("forward_delay_seconds_count");
+    assert!(
+        (1.0..=10.0).contains(&measured),
+        "{measured} packets measured"
+    );
+    assert_eq!(
+        talked.value("forward_delay_seconds_bucket{le=\"+Inf\"}"),
+        measured
+    );
+    assert!(talked.value("forward_delay_seconds_sum") > 0.0);
 
     // A copy of a packet already forwarded, and a datagram that does not
     // parse: both dropped, each under its reason, neither forwarded.

@@ -148,6 +148,25 @@ pub struct DataplaneCounters {
     /// The data plane process's CPU time, in microseconds
     /// (`process_cpu_seconds_total`).
     pub cpu_us: u64,
+    /// The forward delay histogram (`forward_delay_seconds_bucket`): the
+    /// cumulative count of packets by bucket upper bound in µs, the
+    /// unbounded bucket under `u64::MAX`.
+    pub forward_delay: BTreeMap<u64, u64>,
+}
+
+/// Quantiles of the data plane's forward delay, read from its histogram: each
+/// is the upper bound of the bucket the quantile falls in, in µs, so a true
+/// value lies at or under it; `None` when it falls above the last bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DelayBounds {
+    /// Packets measured.
+    pub count: u64,
+    /// Median.
+    pub p50: Option<u64>,
+    /// 90th percentile.
+    pub p90: Option<u64>,
+    /// 99th percentile.
+    pub p99: Option<u64>,
 }
 
 impl DataplaneCounters {
@@ -171,6 +190,17 @@ impl DataplaneCounters {
                     let reason = s.label("reason").unwrap_or("").to_owned();
                     *c.dropped.entry(reason).or_default() += v;
                 }
+                "forward_delay_seconds_bucket" => {
+                    let bound = match s.label("le") {
+                        Some("+Inf") => u64::MAX,
+                        Some(le) => match le.parse::<f64>() {
+                            Ok(seconds) => (seconds * 1e6).round() as u64,
+                            Err(_) => continue,
+                        },
+                        None => continue,
+                    };
+                    c.forward_delay.insert(bound, v);
+                }
                 _ => {}
             }
         }
@@ -190,6 +220,11 @@ impl DataplaneCounters {
         if before.dropped.keys().any(|r| !self.dropped.contains_key(r)) {
             return None;
         }
+        let mut forward_delay = BTreeMap::new();
+        for (&bound, &now) in &self.forward_delay {
+            let then = before.forward_delay.get(&bound).copied().unwrap_or(0);
+            forward_delay.insert(bound, sub(now, then)?);
+        }
         Some(DataplaneCounters {
             received: sub(self.received, before.received)?,
             forwarded: sub(self.forwarded, before.forwarded)?,
@@ -197,6 +232,30 @@ impl DataplaneCounters {
             lost: sub(self.lost, before.lost)?,
             reordered: sub(self.reordered, before.reordered)?,
             cpu_us: sub(self.cpu_us, before.cpu_us)?,
+            forward_delay,
+        })
+    }
+
+    /// The forward delay's quantiles; `None` when the data plane measured
+    /// no packet (or does not export the histogram).
+    pub fn forward_delay_bounds(&self) -> Option<DelayBounds> {
+        let count = self.forward_delay.values().copied().max().unwrap_or(0);
+        if count == 0 {
+            return None;
+        }
+        let quantile = |q: f64| {
+            let rank = ((q * count as f64).ceil() as u64).max(1);
+            self.forward_delay
+                .iter()
+                .find(|&(_, &cumulative)| cumulative >= rank)
+                .map(|(&bound, _)| bound)
+                .filter(|&bound| bound != u64::MAX)
+        };
+        Some(DelayBounds {
+            count,
+            p50: quantile(0.5),
+            p90: quantile(0.9),
+            p99: quantile(0.99),
         })
     }
 
@@ -228,6 +287,12 @@ openspeak_dataplane_datagrams_lost_total 9
 openspeak_dataplane_datagrams_reordered_total 11
 openspeak_dataplane_speaker_jitter_max_milliseconds 3
 openspeak_dataplane_process_cpu_seconds_total 1.25
+openspeak_dataplane_forward_delay_seconds_sum 0.5
+openspeak_dataplane_forward_delay_seconds_count 1000
+openspeak_dataplane_forward_delay_seconds_bucket{le=\"0.0001\"} 400
+openspeak_dataplane_forward_delay_seconds_bucket{le=\"0.0005\"} 880
+openspeak_dataplane_forward_delay_seconds_bucket{le=\"0.002\"} 995
+openspeak_dataplane_forward_delay_seconds_bucket{le=\"+Inf\"} 1000
 other_metric{a=\"x\"} 5
 # EOF
 ";
@@ -235,7 +300,7 @@ other_metric{a=\"x\"} 5
     #[test]
     fn sample_lines_are_read_and_comments_skipped() {
         let s = parse_samples(TEXT).unwrap();
-        assert_eq!(s.len(), 11);
+        assert_eq!(s.len(), 17);
         assert_eq!(s[0].name, "openspeak_dataplane_datagrams_received_total");
         assert_eq!(s[0].value, 1200.0);
         assert_eq!(s[2].labels, [("reason".to_owned(), "stale".to_owned())]);
@@ -292,6 +357,32 @@ other_metric{a=\"x\"} 5
         assert_eq!(c.dropped("listener_lag"), 0);
         assert_eq!(c.dropped_total(), 13);
         assert_eq!(c.dropped.len(), 4);
+        assert_eq!(
+            c.forward_delay
+                .iter()
+                .map(|(b, n)| (*b, *n))
+                .collect::<Vec<_>>(),
+            [(100, 400), (500, 880), (2_000, 995), (u64::MAX, 1000)]
+        );
+    }
+
+    #[test]
+    fn forward_delay_quantiles_are_bucket_bounds() {
+        let c = DataplaneCounters::from_samples(&parse_samples(TEXT).unwrap());
+        // 400 of 1,000 at or under 100 µs, 880 under 500 µs, 995 under 2 ms.
+        assert_eq!(
+            c.forward_delay_bounds(),
+            Some(DelayBounds {
+                count: 1000,
+                p50: Some(500),
+                p90: Some(2_000),
+                p99: Some(2_000),
+            })
+        );
+        let mut slow = c.clone();
+        slow.forward_delay.insert(2_000, 980);
+        assert_eq!(slow.forward_delay_bounds().unwrap().p99, None, "above 2 ms");
+        assert_eq!(DataplaneCounters::default().forward_delay_bounds(), None);
     }
 
     #[test]
@@ -303,7 +394,11 @@ other_metric{a=\"x\"} 5
         after.lost += 1;
         *after.dropped.get_mut("stale").unwrap() += 3;
         after.dropped.insert("listener_lag".into(), 2);
+        *after.forward_delay.get_mut(&u64::MAX).unwrap() += 100;
+        *after.forward_delay.get_mut(&2_000).unwrap() += 100;
         let d = after.since(&before).unwrap();
+        assert_eq!(d.forward_delay[&u64::MAX], 100);
+        assert_eq!(d.forward_delay[&100], 0);
         assert_eq!(
             (d.forwarded, d.received, d.lost, d.reordered),
             (100, 50, 1, 0)

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::VoiceRunError;
 use crate::impairment::ImpairmentSpec;
-use crate::metrics_text::{DataplaneCounters, NAMED_DROP_REASONS};
+use crate::metrics_text::{DataplaneCounters, DelayBounds, NAMED_DROP_REASONS};
 use crate::report::Outcome;
 use crate::report::render_table;
 use crate::stats::{LatencyPercentiles, format_micros};
@@ -221,6 +221,10 @@ pub struct VoiceReport {
     pub server_lost: Option<u64>,
     /// Datagrams that reached it out of order and that it put back in order.
     pub server_reordered: Option<u64>,
+    /// Its own measure of the time voice spent inside it (read off the
+    /// socket to written to a listener), over the same window: bucket upper
+    /// bounds in µs from its `forward_delay_seconds` histogram.
+    pub server_forward_delay_us: Option<DelayBounds>,
     /// Presence events all sessions received.
     pub events_received: u64,
     /// Failures by reason.
@@ -457,6 +461,10 @@ impl VoiceReport {
                     self.reordered
                 ),
             ),
+            (
+                "  forward delay",
+                forward_delay_row(self.server_forward_delay_us),
+            ),
         ]
     }
 
@@ -522,6 +530,26 @@ fn latency(s: &LatencyPercentiles) -> String {
         format_micros(s.p999),
         format_micros(s.max),
         s.count
+    )
+}
+
+/// The data plane's forward delay quantiles, as bucket bounds.
+fn forward_delay_row(bounds: Option<DelayBounds>) -> String {
+    let Some(b) = bounds else {
+        return "not measured".into();
+    };
+    let bound = |us: Option<u64>| {
+        us.map_or_else(
+            || "above the last bucket".into(),
+            |us| format!("≤ {}", format_micros(us)),
+        )
+    };
+    format!(
+        "p50 {}  p90 {}  p99 {}  (n={} packets; histogram bucket bounds, inside the data plane)",
+        bound(b.p50),
+        bound(b.p90),
+        bound(b.p99),
+        b.count
     )
 }
 
@@ -618,6 +646,7 @@ pub(crate) mod tests {
             server_drops: None,
             server_lost: None,
             server_reordered: None,
+            server_forward_delay_us: None,
             events_received: 100,
             errors: BTreeMap::new(),
             errors_total: 0,
@@ -703,6 +732,7 @@ pub(crate) mod tests {
             "server_drops",
             "server_lost",
             "server_reordered",
+            "server_forward_delay_us",
         ] {
             assert!(v[key].is_null(), "{key}");
         }
@@ -727,7 +757,15 @@ pub(crate) mod tests {
         r.server_drops = Some(ServerDrops::of(&delta));
         r.server_lost = Some(delta.lost);
         r.server_reordered = Some(delta.reordered);
+        r.server_forward_delay_us = Some(DelayBounds {
+            count: 378,
+            p50: Some(300),
+            p90: Some(1_500),
+            p99: None,
+        });
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["server_forward_delay_us"]["p50"], 300);
+        assert_eq!(v["server_forward_delay_us"]["p99"], serde_json::Value::Null);
         assert_eq!(v["server_received"], 190);
         assert_eq!(v["server_forwarded"], 378);
         assert_eq!(v["server_lost"], 12);
@@ -747,6 +785,10 @@ pub(crate) mod tests {
             "{t}"
         );
         assert!(t.contains("12 / 5 (clients: lost 20, reordered 3)"), "{t}");
+        assert!(
+            t.contains("p50 ≤ 300µs  p90 ≤ 1.5ms  p99 above the last bucket  (n=378 packets"),
+            "{t}"
+        );
 
         r.server_received = None;
         r.server_forwarded = None;

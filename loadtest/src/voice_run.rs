@@ -558,6 +558,10 @@ fn build_report(
         server_drops: facts.dataplane.as_ref().map(ServerDrops::of),
         server_lost: facts.dataplane.as_ref().map(|d| d.lost),
         server_reordered: facts.dataplane.as_ref().map(|d| d.reordered),
+        server_forward_delay_us: facts
+            .dataplane
+            .as_ref()
+            .and_then(|d| d.forward_delay_bounds()),
         events_received: ctx.events.load(Ordering::Relaxed),
         errors_total: tally.total(),
         errors: tally.by_reason,

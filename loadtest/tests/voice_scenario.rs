@@ -142,6 +142,12 @@ async fn ten_percent_uplink_loss_shows_as_ten_percent_loss() {
             report.server_forwarded.unwrap() >= report.delivered,
             "{table}"
         );
+        // It timed the packets that carried them: at most one each, as two
+        // datagrams for one listener may share a packet.
+        let delay = report.server_forward_delay_us.expect("measured");
+        assert!(delay.count > 0, "{table}");
+        assert!(delay.count <= report.server_forwarded.unwrap(), "{table}");
+        assert!(delay.p50 <= delay.p99 || delay.p99.is_none(), "{table}");
     })
     .await;
 }
