@@ -35,13 +35,12 @@ use bytes::{Bytes, BytesMut};
 use openspeak_shared::ticket::{
     HEADER_LEN, MAX_TICKET_LEN, NONCE_LEN, TicketError, TicketVerifier,
 };
-use quinn_proto::{
-    ConnectionHandle, DatagramEvent, Dir, Event, StreamEvent, StreamId, Transmit, VarInt,
-};
+use quinn_proto::{ConnectionHandle, DatagramEvent, Dir, Event, StreamEvent, StreamId, VarInt};
 use thiserror::Error;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::udp;
 use crate::{
     ChannelKey, DataplaneCert, ListenerStats, Member, MembershipError, QuicConfigError, Router,
     RouterConfig, RouterEvent, RouterStats, SessionId, SpeakerStats, server_config,
@@ -160,9 +159,9 @@ struct Counters {
 }
 
 /// Upper bounds, in seconds, of the buckets of the forward delay: the time
-/// from reading a speaker's packet off the socket (or the router releasing
-/// it from a jitter buffer) to writing the packet that carries it to a
-/// listener. A last, unbounded bucket takes the rest.
+/// from the kernel receiving a speaker's packet (or the router releasing it
+/// from a jitter buffer) to the data plane writing the packet that carries
+/// it to a listener. A last, unbounded bucket takes the rest.
 pub const FORWARD_DELAY_BUCKETS: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002, 0.003, 0.005,
     0.01, 0.02, 0.05,
@@ -433,8 +432,10 @@ pub struct VoiceEndpoint {
     /// Sessions a restarted control plane no longer knows, routed as they
     /// were until their connection ends (see [`Handle::resync`]).
     orphans: HashSet<SessionId>,
-    /// When the input being handled now arrived: the packets of this
-    /// wake-up were read, or the timer fired. Forward delays count from it.
+    /// When the input being handled now arrived: the earliest kernel
+    /// receive time of this wake-up's packets (or the read, where the
+    /// kernel gives none), or when the timer fired. Forward delays count
+    /// from it.
     batch_at: Instant,
     /// Scratch space quinn writes outgoing packets into.
     send_buf: Vec<u8>,
@@ -505,6 +506,7 @@ impl VoiceEndpoint {
     ) -> Result<(VoiceEndpoint, Handle), BindError> {
         let server_config = Arc::new(server_config(cert)?);
         let socket = std::net::UdpSocket::bind(addr)?;
+        udp::enable_receive_timestamps(&socket)?;
         socket.set_nonblocking(true)?;
         let socket = UdpSocket::from_std(socket)?;
         // Path MTU discovery is off: voice packets are a few hundred bytes
@@ -600,18 +602,25 @@ impl VoiceEndpoint {
     /// read for the batch.
     fn receive(&mut self) {
         let now = Instant::now();
+        let wall = SystemTime::now();
         self.batch_at = now;
         for _ in 0..BATCH {
-            let (len, from) = match self.socket.try_recv_from(&mut self.recv_buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // ICMP errors from earlier sends (e.g. port unreachable)
-                // surface here on some systems; they concern one peer.
-                Err(e) => {
-                    tracing::debug!(error = %e, "voice socket receive error");
-                    continue;
-                }
-            };
+            let udp::Received { len, from, arrived } =
+                match udp::try_recv(&self.socket, &mut self.recv_buf) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    // ICMP errors from earlier sends (e.g. port unreachable)
+                    // surface here on some systems; they concern one peer.
+                    Err(e) => {
+                        tracing::debug!(error = %e, "voice socket receive error");
+                        continue;
+                    }
+                };
+            // Forward delays count from the earliest arrival in the batch:
+            // what waited in the socket's queue waited in the data plane.
+            if let Some(waited) = arrived.and_then(|t| wall.duration_since(t).ok()) {
+                self.batch_at = self.batch_at.min(now.checked_sub(waited).unwrap_or(now));
+            }
             let data = BytesMut::from(&self.recv_buf[..len]);
             self.send_buf.clear();
             match self
@@ -626,7 +635,7 @@ impl VoiceEndpoint {
                 }
                 Some(DatagramEvent::NewConnection(incoming)) => self.accept(now, incoming),
                 Some(DatagramEvent::Response(transmit)) => {
-                    send(&self.socket, &transmit, &self.send_buf);
+                    udp::send(&self.socket, &transmit, &self.send_buf);
                 }
                 None => {}
             }
@@ -658,7 +667,7 @@ impl VoiceEndpoint {
             }
             Err(e) => {
                 if let Some(transmit) = e.response {
-                    send(&self.socket, &transmit, &self.send_buf);
+                    udp::send(&self.socket, &transmit, &self.send_buf);
                 }
             }
         }
@@ -747,7 +756,7 @@ impl VoiceEndpoint {
             let Some(transmit) = conn.quic.poll_transmit(now, 1, &mut self.send_buf) else {
                 break;
             };
-            send(&self.socket, &transmit, &self.send_buf);
+            udp::send(&self.socket, &transmit, &self.send_buf);
             if let Some(since) = conn.voice_since {
                 self.counters.forward_delay.record(since.elapsed());
             }
@@ -1058,18 +1067,6 @@ fn close_conn(conn: &mut Conn, now: Instant, code: RejectCode) {
         Bytes::from_static(code.reason().as_bytes()),
     );
     conn.stage = Stage::Closed;
-}
-
-/// Sends one packet quinn built. A full socket buffer drops it, as the
-/// network would: QUIC recovers what matters, and late voice is worthless.
-fn send(socket: &UdpSocket, transmit: &Transmit, buf: &[u8]) {
-    let contents = &buf[..transmit.size];
-    let segment = transmit.segment_size.unwrap_or(transmit.size).max(1);
-    for packet in contents.chunks(segment) {
-        if let Err(e) = socket.try_send_to(packet, transmit.destination) {
-            tracing::trace!(error = %e, to = %transmit.destination, "voice packet not sent");
-        }
-    }
 }
 
 /// Far enough ahead to mean "never" for a timer.

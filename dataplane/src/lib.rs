@@ -34,6 +34,7 @@ mod quic;
 mod router;
 mod server;
 mod stats;
+mod udp;
 
 #[cfg(test)]
 mod tests;

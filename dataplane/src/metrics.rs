@@ -276,9 +276,8 @@ fn forward_delay(out: &mut DescriptorEncoder, delay: &ForwardDelay) -> fmt::Resu
     buckets.push((f64::INFINITY, delay.counts[FORWARD_DELAY_BUCKETS.len()]));
     let mut metric = out.encode_descriptor(
         "forward_delay",
-        "Time from reading a speaker's packet (or releasing it from the jitter buffer) to writing \
-         the packet that carries it to a listener; time queued in the socket before the read is \
-         not included.",
+        "Time from the kernel receiving a speaker's packet (or the jitter buffer releasing it) to \
+         the data plane writing the packet that carries it to a listener.",
         Some(&Unit::Seconds),
         MetricType::Histogram,
     )?;

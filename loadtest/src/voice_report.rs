@@ -221,8 +221,8 @@ pub struct VoiceReport {
     pub server_lost: Option<u64>,
     /// Datagrams that reached it out of order and that it put back in order.
     pub server_reordered: Option<u64>,
-    /// Its own measure of the time voice spent inside it (read off the
-    /// socket to written to a listener), over the same window: bucket upper
+    /// Its own measure of the time voice spent inside it (received by its
+    /// kernel to written to a listener), over the same window: bucket upper
     /// bounds in µs from its `forward_delay_seconds` histogram.
     pub server_forward_delay_us: Option<DelayBounds>,
     /// Presence events all sessions received.
