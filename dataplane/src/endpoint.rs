@@ -161,10 +161,12 @@ struct Counters {
 /// Upper bounds, in seconds, of the buckets of the forward delay: the time
 /// from the kernel receiving a speaker's packet (or the router releasing it
 /// from a jitter buffer) to the data plane writing the packet that carries
-/// it to a listener. A last, unbounded bucket takes the rest.
-pub const FORWARD_DELAY_BUCKETS: [f64; 14] = [
-    0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002, 0.003, 0.005,
-    0.01, 0.02, 0.05,
+/// it to a listener. Finer around 1 to 3 ms, where a voice server's target
+/// lies (2 ms at the 99th percentile, BENCHMARKS.md). A last, unbounded
+/// bucket takes the rest.
+pub const FORWARD_DELAY_BUCKETS: [f64; 17] = [
+    0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.001_25, 0.001_5, 0.001_75,
+    0.002, 0.002_5, 0.003, 0.005, 0.01, 0.02, 0.05,
 ];
 
 /// The forward delay's histogram, updated by the endpoint task and read by

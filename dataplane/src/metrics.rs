@@ -460,7 +460,7 @@ mod tests {
                 dropped_send_error: 7,
                 dropped_events: 8,
                 connections: 9,
-                // 1, 2, ..., 15 packets in the buckets, in bucket order.
+                // 1, 2, 3, ... packets in the buckets, in bucket order.
                 forward_delay: ForwardDelay {
                     counts: std::array::from_fn(|i| i as u64 + 1),
                     sum_nanos: 2_500_000,
@@ -553,7 +553,7 @@ mod tests {
             ("listener_queued", "29"),
             ("speaker_jitter_max_milliseconds", "2.5"),
             ("events_dropped_total", "8"),
-            ("forward_delay_seconds_count", "120"),
+            ("forward_delay_seconds_count", "171"),
             ("forward_delay_seconds_sum", "0.0025"),
         ];
         for (name, value) in expected {
@@ -632,7 +632,7 @@ mod tests {
             Some("0".into())
         );
         let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-        assert_eq!(samples.len(), 50, "{text}");
+        assert_eq!(samples.len(), 53, "{text}");
         let zero = |l: &&str| l.rsplit_once(' ').map(|(_, v)| v.parse::<f64>()) == Some(Ok(0.0));
         assert!(samples.iter().all(zero), "{text}");
     }
