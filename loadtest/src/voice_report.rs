@@ -533,6 +533,16 @@ fn latency(s: &LatencyPercentiles) -> String {
     )
 }
 
+/// A bucket bound exactly, as the data plane wrote it: `750µs`, `1.75ms`.
+fn bucket_bound(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us}µs")
+    } else {
+        let ms = format!("{:.3}", us as f64 / 1_000.0);
+        format!("{}ms", ms.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
 /// The data plane's forward delay quantiles, as bucket bounds.
 fn forward_delay_row(bounds: Option<DelayBounds>) -> String {
     let Some(b) = bounds else {
@@ -541,7 +551,7 @@ fn forward_delay_row(bounds: Option<DelayBounds>) -> String {
     let bound = |us: Option<u64>| {
         us.map_or_else(
             || "above the last bucket".into(),
-            |us| format!("≤ {}", format_micros(us)),
+            |us| format!("≤ {}", bucket_bound(us)),
         )
     };
     format!(
@@ -760,7 +770,7 @@ pub(crate) mod tests {
         r.server_forward_delay_us = Some(DelayBounds {
             count: 378,
             p50: Some(300),
-            p90: Some(1_500),
+            p90: Some(1_750),
             p99: None,
         });
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
@@ -786,7 +796,7 @@ pub(crate) mod tests {
         );
         assert!(t.contains("12 / 5 (clients: lost 20, reordered 3)"), "{t}");
         assert!(
-            t.contains("p50 ≤ 300µs  p90 ≤ 1.5ms  p99 above the last bucket  (n=378 packets"),
+            t.contains("p50 ≤ 300µs  p90 ≤ 1.75ms  p99 above the last bucket  (n=378 packets"),
             "{t}"
         );
 
@@ -794,6 +804,15 @@ pub(crate) mod tests {
         r.server_forwarded = None;
         r.server_drops = None;
         assert!(r.table().contains("no counters"), "{}", r.table());
+    }
+
+    #[test]
+    fn bucket_bounds_print_exactly() {
+        assert_eq!(bucket_bound(750), "750µs");
+        assert_eq!(bucket_bound(1_000), "1ms");
+        assert_eq!(bucket_bound(1_250), "1.25ms");
+        assert_eq!(bucket_bound(2_000), "2ms");
+        assert_eq!(bucket_bound(50_000), "50ms");
     }
 
     #[test]
