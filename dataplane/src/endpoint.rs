@@ -557,15 +557,16 @@ impl VoiceEndpoint {
     /// Accepts connections and routes voice until [`Handle::shutdown`] is
     /// called or every handle is dropped.
     pub async fn run(mut self) {
-        // One timer, moved rather than rebuilt each turn.
+        // One timer, re-armed only when the next deadline changes (or it
+        // has fired), rather than rebuilt each turn.
         let timer = tokio::time::sleep_until(far_future().into());
         tokio::pin!(timer);
-        let mut armed = far_future();
+        let mut armed: Option<Option<Instant>> = None;
         loop {
-            let wake = self.next_wake().unwrap_or_else(far_future);
-            if wake != armed {
-                timer.as_mut().reset(wake.into());
-                armed = wake;
+            let wake = self.next_wake();
+            if armed != Some(wake) {
+                timer.as_mut().reset(wake.unwrap_or_else(far_future).into());
+                armed = Some(wake);
             }
             tokio::select! {
                 ready = self.socket.readable() => {
@@ -582,7 +583,7 @@ impl VoiceEndpoint {
                     }
                 }
                 () = &mut timer => {
-                    armed = far_future();
+                    armed = None;
                     self.on_timers(Instant::now());
                 }
             }
@@ -600,8 +601,8 @@ impl VoiceEndpoint {
         }
     }
 
-    /// Reads what the socket holds, up to [`BATCH`] packets, with one clock
-    /// read for the batch.
+    /// Reads what the socket holds, up to [`BATCH`] packets, with one read
+    /// of each clock for the batch.
     fn receive(&mut self) {
         let now = Instant::now();
         let wall = SystemTime::now();
@@ -695,19 +696,36 @@ impl VoiceEndpoint {
     /// Handles everything one connection has for us, then sends what it
     /// has for the network and files its next timer.
     fn drive(&mut self, ch: ConnectionHandle, now: Instant) {
-        let Some(conn) = self.conns.get_mut(&ch) else {
+        let Some(polled) = self.poll_conn(ch, now) else {
             return;
         };
+        if let Some(request) = polled.request {
+            self.answer(ch, now, request);
+        }
+        if polled.lost {
+            self.gone(ch);
+        }
+        self.transmit(ch, now);
+        if polled.drained {
+            self.forget(ch);
+        } else {
+            self.refile(ch);
+        }
+    }
+
+    /// Takes a connection's endpoint events (passing them to quinn's
+    /// endpoint) and its application events: the ticket request, voice for
+    /// the router, the end of a reject, loss.
+    fn poll_conn(&mut self, ch: ConnectionHandle, now: Instant) -> Option<Polled> {
+        let conn = self.conns.get_mut(&ch)?;
         conn.dirty = false;
-        let mut drained = false;
+        let mut polled = Polled::default();
         while let Some(event) = conn.quic.poll_endpoint_events() {
-            drained |= event.is_drained();
+            polled.drained |= event.is_drained();
             if let Some(back) = self.quic.handle_event(ch, event) {
                 conn.quic.handle_event(back);
             }
         }
-        let mut lost = false;
-        let mut request = None;
         while let Some(event) = conn.quic.poll() {
             match event {
                 Event::Connected => {
@@ -717,12 +735,12 @@ impl VoiceEndpoint {
                         *deadline = now + TICKET_TIMEOUT;
                     }
                 }
-                Event::ConnectionLost { .. } => lost = true,
+                Event::ConnectionLost { .. } => polled.lost = true,
                 Event::Stream(StreamEvent::Opened { dir: Dir::Bi })
                 | Event::Stream(StreamEvent::Readable { .. })
-                    if request.is_none() =>
+                    if polled.request.is_none() =>
                 {
-                    request = read_request(conn);
+                    polled.request = read_request(conn);
                 }
                 Event::Stream(StreamEvent::Finished { id })
                 | Event::Stream(StreamEvent::Stopped { id, .. }) => {
@@ -743,12 +761,12 @@ impl VoiceEndpoint {
                 _ => {}
             }
         }
-        if let Some(request) = request {
-            self.answer(ch, now, request);
-        }
-        if lost {
-            self.gone(ch);
-        }
+        Some(polled)
+    }
+
+    /// Writes every packet the connection has ready, timing the voice in
+    /// them.
+    fn transmit(&mut self, ch: ConnectionHandle, now: Instant) {
         let Some(conn) = self.conns.get_mut(&ch) else {
             return;
         };
@@ -769,13 +787,14 @@ impl VoiceEndpoint {
         if sent {
             conn.voice_since = None;
         }
-        if drained {
-            if let Some(at) = conn.timer.take() {
-                self.timers.remove(&(at, ch));
-            }
-            self.conns.remove(&ch);
+    }
+
+    /// Files the connection under its next deadline: quinn's or the ticket
+    /// exchange's, whichever is first.
+    fn refile(&mut self, ch: ConnectionHandle) {
+        let Some(conn) = self.conns.get_mut(&ch) else {
             return;
-        }
+        };
         let next = match (conn.quic.poll_timeout(), conn.stage.deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -788,6 +807,15 @@ impl VoiceEndpoint {
                 self.timers.insert((at, ch));
             }
             conn.timer = next;
+        }
+    }
+
+    /// Drops a connection quinn has finished with.
+    fn forget(&mut self, ch: ConnectionHandle) {
+        if let Some(conn) = self.conns.remove(&ch)
+            && let Some(at) = conn.timer
+        {
+            self.timers.remove(&(at, ch));
         }
     }
 
@@ -1074,6 +1102,16 @@ fn close_conn(conn: &mut Conn, now: Instant, code: RejectCode) {
 /// Far enough ahead to mean "never" for a timer.
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400)
+}
+
+/// What [`VoiceEndpoint::poll_conn`] found for the driver to act on.
+#[derive(Default)]
+struct Polled {
+    /// quinn is done with the connection; it can go.
+    drained: bool,
+    /// The connection was lost (timed out, closed by the peer).
+    lost: bool,
+    request: Option<Request>,
 }
 
 /// A ticket request read off its stream.
