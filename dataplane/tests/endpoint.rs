@@ -7,11 +7,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use openspeak_dataplane::{
-    DataplaneCert, Handle, Member, Resynced, RouterConfig, RouterEvent, SessionId, VoiceEndpoint,
+    DataplaneCert, Handle, Member, Resynced, RouterConfig, RouterEvent, SessionId, TICKET_TIMEOUT,
+    VoiceEndpoint,
 };
-use openspeak_shared::ticket::{TicketIssuer, TicketKey, TicketVerifier};
+use openspeak_shared::ticket::{MAX_TICKET_LEN, TicketIssuer, TicketKey, TicketVerifier};
 use quinn::{Connection, Endpoint};
-use support::{Answer, close_code, eventually, hears_nothing, present, talk, voice, within};
+use support::{
+    Answer, close_code, eventually, hears_nothing, present, send_request, talk, voice, within,
+};
 
 struct Server {
     addr: SocketAddr,
@@ -140,6 +143,58 @@ async fn forged_and_expired_tickets_are_rejected() {
     assert_eq!(stats.rejected[3], 1);
     assert_eq!(stats.rejected[4], 1);
     assert_eq!(stats.accepted, 0);
+}
+
+#[tokio::test]
+async fn requests_that_are_no_ticket_are_refused_with_their_reason() {
+    let server = start();
+    let refused = |code: u8, reason: &str| Answer::Rejected(code, reason.into(), u64::from(code));
+
+    let (_ep, connection) = server.connect().await;
+    assert_eq!(
+        send_request(&connection, &[2, 0, 0]).await,
+        refused(7, "unsupported version")
+    );
+    // The length says five bytes; two follow.
+    let (_ep, connection) = server.connect().await;
+    assert_eq!(
+        send_request(&connection, &[1, 0, 5, 9, 9]).await,
+        refused(1, "malformed ticket")
+    );
+    let (_ep, connection) = server.connect().await;
+    assert_eq!(
+        send_request(&connection, &[]).await,
+        refused(1, "malformed ticket")
+    );
+    // Longer than any request can be (its length field agrees): refused
+    // once more than the longest request has been read.
+    let len = MAX_TICKET_LEN + 100;
+    let mut huge = vec![1];
+    huge.extend_from_slice(&(len as u16).to_be_bytes());
+    huge.resize(3 + len, 7);
+    let (_ep, connection) = server.connect().await;
+    assert_eq!(
+        send_request(&connection, &huge).await,
+        refused(1, "malformed ticket")
+    );
+
+    let stats = server.handle.stats();
+    assert_eq!((stats.rejected[1], stats.rejected[7]), (3, 1));
+    assert_eq!(stats.accepted, 0);
+}
+
+#[tokio::test]
+async fn a_client_that_presents_no_ticket_is_closed_after_the_timeout() {
+    let server = start();
+    let (_ep, connection) = server.connect().await;
+    let started = std::time::Instant::now();
+    assert_eq!(close_code(&connection).await, 6);
+    let waited = started.elapsed();
+    assert!(
+        waited >= TICKET_TIMEOUT - std::time::Duration::from_millis(500),
+        "closed after {waited:?}"
+    );
+    assert_eq!(server.handle.stats().rejected[6], 1);
 }
 
 #[tokio::test]

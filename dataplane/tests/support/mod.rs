@@ -105,11 +105,16 @@ pub enum Answer {
 
 /// The client side of the ticket exchange.
 pub async fn present(connection: &Connection, ticket: &[u8]) -> Answer {
-    let (mut send, mut recv) = within("open stream", connection.open_bi()).await.unwrap();
     let mut request = vec![1];
     request.extend_from_slice(&(ticket.len() as u16).to_be_bytes());
     request.extend_from_slice(ticket);
-    send.write_all(&request).await.unwrap();
+    send_request(connection, &request).await
+}
+
+/// Sends `request`, whatever it holds, as the ticket request; the answer.
+pub async fn send_request(connection: &Connection, request: &[u8]) -> Answer {
+    let (mut send, mut recv) = within("open stream", connection.open_bi()).await.unwrap();
+    send.write_all(request).await.unwrap();
     send.finish().unwrap();
     let response = within("ticket answer", recv.read_to_end(1024))
         .await
