@@ -6,11 +6,13 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
+use bytes::Bytes;
 use openspeak_dataplane::{
     DataplaneCert, Handle, Member, Resynced, RouterConfig, RouterEvent, SessionId, TICKET_TIMEOUT,
     VoiceEndpoint,
 };
 use openspeak_shared::ticket::{MAX_TICKET_LEN, TicketIssuer, TicketKey, TicketVerifier};
+use openspeak_shared::voice::{Forwarded, MAX_PAYLOAD, VoicePacket};
 use quinn::{Connection, Endpoint};
 use support::{
     Answer, close_code, eventually, hears_nothing, present, send_request, talk, voice, within,
@@ -118,6 +120,30 @@ async fn routes_voice_between_members_of_a_channel() {
     hears_nothing(&a).await;
 
     server.handle.shutdown();
+}
+
+#[tokio::test]
+async fn the_largest_voice_packet_is_forwarded_whole() {
+    let server = start();
+    for session in 1..=2 {
+        server.member(session, "c1", false).await;
+    }
+    let (_a_ep, a) = server.join(&server.ticket(1, 60), 1).await;
+    let (_b_ep, b) = server.join(&server.ticket(2, 60), 2).await;
+    let payload = Bytes::from(vec![0x5a; MAX_PAYLOAD]);
+    let packet = VoicePacket {
+        sequence: 1,
+        timestamp: 20,
+        payload: payload.clone(),
+    };
+    a.send_datagram(packet.encode().unwrap()).unwrap();
+    let got = within("the forwarded packet", b.read_datagram())
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1_013, "the largest datagram PROTOCOL.md names");
+    let forwarded = Forwarded::parse(got).unwrap();
+    assert_eq!((forwarded.speaker, forwarded.sequence), (1, 1));
+    assert_eq!(forwarded.payload, payload);
 }
 
 #[tokio::test]
