@@ -170,29 +170,40 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[tokio::test]
-    async fn a_packet_comes_with_its_sender_and_the_kernels_arrival_time() {
-        let std_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        enable_receive_timestamps(&std_socket).unwrap();
-        std_socket.set_nonblocking(true).unwrap();
-        let socket = UdpSocket::from_std(std_socket).unwrap();
-        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let before = SystemTime::now();
-        peer.send_to(b"voice", socket.local_addr().unwrap())
-            .unwrap();
-        let mut buf = [0u8; 64];
-        let got = tokio::time::timeout(Duration::from_secs(5), async {
+    /// A voice-style socket on `addr`: stamped, non-blocking, in tokio.
+    fn bound(addr: &str) -> io::Result<UdpSocket> {
+        let socket = std::net::UdpSocket::bind(addr)?;
+        enable_receive_timestamps(&socket)?;
+        socket.set_nonblocking(true)?;
+        UdpSocket::from_std(socket)
+    }
+
+    /// The next packet, within 5 s.
+    async fn read_one(socket: &UdpSocket, buf: &mut [u8]) -> Received {
+        let read = async {
             loop {
                 socket.readable().await.unwrap();
-                match try_recv(&socket, &mut buf) {
+                match try_recv(socket, buf) {
                     Ok(got) => return got,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => panic!("{e}"),
                 }
             }
-        })
-        .await
-        .expect("the packet arrives");
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("the packet arrives")
+    }
+
+    #[tokio::test]
+    async fn a_packet_comes_with_its_sender_and_the_kernels_arrival_time() {
+        let socket = bound("127.0.0.1:0").unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = SystemTime::now();
+        peer.send_to(b"voice", socket.local_addr().unwrap())
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let got = read_one(&socket, &mut buf).await;
         assert_eq!(&buf[..got.len], b"voice");
         assert_eq!(got.from, peer.local_addr().unwrap());
         if cfg!(target_os = "linux") {
@@ -211,26 +222,14 @@ mod tests {
 
     #[tokio::test]
     async fn an_ipv6_sender_reads_back_as_itself() {
-        let Ok(std_socket) = std::net::UdpSocket::bind("[::1]:0") else {
+        let Ok(socket) = bound("[::1]:0") else {
             eprintln!("SKIPPED: no IPv6 loopback on this machine");
             return;
         };
-        enable_receive_timestamps(&std_socket).unwrap();
-        std_socket.set_nonblocking(true).unwrap();
-        let socket = UdpSocket::from_std(std_socket).unwrap();
         let peer = std::net::UdpSocket::bind("[::1]:0").unwrap();
         peer.send_to(b"v6", socket.local_addr().unwrap()).unwrap();
         let mut buf = [0u8; 64];
-        let got = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                socket.readable().await.unwrap();
-                if let Ok(got) = try_recv(&socket, &mut buf) {
-                    return got;
-                }
-            }
-        })
-        .await
-        .expect("the packet arrives");
+        let got = read_one(&socket, &mut buf).await;
         assert_eq!(got.from, peer.local_addr().unwrap());
         assert_eq!(&buf[..got.len], b"v6");
     }
