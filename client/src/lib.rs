@@ -44,7 +44,7 @@ pub use control::{
 pub use error::ClientError;
 pub use grant::VoiceGrant;
 pub use openspeak_shared::pb;
-pub use openspeak_shared::voice::Forwarded;
+pub use openspeak_voice::Forwarded;
 pub use session::{PresenceUpdate, Session};
 pub use tonic::Code;
 pub use voice::{VoiceClient, VoiceError};

@@ -3,10 +3,10 @@
 //! (`docs/PROTOCOL.md`, "Voice"). Tests and the load generator use it to
 //! act as real clients; it holds no audio logic and no jitter buffer.
 //!
-//! A [`VoiceClient`] is a thin driver around quinn: the wire formats come
-//! from `openspeak_shared::voice` and the TLS setup (certificate pinning)
-//! from `openspeak_dataplane::client_config`, so this file only sequences
-//! them and turns their failures into one typed [`VoiceError`].
+//! A [`VoiceClient`] is a thin driver around quinn: the wire formats, the
+//! ticket exchange's framing and the TLS setup (certificate pinning) come
+//! from `openspeak-voice`, which the data plane uses too, so this file only
+//! sequences them and turns their failures into one typed [`VoiceError`].
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -14,11 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use openspeak_dataplane::{PinError, QuicConfigError, client_config, parse_pin};
-use openspeak_shared::voice::{Forwarded, VoicePacket, WireError};
+use openspeak_voice::exchange::{self, Answer, MAX_ANSWER, MalformedAnswer, TicketTooLong};
+use openspeak_voice::quic::is_pin_mismatch;
+use openspeak_voice::{
+    Forwarded, PinError, QuicConfigError, VoicePacket, WireError, client_config, parse_pin,
+};
 use quinn::{
-    ConnectionError, Endpoint, ReadError, ReadToEndError, SendDatagramError, TransportErrorCode,
-    VarInt, WriteError,
+    ConnectionError, Endpoint, ReadError, ReadToEndError, SendDatagramError, VarInt, WriteError,
 };
 use thiserror::Error;
 
@@ -26,19 +28,6 @@ use thiserror::Error;
 /// exchange together. The data plane itself gives a client 5 s to present
 /// its ticket; the extra allows for a slow handshake on a loaded machine.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The version byte of the ticket exchange this client speaks.
-const EXCHANGE_VERSION: u8 = 1;
-
-/// The longest answer the data plane sends: a reject code, a length and a
-/// short reason. Anything longer is not an answer this client understands.
-const MAX_ANSWER: usize = 1024;
-
-/// The TLS alert rustls sends, and reports locally, when a certificate
-/// verifier refuses the peer's certificate with a `CertificateError::Other`.
-/// The pinning verifier checks nothing but the pin, so this alert on the
-/// client's side means the server's certificate is not the pinned one.
-const ALERT_CERTIFICATE_UNKNOWN: u8 = 46;
 
 /// How long [`VoiceClient::close`] waits for the close to reach the data
 /// plane before giving up on it.
@@ -188,7 +177,8 @@ impl VoiceClient {
         ticket: &[u8],
     ) -> Result<Self, VoiceError> {
         let pin = parse_pin(cert_sha256_hex)?;
-        let request = request(ticket)?;
+        let request = exchange::encode_request(ticket)
+            .map_err(|TicketTooLong(len)| VoiceError::TicketTooLong(len))?;
         let config = client_config(pin)?;
         let connecting = client
             .connect_with(config, endpoint, "localhost")
@@ -291,16 +281,6 @@ pub fn client_endpoint(target: SocketAddr) -> Result<Endpoint, VoiceError> {
     Endpoint::client(local).map_err(VoiceError::Bind)
 }
 
-/// The ticket request: version, big-endian length, ticket.
-fn request(ticket: &[u8]) -> Result<Vec<u8>, VoiceError> {
-    let len = u16::try_from(ticket.len()).map_err(|_| VoiceError::TicketTooLong(ticket.len()))?;
-    let mut request = Vec::with_capacity(3 + ticket.len());
-    request.push(EXCHANGE_VERSION);
-    request.extend_from_slice(&len.to_be_bytes());
-    request.extend_from_slice(ticket);
-    Ok(request)
-}
-
 /// Runs the ticket exchange on the first bidirectional stream; returns the
 /// accepted session id.
 async fn present(connection: &quinn::Connection, request: &[u8]) -> Result<u32, VoiceError> {
@@ -313,32 +293,22 @@ async fn present(connection: &quinn::Connection, request: &[u8]) -> Result<u32, 
     parse_answer(&answer)
 }
 
-/// Reads the data plane's answer: `0 | u32 session` or
-/// `code | u16 len | reason`.
+/// The session id of an accepted answer; a refusal or a malformed answer
+/// as the error.
 fn parse_answer(answer: &[u8]) -> Result<u32, VoiceError> {
-    match *answer {
-        [0, a, b, c, d] => Ok(u32::from_be_bytes([a, b, c, d])),
-        [code, hi, lo, ref reason @ ..]
-            if code != 0 && usize::from(u16::from_be_bytes([hi, lo])) == reason.len() =>
-        {
-            Err(VoiceError::Rejected {
-                code,
-                reason: String::from_utf8_lossy(reason).into_owned(),
-            })
-        }
-        _ => Err(VoiceError::BadAnswer { len: answer.len() }),
+    match exchange::parse_answer(answer) {
+        Ok(Answer::Accepted(session_id)) => Ok(session_id),
+        Ok(Answer::Rejected { code, reason }) => Err(VoiceError::Rejected { code, reason }),
+        Err(MalformedAnswer { len }) => Err(VoiceError::BadAnswer { len }),
     }
 }
 
 /// Tells a refused pin apart from other handshake failures.
 fn handshake_error(addr: SocketAddr, source: ConnectionError) -> VoiceError {
-    match &source {
-        ConnectionError::TransportError(e)
-            if e.code == TransportErrorCode::crypto(ALERT_CERTIFICATE_UNKNOWN) =>
-        {
-            VoiceError::PinMismatch { addr }
-        }
-        _ => VoiceError::Handshake { addr, source },
+    if is_pin_mismatch(&source) {
+        VoiceError::PinMismatch { addr }
+    } else {
+        VoiceError::Handshake { addr, source }
     }
 }
 
@@ -362,15 +332,6 @@ fn read_error(e: ReadToEndError) -> VoiceError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn builds_the_request() {
-        assert_eq!(request(b"abc").unwrap(), [1, 0, 3, b'a', b'b', b'c']);
-        assert!(matches!(
-            request(&vec![0; 70_000]),
-            Err(VoiceError::TicketTooLong(70_000))
-        ));
-    }
 
     #[test]
     fn parses_answers() {

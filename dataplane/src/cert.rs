@@ -197,13 +197,14 @@ impl DataplaneCert {
         hex::encode(self.sha256)
     }
 
-    /// The pin as bytes, as [`crate::client_config`] takes it.
+    /// The pin as bytes, as [`openspeak_voice::client_config`] takes it.
     pub fn sha256(&self) -> [u8; 32] {
         self.sha256
     }
 
-    /// The chain and key, for the TLS server config.
-    pub(crate) fn certified_key(&self) -> Arc<CertifiedKey> {
+    /// The chain and key: the identity [`openspeak_voice::server_config`]
+    /// takes.
+    pub fn certified_key(&self) -> Arc<CertifiedKey> {
         Arc::clone(&self.key)
     }
 

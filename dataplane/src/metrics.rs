@@ -55,9 +55,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
-use crate::{
-    EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay, Handle, LinkState, RejectCode, RouterStats,
-};
+use openspeak_voice::RejectCode;
+
+use crate::{EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay, Handle, LinkState, RouterStats};
 
 /// The prefix of every metric name.
 pub const METRICS_PREFIX: &str = "openspeak_dataplane";

@@ -111,7 +111,7 @@ impl Dataplane {
         let addr = SocketAddr::new(ip, dp.quic_port);
         let verifier = Arc::new(RwLock::new(TicketVerifier::new()));
         let (endpoint, handle) =
-            VoiceEndpoint::bind(addr, &cert, RouterConfig::from(config), verifier.clone())
+            VoiceEndpoint::bind(addr, &cert, router_config(config), verifier.clone())
                 .map_err(|source| StartError::Bind { addr, source })?;
         let quic_addr = endpoint.local_addr().map_err(|e| StartError::Bind {
             addr,
@@ -267,6 +267,15 @@ fn load_or_create_id(dir: &Path) -> Result<String, StartError> {
     Ok(id)
 }
 
+/// The router's settings from the configuration's keys.
+fn router_config(config: &Config) -> RouterConfig {
+    RouterConfig::new(
+        config.audio.jitter_buffer_ms,
+        config.voice.max_packet_age_ms,
+        config.voice.max_broadcast_lag_ms,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +296,23 @@ mod tests {
         assert_eq!(load_or_create_id(dir.path()).unwrap(), first);
         let other = tempfile::tempdir().unwrap();
         assert_ne!(load_or_create_id(other.path()).unwrap(), first);
+    }
+
+    #[test]
+    fn router_config_comes_from_the_configuration() {
+        let mut c = Config::default();
+        c.audio.jitter_buffer_ms = 80;
+        c.voice.max_packet_age_ms = 400;
+        c.voice.max_broadcast_lag_ms = 150;
+        let r = router_config(&c);
+        assert_eq!(
+            (
+                r.jitter_buffer_ms,
+                r.max_packet_age_ms,
+                r.max_broadcast_lag_ms
+            ),
+            (80, 400, 150)
+        );
+        assert_eq!(router_config(&Config::default()), RouterConfig::default());
     }
 }

@@ -8,11 +8,12 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use openspeak_dataplane::{
-    DataplaneCert, Handle, Member, Resynced, RouterConfig, RouterEvent, SessionId, TICKET_TIMEOUT,
-    VoiceEndpoint,
+    DataplaneCert, Handle, Member, Resynced, RouterConfig, RouterEvent, SessionId, VoiceEndpoint,
 };
-use openspeak_shared::ticket::{MAX_TICKET_LEN, TicketIssuer, TicketKey, TicketVerifier};
-use openspeak_shared::voice::{Forwarded, MAX_PAYLOAD, VoicePacket};
+use openspeak_shared::ticket::{TicketIssuer, TicketKey, TicketVerifier};
+use openspeak_voice::TICKET_TIMEOUT;
+use openspeak_voice::datagram::{Forwarded, MAX_PAYLOAD, VoicePacket};
+use openspeak_voice::exchange::MAX_TICKET_LEN;
 use quinn::{Connection, Endpoint};
 use support::{
     Answer, close_code, eventually, hears_nothing, present, send_request, talk, voice, within,

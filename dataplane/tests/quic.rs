@@ -7,9 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openspeak_dataplane::{
-    ALPN, CERT_FILE, DataplaneCert, KEY_FILE, PinError, client_config, parse_pin, server_config,
-};
+use openspeak_dataplane::{CERT_FILE, DataplaneCert, KEY_FILE};
+use openspeak_voice::{ALPN, PinError, client_config, parse_pin, server_config};
 use quinn::{Connection, ConnectionError, Endpoint};
 use tokio::time::timeout;
 
@@ -26,8 +25,11 @@ async fn within<F: Future>(what: &str, future: F) -> F::Output {
 }
 
 fn server(cert: &DataplaneCert) -> (Endpoint, SocketAddr) {
-    let endpoint =
-        Endpoint::server(server_config(cert).unwrap(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let endpoint = Endpoint::server(
+        server_config(cert.certified_key()).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
     let addr = endpoint.local_addr().unwrap();
     (endpoint, addr)
 }

@@ -206,7 +206,7 @@ impl VoicePlan {
         if self.duration.is_zero() {
             return Err(PlanError::Duration);
         }
-        if !(HEADER_LEN..=openspeak_shared::voice::MAX_PAYLOAD).contains(&self.payload_bytes) {
+        if !(HEADER_LEN..=openspeak_voice::datagram::MAX_PAYLOAD).contains(&self.payload_bytes) {
             return Err(PlanError::PayloadBytes {
                 given: self.payload_bytes,
                 min: HEADER_LEN,

@@ -67,7 +67,7 @@ impl Probe {
     /// The payload for this probe, padded to `len` bytes
     /// ([`HEADER_LEN`]..=1000).
     pub fn encode(&self, len: usize) -> Result<Bytes, ProbeError> {
-        if !(HEADER_LEN..=openspeak_shared::voice::MAX_PAYLOAD).contains(&len) {
+        if !(HEADER_LEN..=openspeak_voice::datagram::MAX_PAYLOAD).contains(&len) {
             return Err(ProbeError::BadSize(len));
         }
         let mut buf = BytesMut::with_capacity(len);

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openspeak_shared::voice::MAX_PAYLOAD;
+use openspeak_voice::datagram::MAX_PAYLOAD;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 

@@ -24,7 +24,7 @@ use openspeak_shared::pb::channel_service_client::ChannelServiceClient;
 use openspeak_shared::pb::event::Event as Kind;
 use openspeak_shared::pb::presence_service_client::PresenceServiceClient;
 use openspeak_shared::pb::voice_service_client::VoiceServiceClient;
-use openspeak_shared::voice::Forwarded;
+use openspeak_voice::datagram::Forwarded;
 use quinn::Endpoint;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

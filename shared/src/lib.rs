@@ -14,7 +14,6 @@ pub mod persist;
 pub mod shutdown;
 pub mod telemetry;
 pub mod ticket;
-pub mod voice;
 
 pub use cli::ConfigArgs;
 pub use config::{Config, ConfigError, LoadOptions};

@@ -12,9 +12,9 @@ use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use openspeak_dataplane::client_config;
 use openspeak_shared::ticket::{Ticket, TicketIssuer};
-use openspeak_shared::voice::{Forwarded, VoicePacket};
+use openspeak_voice::client_config;
+use openspeak_voice::datagram::{Forwarded, VoicePacket};
 use quinn::{Connection, ConnectionError, Endpoint};
 use tokio::time::timeout;
 

@@ -6,7 +6,7 @@ use std::mem;
 use std::time::Instant;
 
 use bytes::Bytes;
-use openspeak_shared::voice::{Forwarded, VoicePacket};
+use openspeak_voice::datagram::{Forwarded, VoicePacket};
 
 use crate::jitter::JitterBuffer;
 use crate::listener::ListenerQueue;

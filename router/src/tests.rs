@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use openspeak_shared::voice::{Forwarded, VoicePacket};
+use openspeak_voice::datagram::{Forwarded, VoicePacket};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -611,27 +611,6 @@ fn session_zero_is_refused() {
     assert_eq!(
         r.set_member(SessionId(0), Member::default()),
         Err(MembershipError::ZeroSession)
-    );
-}
-
-#[test]
-fn config_comes_from_the_shared_config() {
-    let mut c = openspeak_shared::Config::default();
-    c.audio.jitter_buffer_ms = 80;
-    c.voice.max_packet_age_ms = 400;
-    c.voice.max_broadcast_lag_ms = 150;
-    let r = RouterConfig::from(&c);
-    assert_eq!(
-        (
-            r.jitter_buffer_ms,
-            r.max_packet_age_ms,
-            r.max_broadcast_lag_ms
-        ),
-        (80, 400, 150)
-    );
-    assert_eq!(
-        RouterConfig::from(&openspeak_shared::Config::default()),
-        RouterConfig::default()
     );
 }
 

@@ -1,7 +1,7 @@
 //! Counters of stream quality, per speaker, per listener and in total, for
 //! metrics and for the reports to the control plane.
 
-use openspeak_shared::voice::WireError;
+use openspeak_voice::datagram::WireError;
 
 /// What happened to one session's packets as a speaker.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use openspeak_shared::Config;
-
 /// One Opus frame as clients send them: the shortest the adaptive hold ever
 /// is, because holding for less than one frame cannot wait for anything.
 pub const FRAME: Duration = Duration::from_millis(20);
@@ -81,18 +79,9 @@ impl RouterConfig {
 }
 
 impl Default for RouterConfig {
-    /// The same values as `openspeak_shared::Config::default()`.
+    /// The same values as the configuration's defaults (`audio.jitter_buffer_ms`,
+    /// `voice.max_packet_age_ms`, `voice.max_broadcast_lag_ms`).
     fn default() -> Self {
         Self::new(60, 500, 200)
-    }
-}
-
-impl From<&Config> for RouterConfig {
-    fn from(config: &Config) -> Self {
-        Self::new(
-            config.audio.jitter_buffer_ms,
-            config.voice.max_packet_age_ms,
-            config.voice.max_broadcast_lag_ms,
-        )
     }
 }

@@ -14,98 +14,45 @@
 //! (see `PERF-FACTS.md`: cross-thread wake-ups cost more than they buy);
 //! scale with one endpoint per core.
 //!
-//! The ticket exchange, on the first bidirectional stream the client opens:
-//!
-//! ```text
-//! client → server  version (u8, = 1) | ticket_len (u16) | ticket, then FIN
-//! server → client  accepted: 0 (u8) | session_id (u32), then FIN
-//!                  rejected: code (u8) | reason_len (u16) | reason (UTF-8),
-//!                  then FIN, and the connection is closed with error code
-//!                  `code`
-//! ```
+//! Around the loop: `admission.rs` (where each connection is in the ticket
+//! exchange), `sessions.rs` (which connection carries each session, and
+//! the rules for replacing, removing and resyncing them: sans-IO, tested
+//! without sockets), `counters.rs` (what `/metrics` reads) and `handle.rs`
+//! (how other tasks reach this one). The exchange's framing and reject
+//! codes are `openspeak_voice::exchange`, shared with clients.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+mod admission;
+mod counters;
+mod handle;
+mod sessions;
+
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use openspeak_shared::ticket::{
-    HEADER_LEN, MAX_TICKET_LEN, NONCE_LEN, TicketError, TicketVerifier,
-};
-use quinn_proto::{ConnectionHandle, DatagramEvent, Dir, Event, StreamEvent, StreamId, VarInt};
+use openspeak_router::{Member, Router, RouterConfig, RouterEvent, SessionId};
+use openspeak_shared::ticket::TicketVerifier;
+use openspeak_voice::exchange::{encode_accept, encode_reject};
+use openspeak_voice::{QuicConfigError, RejectCode, server_config};
+use quinn_proto::{ConnectionHandle, DatagramEvent, Dir, Event, StreamEvent, VarInt};
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use self::admission::{REJECT_LINGER, Request, Stage, read_request};
+use self::counters::{Counters, bump};
+pub use self::counters::{EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay};
+use self::handle::Command;
+pub use self::handle::{Handle, HandleError};
+pub use self::sessions::Resynced;
+use self::sessions::SessionTable;
+use crate::DataplaneCert;
 use crate::udp;
-use crate::{
-    ChannelKey, DataplaneCert, ListenerStats, Member, MembershipError, QuicConfigError, Router,
-    RouterConfig, RouterEvent, RouterStats, SessionId, SpeakerStats, server_config,
-};
 
-/// The version byte of the ticket exchange this endpoint speaks.
-pub const EXCHANGE_VERSION: u8 = 1;
-
-/// Why a connection was refused or closed; the value is both the reject
-/// code on the ticket stream and the QUIC application error code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum RejectCode {
-    /// The request or the ticket does not parse.
-    Malformed = 1,
-    /// The ticket's key is not one this data plane holds.
-    UnknownKey = 2,
-    /// The ticket failed authentication.
-    Forged = 3,
-    /// The ticket has expired.
-    Expired = 4,
-    /// The same ticket is in use by another live connection.
-    InUse = 5,
-    /// No complete ticket arrived within [`TICKET_TIMEOUT`].
-    Timeout = 6,
-    /// The request's version byte is not [`EXCHANGE_VERSION`].
-    UnsupportedVersion = 7,
-    /// A newer ticket for the same session took over (a reconnect).
-    Replaced = 8,
-    /// The control plane ended the session, or moved it off this data plane.
-    Removed = 9,
-}
-
-impl RejectCode {
-    fn reason(self) -> &'static str {
-        match self {
-            RejectCode::Malformed => "malformed ticket",
-            RejectCode::UnknownKey => "unknown ticket key",
-            RejectCode::Forged => "forged ticket",
-            RejectCode::Expired => "expired ticket",
-            RejectCode::InUse => "ticket already in use",
-            RejectCode::Timeout => "no ticket within 5 s",
-            RejectCode::UnsupportedVersion => "unsupported version",
-            RejectCode::Replaced => "replaced",
-            RejectCode::Removed => "removed",
-        }
-    }
-
-    fn from_ticket_error(e: &TicketError) -> Self {
-        match e {
-            TicketError::UnknownKey(_) => RejectCode::UnknownKey,
-            TicketError::Forged => RejectCode::Forged,
-            TicketError::Expired => RejectCode::Expired,
-            TicketError::Malformed(_) | TicketError::Random => RejectCode::Malformed,
-        }
-    }
-}
-
-/// How long a client has, from the handshake, to present its ticket.
-pub const TICKET_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a reject waits for the client to acknowledge the reason before
-/// the connection is closed (closing at once could discard it).
-const REJECT_LINGER: Duration = Duration::from_secs(1);
-/// The longest request: version, length and the longest ticket.
-const MAX_REQUEST: usize = 1 + 2 + MAX_TICKET_LEN;
 /// Packets read per wake-up, so one busy moment cannot starve commands
 /// and timers (quinn's `work_limiter` idea).
 const BATCH: usize = 64;
@@ -123,290 +70,6 @@ pub enum BindError {
     /// The UDP socket could not be bound.
     #[error("bind: {0}")]
     Io(#[from] io::Error),
-}
-
-/// Why a [`Handle`] call failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum HandleError {
-    /// The endpoint has shut down.
-    #[error("endpoint closed")]
-    Closed,
-    /// The router refused the membership.
-    #[error(transparent)]
-    Membership(#[from] MembershipError),
-}
-
-/// The endpoint's counters, shared with every [`Handle`].
-#[derive(Debug, Default)]
-struct Counters {
-    accepted: AtomicU64,
-    /// Indexed by [`RejectCode`] value; 0 is unused.
-    rejected: [AtomicU64; 10],
-    datagrams_in: AtomicU64,
-    datagrams_out: AtomicU64,
-    /// Transmits for a session with no live connection.
-    dropped_no_connection: AtomicU64,
-    /// Transmits dropped because the connection's datagram send buffer was
-    /// full (rather than let quinn silently drop older ones).
-    dropped_send_buffer: AtomicU64,
-    /// Transmits `send_datagram` refused (connection closing, too large).
-    dropped_send_error: AtomicU64,
-    /// Router events dropped because nobody drained [`Handle::events`].
-    dropped_events: AtomicU64,
-    /// Sessions with a live connection now (a gauge).
-    connections: AtomicU64,
-    forward_delay: DelayHistogram,
-}
-
-/// Upper bounds, in seconds, of the buckets of the forward delay: the time
-/// from the kernel receiving a speaker's packet (or the router releasing it
-/// from a jitter buffer) to the data plane writing the packet that carries
-/// it to a listener. Finer around 1 to 3 ms, where a voice server's target
-/// lies (2 ms at the 99th percentile, BENCHMARKS.md). A last, unbounded
-/// bucket takes the rest.
-pub const FORWARD_DELAY_BUCKETS: [f64; 17] = [
-    0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.001_25, 0.001_5, 0.001_75,
-    0.002, 0.002_5, 0.003, 0.005, 0.01, 0.02, 0.05,
-];
-
-/// The forward delay's histogram, updated by the endpoint task and read by
-/// [`Handle::stats`].
-#[derive(Debug, Default)]
-struct DelayHistogram {
-    /// Per bucket, not cumulative; the last is the unbounded one.
-    counts: [AtomicU64; FORWARD_DELAY_BUCKETS.len() + 1],
-    sum_nanos: AtomicU64,
-}
-
-impl DelayHistogram {
-    fn record(&self, delay: Duration) {
-        let seconds = delay.as_secs_f64();
-        let i = FORWARD_DELAY_BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(FORWARD_DELAY_BUCKETS.len());
-        bump(&self.counts[i]);
-        let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-}
-
-/// A snapshot of the forward delay's histogram; see
-/// [`FORWARD_DELAY_BUCKETS`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ForwardDelay {
-    /// Packets per bucket (not cumulative), the unbounded bucket last.
-    pub counts: [u64; FORWARD_DELAY_BUCKETS.len() + 1],
-    /// The sum of the delays, in nanoseconds.
-    pub sum_nanos: u64,
-}
-
-impl ForwardDelay {
-    /// Packets measured.
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
-/// A snapshot of the endpoint's counters; see [`Handle::stats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EndpointStats {
-    /// Connections whose ticket was accepted.
-    pub accepted: u64,
-    /// Refused or closed connections, indexed by reject code (index 0
-    /// unused): tickets refused (1 to 7), and live connections closed
-    /// because a newer one replaced them (8) or the session was removed (9).
-    pub rejected: [u64; 10],
-    /// Datagrams handed to the router.
-    pub datagrams_in: u64,
-    /// Datagrams given to quinn to send.
-    pub datagrams_out: u64,
-    /// Outbound datagrams for a session with no live connection.
-    pub dropped_no_connection: u64,
-    /// Outbound datagrams dropped for lack of datagram send buffer.
-    pub dropped_send_buffer: u64,
-    /// Outbound datagrams quinn refused.
-    pub dropped_send_error: u64,
-    /// Router events dropped because the event receiver was full or gone.
-    pub dropped_events: u64,
-    /// Sessions with a live connection now.
-    pub connections: u64,
-    /// How long forwarded voice spent in the data plane.
-    pub forward_delay: ForwardDelay,
-}
-
-/// What [`Handle`]s ask of the router task.
-enum Command {
-    SetMember {
-        session: SessionId,
-        member: Member,
-        reply: oneshot::Sender<Result<(), MembershipError>>,
-    },
-    RemoveMember {
-        session: SessionId,
-        reply: oneshot::Sender<bool>,
-    },
-    Resync {
-        members: Vec<(SessionId, Member)>,
-        keep_connected: bool,
-        reply: oneshot::Sender<Resynced>,
-    },
-    Stats {
-        reply: oneshot::Sender<RouterStats>,
-    },
-    SessionStats {
-        reply: oneshot::Sender<Vec<(SessionId, SpeakerStats, ListenerStats)>>,
-    },
-    Channels {
-        reply: oneshot::Sender<Vec<ChannelKey>>,
-    },
-    Shutdown,
-}
-
-/// What [`Handle::resync`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Resynced {
-    /// Members set from the snapshot.
-    pub members: usize,
-    /// Sessions the snapshot lacked that were dropped.
-    pub removed: usize,
-    /// Sessions the snapshot lacked that keep routing until their
-    /// connection ends (only when `keep_connected`).
-    pub orphaned: usize,
-}
-
-/// The live connection of one session.
-struct Live {
-    conn: ConnectionHandle,
-    /// The nonce of the ticket it presented: what identifies a ticket.
-    nonce: [u8; NONCE_LEN],
-}
-
-/// Controls a running [`VoiceEndpoint`] from other tasks.
-#[derive(Clone)]
-pub struct Handle {
-    commands: mpsc::UnboundedSender<Command>,
-    counters: Arc<Counters>,
-    /// Taken once by [`Handle::events`]; an mpsc has one receiver.
-    events: Arc<Mutex<Option<mpsc::Receiver<RouterEvent>>>>,
-}
-
-impl Handle {
-    /// Sends the command `make` builds around a reply channel, and waits
-    /// for the router task's answer.
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, HandleError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(make(reply))
-            .map_err(|_| HandleError::Closed)?;
-        answer.await.map_err(|_| HandleError::Closed)
-    }
-
-    /// Adds `session` or changes its membership; returns once the router
-    /// has applied it.
-    pub async fn set_member(&self, session: SessionId, member: Member) -> Result<(), HandleError> {
-        Ok(self
-            .ask(|reply| Command::SetMember {
-                session,
-                member,
-                reply,
-            })
-            .await??)
-    }
-
-    /// Forgets `session` and closes its connection (code 9, "removed").
-    /// Returns whether it was a member.
-    pub async fn remove_member(&self, session: SessionId) -> Result<bool, HandleError> {
-        self.ask(|reply| Command::RemoveMember { session, reply })
-            .await
-    }
-
-    /// Replaces the membership with `members`, the control plane's full
-    /// view after a (re)attach. Sessions it lacks are removed and their
-    /// connections closed, except, with `keep_connected`, those with a live
-    /// connection: a restarted control plane has lost its sessions, but
-    /// their voice still flows, so they keep routing as they were until
-    /// their connection ends.
-    pub async fn resync(
-        &self,
-        members: Vec<(SessionId, Member)>,
-        keep_connected: bool,
-    ) -> Result<Resynced, HandleError> {
-        self.ask(|reply| Command::Resync {
-            members,
-            keep_connected,
-            reply,
-        })
-        .await
-    }
-
-    /// The router's totals.
-    pub async fn router_stats(&self) -> Result<RouterStats, HandleError> {
-        self.ask(|reply| Command::Stats { reply }).await
-    }
-
-    /// Every member's counters, as speaker and as listener.
-    pub async fn session_stats(
-        &self,
-    ) -> Result<Vec<(SessionId, SpeakerStats, ListenerStats)>, HandleError> {
-        self.ask(|reply| Command::SessionStats { reply }).await
-    }
-
-    /// The channels that have members now.
-    pub async fn channels(&self) -> Result<Vec<ChannelKey>, HandleError> {
-        self.ask(|reply| Command::Channels { reply }).await
-    }
-
-    /// Whether the endpoint has stopped (its router task is gone), without
-    /// a round trip to it: what health checks ask.
-    pub fn is_closed(&self) -> bool {
-        self.commands.is_closed()
-    }
-
-    /// Asks the endpoint to close every connection and stop.
-    pub fn shutdown(&self) {
-        let _ = self.commands.send(Command::Shutdown);
-    }
-
-    /// The router's events (speaking changes). The first call takes the
-    /// receiver; later calls return `None`.
-    pub fn events(&self) -> Option<mpsc::Receiver<RouterEvent>> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    /// The counters as they are now.
-    pub fn stats(&self) -> EndpointStats {
-        let c = &self.counters;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        EndpointStats {
-            accepted: load(&c.accepted),
-            rejected: std::array::from_fn(|i| load(&c.rejected[i])),
-            datagrams_in: load(&c.datagrams_in),
-            datagrams_out: load(&c.datagrams_out),
-            dropped_no_connection: load(&c.dropped_no_connection),
-            dropped_send_buffer: load(&c.dropped_send_buffer),
-            dropped_send_error: load(&c.dropped_send_error),
-            dropped_events: load(&c.dropped_events),
-            connections: load(&c.connections),
-            forward_delay: ForwardDelay {
-                counts: std::array::from_fn(|i| load(&c.forward_delay.counts[i])),
-                sum_nanos: load(&c.forward_delay.sum_nanos),
-            },
-        }
-    }
-}
-
-impl std::fmt::Debug for Handle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle").finish_non_exhaustive()
-    }
 }
 
 /// A QUIC voice listener and the router it feeds. Run it with
@@ -430,10 +93,7 @@ pub struct VoiceEndpoint {
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<RouterEvent>,
     /// The live connection of each admitted session: where its transmits go.
-    sessions: HashMap<SessionId, Live>,
-    /// Sessions a restarted control plane no longer knows, routed as they
-    /// were until their connection ends (see [`Handle::resync`]).
-    orphans: HashSet<SessionId>,
+    sessions: SessionTable<ConnectionHandle>,
     /// When the input being handled now arrived: the earliest kernel
     /// receive time of this wake-up's packets (or the read, where the
     /// kernel gives none), or when the timer fired. Forward delays count
@@ -456,38 +116,6 @@ struct Conn {
     voice_since: Option<Instant>,
 }
 
-/// The ticket exchange of one connection.
-enum Stage {
-    /// Handshaking or reading the request; refused with
-    /// [`RejectCode::Timeout`] at `deadline`.
-    Admitting {
-        deadline: Instant,
-        stream: Option<StreamId>,
-        request: Vec<u8>,
-    },
-    /// Refused: the reason is on its way; the connection is closed with
-    /// `code` once the client has it, or at `linger`.
-    Rejecting {
-        code: RejectCode,
-        stream: StreamId,
-        linger: Instant,
-    },
-    /// Voice flows.
-    Admitted(SessionId),
-    /// Closed by us; waiting for quinn to drain it.
-    Closed,
-}
-
-impl Stage {
-    fn deadline(&self) -> Option<Instant> {
-        match self {
-            Stage::Admitting { deadline, .. } => Some(*deadline),
-            Stage::Rejecting { linger, .. } => Some(*linger),
-            Stage::Admitted(_) | Stage::Closed => None,
-        }
-    }
-}
-
 impl std::fmt::Debug for VoiceEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VoiceEndpoint")
@@ -506,7 +134,7 @@ impl VoiceEndpoint {
         router_config: RouterConfig,
         verifier: Arc<RwLock<TicketVerifier>>,
     ) -> Result<(VoiceEndpoint, Handle), BindError> {
-        let server_config = Arc::new(server_config(cert)?);
+        let server_config = Arc::new(server_config(cert.certified_key())?);
         let socket = std::net::UdpSocket::bind(addr)?;
         // The stamps only make the forward delay exact; voice flows without.
         if let Err(e) = udp::enable_receive_timestamps(&socket) {
@@ -543,8 +171,7 @@ impl VoiceEndpoint {
             counters,
             commands,
             events,
-            sessions: HashMap::new(),
-            orphans: HashSet::new(),
+            sessions: SessionTable::default(),
             batch_at: Instant::now(),
             send_buf: Vec::with_capacity(MAX_UDP_PAYLOAD),
             recv_buf: vec![0; MAX_UDP_PAYLOAD].into_boxed_slice(),
@@ -659,11 +286,7 @@ impl VoiceEndpoint {
             Ok((ch, quic)) => {
                 let mut conn = Conn {
                     quic,
-                    stage: Stage::Admitting {
-                        deadline: now + TICKET_TIMEOUT,
-                        stream: None,
-                        request: Vec::new(),
-                    },
+                    stage: Stage::new(now),
                     timer: None,
                     dirty: false,
                     voice_since: None,
@@ -731,25 +354,17 @@ impl VoiceEndpoint {
         }
         while let Some(event) = conn.quic.poll() {
             match event {
-                Event::Connected => {
-                    // The client's time for its ticket runs from the
-                    // handshake, as documented.
-                    if let Stage::Admitting { deadline, .. } = &mut conn.stage {
-                        *deadline = now + TICKET_TIMEOUT;
-                    }
-                }
+                Event::Connected => conn.stage.connected(now),
                 Event::ConnectionLost { .. } => polled.lost = true,
                 Event::Stream(StreamEvent::Opened { dir: Dir::Bi })
                 | Event::Stream(StreamEvent::Readable { .. })
                     if polled.request.is_none() =>
                 {
-                    polled.request = read_request(conn);
+                    polled.request = read_request(&mut conn.quic, &mut conn.stage);
                 }
                 Event::Stream(StreamEvent::Finished { id })
                 | Event::Stream(StreamEvent::Stopped { id, .. }) => {
-                    if let Stage::Rejecting { code, stream, .. } = conn.stage
-                        && stream == id
-                    {
+                    if let Some(code) = conn.stage.reject_delivered(id) {
                         close_conn(conn, now, code);
                     }
                 }
@@ -835,15 +450,12 @@ impl VoiceEndpoint {
             };
             conn.timer = None;
             conn.quic.handle_timeout(now);
-            match conn.stage {
-                Stage::Admitting { deadline, .. } if deadline <= now => {
-                    bump(&self.counters.rejected[RejectCode::Timeout as usize]);
-                    close_conn(conn, now, RejectCode::Timeout);
+            if let Some(code) = conn.stage.expired(now) {
+                // A reject that lingered was counted when it was decided.
+                if matches!(conn.stage, Stage::Admitting { .. }) {
+                    bump(&self.counters.rejected[code as usize]);
                 }
-                Stage::Rejecting { code, linger, .. } if linger <= now => {
-                    close_conn(conn, now, code);
-                }
-                _ => {}
+                close_conn(conn, now, code);
             }
             mark(&mut self.dirty, ch, conn);
         }
@@ -865,8 +477,7 @@ impl VoiceEndpoint {
         let mut send_stream = conn.quic.send_stream(stream);
         match outcome {
             Ok(session) => {
-                let mut accepted = [0u8; 5];
-                accepted[1..].copy_from_slice(&session.0.to_be_bytes());
+                let accepted = encode_accept(session.0);
                 // A fresh stream's window takes five bytes.
                 if send_stream.write(&accepted) == Ok(accepted.len()) {
                     let _ = send_stream.finish();
@@ -876,7 +487,7 @@ impl VoiceEndpoint {
             }
             Err(code) => {
                 bump(&self.counters.rejected[code as usize]);
-                let message = reject_message(code);
+                let message = encode_reject(code);
                 if send_stream.write(&message) == Ok(message.len()) && send_stream.finish().is_ok()
                 {
                     conn.stage = Stage::Rejecting {
@@ -891,48 +502,25 @@ impl VoiceEndpoint {
         }
     }
 
-    /// Verifies a request's ticket and registers its session on `ch`.
+    /// Verifies a request's ticket and gives its session to `ch`; a
+    /// connection the session had before is closed as replaced.
     fn check(&mut self, ch: ConnectionHandle, request: &[u8]) -> Result<SessionId, RejectCode> {
-        let ticket = parse_request(request)?;
-        let verified = self
-            .verifier
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .verify(ticket, SystemTime::now())
-            .map_err(|e| RejectCode::from_ticket_error(&e))?;
-        let session = SessionId(verified.session_id);
-        // A verified ticket is at least `MIN_TICKET_LEN` long, so this holds.
-        let nonce: [u8; NONCE_LEN] = ticket
-            .get(HEADER_LEN..HEADER_LEN + NONCE_LEN)
-            .and_then(|n| n.try_into().ok())
-            .ok_or(RejectCode::Malformed)?;
-        self.register(session, nonce, ch)?;
-        Ok(session)
-    }
-
-    /// Decides whether connection `ch` may take `session`: not if another
-    /// live connection holds the same ticket; a different ticket replaces
-    /// the older connection.
-    fn register(
-        &mut self,
-        session: SessionId,
-        nonce: [u8; NONCE_LEN],
-        ch: ConnectionHandle,
-    ) -> Result<(), RejectCode> {
-        if let Some(old) = self.sessions.get(&session)
-            && let Some(conn) = self.conns.get_mut(&old.conn)
-            && !conn.quic.is_closed()
+        let (session, ticket) = admission::verify(
+            &self.verifier.read().unwrap_or_else(|e| e.into_inner()),
+            request,
+            SystemTime::now(),
+        )?;
+        let conns = &self.conns;
+        let is_open = |c| conns.get(&c).is_some_and(|conn| !conn.quic.is_closed());
+        if let Some(old) = self.sessions.admit(session, ticket, ch, is_open)?
+            && let Some(conn) = self.conns.get_mut(&old)
         {
-            if old.nonce == nonce {
-                return Err(RejectCode::InUse);
-            }
             close_conn(conn, Instant::now(), RejectCode::Replaced);
-            mark(&mut self.dirty, old.conn, conn);
+            mark(&mut self.dirty, old, conn);
             bump(&self.counters.rejected[RejectCode::Replaced as usize]);
         }
-        self.sessions.insert(session, Live { conn: ch, nonce });
         self.note_connections();
-        Ok(())
+        Ok(session)
     }
 
     /// The connection `ch` was lost: its session, if it still holds one,
@@ -941,12 +529,7 @@ impl VoiceEndpoint {
         let Some(Stage::Admitted(session)) = self.conns.get(&ch).map(|c| &c.stage) else {
             return;
         };
-        let session = *session;
-        if self.sessions.get(&session).is_some_and(|l| l.conn == ch) {
-            self.sessions.remove(&session);
-            if self.orphans.remove(&session) {
-                self.router.remove_member(session);
-            }
+        if self.sessions.lost(*session, ch, &mut self.router) {
             self.note_connections();
         }
     }
@@ -959,42 +542,32 @@ impl VoiceEndpoint {
 
     /// See [`Handle::resync`].
     fn resync(&mut self, members: Vec<(SessionId, Member)>, keep_connected: bool) -> Resynced {
-        let listed: HashSet<SessionId> = members.iter().map(|(s, _)| *s).collect();
-        let mut done = Resynced::default();
-        for session in self.router.sessions().collect::<Vec<_>>() {
-            if listed.contains(&session) {
-                continue;
-            }
-            if keep_connected && self.sessions.contains_key(&session) {
-                self.orphans.insert(session);
-                done.orphaned += 1;
-            } else {
-                self.remove(session);
-                done.removed += 1;
-            }
-        }
-        for (session, member) in members {
-            self.orphans.remove(&session);
-            if self.router.set_member(session, member).is_ok() {
-                done.members += 1;
-            }
+        let (done, close) = self
+            .sessions
+            .resync(&mut self.router, members, keep_connected);
+        for ch in close {
+            self.close_removed(ch);
         }
         done
     }
 
     /// Forgets `session` and closes its connection; whether it was a member.
     fn remove(&mut self, session: SessionId) -> bool {
-        self.orphans.remove(&session);
-        let was = self.router.remove_member(session).is_some();
-        if let Some(live) = self.sessions.remove(&session) {
-            if let Some(conn) = self.conns.get_mut(&live.conn) {
-                close_conn(conn, Instant::now(), RejectCode::Removed);
-                mark(&mut self.dirty, live.conn, conn);
-            }
-            bump(&self.counters.rejected[RejectCode::Removed as usize]);
-            self.note_connections();
+        let (was_member, conn) = self.sessions.remove(session, &mut self.router);
+        if let Some(ch) = conn {
+            self.close_removed(ch);
         }
-        was
+        was_member
+    }
+
+    /// Closes the connection of a session the control plane removed.
+    fn close_removed(&mut self, ch: ConnectionHandle) {
+        if let Some(conn) = self.conns.get_mut(&ch) {
+            close_conn(conn, Instant::now(), RejectCode::Removed);
+            mark(&mut self.dirty, ch, conn);
+        }
+        bump(&self.counters.rejected[RejectCode::Removed as usize]);
+        self.note_connections();
     }
 
     fn command(&mut self, command: Command) {
@@ -1034,11 +607,11 @@ impl VoiceEndpoint {
     fn drain_router(&mut self) {
         let c = &self.counters;
         while let Some(t) = self.router.poll_transmit() {
-            let Some(live) = self.sessions.get(&t.to) else {
+            let Some(ch) = self.sessions.conn(t.to) else {
                 bump(&c.dropped_no_connection);
                 continue;
             };
-            let Some(conn) = self.conns.get_mut(&live.conn) else {
+            let Some(conn) = self.conns.get_mut(&ch) else {
                 bump(&c.dropped_no_connection);
                 continue;
             };
@@ -1053,7 +626,7 @@ impl VoiceEndpoint {
                 Ok(()) => {
                     bump(&c.datagrams_out);
                     conn.voice_since.get_or_insert(self.batch_at);
-                    mark(&mut self.dirty, live.conn, conn);
+                    mark(&mut self.dirty, ch, conn);
                 }
                 Err(_) => bump(&c.dropped_send_error),
             }
@@ -1115,99 +688,4 @@ struct Polled {
     /// The connection was lost (timed out, closed by the peer).
     lost: bool,
     request: Option<Request>,
-}
-
-/// A ticket request read off its stream.
-enum Request {
-    Complete { stream: StreamId, bytes: Vec<u8> },
-    TooLong { stream: StreamId },
-}
-
-/// Reads the client's first bidirectional stream; the request once the
-/// client has finished it (or sent more than a request can hold).
-fn read_request(conn: &mut Conn) -> Option<Request> {
-    let Stage::Admitting {
-        stream, request, ..
-    } = &mut conn.stage
-    else {
-        return None;
-    };
-    let id = match *stream {
-        Some(id) => id,
-        None => {
-            let id = conn.quic.streams().accept(Dir::Bi)?;
-            *stream = Some(id);
-            id
-        }
-    };
-    let mut recv = conn.quic.recv_stream(id);
-    let mut chunks = recv.read(true).ok()?;
-    let mut finished = false;
-    loop {
-        match chunks.next(MAX_REQUEST + 1 - request.len().min(MAX_REQUEST)) {
-            Ok(Some(chunk)) => {
-                request.extend_from_slice(&chunk.bytes);
-                if request.len() > MAX_REQUEST {
-                    break;
-                }
-            }
-            Ok(None) => {
-                finished = true;
-                break;
-            }
-            // Blocked (more to come) or reset (the timeout will end it).
-            Err(_) => break,
-        }
-    }
-    let _ = chunks.finalize();
-    if request.len() > MAX_REQUEST {
-        Some(Request::TooLong { stream: id })
-    } else if finished {
-        Some(Request::Complete {
-            stream: id,
-            bytes: std::mem::take(request),
-        })
-    } else {
-        None
-    }
-}
-
-/// The reject on the ticket stream: code, reason length, reason.
-fn reject_message(code: RejectCode) -> Vec<u8> {
-    let reason = code.reason().as_bytes();
-    let mut message = Vec::with_capacity(3 + reason.len());
-    message.push(code as u8);
-    // Reasons are fixed, short strings.
-    message.extend_from_slice(&(reason.len() as u16).to_be_bytes());
-    message.extend_from_slice(reason);
-    message
-}
-
-/// The ticket inside a request, or why the request is refused.
-fn parse_request(request: &[u8]) -> Result<&[u8], RejectCode> {
-    match request {
-        [] => Err(RejectCode::Malformed),
-        [version, ..] if *version != EXCHANGE_VERSION => Err(RejectCode::UnsupportedVersion),
-        [_, hi, lo, ticket @ ..] if usize::from(u16::from_be_bytes([*hi, *lo])) == ticket.len() => {
-            Ok(ticket)
-        }
-        _ => Err(RejectCode::Malformed),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_parse() {
-        assert_eq!(parse_request(&[]), Err(RejectCode::Malformed));
-        assert_eq!(
-            parse_request(&[2, 0, 0]),
-            Err(RejectCode::UnsupportedVersion)
-        );
-        assert_eq!(parse_request(&[1, 0]), Err(RejectCode::Malformed));
-        assert_eq!(parse_request(&[1, 0, 2, 9]), Err(RejectCode::Malformed));
-        assert_eq!(parse_request(&[1, 0, 1, 9]), Ok(&[9u8][..]));
-    }
 }

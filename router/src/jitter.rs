@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use openspeak_shared::voice::{VoicePacket, serial_diff, serial_lt};
+use openspeak_voice::datagram::{VoicePacket, serial_diff, serial_lt};
 
 use crate::{FRAME, RouterConfig, SpeakerStats};
 

@@ -9,7 +9,7 @@ use crate::SessionId;
 pub struct Transmit {
     /// The listener's session; the driver knows its connection.
     pub to: SessionId,
-    /// A forwarded datagram ([`openspeak_shared::voice::Forwarded`]). Every
+    /// A forwarded datagram ([`openspeak_voice::datagram::Forwarded`]). Every
     /// listener of one speaker packet gets a clone of the same buffer.
     pub datagram: Bytes,
 }

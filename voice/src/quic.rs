@@ -8,18 +8,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
-use quinn::{AckFrequencyConfig, IdleTimeout, TransportConfig, VarInt};
+use quinn_proto::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
+use quinn_proto::{
+    AckFrequencyConfig, ConnectionError, IdleTimeout, TransportConfig, TransportErrorCode, VarInt,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, ring};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::sign::SingleCertAndKey;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, PeerIncompatible};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
-
-use crate::DataplaneCert;
 
 /// The application protocol of voice over QUIC (`docs/PROTOCOL.md`).
 pub const ALPN: &[u8] = b"openspeak-voice/1";
@@ -109,15 +109,18 @@ pub enum PinError {
     NotHex,
 }
 
-/// The QUIC server configuration of the voice listener: `cert` as its
-/// identity, TLS 1.3 only, ALPN [`ALPN`], DATAGRAM frames enabled.
+/// The QUIC server configuration of the voice listener: `identity` (the
+/// certificate chain and its key) as its identity, TLS 1.3 only, ALPN
+/// [`ALPN`], DATAGRAM frames enabled.
 ///
 /// 0-RTT is off: anything sent in it (a ticket, say) could be replayed.
-pub fn server_config(cert: &DataplaneCert) -> Result<quinn::ServerConfig, QuicConfigError> {
+pub fn server_config(
+    identity: Arc<CertifiedKey>,
+) -> Result<quinn_proto::ServerConfig, QuicConfigError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(cert.certified_key())));
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity)));
     tls.alpn_protocols = vec![ALPN.to_vec()];
 
     let mut transport = voice_transport();
@@ -129,7 +132,8 @@ pub fn server_config(cert: &DataplaneCert) -> Result<quinn::ServerConfig, QuicCo
         .stream_receive_window(VarInt::from_u32(SERVER_STREAM_RECEIVE_WINDOW))
         .receive_window(VarInt::from_u32(SERVER_RECEIVE_WINDOW));
 
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    let mut config =
+        quinn_proto::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
@@ -143,7 +147,7 @@ pub fn server_config(cert: &DataplaneCert) -> Result<quinn::ServerConfig, QuicCo
 /// certificate's key. Names, CA chains and validity dates are not checked,
 /// so the server name given to `Endpoint::connect` can be any valid name
 /// or address (the data plane's host is the natural choice).
-pub fn client_config(pin: [u8; 32]) -> Result<quinn::ClientConfig, QuicConfigError> {
+pub fn client_config(pin: [u8; 32]) -> Result<quinn_proto::ClientConfig, QuicConfigError> {
     let provider = Arc::new(ring::default_provider());
     let verifier = PinnedServer::new(pin, &provider);
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -158,7 +162,7 @@ pub fn client_config(pin: [u8; 32]) -> Result<quinn::ClientConfig, QuicConfigErr
         .datagram_receive_buffer_size(Some(CLIENT_DATAGRAM_RECEIVE_BUFFER))
         .datagram_send_buffer_size(CLIENT_DATAGRAM_SEND_BUFFER);
 
-    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    let mut config = quinn_proto::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
@@ -173,6 +177,22 @@ pub fn parse_pin(hex: &str) -> Result<[u8; 32], PinError> {
     let mut pin = [0; 32];
     hex::decode_to_slice(hex, &mut pin).map_err(|_| PinError::NotHex)?;
     Ok(pin)
+}
+
+/// The TLS alert rustls sends, and reports locally, when a certificate
+/// verifier refuses the peer's certificate with a `CertificateError::Other`.
+/// The pinning verifier checks nothing but the pin, so this alert on the
+/// client's side means the server's certificate is not the pinned one.
+const ALERT_CERTIFICATE_UNKNOWN: u8 = 46;
+
+/// Whether a client connection built with [`client_config`] failed its
+/// handshake because the server's certificate is not the pinned one.
+pub fn is_pin_mismatch(error: &ConnectionError) -> bool {
+    matches!(
+        error,
+        ConnectionError::TransportError(e)
+            if e.code == TransportErrorCode::crypto(ALERT_CERTIFICATE_UNKNOWN)
+    )
 }
 
 /// What both sides share: the timers for voice (see [`KEEP_ALIVE`] and
@@ -299,22 +319,36 @@ mod tests {
         );
     }
 
+    /// A fresh self-signed identity and its pin.
+    fn identity() -> (Arc<CertifiedKey>, [u8; 32]) {
+        let key_pair = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key_pair).unwrap();
+        let der = CertificateDer::from(cert.der().to_vec());
+        let pin: [u8; 32] = Sha256::digest(&der).into();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key_pair.serialize_der()).unwrap();
+        let signing_key = ring::default_provider()
+            .key_provider
+            .load_private_key(key)
+            .unwrap();
+        (Arc::new(CertifiedKey::new(vec![der], signing_key)), pin)
+    }
+
     #[test]
     fn verifier_accepts_only_the_pinned_certificate() {
-        let dir = tempfile::tempdir().unwrap();
-        let cert = DataplaneCert::load_or_generate(dir.path()).unwrap();
-        let leaf = cert.certified_key().cert[0].clone();
+        let (identity, pin) = identity();
+        let leaf = identity.cert[0].clone();
         let name = ServerName::try_from("localhost").unwrap();
         let provider = ring::default_provider();
 
-        let pinned = PinnedServer::new(cert.sha256(), &provider);
+        let pinned = PinnedServer::new(pin, &provider);
         assert!(
             pinned
                 .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
                 .is_ok()
         );
 
-        let mut other = cert.sha256();
+        let mut other = pin;
         other[31] ^= 1;
         let err = PinnedServer::new(other, &provider)
             .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
@@ -324,10 +358,9 @@ mod tests {
 
     #[test]
     fn configs_build() {
-        let dir = tempfile::tempdir().unwrap();
-        let cert = DataplaneCert::load_or_generate(dir.path()).unwrap();
-        server_config(&cert).unwrap();
-        client_config(cert.sha256()).unwrap();
+        let (identity, pin) = identity();
+        server_config(identity).unwrap();
+        client_config(pin).unwrap();
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The voice datagram wire format shared by clients and the data plane.
+//! The voice datagrams, as clients send them and the data plane forwards
+//! them.
 //!
 //! Two datagrams exist, each the payload of one QUIC DATAGRAM frame (the
 //! plain-UDP transport will wrap the same bytes). All integers are

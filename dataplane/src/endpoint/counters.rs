@@ -1,0 +1,131 @@
+//! The QUIC endpoint's counters: atomics the endpoint task bumps and any
+//! [`Handle`](super::Handle) reads without a round trip to it, so a
+//! metrics scrape costs the voice path nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The endpoint's counters, shared with every [`Handle`](super::Handle).
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) accepted: AtomicU64,
+    /// Indexed by [`RejectCode`](openspeak_voice::RejectCode) value; 0 is unused.
+    pub(super) rejected: [AtomicU64; 10],
+    pub(super) datagrams_in: AtomicU64,
+    pub(super) datagrams_out: AtomicU64,
+    /// Transmits for a session with no live connection.
+    pub(super) dropped_no_connection: AtomicU64,
+    /// Transmits dropped because the connection's datagram send buffer was
+    /// full (rather than let quinn silently drop older ones).
+    pub(super) dropped_send_buffer: AtomicU64,
+    /// Transmits `send_datagram` refused (connection closing, too large).
+    pub(super) dropped_send_error: AtomicU64,
+    /// Router events dropped because nobody drained [`Handle::events`](super::Handle::events).
+    pub(super) dropped_events: AtomicU64,
+    /// Sessions with a live connection now (a gauge).
+    pub(super) connections: AtomicU64,
+    pub(super) forward_delay: DelayHistogram,
+}
+
+impl Counters {
+    /// The counters as they are now.
+    pub(super) fn snapshot(&self) -> EndpointStats {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        EndpointStats {
+            accepted: load(&self.accepted),
+            rejected: std::array::from_fn(|i| load(&self.rejected[i])),
+            datagrams_in: load(&self.datagrams_in),
+            datagrams_out: load(&self.datagrams_out),
+            dropped_no_connection: load(&self.dropped_no_connection),
+            dropped_send_buffer: load(&self.dropped_send_buffer),
+            dropped_send_error: load(&self.dropped_send_error),
+            dropped_events: load(&self.dropped_events),
+            connections: load(&self.connections),
+            forward_delay: ForwardDelay {
+                counts: std::array::from_fn(|i| load(&self.forward_delay.counts[i])),
+                sum_nanos: load(&self.forward_delay.sum_nanos),
+            },
+        }
+    }
+}
+
+/// Upper bounds, in seconds, of the buckets of the forward delay: the time
+/// from the kernel receiving a speaker's packet (or the router releasing it
+/// from a jitter buffer) to the data plane writing the packet that carries
+/// it to a listener. Finer around 1 to 3 ms, where a voice server's target
+/// lies (2 ms at the 99th percentile, BENCHMARKS.md). A last, unbounded
+/// bucket takes the rest.
+pub const FORWARD_DELAY_BUCKETS: [f64; 17] = [
+    0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.001_25, 0.001_5, 0.001_75,
+    0.002, 0.002_5, 0.003, 0.005, 0.01, 0.02, 0.05,
+];
+
+/// The forward delay's histogram, updated by the endpoint task and read by
+/// [`Handle::stats`].
+#[derive(Debug, Default)]
+pub(super) struct DelayHistogram {
+    /// Per bucket, not cumulative; the last is the unbounded one.
+    counts: [AtomicU64; FORWARD_DELAY_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl DelayHistogram {
+    pub(super) fn record(&self, delay: Duration) {
+        let seconds = delay.as_secs_f64();
+        let i = FORWARD_DELAY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(FORWARD_DELAY_BUCKETS.len());
+        bump(&self.counts[i]);
+        let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the forward delay's histogram; see
+/// [`FORWARD_DELAY_BUCKETS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardDelay {
+    /// Packets per bucket (not cumulative), the unbounded bucket last.
+    pub counts: [u64; FORWARD_DELAY_BUCKETS.len() + 1],
+    /// The sum of the delays, in nanoseconds.
+    pub sum_nanos: u64,
+}
+
+impl ForwardDelay {
+    /// Packets measured.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+pub(super) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A snapshot of the endpoint's counters; see [`Handle::stats`](super::Handle::stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Connections whose ticket was accepted.
+    pub accepted: u64,
+    /// Refused or closed connections, indexed by reject code (index 0
+    /// unused): tickets refused (1 to 7), and live connections closed
+    /// because a newer one replaced them (8) or the session was removed (9).
+    pub rejected: [u64; 10],
+    /// Datagrams handed to the router.
+    pub datagrams_in: u64,
+    /// Datagrams given to quinn to send.
+    pub datagrams_out: u64,
+    /// Outbound datagrams for a session with no live connection.
+    pub dropped_no_connection: u64,
+    /// Outbound datagrams dropped for lack of datagram send buffer.
+    pub dropped_send_buffer: u64,
+    /// Outbound datagrams quinn refused.
+    pub dropped_send_error: u64,
+    /// Router events dropped because the event receiver was full or gone.
+    pub dropped_events: u64,
+    /// Sessions with a live connection now.
+    pub connections: u64,
+    /// How long forwarded voice spent in the data plane.
+    pub forward_delay: ForwardDelay,
+}
