@@ -14,7 +14,7 @@ use std::{
 
 use tracing::Subscriber;
 use tracing_subscriber::{
-    EnvFilter, Layer,
+    Layer,
     fmt::{self, MakeWriter},
     layer::SubscriberExt,
     registry::LookupSpan,
@@ -78,8 +78,9 @@ pub fn init(config: &LoggingConfig) -> Result<TelemetryGuard, TelemetryError> {
 fn build(
     config: &LoggingConfig,
 ) -> Result<(impl Subscriber + Send + Sync + 'static, TelemetryGuard), TelemetryError> {
-    let filter =
-        env_filter(&config.level).ok_or_else(|| TelemetryError::Level(config.level.clone()))?;
+    let filter = config
+        .filter()
+        .ok_or_else(|| TelemetryError::Level(config.level.clone()))?;
     let format = config
         .format()
         .ok_or_else(|| TelemetryError::Format(config.output_format.clone()))?;
@@ -97,28 +98,6 @@ fn build(
         .with(stdout)
         .with(to_file);
     Ok((subscriber, TelemetryGuard { file }))
-}
-
-/// `logging.level` as a filter, or `None` when it is not one.
-///
-/// Stricter than `EnvFilter` itself: each comma-separated directive must be
-/// a level or contain `=`. A bare word would parse as "everything from the
-/// target of that name", which is how a typo such as `inf` would silently
-/// turn logging off.
-pub(crate) fn env_filter(level: &str) -> Option<EnvFilter> {
-    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
-    let directives: Vec<&str> = level
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .collect();
-    let plausible = directives
-        .iter()
-        .all(|d| d.contains('=') || LEVELS.iter().any(|l| l.eq_ignore_ascii_case(d)));
-    if directives.is_empty() || !plausible {
-        return None;
-    }
-    EnvFilter::builder().parse(level).ok()
 }
 
 /// One formatting layer; stdout and the file get the same one.
@@ -159,22 +138,6 @@ mod tests {
             level: level.into(),
             output_format: format.into(),
             output_file: file,
-        }
-    }
-
-    #[test]
-    fn filter_accepts_levels_and_directives() {
-        for ok in [
-            "info",
-            "DEBUG",
-            "off",
-            "warn,openspeak_control=trace",
-            "h2=warn",
-        ] {
-            assert!(env_filter(ok).is_some(), "{ok}");
-        }
-        for bad in ["", " , ", "verbose", "inf", "info,tonic", "h2=loud"] {
-            assert!(env_filter(bad).is_none(), "{bad}");
         }
     }
 

@@ -1,0 +1,84 @@
+//! The `auth` section: tokens, the first admin token and the ban on
+//! addresses that keep presenting bad tokens.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    InvalidValue, Seconds,
+    check::{check, check_path, check_seconds, check_secret},
+};
+
+/// Tokens, the bootstrap admin token and the ban on repeated bad tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Default: `<storage.data_dir>/tokens.json`.
+    pub tokens_file: Option<PathBuf>,
+    /// Default: `<storage.data_dir>/admin_token`.
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// When set, the first admin token (neither logged nor written).
+    pub bootstrap_token: Option<String>,
+    /// Lifetime of a created token when the request names none; 0 = never.
+    pub token_ttl: Seconds,
+    /// Bad tokens from one address within `failure_window` before a ban.
+    pub max_failures: u32,
+    /// How far back failures count towards `max_failures`.
+    pub failure_window: Seconds,
+    /// How long a banned address is refused with `RATE_LIMITED`.
+    pub ban_duration: Seconds,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            tokens_file: None,
+            bootstrap_token_file: None,
+            bootstrap_token: None,
+            token_ttl: Seconds(0),
+            max_failures: 10,
+            failure_window: Seconds(120),
+            ban_duration: Seconds(300),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The first value of the section that parses but cannot work.
+    pub(super) fn validate(&self) -> Result<(), InvalidValue> {
+        check_path("auth.tokens_file", self.tokens_file.as_deref())?;
+        check_path(
+            "auth.bootstrap_token_file",
+            self.bootstrap_token_file.as_deref(),
+        )?;
+        check_secret("auth.bootstrap_token", self.bootstrap_token.as_deref())?;
+        check(self.max_failures >= 1, "auth.max_failures", || {
+            "must be at least 1".into()
+        })?;
+        check_seconds("auth.failure_window", self.failure_window)?;
+        check_seconds("auth.ban_duration", self.ban_duration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{assert_accepted, assert_rejected};
+
+    #[test]
+    fn impossible_values_are_rejected_naming_the_key() {
+        assert_rejected(&[
+            ("auth.bootstrap_token", "naïve"),
+            ("auth.max_failures", "0"),
+            ("auth.failure_window", "0"),
+            ("auth.ban_duration", "0"),
+            ("auth.tokens_file", ""),
+            ("auth.bootstrap_token_file", ""),
+        ]);
+    }
+
+    #[test]
+    fn boundary_values_are_accepted() {
+        assert_accepted(&[("auth.max_failures", "1"), ("auth.token_ttl", "0")]);
+    }
+}

@@ -1,0 +1,165 @@
+//! The `dataplane` section: the data plane's voice listener and how it
+//! presents itself to the control plane and to clients.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    InvalidValue,
+    check::{check, check_secret, check_tls_pair},
+};
+
+/// The data plane's voice listener and how it presents itself to the
+/// control plane and to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneConfig {
+    /// IP address the voice listeners bind; `0.0.0.0` (or `::`) for every
+    /// interface.
+    pub host: String,
+    /// UDP port of voice over QUIC; 0 = any free port (the bound port is
+    /// logged and registered).
+    pub quic_port: u16,
+    /// The host clients are told to dial. Default: `host`, or `127.0.0.1`
+    /// when `host` is an unspecified address (`0.0.0.0`, `::`).
+    pub public_host: Option<String>,
+    /// The name it registers under; a data plane that registers again with
+    /// the same id replaces its old registration. Default: a random id
+    /// generated on first start and kept in `<storage.data_dir>/dataplane_id`.
+    pub id: Option<String>,
+    /// Voice sessions it should carry; the control plane places no new
+    /// channel on it beyond that. 0 = no limit.
+    pub capacity: u32,
+    /// PEM certificate of the QUIC listener. Unset (with `tls_key`): one is
+    /// generated on first start and kept in `storage.data_dir`, so its
+    /// fingerprint stays the same across restarts.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// `host:port` of the HTTP listener for `/metrics` (Prometheus) and
+    /// `/healthz`; port 0 = any free port (the bound address is logged).
+    /// Empty: no such listener. Loopback by default, because the counters
+    /// are for the operator, not for the clients.
+    pub metrics_listen: String,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            quic_port: 50052,
+            public_host: None,
+            id: None,
+            capacity: 0,
+            tls_cert: None,
+            tls_key: None,
+            metrics_listen: "127.0.0.1:9101".into(),
+        }
+    }
+}
+
+impl DataplaneConfig {
+    /// The address to serve metrics on: `None` when `metrics_listen` is
+    /// empty (metrics off), an error when it is not an IP address and port.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        if self.metrics_listen.is_empty() {
+            return Ok(None);
+        }
+        self.metrics_listen.parse().map(Some)
+    }
+
+    /// The host clients dial: `public_host`, else `host` unless that is
+    /// an unspecified address, else the loopback of its family.
+    pub fn advertised_host(&self) -> String {
+        if let Some(host) = &self.public_host {
+            return host.clone();
+        }
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) if ip.is_unspecified() && ip.is_ipv6() => "::1".into(),
+            Ok(ip) if ip.is_unspecified() => "127.0.0.1".into(),
+            _ => self.host.clone(),
+        }
+    }
+
+    /// The first value of the section that parses but cannot work.
+    pub(super) fn validate(&self) -> Result<(), InvalidValue> {
+        check(
+            self.host.parse::<IpAddr>().is_ok(),
+            "dataplane.host",
+            || {
+                format!(
+                    "`{}` is not an IP address (0.0.0.0 listens on every interface)",
+                    self.host
+                )
+            },
+        )?;
+        check(
+            self.public_host
+                .as_deref()
+                .is_none_or(|h| !h.is_empty() && !h.contains([' ', '/'])),
+            "dataplane.public_host",
+            || {
+                "must be a host name or IP address clients can reach (leave it out for the bind host)".into()
+            },
+        )?;
+        check_secret("dataplane.id", self.id.as_deref())?;
+        check_tls_pair(
+            ("dataplane.tls_cert", self.tls_cert.as_deref()),
+            ("dataplane.tls_key", self.tls_key.as_deref()),
+        )?;
+        check(
+            self.metrics_addr().is_ok(),
+            "dataplane.metrics_listen",
+            || {
+                format!(
+                    "`{}` is not an IP address and port such as 127.0.0.1:9101 (\"\" serves no metrics)",
+                    self.metrics_listen
+                )
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{
+        Config, ConfigError, Origin,
+        testing::{flag, load, opts, with_file},
+    };
+
+    #[test]
+    fn metrics_listen_is_an_address_or_empty() {
+        let metrics = |config: &Config| config.dataplane.metrics_addr().unwrap();
+        assert_eq!(
+            metrics(&Config::default()),
+            Some("127.0.0.1:9101".parse().unwrap()),
+            "the contract's default"
+        );
+        let any_port = opts().env_vars([("OPENSPEAK_DATAPLANE__METRICS_LISTEN", "[::1]:0")]);
+        assert_eq!(
+            metrics(&load(&any_port).unwrap()),
+            Some("[::1]:0".parse().unwrap())
+        );
+        let off = opts().env_vars([("OPENSPEAK_DATAPLANE__METRICS_LISTEN", "")]);
+        assert_eq!(metrics(&load(&off).unwrap()), None, "empty turns it off");
+        let (_dir, _path, file) = with_file("dataplane:\n  metrics_listen: \"\"\n");
+        assert_eq!(metrics(&load(&file).unwrap()), None);
+
+        for value in ["127.0.0.1", "localhost:9101", " ", "0.0.0.0:99999"] {
+            let err = load(
+                &file
+                    .clone()
+                    .with_override(flag("dataplane.metrics_listen", value)),
+            )
+            .unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { .. }), "{value}: {err}");
+            assert_eq!(err.key(), Some("dataplane.metrics_listen"), "{err}");
+            assert_eq!(err.origin(), Some(&Origin::Flag("--set".into())), "{err}");
+            assert!(err.to_string().contains(&format!("`{value}`")), "{err}");
+        }
+    }
+}

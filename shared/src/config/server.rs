@@ -1,0 +1,115 @@
+//! The `server` section: the control plane's public gRPC listener.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    InvalidValue, Seconds,
+    check::{check, check_seconds, check_tls_pair},
+};
+
+/// The public gRPC listener of the control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// IP address to bind; `0.0.0.0` (or `::`) for every interface.
+    pub host: String,
+    /// 0 = any free port (the bound port is logged).
+    pub port: u16,
+    /// PEM certificate chain; TLS is on when both this and `tls_key` are set.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// How long shutdown waits for session streams to close.
+    pub shutdown_grace: Seconds,
+    /// Largest request message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// HTTP/2 keepalive ping interval, to find dead connections.
+    pub keepalive_interval: Seconds,
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Seconds,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 50051,
+            tls_cert: None,
+            tls_key: None,
+            shutdown_grace: Seconds(30),
+            max_message_bytes: 64 * 1024,
+            keepalive_interval: Seconds(30),
+            keepalive_timeout: Seconds(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The first value of the section that parses but cannot work.
+    pub(super) fn validate(&self) -> Result<(), InvalidValue> {
+        check(self.host.parse::<IpAddr>().is_ok(), "server.host", || {
+            format!(
+                "`{}` is not an IP address (0.0.0.0 listens on every interface)",
+                self.host
+            )
+        })?;
+        check_tls_pair(
+            ("server.tls_cert", self.tls_cert.as_deref()),
+            ("server.tls_key", self.tls_key.as_deref()),
+        )?;
+        check_seconds("server.shutdown_grace", self.shutdown_grace)?;
+        check(
+            self.max_message_bytes >= 1024,
+            "server.max_message_bytes",
+            || {
+                format!(
+                    "must be at least 1024 bytes, got {}",
+                    self.max_message_bytes
+                )
+            },
+        )?;
+        check_seconds("server.keepalive_interval", self.keepalive_interval)?;
+        check_seconds("server.keepalive_timeout", self.keepalive_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{
+        Origin,
+        testing::{assert_accepted, assert_rejected, load, with_file},
+    };
+    use super::*;
+
+    #[test]
+    fn impossible_values_are_rejected_naming_the_key() {
+        assert_rejected(&[
+            ("server.host", "localhost"),
+            ("server.host", "0.0.0.0:50051"),
+            ("server.tls_cert", "cert.pem"),
+            ("server.tls_key", "key.pem"),
+            ("server.shutdown_grace", "0"),
+            ("server.keepalive_interval", "0"),
+            ("server.keepalive_timeout", "0"),
+            ("server.max_message_bytes", "1023"),
+        ]);
+    }
+
+    #[test]
+    fn boundary_values_are_accepted() {
+        assert_accepted(&[("server.max_message_bytes", "1024"), ("server.host", "::")]);
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let (_dir, path, opts) = with_file("server:\n  tls_key: key.pem\n");
+        let err = load(&opts).unwrap_err();
+        assert_eq!(err.key(), Some("server.tls_key"));
+        assert_eq!(err.origin(), Some(&Origin::File(path)));
+        let (_dir, _path, opts) = with_file("server:\n  tls_key: key.pem\n  tls_cert: cert.pem\n");
+        let config = load(&opts).unwrap();
+        assert_eq!(config.server.tls_cert, Some(PathBuf::from("cert.pem")));
+    }
+}
