@@ -106,7 +106,7 @@ type Ready = oneshot::Receiver<anyhow::Result<(String, String)>>;
 /// Runs the data plane on a thread of its own with a `current_thread`
 /// runtime, as `openspeak-dataplane` does: its router task then never
 /// shares a core's run queue with gRPC work, and no cross-thread wake-up
-/// sits on the voice path (PERF-FACTS.md measured 13-32% more CPU per
+/// sits on the voice path (`docs/PERFORMANCE.md`: 13-32% more CPU per
 /// forwarded datagram on a multi-threaded runtime). It stops when `stopped`
 /// turns true.
 fn start_dataplane(

@@ -1,4 +1,4 @@
-//! The input limits of the public API (CONTRACT.md, "Input limits").
+//! The input limits of the public API (`docs/API.md`, "Input limits").
 //!
 //! Lengths count Unicode scalar values after trimming white space, so that
 //! a client in any language counts the same way the server does.

@@ -54,7 +54,7 @@ pub enum Runtime {
     /// Worker threads on every core: the control plane's many streams.
     MultiThread,
     /// One thread: the data plane's router task, which gains nothing from
-    /// cross-thread wake-ups (`PERF-FACTS.md`).
+    /// cross-thread wake-ups (`docs/PERFORMANCE.md`).
     CurrentThread,
 }
 

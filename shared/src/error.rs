@@ -1,4 +1,4 @@
-//! The public error reasons of `CONTRACT.md` and their gRPC form.
+//! The public error reasons (`docs/API.md`, "Errors") and their gRPC form.
 //!
 //! Every error status OpenSpeak returns carries a `google.rpc.ErrorInfo`
 //! with domain [`DOMAIN`] and one [`Reason`], in `grpc-status-details-bin`.
@@ -13,7 +13,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The `ErrorInfo.domain` of every OpenSpeak error.
 pub const DOMAIN: &str = "openspeak";
 
-/// Why a call failed, as clients see it. The names are fixed by the contract.
+/// Why a call failed, as clients see it. Clients match on these names, so
+/// they never change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     /// A bad token (UNAUTHENTICATED) or a token without the right

@@ -40,8 +40,8 @@ const IDLE_TIMEOUT_MS: u32 = 15_000;
 
 /// Each side asks its peer to ACK only after more than 10 ack-eliciting
 /// packets, or 25 ms, instead of every second packet: the setting measured
-/// in PERF-FACTS.md, where it cut ACK-only packets by 84-93% and server CPU
-/// per forwarded datagram by 10-22%. Datagrams are never retransmitted, so
+/// in `docs/PERFORMANCE.md`, where it cut ACK-only packets by 84-93% and
+/// server CPU per forwarded datagram by 10-22%. Datagrams are never retransmitted, so
 /// slower ACKs only delay loss detection and RTT samples for congestion
 /// control, which at voice rates never limits anything. Peers without the
 /// ACK-frequency extension (draft-ietf-quic-ack-frequency, which quinn

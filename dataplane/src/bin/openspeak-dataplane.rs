@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     // One thread routes: the endpoint's router task owns all routing state,
     // and cross-thread wake-ups cost more than they buy at voice packet
-    // sizes (PERF-FACTS.md). Scaling out is one data plane per core.
+    // sizes (`docs/PERFORMANCE.md`). Scaling out is one data plane per core.
     cli::serve_main(
         "openspeak-dataplane",
         &args.config,

@@ -11,7 +11,7 @@
 //! spawn a task per connection and wake it for every forwarded datagram,
 //! which at 49 listeners per speaker packet cost about as much as the
 //! sends themselves (`BENCHMARKS.md`). Meant for a `current_thread` runtime
-//! (see `PERF-FACTS.md`: cross-thread wake-ups cost more than they buy);
+//! (`docs/PERFORMANCE.md`: cross-thread wake-ups cost more than they buy);
 //! scale with one endpoint per core.
 //!
 //! Around the loop: `admission.rs` (where each connection is in the ticket
