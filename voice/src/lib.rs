@@ -10,6 +10,8 @@
 //! - [`quic`]: the QUIC settings for voice (ALPN, DATAGRAM buffers,
 //!   keep-alive, ACK frequency) for both sides, and the client's check of
 //!   the server certificate against the pin `OpenVoice` hands out.
+//! - [`udp`]: voice over plain UDP: the packets, their sealing with the
+//!   session key from `OpenVoice`, and the replay window.
 //!
 //! No tokio, no sockets: the data plane's driver and the client library
 //! each do their own IO around these. `docs/PROTOCOL.md` describes the same
@@ -18,6 +20,7 @@
 pub mod datagram;
 pub mod exchange;
 pub mod quic;
+pub mod udp;
 
 pub use datagram::{Forwarded, MAX_PAYLOAD, VoicePacket, WireError};
 pub use exchange::{Answer, EXCHANGE_VERSION, RejectCode, TICKET_TIMEOUT};
