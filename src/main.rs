@@ -58,12 +58,13 @@ async fn serve(mut config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         ended = &mut control => Err(control_failed(ended)),
     };
     let result = match started {
-        Ok(Ok((quic, cert_sha256))) => {
+        Ok(Ok((quic, udp, cert_sha256))) => {
             info!(
                 grpc = %public,
                 voice_quic = %quic,
+                voice_udp = %udp,
                 %cert_sha256,
-                "openspeak-server ready: clients connect to gRPC, voice goes to the QUIC endpoint"
+                "openspeak-server ready: clients connect to gRPC, voice goes to the QUIC or plain-UDP endpoint"
             );
             tokio::select! {
                 () = shutdown => {
@@ -101,7 +102,9 @@ const ATTACH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the data plane thread reports once bound: its QUIC endpoint and
 /// certificate fingerprint, or why it could not start.
-type Ready = oneshot::Receiver<anyhow::Result<(String, String)>>;
+/// The data plane's QUIC endpoint, plain-UDP endpoint and certificate pin,
+/// once it is attached (or has waited long enough).
+type Ready = oneshot::Receiver<anyhow::Result<(String, String, String)>>;
 
 /// Runs the data plane on a thread of its own with a `current_thread`
 /// runtime, as `openspeak-dataplane` does: its router task then never
@@ -137,6 +140,7 @@ fn start_dataplane(
                     }
                 };
                 let endpoint = dataplane.quic_endpoint().to_owned();
+                let udp = dataplane.udp_endpoint().to_owned();
                 let fingerprint = dataplane.cert_sha256().to_owned();
                 let mut link = dataplane.link_state();
                 tokio::spawn(async move {
@@ -148,7 +152,7 @@ fn start_dataplane(
                             ATTACH_WAIT.as_secs()
                         );
                     }
-                    let _ = ready.send(Ok((endpoint, fingerprint)));
+                    let _ = ready.send(Ok((endpoint, udp, fingerprint)));
                 });
                 dataplane
                     .serve(async move {

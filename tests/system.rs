@@ -358,6 +358,7 @@ async fn openspeak_server_alone_serves_voice_and_exits_zero_on_sigterm() {
         ("OPENSPEAK_CLUSTER__LISTEN", "127.0.0.1:0".to_owned()),
         ("OPENSPEAK_DATAPLANE__HOST", "127.0.0.1".to_owned()),
         ("OPENSPEAK_DATAPLANE__QUIC_PORT", "0".to_owned()),
+        ("OPENSPEAK_DATAPLANE__UDP_PORT", "0".to_owned()),
         (
             "OPENSPEAK_DATAPLANE__METRICS_LISTEN",
             "127.0.0.1:0".to_owned(),
@@ -458,6 +459,7 @@ async fn a_data_plane_without_the_cluster_secret_refuses_to_start() {
     let env = [
         ("OPENSPEAK_DATAPLANE__HOST", "127.0.0.1".to_owned()),
         ("OPENSPEAK_DATAPLANE__QUIC_PORT", "0".to_owned()),
+        ("OPENSPEAK_DATAPLANE__UDP_PORT", "0".to_owned()),
         (
             "OPENSPEAK_DATAPLANE__METRICS_LISTEN",
             "127.0.0.1:0".to_owned(),

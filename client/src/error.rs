@@ -15,6 +15,7 @@ use thiserror::Error;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+use crate::udp::UdpVoiceError;
 use crate::voice::VoiceError;
 
 /// Why a control-plane call, a wait for an event, or connecting to voice
@@ -96,6 +97,12 @@ pub enum ClientError {
     /// Connecting to the data plane failed.
     #[error("voice connection failed")]
     Voice(#[from] VoiceError),
+    /// The grant names no plain-UDP endpoint: its data plane offers none.
+    #[error("the data plane offers no plain-UDP voice; use QUIC")]
+    NoUdpEndpoint,
+    /// Connecting to the data plane over plain UDP failed.
+    #[error("plain-UDP voice failed")]
+    UdpVoice(#[from] UdpVoiceError),
 }
 
 impl ClientError {

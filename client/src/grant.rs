@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use openspeak_shared::pb;
 
 use crate::error::ClientError;
+use crate::udp::UdpVoiceClient;
 use crate::voice::VoiceClient;
 
 /// How long resolving a grant's `quic_endpoint` may take.
@@ -78,23 +79,15 @@ impl VoiceGrant {
 
     /// The first address `quic_endpoint` resolves to.
     pub async fn quic_addr(&self) -> Result<SocketAddr, ClientError> {
-        let endpoint = &self.quic_endpoint;
-        let resolve = async {
-            tokio::net::lookup_host(endpoint.as_str())
-                .await?
-                .next()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
-        };
-        tokio::time::timeout(RESOLVE_TIMEOUT, resolve)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                what: "the voice endpoint to resolve",
-                after: RESOLVE_TIMEOUT,
-            })?
-            .map_err(|source| ClientError::Resolve {
-                endpoint: endpoint.clone(),
-                source,
-            })
+        resolve(&self.quic_endpoint).await
+    }
+
+    /// The first address `udp_endpoint` resolves to.
+    pub async fn udp_addr(&self) -> Result<SocketAddr, ClientError> {
+        if self.udp_endpoint.is_empty() {
+            return Err(ClientError::NoUdpEndpoint);
+        }
+        resolve(&self.udp_endpoint).await
     }
 
     /// Connects to the data plane over QUIC, pinning `cert_sha256`, and
@@ -103,6 +96,35 @@ impl VoiceGrant {
         let addr = self.quic_addr().await?;
         Ok(VoiceClient::connect(addr, &self.cert_sha256, &self.ticket).await?)
     }
+
+    /// Presents the ticket to the data plane's plain-UDP listener; returns
+    /// once the data plane accepted it. Voice is then sealed with
+    /// `session_key`.
+    pub async fn connect_udp(&self) -> Result<UdpVoiceClient, ClientError> {
+        let addr = self.udp_addr().await?;
+        Ok(UdpVoiceClient::connect(addr, &self.ticket, &self.session_key).await?)
+    }
+}
+
+/// The first address `endpoint` (`host:port`) resolves to, within
+/// [`RESOLVE_TIMEOUT`].
+async fn resolve(endpoint: &str) -> Result<SocketAddr, ClientError> {
+    let lookup = async {
+        tokio::net::lookup_host(endpoint)
+            .await?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+    };
+    tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
+        .await
+        .map_err(|_| ClientError::Timeout {
+            what: "the voice endpoint to resolve",
+            after: RESOLVE_TIMEOUT,
+        })?
+        .map_err(|source| ClientError::Resolve {
+            endpoint: endpoint.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ mod control;
 mod error;
 mod grant;
 mod session;
+pub mod udp;
 pub mod voice;
 
 pub use control::{
@@ -47,4 +48,5 @@ pub use openspeak_shared::pb;
 pub use openspeak_voice::Forwarded;
 pub use session::{PresenceUpdate, Session};
 pub use tonic::Code;
+pub use udp::{UdpVoiceClient, UdpVoiceError};
 pub use voice::{VoiceClient, VoiceError};

@@ -105,6 +105,7 @@ impl Server {
         config.cluster.control_addr = self.cluster_url.clone();
         config.dataplane.host = "127.0.0.1".into();
         config.dataplane.quic_port = 0;
+        config.dataplane.udp_port = 0;
         config.dataplane.metrics_listen = "127.0.0.1:0".into();
         let dataplane = Dataplane::bind(&config)
             .await

@@ -1,5 +1,7 @@
-//! `VoiceClient` against a real `VoiceEndpoint` on 127.0.0.1: voice
-//! between two clients, a forged ticket, and a wrong certificate pin.
+//! `VoiceClient` and `UdpVoiceClient` against a real `VoiceEndpoint` on
+//! 127.0.0.1: voice between two clients, QUIC and plain UDP in one
+//! channel, forged tickets, a wrong certificate pin, pings, and a UDP
+//! session replaced or removed.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use openspeak_client::udp::{UdpVoiceClient, UdpVoiceError};
 use openspeak_client::voice::{VoiceClient, VoiceError};
 use openspeak_dataplane::{DataplaneCert, Handle, Member, RouterConfig, SessionId, VoiceEndpoint};
 use openspeak_shared::ticket::{Ticket, TicketIssuer, TicketKey, TicketVerifier};
@@ -23,6 +26,7 @@ async fn within<F: Future>(what: &str, future: F) -> F::Output {
 
 struct Server {
     addr: SocketAddr,
+    udp_addr: SocketAddr,
     pin: String,
     handle: Handle,
     issuer: TicketIssuer,
@@ -43,10 +47,15 @@ fn start() -> Server {
         Arc::new(RwLock::new(verifier)),
     )
     .unwrap();
+    let endpoint = endpoint
+        .with_plain_udp("127.0.0.1:0".parse().unwrap())
+        .unwrap();
     let addr = endpoint.local_addr().unwrap();
+    let udp_addr = endpoint.plain_addr().unwrap();
     tokio::spawn(endpoint.run());
     Server {
         addr,
+        udp_addr,
         pin: cert.sha256().iter().map(|b| format!("{b:02x}")).collect(),
         handle,
         issuer,
@@ -57,6 +66,27 @@ fn start() -> Server {
 impl Server {
     fn ticket(&self, session: u32) -> Vec<u8> {
         ticket_from(&self.issuer, session)
+    }
+
+    /// Session `session` over plain UDP, with the key its ticket carries,
+    /// once the data plane knows its address: it learns it from the first
+    /// sealed packet (the ping `connect` sends), which a pong confirms.
+    async fn udp(&self, session: u32) -> UdpVoiceClient {
+        let client = within(
+            "UDP connect",
+            UdpVoiceClient::connect(self.udp_addr, &self.ticket(session), &key_of(session)),
+        )
+        .await
+        .unwrap();
+        within("the first pong", async {
+            while client.rtt().is_none() {
+                let heard = timeout(Duration::from_millis(100), client.recv()).await;
+                assert!(heard.is_err(), "nothing but pongs yet: {heard:?}");
+                client.ping().unwrap();
+            }
+        })
+        .await;
+        client
     }
 
     async fn member(&self, session: u32) {
@@ -80,9 +110,14 @@ fn ticket_from(issuer: &TicketIssuer, session: u32) -> Vec<u8> {
             session_id: session,
             channel: "c1".into(),
             expires_at: SystemTime::now() + Duration::from_secs(60),
-            session_key: [session as u8; 32],
+            session_key: key_of(session),
         })
         .unwrap()
+}
+
+/// The session key the tests' tickets carry for `session`.
+fn key_of(session: u32) -> [u8; 32] {
+    [session as u8; 32]
 }
 
 fn payload(sequence: u32) -> Bytes {
@@ -172,4 +207,125 @@ async fn a_wrong_pin_fails_the_handshake() {
         .await
         .unwrap_err();
     assert!(matches!(err, VoiceError::MalformedPin(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn quic_and_udp_clients_in_one_channel_hear_each_other() {
+    let server = start();
+    for session in 1..=3 {
+        server.member(session).await;
+    }
+    let quic = within(
+        "connect QUIC",
+        VoiceClient::connect(server.addr, &server.pin, &server.ticket(1)),
+    )
+    .await
+    .unwrap();
+    let udp = server.udp(2).await;
+    let other = server.udp(3).await;
+    assert_eq!(udp.session_id(), 2);
+    assert!(udp.rtt().is_some_and(|rtt| rtt < WAIT));
+
+    for sequence in 0..10 {
+        quic.send(sequence, sequence * 20, payload(sequence))
+            .unwrap();
+    }
+    for listener in [&udp, &other] {
+        for sequence in 0..10 {
+            let got = within("QUIC voice over UDP", listener.recv())
+                .await
+                .unwrap();
+            assert_eq!((got.speaker, got.sequence), (1, sequence));
+            assert_eq!(got.payload, payload(sequence));
+        }
+    }
+    for sequence in 0..10 {
+        udp.send(sequence, sequence * 20, payload(sequence))
+            .unwrap();
+    }
+    for sequence in 0..10 {
+        let got = within("UDP voice over QUIC", quic.recv()).await.unwrap();
+        assert_eq!((got.speaker, got.sequence), (2, sequence));
+        assert_eq!(got.payload, payload(sequence));
+        let got = within("UDP voice over UDP", other.recv()).await.unwrap();
+        assert_eq!((got.speaker, got.sequence), (2, sequence));
+    }
+    assert_eq!(udp.malformed() + other.malformed() + quic.malformed(), 0);
+    assert!(matches!(
+        udp.send(10, 200, Bytes::new()),
+        Err(UdpVoiceError::Packet(_))
+    ));
+    let stats = server.handle.stats();
+    assert_eq!(stats.accepted, 3);
+    assert_eq!(stats.udp_dropped, [0; 4]);
+    within("close QUIC", quic.close()).await;
+}
+
+#[tokio::test]
+async fn udp_tickets_are_checked_like_quic_ones() {
+    let server = start();
+    let forged = TicketIssuer::new(TicketKey::generate(7).unwrap());
+    let err = UdpVoiceClient::connect(server.udp_addr, &ticket_from(&forged, 1), &key_of(1))
+        .await
+        .unwrap_err();
+    match err {
+        UdpVoiceError::Rejected { code, reason } => {
+            assert_eq!((code, reason.as_str()), (3, "forged ticket"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let unknown = TicketIssuer::new(TicketKey::generate(8).unwrap());
+    let err = UdpVoiceClient::connect(server.udp_addr, &ticket_from(&unknown, 1), &key_of(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, UdpVoiceError::Rejected { code: 2, .. }),
+        "{err:?}"
+    );
+    // A client with the wrong key hears nothing it can open, and the data
+    // plane cannot open what it sends.
+    let err = UdpVoiceClient::connect(server.udp_addr, &server.ticket(1), &[0; 32])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UdpVoiceError::Timeout { .. }), "{err:?}");
+    assert!(matches!(
+        UdpVoiceClient::connect(server.udp_addr, &server.ticket(1), &[0; 31]).await,
+        Err(UdpVoiceError::BadKey(31))
+    ));
+    let stats = server.handle.stats();
+    assert_eq!(stats.rejected[3], 1);
+    assert_eq!(stats.rejected[2], 1);
+}
+
+#[tokio::test]
+async fn a_new_ticket_replaces_a_udp_session_and_removal_ends_it() {
+    let server = start();
+    server.member(1).await;
+    server.member(2).await;
+    let udp = server.udp(1).await;
+    // The same session connects over QUIC with a fresh ticket: the UDP
+    // side is told it was replaced (code 8).
+    let quic = within(
+        "connect QUIC",
+        VoiceClient::connect(server.addr, &server.pin, &server.ticket(1)),
+    )
+    .await
+    .unwrap();
+    match within("closed", udp.recv()).await {
+        Err(UdpVoiceError::Closed { code: 8 }) => {}
+        other => panic!("{other:?}"),
+    }
+    within("close QUIC", quic.close()).await;
+
+    let second = server.udp(2).await;
+    within("removal", server.handle.remove_member(SessionId(2)))
+        .await
+        .unwrap();
+    match within("closed", second.recv()).await {
+        Err(UdpVoiceError::Closed { code: 9 }) => {}
+        other => panic!("{other:?}"),
+    }
+    let stats = server.handle.stats();
+    assert_eq!(stats.rejected[8], 1);
+    assert_eq!(stats.rejected[9], 1);
 }

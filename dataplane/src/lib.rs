@@ -25,7 +25,7 @@ mod udp;
 pub use cert::{CERT_FILE, CertError, DataplaneCert, KEY_FILE};
 pub use endpoint::{
     BindError, EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay, Handle, HandleError, Resynced,
-    VoiceEndpoint,
+    UDP_DROP_REASONS, VoiceEndpoint,
 };
 pub use link::{Link, LinkConfig, LinkState, Registration};
 pub use metrics::{METRICS_PREFIX, SCRAPE_TIMEOUT};

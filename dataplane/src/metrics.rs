@@ -30,6 +30,11 @@
 //!
 //! Loss on the way in is not a drop: `datagrams_lost_total` counts the
 //! sequence numbers given up after waiting for them.
+//!
+//! Packets on the plain-UDP port that never become a voice datagram are
+//! counted apart, in `udp_packets_dropped_total`: `malformed` (not the
+//! format), `unknown_session` (no key for its session id), `bad_seal`
+//! (failed authentication), `replay` (a counter already taken or too old).
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
@@ -57,7 +62,10 @@ use tracing::{debug, warn};
 
 use openspeak_voice::RejectCode;
 
-use crate::{EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay, Handle, LinkState, RouterStats};
+use crate::{
+    EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay, Handle, LinkState, RouterStats,
+    UDP_DROP_REASONS,
+};
 
 /// The prefix of every metric name.
 pub const METRICS_PREFIX: &str = "openspeak_dataplane";
@@ -129,6 +137,11 @@ impl Snapshot {
         ]
     }
 
+    /// Plain-UDP packets dropped before routing, by `reason`.
+    fn udp_dropped(&self) -> [(&'static str, u64); 4] {
+        std::array::from_fn(|i| (UDP_DROP_REASONS[i], self.endpoint.udp_dropped[i]))
+    }
+
     /// The snapshot in the Prometheus text format (version 0.0.4).
     pub(crate) fn encode(self) -> Result<String, fmt::Error> {
         let mut registry = Registry::with_prefix(METRICS_PREFIX);
@@ -193,6 +206,18 @@ impl Collector for Snapshot {
             "datagrams_dropped",
             "Voice datagrams the data plane dropped, by reason; each drop is counted once.",
             &self.dropped(),
+        )?;
+        counter(
+            &mut out,
+            "udp_packets_received",
+            "Packets read from the plain-UDP voice socket (tickets and sealed packets, those then dropped included).",
+            e.udp_received,
+        )?;
+        counters_by(
+            &mut out,
+            "udp_packets_dropped",
+            "Plain-UDP packets dropped before routing, by reason.",
+            &self.udp_dropped(),
         )?;
         counter(
             &mut out,
@@ -465,6 +490,8 @@ mod tests {
                     counts: std::array::from_fn(|i| i as u64 + 1),
                     sum_nanos: 2_500_000,
                 },
+                udp_received: 40,
+                udp_dropped: [41, 42, 43, 44],
             },
             router: RouterStats {
                 unknown_session: 10,
@@ -522,6 +549,14 @@ mod tests {
             ("link_attached", "1"),
             ("process_cpu_seconds_total", "31.5"),
             ("tickets_accepted_total", "1"),
+            ("udp_packets_received_total", "40"),
+            ("udp_packets_dropped_total{reason=\"malformed\"}", "41"),
+            (
+                "udp_packets_dropped_total{reason=\"unknown_session\"}",
+                "42",
+            ),
+            ("udp_packets_dropped_total{reason=\"bad_seal\"}", "43"),
+            ("udp_packets_dropped_total{reason=\"replay\"}", "44"),
             ("tickets_rejected_total{reason=\"malformed\"}", "101"),
             ("tickets_rejected_total{reason=\"unknown_key\"}", "102"),
             ("tickets_rejected_total{reason=\"forged\"}", "103"),

@@ -64,6 +64,7 @@ pub struct Dataplane {
     link: Link,
     state: watch::Receiver<LinkState>,
     quic_addr: SocketAddr,
+    udp_addr: SocketAddr,
     registration: Registration,
     /// `None` when `dataplane.metrics_listen` is empty.
     metrics: Option<MetricsListener>,
@@ -73,6 +74,7 @@ impl std::fmt::Debug for Dataplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dataplane")
             .field("quic_addr", &self.quic_addr)
+            .field("udp_addr", &self.udp_addr)
             .field("registration", &self.registration)
             .field("metrics_addr", &self.metrics_addr())
             .finish_non_exhaustive()
@@ -117,11 +119,21 @@ impl Dataplane {
             addr,
             source: e.into(),
         })?;
+        let plain = SocketAddr::new(ip, dp.udp_port);
+        let endpoint = endpoint
+            .with_plain_udp(plain)
+            .map_err(|e| StartError::Bind {
+                addr: plain,
+                source: e.into(),
+            })?;
+        let udp_addr = endpoint.plain_addr().ok_or(StartError::Bind {
+            addr: plain,
+            source: io::Error::other("the plain UDP socket has no address").into(),
+        })?;
         let registration = Registration {
             dataplane_id: id,
             quic_endpoint: host_port(&dp.advertised_host(), quic_addr.port()),
-            // Plain UDP is not served yet; an empty endpoint says so.
-            udp_endpoint: String::new(),
+            udp_endpoint: host_port(&dp.advertised_host(), udp_addr.port()),
             cert_sha256: cert.fingerprint(),
             capacity: dp.capacity,
         };
@@ -149,6 +161,7 @@ impl Dataplane {
             link,
             state,
             quic_addr,
+            udp_addr,
             registration,
             metrics,
         })
@@ -157,6 +170,11 @@ impl Dataplane {
     /// The QUIC listener's bound address.
     pub fn quic_addr(&self) -> SocketAddr {
         self.quic_addr
+    }
+
+    /// The plain-UDP listener's bound address.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
     }
 
     /// The metrics listener's bound address (`/metrics`, `/healthz`);
@@ -178,6 +196,11 @@ impl Dataplane {
     /// The `host:port` clients are told to dial.
     pub fn quic_endpoint(&self) -> &str {
         &self.registration.quic_endpoint
+    }
+
+    /// The `host:port` plain-UDP clients are told to send to.
+    pub fn udp_endpoint(&self) -> &str {
+        &self.registration.udp_endpoint
     }
 
     /// Follows the link's state (attached, away).
@@ -207,9 +230,10 @@ impl Dataplane {
         info!(
             id = %registration.dataplane_id,
             quic = %registration.quic_endpoint,
+            udp = %registration.udp_endpoint,
             cert_sha256 = %registration.cert_sha256,
             metrics = %metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
-            "data plane routing voice over QUIC"
+            "data plane routing voice over QUIC and plain UDP"
         );
         let (stop_link, link_stopped) = oneshot::channel::<()>();
         let link = tokio::spawn(link.run(async {

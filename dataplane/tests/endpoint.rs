@@ -3,83 +3,15 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
-
 use bytes::Bytes;
-use openspeak_dataplane::{
-    DataplaneCert, Handle, Member, Resynced, RouterConfig, RouterEvent, SessionId, VoiceEndpoint,
-};
-use openspeak_shared::ticket::{TicketIssuer, TicketKey, TicketVerifier};
+use openspeak_dataplane::{Member, Resynced, RouterEvent, SessionId};
 use openspeak_voice::TICKET_TIMEOUT;
 use openspeak_voice::datagram::{Forwarded, MAX_PAYLOAD, VoicePacket};
 use openspeak_voice::exchange::MAX_TICKET_LEN;
-use quinn::{Connection, Endpoint};
 use support::{
-    Answer, close_code, eventually, hears_nothing, present, send_request, talk, voice, within,
+    Answer, close_code, eventually, hears_nothing, present, send_request, start, talk, voice,
+    within,
 };
-
-struct Server {
-    addr: SocketAddr,
-    pin: [u8; 32],
-    handle: Handle,
-    issuer: TicketIssuer,
-    _dir: tempfile::TempDir,
-}
-
-fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = DataplaneCert::load_or_generate(dir.path()).unwrap();
-    let key = TicketKey::generate(7).unwrap();
-    let mut verifier = TicketVerifier::new();
-    verifier.insert(key.clone());
-    let issuer = TicketIssuer::new(key);
-    let (endpoint, handle) = VoiceEndpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &cert,
-        RouterConfig::new(60, 1000, 500),
-        Arc::new(RwLock::new(verifier)),
-    )
-    .unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    tokio::spawn(endpoint.run());
-    Server {
-        addr,
-        pin: cert.sha256(),
-        handle,
-        issuer,
-        _dir: dir,
-    }
-}
-
-impl Server {
-    fn ticket(&self, session: u32, valid_for: i64) -> Vec<u8> {
-        support::ticket(&self.issuer, session, valid_for)
-    }
-
-    async fn connect(&self) -> (Endpoint, Connection) {
-        support::connect(self.addr, self.pin).await
-    }
-
-    /// Connects and presents `ticket`; panics unless it is accepted.
-    async fn join(&self, ticket: &[u8], session: u32) -> (Endpoint, Connection) {
-        support::join(self.addr, self.pin, ticket, session).await
-    }
-
-    async fn member(&self, session: u32, channel: &str, deafened: bool) {
-        self.handle
-            .set_member(
-                SessionId(session),
-                Member {
-                    channel: Some(channel.into()),
-                    muted: false,
-                    deafened,
-                },
-            )
-            .await
-            .unwrap();
-    }
-}
 
 #[tokio::test]
 async fn routes_voice_between_members_of_a_channel() {

@@ -421,6 +421,7 @@ impl DataplaneProcess {
         let env = [
             ("OPENSPEAK_DATAPLANE__HOST", "127.0.0.1".to_owned()),
             ("OPENSPEAK_DATAPLANE__QUIC_PORT", "0".to_owned()),
+            ("OPENSPEAK_DATAPLANE__UDP_PORT", "0".to_owned()),
             (
                 "OPENSPEAK_DATAPLANE__METRICS_LISTEN",
                 "127.0.0.1:0".to_owned(),
@@ -436,7 +437,7 @@ impl DataplaneProcess {
             &env,
         );
         let routing = process
-            .wait_for_log("data plane routing voice over QUIC")
+            .wait_for_log("data plane routing voice over QUIC and plain UDP")
             .await;
         process.wait_for_log("attached to the control plane").await;
         DataplaneProcess {

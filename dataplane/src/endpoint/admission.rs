@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use openspeak_router::SessionId;
-use openspeak_shared::ticket::{HEADER_LEN, NONCE_LEN, TicketError, TicketVerifier};
+use openspeak_shared::ticket::{HEADER_LEN, KEY_LEN, NONCE_LEN, TicketError, TicketVerifier};
 use openspeak_voice::exchange::{self, MAX_REQUEST};
 use openspeak_voice::{RejectCode, TICKET_TIMEOUT};
 use quinn_proto::{Dir, StreamId};
@@ -148,13 +148,23 @@ pub(super) fn read_request(
     }
 }
 
-/// Opens the ticket in a complete request: the session it admits and what
-/// identifies the ticket, or the code to refuse it with.
+/// What an accepted ticket admits.
+pub(super) struct Admitted {
+    pub(super) session: SessionId,
+    /// What identifies the ticket.
+    pub(super) ticket: TicketId,
+    /// The plain-UDP session key it carries.
+    pub(super) key: [u8; KEY_LEN],
+}
+
+/// Opens the ticket in a complete request (the QUIC exchange's request,
+/// or a UDP TICKET packet's body, which is the same bytes), or the code to
+/// refuse it with.
 pub(super) fn verify(
     verifier: &TicketVerifier,
     request: &[u8],
     wall: SystemTime,
-) -> Result<(SessionId, TicketId), RejectCode> {
+) -> Result<Admitted, RejectCode> {
     let ticket = exchange::parse_request(request)?;
     let verified = verifier.verify(ticket, wall).map_err(|e| reject_code(&e))?;
     // A verified ticket is at least `MIN_TICKET_LEN` long, so this holds.
@@ -162,7 +172,11 @@ pub(super) fn verify(
         .get(HEADER_LEN..HEADER_LEN + NONCE_LEN)
         .and_then(|n| n.try_into().ok())
         .ok_or(RejectCode::Malformed)?;
-    Ok((SessionId(verified.session_id), nonce))
+    Ok(Admitted {
+        session: SessionId(verified.session_id),
+        ticket: nonce,
+        key: verified.session_key,
+    })
 }
 
 /// The reject code for a ticket that did not verify.

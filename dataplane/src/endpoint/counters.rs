@@ -25,6 +25,11 @@ pub(super) struct Counters {
     /// Sessions with a live connection now (a gauge).
     pub(super) connections: AtomicU64,
     pub(super) forward_delay: DelayHistogram,
+    /// Packets read from the plain-UDP socket.
+    pub(super) udp_received: AtomicU64,
+    /// Plain-UDP packets dropped before any routing, indexed by the
+    /// `plain::Drop` value.
+    pub(super) udp_dropped: [AtomicU64; 4],
 }
 
 impl Counters {
@@ -41,6 +46,8 @@ impl Counters {
             dropped_send_error: load(&self.dropped_send_error),
             dropped_events: load(&self.dropped_events),
             connections: load(&self.connections),
+            udp_received: load(&self.udp_received),
+            udp_dropped: std::array::from_fn(|i| load(&self.udp_dropped[i])),
             forward_delay: ForwardDelay {
                 counts: std::array::from_fn(|i| load(&self.forward_delay.counts[i])),
                 sum_nanos: load(&self.forward_delay.sum_nanos),
@@ -128,4 +135,14 @@ pub struct EndpointStats {
     pub connections: u64,
     /// How long forwarded voice spent in the data plane.
     pub forward_delay: ForwardDelay,
+    /// Packets read from the plain-UDP socket (tickets and sealed packets,
+    /// those then dropped included).
+    pub udp_received: u64,
+    /// Plain-UDP packets dropped before routing, in the order of
+    /// [`UDP_DROP_REASONS`].
+    pub udp_dropped: [u64; 4],
 }
+
+/// The reasons a plain-UDP packet is dropped before routing, as metric
+/// labels, in the order of [`EndpointStats::udp_dropped`].
+pub const UDP_DROP_REASONS: [&str; 4] = ["malformed", "unknown_session", "bad_seal", "replay"];

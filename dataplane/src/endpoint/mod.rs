@@ -24,6 +24,8 @@
 mod admission;
 mod counters;
 mod handle;
+mod plain;
+mod plain_driver;
 mod sessions;
 
 use std::collections::{BTreeSet, HashMap};
@@ -45,9 +47,10 @@ use tokio::sync::mpsc;
 
 use self::admission::{REJECT_LINGER, Request, Stage, read_request};
 use self::counters::{Counters, bump};
-pub use self::counters::{EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay};
+pub use self::counters::{EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay, UDP_DROP_REASONS};
 use self::handle::Command;
 pub use self::handle::{Handle, HandleError};
+use self::plain::PlainSessions;
 pub use self::sessions::Resynced;
 use self::sessions::SessionTable;
 use crate::DataplaneCert;
@@ -92,8 +95,16 @@ pub struct VoiceEndpoint {
     counters: Arc<Counters>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<RouterEvent>,
-    /// The live connection of each admitted session: where its transmits go.
-    sessions: SessionTable<ConnectionHandle>,
+    /// What carries each admitted session: where its transmits go.
+    sessions: SessionTable<Carrier>,
+    /// The plain-UDP voice socket, when there is one.
+    plain_socket: Option<UdpSocket>,
+    /// The UDP side of the sessions it carries.
+    plain: PlainSessions,
+    /// When idle plain-UDP sessions are next looked for.
+    plain_sweep: Instant,
+    /// Scratch space plain-UDP packets are sealed into.
+    plain_buf: Vec<u8>,
     /// When the input being handled now arrived: the earliest kernel
     /// receive time of this wake-up's packets (or the read, where the
     /// kernel gives none), or when the timer fired. Forward delays count
@@ -102,6 +113,13 @@ pub struct VoiceEndpoint {
     /// Scratch space quinn writes outgoing packets into.
     send_buf: Vec<u8>,
     recv_buf: Box<[u8]>,
+}
+
+/// What carries a session's voice: a QUIC connection, or plain UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carrier {
+    Quic(ConnectionHandle),
+    Udp(SessionId),
 }
 
 /// One QUIC connection and where it is in the ticket exchange.
@@ -172,6 +190,10 @@ impl VoiceEndpoint {
             commands,
             events,
             sessions: SessionTable::default(),
+            plain_socket: None,
+            plain: PlainSessions::default(),
+            plain_sweep: Instant::now(),
+            plain_buf: Vec::with_capacity(MAX_UDP_PAYLOAD),
             batch_at: Instant::now(),
             send_buf: Vec::with_capacity(MAX_UDP_PAYLOAD),
             recv_buf: vec![0; MAX_UDP_PAYLOAD].into_boxed_slice(),
@@ -206,6 +228,13 @@ impl VoiceEndpoint {
                     }
                     self.receive();
                 }
+                ready = plain_readable(self.plain_socket.as_ref()) => {
+                    if let Err(e) = ready {
+                        tracing::error!(error = %e, "plain UDP voice socket failed");
+                        break;
+                    }
+                    self.receive_plain();
+                }
                 command = self.commands.recv() => {
                     match command {
                         None | Some(Command::Shutdown) => break,
@@ -222,13 +251,15 @@ impl VoiceEndpoint {
         self.close_all();
     }
 
-    /// The earliest instant a connection or the router needs the time.
+    /// The earliest instant a connection, the router or the plain-UDP
+    /// sessions need the time.
     fn next_wake(&self) -> Option<Instant> {
         let conns = self.timers.first().map(|(t, _)| *t);
-        match (conns, self.router.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let plain = (self.plain.len() > 0).then_some(self.plain_sweep);
+        [conns, self.router.poll_timeout(), plain]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Reads what the socket holds, up to [`BATCH`] packets, with one read
@@ -462,6 +493,9 @@ impl VoiceEndpoint {
         if self.router.poll_timeout().is_some_and(|t| t <= now) {
             self.router.handle_timeout(now);
         }
+        if self.plain.len() > 0 && self.plain_sweep <= now {
+            self.expire_plain(now);
+        }
     }
 
     /// Admits or refuses the connection that sent `request` (its complete
@@ -505,22 +539,47 @@ impl VoiceEndpoint {
     /// Verifies a request's ticket and gives its session to `ch`; a
     /// connection the session had before is closed as replaced.
     fn check(&mut self, ch: ConnectionHandle, request: &[u8]) -> Result<SessionId, RejectCode> {
-        let (session, ticket) = admission::verify(
+        let admitted = admission::verify(
             &self.verifier.read().unwrap_or_else(|e| e.into_inner()),
             request,
             SystemTime::now(),
         )?;
-        let conns = &self.conns;
-        let is_open = |c| conns.get(&c).is_some_and(|conn| !conn.quic.is_closed());
-        if let Some(old) = self.sessions.admit(session, ticket, ch, is_open)?
-            && let Some(conn) = self.conns.get_mut(&old)
-        {
-            close_conn(conn, Instant::now(), RejectCode::Replaced);
-            mark(&mut self.dirty, old, conn);
+        self.admit(admitted.session, admitted.ticket, Carrier::Quic(ch))?;
+        Ok(admitted.session)
+    }
+
+    /// Gives `session` to `carrier`, closing what carried it before; see
+    /// the session table's rules.
+    fn admit(
+        &mut self,
+        session: SessionId,
+        ticket: sessions::TicketId,
+        carrier: Carrier,
+    ) -> Result<(), RejectCode> {
+        let (conns, plain) = (&self.conns, &self.plain);
+        let is_open = |c| match c {
+            Carrier::Quic(ch) => conns.get(&ch).is_some_and(|conn| !conn.quic.is_closed()),
+            Carrier::Udp(s) => plain.contains(s),
+        };
+        if let Some(old) = self.sessions.admit(session, ticket, carrier, is_open)? {
+            self.close_carrier(old, RejectCode::Replaced);
             bump(&self.counters.rejected[RejectCode::Replaced as usize]);
         }
         self.note_connections();
-        Ok(session)
+        Ok(())
+    }
+
+    /// Closes a carrier the session table let go, with `code`.
+    fn close_carrier(&mut self, carrier: Carrier, code: RejectCode) {
+        match carrier {
+            Carrier::Quic(ch) => {
+                if let Some(conn) = self.conns.get_mut(&ch) {
+                    close_conn(conn, Instant::now(), code);
+                    mark(&mut self.dirty, ch, conn);
+                }
+            }
+            Carrier::Udp(session) => self.close_plain(session, code as u8),
+        }
     }
 
     /// The connection `ch` was lost: its session, if it still holds one,
@@ -529,7 +588,10 @@ impl VoiceEndpoint {
         let Some(Stage::Admitted(session)) = self.conns.get(&ch).map(|c| &c.stage) else {
             return;
         };
-        if self.sessions.lost(*session, ch, &mut self.router) {
+        if self
+            .sessions
+            .lost(*session, Carrier::Quic(ch), &mut self.router)
+        {
             self.note_connections();
         }
     }
@@ -545,8 +607,8 @@ impl VoiceEndpoint {
         let (done, close) = self
             .sessions
             .resync(&mut self.router, members, keep_connected);
-        for ch in close {
-            self.close_removed(ch);
+        for carrier in close {
+            self.close_removed(carrier);
         }
         done
     }
@@ -554,18 +616,15 @@ impl VoiceEndpoint {
     /// Forgets `session` and closes its connection; whether it was a member.
     fn remove(&mut self, session: SessionId) -> bool {
         let (was_member, conn) = self.sessions.remove(session, &mut self.router);
-        if let Some(ch) = conn {
-            self.close_removed(ch);
+        if let Some(carrier) = conn {
+            self.close_removed(carrier);
         }
         was_member
     }
 
-    /// Closes the connection of a session the control plane removed.
-    fn close_removed(&mut self, ch: ConnectionHandle) {
-        if let Some(conn) = self.conns.get_mut(&ch) {
-            close_conn(conn, Instant::now(), RejectCode::Removed);
-            mark(&mut self.dirty, ch, conn);
-        }
+    /// Closes the carrier of a session the control plane removed.
+    fn close_removed(&mut self, carrier: Carrier) {
+        self.close_carrier(carrier, RejectCode::Removed);
         bump(&self.counters.rejected[RejectCode::Removed as usize]);
         self.note_connections();
     }
@@ -605,11 +664,27 @@ impl VoiceEndpoint {
     /// Queues the router's datagrams on their listeners' connections, and
     /// passes its events on.
     fn drain_router(&mut self) {
-        let c = &self.counters;
+        let c = Arc::clone(&self.counters);
+        // One clock read for all the plain-UDP sends of this drain.
+        let mut plain_sent_at = None;
         while let Some(t) = self.router.poll_transmit() {
-            let Some(ch) = self.sessions.conn(t.to) else {
-                bump(&c.dropped_no_connection);
-                continue;
+            let ch = match self.sessions.conn(t.to) {
+                Some(Carrier::Quic(ch)) => ch,
+                Some(Carrier::Udp(session)) => {
+                    if self.send_plain(session, &t.datagram, None) {
+                        bump(&c.datagrams_out);
+                        let at = *plain_sent_at.get_or_insert_with(Instant::now);
+                        c.forward_delay
+                            .record(at.saturating_duration_since(self.batch_at));
+                    } else {
+                        bump(&c.dropped_no_connection);
+                    }
+                    continue;
+                }
+                None => {
+                    bump(&c.dropped_no_connection);
+                    continue;
+                }
             };
             let Some(conn) = self.conns.get_mut(&ch) else {
                 bump(&c.dropped_no_connection);
@@ -655,6 +730,17 @@ impl VoiceEndpoint {
         while let Some(ch) = self.dirty.pop() {
             self.drive(ch, now);
         }
+        for session in self.plain.sessions() {
+            self.close_plain(session, 0);
+        }
+    }
+}
+
+/// Resolves when the plain-UDP socket, if there is one, is readable.
+async fn plain_readable(socket: Option<&UdpSocket>) -> io::Result<()> {
+    match socket {
+        Some(socket) => socket.readable().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -132,6 +132,7 @@ pub fn config(dir: &std::path::Path, control: SocketAddr, secret: Option<&str>) 
     config.cluster.secret = secret.map(str::to_owned);
     config.dataplane.host = "127.0.0.1".into();
     config.dataplane.quic_port = 0;
+    config.dataplane.udp_port = 0;
     config.dataplane.metrics_listen = "127.0.0.1:0".into();
     config
 }

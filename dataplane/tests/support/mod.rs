@@ -9,13 +9,17 @@ pub mod control;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use openspeak_shared::ticket::{Ticket, TicketIssuer};
+use openspeak_dataplane::{DataplaneCert, Handle, Member, RouterConfig, SessionId, VoiceEndpoint};
+use openspeak_shared::ticket::{Ticket, TicketIssuer, TicketKey, TicketVerifier};
 use openspeak_voice::client_config;
 use openspeak_voice::datagram::{Forwarded, VoicePacket};
+use openspeak_voice::udp::{self, Control, Direction, Packet, ReplayWindow, SessionKey};
 use quinn::{Connection, ConnectionError, Endpoint};
+use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
 /// Every wait for something to happen is bounded by this.
@@ -178,4 +182,187 @@ pub async fn hears_nothing(connection: &Connection) {
         timeout(QUIET, connection.read_datagram()).await.is_err(),
         "received a datagram it should not have"
     );
+}
+
+/// A data plane's voice endpoint on 127.0.0.1 (QUIC and plain UDP, any
+/// free ports), with a ticket key of its own.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub udp_addr: SocketAddr,
+    pub pin: [u8; 32],
+    pub handle: Handle,
+    pub issuer: TicketIssuer,
+    _dir: tempfile::TempDir,
+}
+
+pub fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = DataplaneCert::load_or_generate(dir.path()).unwrap();
+    let key = TicketKey::generate(7).unwrap();
+    let mut verifier = TicketVerifier::new();
+    verifier.insert(key.clone());
+    let issuer = TicketIssuer::new(key);
+    let (endpoint, handle) = VoiceEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &cert,
+        RouterConfig::new(60, 1000, 500),
+        Arc::new(RwLock::new(verifier)),
+    )
+    .unwrap();
+    let endpoint = endpoint
+        .with_plain_udp("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let udp_addr = endpoint.plain_addr().unwrap();
+    tokio::spawn(endpoint.run());
+    Server {
+        addr,
+        udp_addr,
+        pin: cert.sha256(),
+        handle,
+        issuer,
+        _dir: dir,
+    }
+}
+
+impl Server {
+    pub fn ticket(&self, session: u32, valid_for: i64) -> Vec<u8> {
+        ticket(&self.issuer, session, valid_for)
+    }
+
+    pub async fn connect(&self) -> (Endpoint, Connection) {
+        connect(self.addr, self.pin).await
+    }
+
+    /// Connects and presents `ticket`; panics unless it is accepted.
+    pub async fn join(&self, ticket: &[u8], session: u32) -> (Endpoint, Connection) {
+        join(self.addr, self.pin, ticket, session).await
+    }
+
+    pub async fn member(&self, session: u32, channel: &str, deafened: bool) {
+        self.handle
+            .set_member(
+                SessionId(session),
+                Member {
+                    channel: Some(channel.into()),
+                    muted: false,
+                    deafened,
+                },
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// A plain-UDP voice client done by hand on the voice crate's framing, so
+/// that a test can send exactly the packets it means (a replay, a forgery,
+/// the same session from another socket).
+pub struct RawUdp {
+    pub socket: UdpSocket,
+    pub session: u32,
+    pub key: SessionKey,
+    /// The next counter to seal with.
+    pub counter: u64,
+    replay: ReplayWindow,
+}
+
+impl RawUdp {
+    /// A socket on 127.0.0.1 for `session`, whose key is the one
+    /// [`ticket`] puts in its tickets.
+    pub async fn new(session: u32) -> Self {
+        Self {
+            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            session,
+            key: SessionKey::new(&[session as u8; 32]),
+            counter: 0,
+            replay: ReplayWindow::default(),
+        }
+    }
+
+    /// Presents `ticket` to `server` and waits for the sealed acceptance;
+    /// then pings until answered, so that the data plane knows where this
+    /// socket is.
+    pub async fn join(&mut self, server: SocketAddr, ticket: &[u8]) {
+        let hello = udp::encode_ticket(ticket).unwrap();
+        within("UDP accept", async {
+            loop {
+                self.socket.send_to(&hello, server).await.unwrap();
+                if let Ok(Some(Control::Accepted(id))) =
+                    timeout(Duration::from_millis(200), self.control()).await
+                {
+                    assert_eq!(id, self.session);
+                    return;
+                }
+            }
+        })
+        .await;
+        within("UDP pong", async {
+            loop {
+                let ping = self.seal(&[udp::KIND_PING, 0, 0, 0, 0, 0, 0, 0, 1]);
+                self.socket.send_to(&ping, server).await.unwrap();
+                if let Ok(Some(Control::Pong(1))) =
+                    timeout(Duration::from_millis(200), self.control()).await
+                {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// The next sealed packet of this client, as it would send it.
+    pub fn seal(&mut self, plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        udp::seal_into(
+            &self.key,
+            Direction::ToDataplane,
+            self.session,
+            self.counter,
+            plaintext,
+            &mut out,
+        );
+        self.counter += 1;
+        out
+    }
+
+    /// The next sealed voice packet.
+    pub fn voice(&mut self, sequence: u32) -> Vec<u8> {
+        self.seal(&voice(sequence))
+    }
+
+    /// Reads packets until one opens; its plaintext.
+    pub async fn recv_plain(&mut self) -> Vec<u8> {
+        let mut buf = vec![0; 2048];
+        loop {
+            let (len, _) = self.socket.recv_from(&mut buf).await.unwrap();
+            let Ok(Packet::Sealed(header)) = udp::parse(&buf[..len]) else {
+                continue;
+            };
+            if !self.replay.check(header.counter) {
+                continue;
+            }
+            if let Ok(plaintext) =
+                udp::open_in_place(&self.key, Direction::ToClient, header, &mut buf[..len])
+            {
+                let plaintext = plaintext.to_vec();
+                self.replay.take(header.counter);
+                return plaintext;
+            }
+        }
+    }
+
+    /// The next control message (skipping anything else).
+    pub async fn control(&mut self) -> Option<Control> {
+        Control::parse(&self.recv_plain().await)
+    }
+
+    /// The next forwarded voice datagram (skipping pongs).
+    pub async fn forwarded(&mut self) -> Forwarded {
+        loop {
+            let plaintext = self.recv_plain().await;
+            if Control::parse(&plaintext).is_none() {
+                return Forwarded::parse(Bytes::from(plaintext)).unwrap();
+            }
+        }
+    }
 }

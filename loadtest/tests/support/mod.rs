@@ -81,6 +81,7 @@ pub async fn start_system_with(configure: impl FnOnce(&mut Config)) -> System {
     config.cluster.control_addr = format!("http://{}", control.cluster_addr());
     config.dataplane.host = "127.0.0.1".into();
     config.dataplane.quic_port = 0;
+    config.dataplane.udp_port = 0;
     config.dataplane.metrics_listen = "127.0.0.1:0".into();
     config.storage.data_dir = dir.path().join("dataplane");
     configure(&mut config);

@@ -24,6 +24,9 @@ pub struct DataplaneConfig {
     /// UDP port of voice over QUIC; 0 = any free port (the bound port is
     /// logged and registered).
     pub quic_port: u16,
+    /// UDP port of voice over plain UDP, sealed with the session key; 0 =
+    /// any free port (the bound port is logged and registered).
+    pub udp_port: u16,
     /// The host clients are told to dial. Default: `host`, or `127.0.0.1`
     /// when `host` is an unspecified address (`0.0.0.0`, `::`).
     pub public_host: Option<String>,
@@ -52,6 +55,7 @@ impl Default for DataplaneConfig {
         Self {
             host: "0.0.0.0".into(),
             quic_port: 50052,
+            udp_port: 50053,
             public_host: None,
             id: None,
             capacity: 0,
@@ -104,6 +108,16 @@ impl DataplaneConfig {
             "dataplane.public_host",
             || {
                 "must be a host name or IP address clients can reach (leave it out for the bind host)".into()
+            },
+        )?;
+        check(
+            self.udp_port == 0 || self.udp_port != self.quic_port,
+            "dataplane.udp_port",
+            || {
+                format!(
+                    "{} is also dataplane.quic_port; both are UDP, so they need ports of their own",
+                    self.udp_port
+                )
             },
         )?;
         check_secret("dataplane.id", self.id.as_deref())?;
@@ -161,5 +175,21 @@ mod tests {
             assert_eq!(err.origin(), Some(&Origin::Flag("--set".into())), "{err}");
             assert!(err.to_string().contains(&format!("`{value}`")), "{err}");
         }
+    }
+
+    #[test]
+    fn the_two_voice_ports_differ_unless_any() {
+        let both = |quic: &str, udp: &str| {
+            load(&opts().env_vars([
+                ("OPENSPEAK_DATAPLANE__QUIC_PORT", quic.to_owned()),
+                ("OPENSPEAK_DATAPLANE__UDP_PORT", udp.to_owned()),
+            ]))
+        };
+        assert_eq!(Config::default().dataplane.udp_port, 50053);
+        assert!(both("0", "0").is_ok(), "both any free port");
+        assert!(both("6000", "6001").is_ok());
+        let err = both("6000", "6000").unwrap_err();
+        assert_eq!(err.key(), Some("dataplane.udp_port"), "{err}");
+        assert!(err.to_string().contains("quic_port"), "{err}");
     }
 }

@@ -1,0 +1,357 @@
+//! The plain-UDP sessions: for each session admitted over plain UDP, its
+//! key, where its client is, which of the client's packets were taken
+//! (replays are refused) and the data plane's own packet counter.
+//! `openspeak_voice::udp` has the wire format.
+//!
+//! Sans-IO: the driver hands in packets with the time and the sender's
+//! address and gets back what to route, what to answer and where to send
+//! it. Which transport carries a session is the session table's business
+//! (`sessions.rs`); this only knows the UDP side of the sessions it holds.
+//!
+//! The rules, as `docs/PROTOCOL.md` tells client authors:
+//! - A session has no address until its first valid SEALED packet; then
+//!   the address follows the newest valid packet (a NAT rebinding, a new
+//!   network), never an older one or a replay.
+//! - A session that sends no valid packet for [`IDLE_TIMEOUT`] is dropped,
+//!   as an idle QUIC connection is; clients ping in silences.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use openspeak_router::SessionId;
+use openspeak_voice::udp::{
+    self, Control, Direction, ReplayWindow, SealedHeader, SessionKey, UdpError,
+};
+
+use super::sessions::TicketId;
+
+/// How long a plain-UDP session lives without a valid packet from its
+/// client: the same as QUIC's idle timeout, so both transports behave
+/// alike for a client that vanishes.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a packet on the UDP port was dropped; each is counted, under the
+/// label of `UDP_DROP_REASONS` at its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drop {
+    /// Not a packet of the format (short, unknown type, oversized).
+    Malformed = 0,
+    /// A sealed packet of a session this data plane has no key for.
+    UnknownSession,
+    /// A sealed packet that failed authentication.
+    BadSeal,
+    /// A counter already taken, or too old for the replay window.
+    Replay,
+}
+
+/// What an opened packet asks of the driver.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Opened<'a> {
+    /// A voice datagram of `session`, for the router.
+    Voice(SessionId, &'a [u8]),
+    /// A ping of `session` with this id, from this address: answer there.
+    Ping(SessionId, u64, SocketAddr),
+    /// A valid packet with nothing to do (a control message a client does
+    /// not send).
+    Nothing,
+}
+
+/// One session's UDP side.
+struct Plain {
+    key: SessionKey,
+    /// The ticket it was admitted with.
+    ticket: TicketId,
+    /// Where its client is; `None` until its first valid sealed packet.
+    addr: Option<SocketAddr>,
+    replay: ReplayWindow,
+    /// The data plane's next packet counter for this session.
+    sent: u64,
+    /// When its client was last heard (a valid packet or its ticket).
+    heard: Instant,
+}
+
+/// The sessions admitted over plain UDP.
+#[derive(Default)]
+pub(crate) struct PlainSessions {
+    sessions: HashMap<SessionId, Plain>,
+}
+
+impl PlainSessions {
+    /// Whether `session` has a UDP side.
+    pub(crate) fn contains(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
+    }
+
+    /// Whether `session` holds `ticket` already (a client repeating its
+    /// TICKET because the answer was lost).
+    pub(crate) fn holds(&self, session: SessionId, ticket: &TicketId) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|p| p.ticket == *ticket)
+    }
+
+    /// Gives `session` a UDP side with `key`, replacing any it had.
+    pub(crate) fn insert(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        ticket: TicketId,
+        key: &[u8; udp::KEY_LEN],
+    ) {
+        self.sessions.insert(
+            session,
+            Plain {
+                key: SessionKey::new(key),
+                ticket,
+                addr: None,
+                replay: ReplayWindow::default(),
+                sent: 0,
+                heard: now,
+            },
+        );
+    }
+
+    /// Seals `message` for `session` into `out`; returns where to send it:
+    /// `to` when given (answering a packet from there), else the session's
+    /// address. `None` when the session is unknown or has no address yet.
+    pub(crate) fn seal(
+        &mut self,
+        session: SessionId,
+        message: &[u8],
+        to: Option<SocketAddr>,
+        out: &mut Vec<u8>,
+    ) -> Option<SocketAddr> {
+        let plain = self.sessions.get_mut(&session)?;
+        let to = to.or(plain.addr)?;
+        udp::seal_into(
+            &plain.key,
+            Direction::ToClient,
+            session.0,
+            plain.sent,
+            message,
+            out,
+        );
+        plain.sent += 1;
+        Some(to)
+    }
+
+    /// Opens the sealed `packet` (its clear `header` already parsed) that
+    /// came from `from`, in place; takes its counter and follows the client
+    /// to `from` when it is the newest packet yet.
+    pub(crate) fn open<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: SealedHeader,
+        packet: &'a mut [u8],
+    ) -> Result<Opened<'a>, Drop> {
+        let session = SessionId(header.session_id);
+        let plain = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(Drop::UnknownSession)?;
+        if !plain.replay.check(header.counter) {
+            return Err(Drop::Replay);
+        }
+        let plaintext = udp::open_in_place(&plain.key, Direction::ToDataplane, header, packet)
+            .map_err(|e| match e {
+                UdpError::BadSeal => Drop::BadSeal,
+                _ => Drop::Malformed,
+            })?;
+        if plain.replay.take(header.counter) {
+            plain.addr = Some(from);
+        }
+        plain.heard = now;
+        Ok(match Control::parse(plaintext) {
+            Some(Control::Ping(id)) => Opened::Ping(session, id, from),
+            Some(_) => Opened::Nothing,
+            None => Opened::Voice(session, plaintext),
+        })
+    }
+
+    /// Forgets `session`'s UDP side; returns its address, if it had one,
+    /// to tell the client why.
+    pub(crate) fn remove(&mut self, session: SessionId) -> Option<SocketAddr> {
+        self.sessions.remove(&session).and_then(|p| p.addr)
+    }
+
+    /// The sessions idle at `now`, forgotten.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<SessionId> {
+        let idle: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.heard) >= IDLE_TIMEOUT)
+            .map(|(s, _)| *s)
+            .collect();
+        for session in &idle {
+            self.sessions.remove(session);
+        }
+        idle
+    }
+
+    /// Every session with a UDP side.
+    pub(crate) fn sessions(&self) -> Vec<SessionId> {
+        self.sessions.keys().copied().collect()
+    }
+
+    /// Sessions with a UDP side.
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openspeak_voice::udp::Packet;
+
+    use super::*;
+
+    const KEY: [u8; udp::KEY_LEN] = [9; udp::KEY_LEN];
+    const S: SessionId = SessionId(5);
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// What a client with `KEY` sends as packet `counter`.
+    fn client_packet(counter: u64, plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        udp::seal_into(
+            &SessionKey::new(&KEY),
+            Direction::ToDataplane,
+            S.0,
+            counter,
+            plaintext,
+            &mut out,
+        );
+        out
+    }
+
+    fn deliver<'a>(
+        table: &mut PlainSessions,
+        now: Instant,
+        from: SocketAddr,
+        packet: &'a mut [u8],
+    ) -> Result<Opened<'a>, Drop> {
+        let Ok(Packet::Sealed(header)) = udp::parse(packet) else {
+            panic!("not sealed")
+        };
+        table.open(now, from, header, packet)
+    }
+
+    fn table(now: Instant) -> PlainSessions {
+        let mut table = PlainSessions::default();
+        table.insert(now, S, [1; 12], &KEY);
+        table
+    }
+
+    #[test]
+    fn the_address_comes_from_the_first_valid_packet_and_follows_the_newest() {
+        let t0 = Instant::now();
+        let mut table = table(t0);
+        let mut out = Vec::new();
+        // No address yet: nothing can be sent unasked.
+        assert_eq!(table.seal(S, b"\x02x", None, &mut out), None);
+
+        let voice = b"\x01\0\0\0\x01\0\0\0\x02\xaa";
+        let mut p0 = client_packet(0, voice);
+        assert_eq!(
+            deliver(&mut table, t0, addr(1000), &mut p0),
+            Ok(Opened::Voice(S, &voice[..]))
+        );
+        assert_eq!(table.seal(S, b"\x02x", None, &mut out), Some(addr(1000)));
+
+        // The NAT rebinds: a newer packet from a new port moves the session.
+        let mut p2 = client_packet(2, voice);
+        deliver(&mut table, t0, addr(2000), &mut p2).unwrap();
+        assert_eq!(table.seal(S, b"\x02x", None, &mut out), Some(addr(2000)));
+
+        // A late packet from the old port is taken but does not move it back.
+        let mut p1 = client_packet(1, voice);
+        deliver(&mut table, t0, addr(1000), &mut p1).unwrap();
+        assert_eq!(table.seal(S, b"\x02x", None, &mut out), Some(addr(2000)));
+    }
+
+    #[test]
+    fn replays_forgeries_and_strangers_are_dropped_without_moving_anything() {
+        let t0 = Instant::now();
+        let mut table = table(t0);
+        let packet = client_packet(7, b"\x10\0\0\0\0\0\0\0\x01");
+        let mut first = packet.clone();
+        assert_eq!(
+            deliver(&mut table, t0, addr(1000), &mut first),
+            Ok(Opened::Ping(S, 1, addr(1000)))
+        );
+        // The same packet again, even from elsewhere: a replay.
+        let mut again = packet.clone();
+        assert_eq!(
+            deliver(&mut table, t0, addr(3000), &mut again),
+            Err(Drop::Replay)
+        );
+        // A forged newer packet (wrong key): refused, and the window is
+        // untouched, so the real packet with that counter still goes.
+        let mut forged = Vec::new();
+        udp::seal_into(
+            &SessionKey::new(&[8; udp::KEY_LEN]),
+            Direction::ToDataplane,
+            S.0,
+            8,
+            b"\x01\0\0\0\x01\0\0\0\x02\xaa",
+            &mut forged,
+        );
+        assert_eq!(
+            deliver(&mut table, t0, addr(3000), &mut forged),
+            Err(Drop::BadSeal)
+        );
+        let mut real = client_packet(8, b"\x01\0\0\0\x01\0\0\0\x02\xaa");
+        assert!(deliver(&mut table, t0, addr(1000), &mut real).is_ok());
+        let mut out = Vec::new();
+        assert_eq!(table.seal(S, b"\x02x", None, &mut out), Some(addr(1000)));
+
+        let mut stranger = Vec::new();
+        udp::seal_into(
+            &SessionKey::new(&KEY),
+            Direction::ToDataplane,
+            99,
+            0,
+            b"\x10\0\0\0\0\0\0\0\x01",
+            &mut stranger,
+        );
+        assert_eq!(
+            deliver(&mut table, t0, addr(1000), &mut stranger),
+            Err(Drop::UnknownSession)
+        );
+    }
+
+    #[test]
+    fn each_sealed_answer_takes_a_new_counter() {
+        let t0 = Instant::now();
+        let mut table = table(t0);
+        let mut out = Vec::new();
+        let key = SessionKey::new(&KEY);
+        for expected in 0..3u64 {
+            table.seal(S, b"\x11\0\0\0\0\0\0\0\x01", Some(addr(1)), &mut out);
+            let Ok(Packet::Sealed(header)) = udp::parse(&out) else {
+                panic!()
+            };
+            assert_eq!(header.counter, expected);
+            assert!(udp::open_in_place(&key, Direction::ToClient, header, &mut out).is_ok());
+        }
+    }
+
+    #[test]
+    fn idle_sessions_expire() {
+        let t0 = Instant::now();
+        let mut table = table(t0);
+        let mut ping = client_packet(0, b"\x10\0\0\0\0\0\0\0\x01");
+        deliver(&mut table, t0 + Duration::from_secs(10), addr(1), &mut ping).unwrap();
+        assert!(table.expire(t0 + IDLE_TIMEOUT).is_empty());
+        assert_eq!(
+            table.expire(t0 + Duration::from_secs(10) + IDLE_TIMEOUT),
+            [S]
+        );
+        assert!(!table.contains(S));
+        assert_eq!(table.len(), 0);
+    }
+}

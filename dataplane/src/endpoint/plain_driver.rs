@@ -1,0 +1,181 @@
+//! The plain-UDP side of the endpoint's loop: reading the UDP voice
+//! socket, admitting tickets, and sealing what goes out. The rules live in
+//! the sans-IO `plain.rs` and `sessions.rs`; this only moves bytes between
+//! them, the router and the socket.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use openspeak_router::SessionId;
+use openspeak_voice::udp::{self, Control, Packet};
+use tokio::net::UdpSocket;
+
+use super::counters::bump;
+use super::plain::{Drop, Opened};
+use super::{BATCH, Carrier, VoiceEndpoint, admission};
+use crate::udp as socket;
+
+/// How often idle plain-UDP sessions are looked for. Coarse on purpose:
+/// a session lives 15 s without a packet, so a second more or less does
+/// not matter, and one sweep a second costs nothing.
+const SWEEP: Duration = Duration::from_secs(1);
+
+impl VoiceEndpoint {
+    /// Adds a plain-UDP voice listener on `addr` (`docs/PROTOCOL.md`,
+    /// "Plain-UDP transport"). Must be called within a tokio runtime.
+    pub fn with_plain_udp(mut self, addr: SocketAddr) -> io::Result<Self> {
+        let plain = std::net::UdpSocket::bind(addr)?;
+        if let Err(e) = socket::enable_receive_timestamps(&plain) {
+            tracing::warn!(error = %e, "no kernel receive timestamps on the plain UDP socket");
+        }
+        plain.set_nonblocking(true)?;
+        self.plain_socket = Some(UdpSocket::from_std(plain)?);
+        Ok(self)
+    }
+
+    /// The address of the plain-UDP listener, if there is one.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain_socket.as_ref()?.local_addr().ok()
+    }
+
+    /// Reads what the plain-UDP socket holds, up to [`BATCH`] packets.
+    pub(super) fn receive_plain(&mut self) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        self.batch_at = now;
+        for _ in 0..BATCH {
+            let Some(plain_socket) = &self.plain_socket else {
+                return;
+            };
+            let socket::Received { len, from, arrived } =
+                match socket::try_recv(plain_socket, &mut self.recv_buf) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "plain UDP socket receive error");
+                        continue;
+                    }
+                };
+            if let Some(waited) = arrived.and_then(|t| wall.duration_since(t).ok()) {
+                self.batch_at = self.batch_at.min(now.checked_sub(waited).unwrap_or(now));
+            }
+            bump(&self.counters.udp_received);
+            self.handle_plain(now, wall, from, len);
+        }
+    }
+
+    /// Handles the `len`-byte packet from `from` in the receive buffer.
+    fn handle_plain(&mut self, now: Instant, wall: SystemTime, from: SocketAddr, len: usize) {
+        let packet = &mut self.recv_buf[..len];
+        let opened = match udp::parse(packet) {
+            Ok(Packet::Ticket(body)) => {
+                let body = body.to_vec();
+                self.plain_ticket(now, wall, from, &body);
+                return;
+            }
+            Ok(Packet::Sealed(header)) => self.plain.open(now, from, header, packet),
+            // A client sends no rejects; anything else is not ours.
+            Ok(Packet::Reject { .. }) | Err(_) => Err(Drop::Malformed),
+        };
+        match opened {
+            Ok(Opened::Voice(session, plaintext)) => {
+                let datagram = Bytes::copy_from_slice(plaintext);
+                bump(&self.counters.datagrams_in);
+                self.router.handle_datagram(now, session, datagram);
+            }
+            Ok(Opened::Ping(session, id, from)) => {
+                let mut pong = Vec::with_capacity(9);
+                Control::Pong(id).encode(&mut pong);
+                self.send_plain(session, &pong, Some(from));
+            }
+            Ok(Opened::Nothing) => {}
+            Err(drop) => bump(&self.counters.udp_dropped[drop as usize]),
+        }
+    }
+
+    /// Admits or refuses the ticket a TICKET packet from `from` presents;
+    /// the answer goes back to `from`.
+    fn plain_ticket(&mut self, now: Instant, wall: SystemTime, from: SocketAddr, body: &[u8]) {
+        let verified = admission::verify(
+            &self.verifier.read().unwrap_or_else(|e| e.into_inner()),
+            body,
+            wall,
+        );
+        let outcome = verified.and_then(|a| {
+            // A repeated TICKET (its answer was lost) is answered again.
+            if !self.plain.holds(a.session, &a.ticket) {
+                self.admit(a.session, a.ticket, Carrier::Udp(a.session))?;
+                self.plain.insert(now, a.session, a.ticket, &a.key);
+                bump(&self.counters.accepted);
+                self.plain_sweep = self.plain_sweep.min(now + SWEEP);
+            }
+            Ok(a.session)
+        });
+        match outcome {
+            Ok(session) => {
+                let mut accepted = Vec::with_capacity(5);
+                Control::Accepted(session.0).encode(&mut accepted);
+                self.send_plain(session, &accepted, Some(from));
+            }
+            Err(code) => {
+                bump(&self.counters.rejected[code as usize]);
+                self.send_to(&udp::encode_reject(code), from);
+            }
+        }
+    }
+
+    /// Seals `message` for `session` and sends it to `to`, or to the
+    /// session's address; whether it went out.
+    pub(super) fn send_plain(
+        &mut self,
+        session: SessionId,
+        message: &[u8],
+        to: Option<SocketAddr>,
+    ) -> bool {
+        let mut buf = std::mem::take(&mut self.plain_buf);
+        let sent = match self.plain.seal(session, message, to, &mut buf) {
+            Some(to) => self.send_to(&buf, to),
+            None => false,
+        };
+        self.plain_buf = buf;
+        sent
+    }
+
+    /// Sends one packet on the plain-UDP socket; whether the kernel took it.
+    fn send_to(&self, packet: &[u8], to: SocketAddr) -> bool {
+        let Some(plain_socket) = &self.plain_socket else {
+            return false;
+        };
+        match plain_socket.try_send_to(packet, to) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, %to, "plain UDP send failed");
+                false
+            }
+        }
+    }
+
+    /// Ends `session`'s UDP side, telling its client why (`code`: a reject
+    /// code, or 0 for a shutdown).
+    pub(super) fn close_plain(&mut self, session: SessionId, code: u8) {
+        let mut closed = Vec::with_capacity(2);
+        Control::Closed(code).encode(&mut closed);
+        self.send_plain(session, &closed, None);
+        self.plain.remove(session);
+    }
+
+    /// Forgets the plain-UDP sessions whose clients went quiet.
+    pub(super) fn expire_plain(&mut self, now: Instant) {
+        for session in self.plain.expire(now) {
+            if self
+                .sessions
+                .lost(session, Carrier::Udp(session), &mut self.router)
+            {
+                self.note_connections();
+            }
+        }
+        self.plain_sweep = now + SWEEP;
+    }
+}

@@ -1,0 +1,205 @@
+//! The plain-UDP transport over real sockets on 127.0.0.1, with clients
+//! done by hand on the voice crate's framing: QUIC and UDP members of one
+//! channel hear each other, replays and forgeries are dropped and counted,
+//! the session follows its client to a new address, and a repeated ticket
+//! is answered again.
+
+mod support;
+
+use openspeak_voice::udp::{self, Control, Direction, SessionKey};
+use support::{RawUdp, start, voice, within};
+
+#[tokio::test]
+async fn quic_and_udp_members_of_one_channel_hear_each_other() {
+    let server = start();
+    for session in 1..=3 {
+        server.member(session, "c1", false).await;
+    }
+    let (_ep, quic) = server.join(&server.ticket(1, 60), 1).await;
+    let mut b = RawUdp::new(2).await;
+    b.join(server.udp_addr, &server.ticket(2, 60)).await;
+    let mut c = RawUdp::new(3).await;
+    c.join(server.udp_addr, &server.ticket(3, 60)).await;
+
+    for sequence in 0..20 {
+        quic.send_datagram(voice(sequence)).unwrap();
+    }
+    for listener in [&mut b, &mut c] {
+        for sequence in 0..20 {
+            let got = within("QUIC voice at a UDP listener", listener.forwarded()).await;
+            assert_eq!((got.speaker, got.sequence), (1, sequence));
+        }
+    }
+    for sequence in 0..20 {
+        let packet = b.voice(sequence);
+        b.socket.send_to(&packet, server.udp_addr).await.unwrap();
+    }
+    for sequence in 0..20 {
+        let got = within("UDP voice over QUIC", quic.read_datagram())
+            .await
+            .unwrap();
+        let got = openspeak_voice::Forwarded::parse(got).unwrap();
+        assert_eq!((got.speaker, got.sequence), (2, sequence));
+        let got = within("UDP voice at a UDP listener", c.forwarded()).await;
+        assert_eq!((got.speaker, got.sequence), (2, sequence));
+    }
+    let stats = server.handle.stats();
+    assert_eq!(stats.datagrams_in, 40);
+    assert_eq!(stats.datagrams_out, 80);
+    assert_eq!(stats.udp_dropped, [0; 4]);
+}
+
+#[tokio::test]
+async fn replays_and_forgeries_are_dropped_and_counted() {
+    let server = start();
+    server.member(1, "c1", false).await;
+    server.member(2, "c1", false).await;
+    let mut a = RawUdp::new(1).await;
+    a.join(server.udp_addr, &server.ticket(1, 60)).await;
+    let mut b = RawUdp::new(2).await;
+    b.join(server.udp_addr, &server.ticket(2, 60)).await;
+
+    let packet = a.voice(0);
+    a.socket.send_to(&packet, server.udp_addr).await.unwrap();
+    assert_eq!(within("the original", b.forwarded()).await.sequence, 0);
+    // The same bytes again, from the client and from a stranger: replays.
+    a.socket.send_to(&packet, server.udp_addr).await.unwrap();
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger.send_to(&packet, server.udp_addr).await.unwrap();
+    // A forgery: session 1's header, sealed with another key.
+    let mut forged = Vec::new();
+    udp::seal_into(
+        &SessionKey::new(&[0xee; 32]),
+        Direction::ToDataplane,
+        1,
+        99,
+        &voice(1),
+        &mut forged,
+    );
+    stranger.send_to(&forged, server.udp_addr).await.unwrap();
+    // A bit flipped in a valid packet's ciphertext.
+    let mut flipped = a.voice(1);
+    flipped[20] ^= 0x01;
+    a.socket.send_to(&flipped, server.udp_addr).await.unwrap();
+    // A session nobody holds, and bytes that are no packet at all.
+    let mut unknown = RawUdp::new(9).await;
+    let packet = unknown.voice(0);
+    stranger.send_to(&packet, server.udp_addr).await.unwrap();
+    stranger
+        .send_to(&[0xff; 40], server.udp_addr)
+        .await
+        .unwrap();
+
+    // The next real packet goes through, and B heard nothing else.
+    let packet = a.voice(2);
+    a.socket.send_to(&packet, server.udp_addr).await.unwrap();
+    assert_eq!(within("the next packet", b.forwarded()).await.sequence, 2);
+    let stats = server.handle.stats();
+    // malformed, unknown_session, bad_seal, replay
+    assert_eq!(stats.udp_dropped, [1, 1, 2, 2]);
+    assert_eq!(stats.datagrams_in, 2);
+}
+
+#[tokio::test]
+async fn the_session_follows_its_client_to_a_new_address() {
+    let server = start();
+    server.member(1, "c1", false).await;
+    server.member(2, "c1", false).await;
+    let (_ep, quic) = server.join(&server.ticket(1, 60), 1).await;
+    let mut b = RawUdp::new(2).await;
+    b.join(server.udp_addr, &server.ticket(2, 60)).await;
+
+    quic.send_datagram(voice(0)).unwrap();
+    assert_eq!(within("before the move", b.forwarded()).await.sequence, 0);
+
+    // B's NAT rebinds: the same session, keys and counters, a new socket.
+    let old = std::mem::replace(
+        &mut b.socket,
+        tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let ping = b.seal(&[udp::KIND_PING, 0, 0, 0, 0, 0, 0, 0, 7]);
+    b.socket.send_to(&ping, server.udp_addr).await.unwrap();
+    assert_eq!(
+        within("pong at the new address", b.control()).await,
+        Some(Control::Pong(7))
+    );
+    quic.send_datagram(voice(1)).unwrap();
+    assert_eq!(within("after the move", b.forwarded()).await.sequence, 1);
+
+    // A packet older than the newest (but within the replay window) from
+    // the old address is taken, yet does not move the session back; a
+    // replay from there is dropped.
+    b.counter = 2_000;
+    let newest = b.seal(&[udp::KIND_PING, 0, 0, 0, 0, 0, 0, 0, 8]);
+    b.socket.send_to(&newest, server.udp_addr).await.unwrap();
+    assert_eq!(within("pong", b.control()).await, Some(Control::Pong(8)));
+    let mut older = Vec::new();
+    udp::seal_into(
+        &b.key,
+        Direction::ToDataplane,
+        2,
+        1_950,
+        &voice(5),
+        &mut older,
+    );
+    old.send_to(&older, server.udp_addr).await.unwrap();
+    let got = within("the older packet, routed", quic.read_datagram())
+        .await
+        .unwrap();
+    assert_eq!(openspeak_voice::Forwarded::parse(got).unwrap().sequence, 5);
+    old.send_to(&newest, server.udp_addr).await.unwrap();
+    quic.send_datagram(voice(2)).unwrap();
+    assert_eq!(
+        within("still at the new address", b.forwarded())
+            .await
+            .sequence,
+        2
+    );
+    let mut buf = [0; 64];
+    assert!(
+        tokio::time::timeout(support::QUIET, old.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "nothing goes to the old address"
+    );
+    let stats = server.handle.stats();
+    assert_eq!(stats.udp_dropped[3], 1, "the replay from the old address");
+}
+
+#[tokio::test]
+async fn a_repeated_ticket_is_answered_again_and_a_reused_one_is_refused() {
+    let server = start();
+    server.member(1, "c1", false).await;
+    let ticket = server.ticket(1, 60);
+    let mut a = RawUdp::new(1).await;
+    a.join(server.udp_addr, &ticket).await;
+    // The answer was "lost": the same ticket again gets the same answer.
+    let hello = udp::encode_ticket(&ticket).unwrap();
+    a.socket.send_to(&hello, server.udp_addr).await.unwrap();
+    assert_eq!(
+        within("accepted again", a.control()).await,
+        Some(Control::Accepted(1))
+    );
+    // Over QUIC, while the UDP side holds it, the same ticket is in use.
+    let (_ep, connection) = server.connect().await;
+    assert_eq!(
+        support::present(&connection, &ticket).await,
+        support::Answer::Rejected(5, "ticket already in use".into(), 5)
+    );
+    // An expired ticket over UDP: refused, in the clear, with its code.
+    let expired = udp::encode_ticket(&server.ticket(1, -10)).unwrap();
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger.send_to(&expired, server.udp_addr).await.unwrap();
+    let mut buf = [0; 64];
+    let (len, _) = within("reject", stranger.recv_from(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(
+        udp::parse(&buf[..len]),
+        Ok(udp::Packet::Reject {
+            code: 4,
+            reason: b"expired ticket"
+        })
+    );
+    assert_eq!(server.handle.stats().rejected[4], 1);
+}
