@@ -1,9 +1,9 @@
 //! The voice datagrams, as clients send them and the data plane forwards
 //! them.
 //!
-//! Two datagrams exist, each the payload of one QUIC DATAGRAM frame (the
-//! plain-UDP transport will wrap the same bytes). All integers are
-//! big-endian.
+//! Two datagrams exist, each the payload of one QUIC DATAGRAM frame, or
+//! the plaintext of one sealed plain-UDP packet ([`crate::udp`]). All
+//! integers are big-endian.
 //!
 //! Client → data plane, [`VoicePacket`]:
 //!
