@@ -667,7 +667,7 @@ mod tests {
             Some("0".into())
         );
         let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-        assert_eq!(samples.len(), 53, "{text}");
+        assert_eq!(samples.len(), 58, "{text}");
         let zero = |l: &&str| l.rsplit_once(' ').map(|(_, v)| v.parse::<f64>()) == Some(Ok(0.0));
         assert!(samples.iter().all(zero), "{text}");
     }

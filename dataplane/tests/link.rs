@@ -23,7 +23,8 @@ async fn registers_follows_deltas_and_reports() {
     assert!(r.dataplane_id.starts_with("dp-"), "{}", r.dataplane_id);
     assert_eq!(r.quic_endpoint, format!("127.0.0.1:{}", h.quic.port()));
     assert_eq!(r.cert_sha256, hex::encode(h.pin));
-    assert_eq!(r.udp_endpoint, "", "no plain-UDP transport is offered yet");
+    assert_eq!(r.udp_endpoint, format!("127.0.0.1:{}", h.udp.port()));
+    assert_ne!(h.udp.port(), h.quic.port());
     assert!(r.channels.is_empty());
 
     let (k, issuer) = key(11);

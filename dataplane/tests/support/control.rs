@@ -99,6 +99,8 @@ pub struct Harness {
     pub attached: mpsc::UnboundedReceiver<Attached>,
     pub refused: mpsc::UnboundedReceiver<()>,
     pub quic: SocketAddr,
+    /// The plain-UDP listener.
+    pub udp: SocketAddr,
     pub pin: [u8; 32],
     /// Where `/metrics` is served.
     pub metrics: SocketAddr,
@@ -158,6 +160,7 @@ pub async fn start(secret: &str) -> Harness {
         .await
         .unwrap();
     let quic = dataplane.quic_addr();
+    let udp = dataplane.udp_addr();
     let metrics = dataplane.metrics_addr().expect("metrics are on");
     let pin: [u8; 32] = hex::decode(dataplane.cert_sha256())
         .unwrap()
@@ -172,6 +175,7 @@ pub async fn start(secret: &str) -> Harness {
         attached,
         refused,
         quic,
+        udp,
         pin,
         metrics,
         state,
