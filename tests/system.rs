@@ -26,7 +26,7 @@ use openspeak_client::pb::{self, event::Event as Ev};
 use openspeak_client::{Client, PresenceUpdate, Session, TokenLifetime, VoiceClient};
 use support::{
     Control, DataplaneProcess, FRAME, Home, Process, Talker, WAIT, binary, check_packet, hear_all,
-    hear_nothing, join, within,
+    hear_nothing, join, payload, within,
 };
 use tokio::sync::watch;
 
@@ -380,11 +380,13 @@ async fn openspeak_server_alone_serves_voice_and_exits_zero_on_sigterm() {
         .unwrap_or_else(|| panic!("the token follows `admin token:`: {}", token_line.raw))
         .to_owned();
     let ready = server.wait_for_log("openspeak-server ready").await;
-    let (grpc, quic, cert) = (
+    let (grpc, quic, udp, cert) = (
         ready.field("grpc"),
         ready.field("voice_quic"),
+        ready.field("voice_udp"),
         ready.field("cert_sha256"),
     );
+    assert_ne!(udp, quic, "plain UDP has a port of its own");
     assert!(
         cert.len() == 64
             && cert
@@ -431,6 +433,41 @@ async fn openspeak_server_alone_serves_voice_and_exits_zero_on_sigterm() {
         hear_all(&a_voice.voice, b_id, 0..20),
     );
 
+    // A third client over plain UDP, in the same channel: it hears A (a
+    // QUIC client), and A hears it.
+    let c = client.start_session("c").await.unwrap();
+    let grant = c.open_voice().await.unwrap();
+    assert_eq!(
+        grant.udp_endpoint, udp,
+        "the grant names the plain-UDP endpoint"
+    );
+    let c_voice = within(WAIT, "plain-UDP voice", grant.connect_udp())
+        .await
+        .unwrap_or_else(|e| panic!("plain-UDP connect failed: {e:?}"));
+    assert_eq!(c_voice.session_id(), c.id());
+    // The data plane knows where C is once its first ping (sent by
+    // `connect_udp`) is answered.
+    within(WAIT, "the first pong", async {
+        while c_voice.rtt().is_none() {
+            let _ = tokio::time::timeout(FRAME, c_voice.recv()).await;
+            c_voice.ping().unwrap();
+        }
+    })
+    .await;
+    let (sent, ()) = tokio::join!(a_voice.talk(10), hear_all(&b_voice.voice, a_id, 20..30));
+    for sequence in sent {
+        let packet = within(WAIT, "A's voice over plain UDP", c_voice.recv())
+            .await
+            .unwrap_or_else(|e| panic!("C's plain-UDP voice failed: {e:?}"));
+        check_packet(&packet, a_id, sequence, c.id());
+    }
+    for sequence in 0..10 {
+        c_voice
+            .send(sequence, sequence * 20, payload(c.id(), sequence))
+            .unwrap();
+    }
+    hear_all(&a_voice.voice, c.id(), 0..10).await;
+
     // SIGTERM: sessions hear server_shutdown and hang up; exit status 0.
     server.signal(libc::SIGTERM);
     for session in [&mut a, &mut b] {
@@ -439,7 +476,7 @@ async fn openspeak_server_alone_serves_voice_and_exits_zero_on_sigterm() {
             .await
             .unwrap_or_else(|e| panic!("no server_shutdown: {e:?}\n{}", server.recent()));
     }
-    drop((a, b, client, a_voice, b_voice));
+    drop((a, b, c, client, a_voice, b_voice, c_voice));
     let status = server.wait_exit().await;
     assert!(
         status.success(),

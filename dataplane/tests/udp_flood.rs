@@ -80,7 +80,11 @@ async fn a_flood_of_random_datagrams_leaves_the_conversation_whole() {
     while !flood.is_finished() {
         ticker.tick().await;
         let packet = talker.voice(sent);
-        talker.socket.send_to(&packet, server.udp_addr).await.unwrap();
+        talker
+            .socket
+            .send_to(&packet, server.udp_addr)
+            .await
+            .unwrap();
         sent += 1;
         assert!(sent < 50 * 120, "the flood takes more than two minutes");
     }
@@ -88,7 +92,10 @@ async fn a_flood_of_random_datagrams_leaves_the_conversation_whole() {
     let heard = within("the listener's count", heard).await.unwrap();
 
     let lost = sent - heard;
-    assert!(sent >= 100, "the conversation ran through the flood: {sent}");
+    assert!(
+        sent >= 100,
+        "the conversation ran through the flood: {sent}"
+    );
     assert!(
         f64::from(lost) / f64::from(sent) < 0.001,
         "lost {lost} of {sent}"
