@@ -78,7 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 run_sessions(&args, interrupt).await
             })?;
             print!("{}", report.table());
-            if let Some(path) = &args.json {
+            if let Some(path) = &args.run.json {
                 report.write_json(path)?;
             }
             if report.outcome == Outcome::TimedOut {
@@ -91,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if report.outcome == Outcome::Interrupted {
                 return Ok(ExitCode::from(INTERRUPTED));
             }
-            if args.strict && !report.clean() {
+            if args.run.strict && !report.clean() {
                 eprintln!("openspeak-loadtest: a check or a call failed (--strict)");
                 return Ok(ExitCode::from(CHECK_FAILED));
             }

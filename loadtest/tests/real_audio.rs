@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use openspeak_client::Client;
 use openspeak_loadtest::{
     JoinVoiceError, OpusFileError, OpusHead, OpusWriter, RecordArgs, RecordError, RecordStop,
-    TalkArgs, TalkError, read_opus_file, run_record, run_talk,
+    ServerFlags, TalkArgs, TalkError, read_opus_file, run_record, run_talk,
 };
 use support::{System, no_interrupt, start_system, within};
 use tokio::process::Command;
@@ -139,8 +139,10 @@ fn wav_duration(path: &Path) -> Duration {
 
 fn talk_args(system: &System, file: &Path, channel: &str) -> TalkArgs {
     TalkArgs {
-        addr: system.addr.to_string(),
-        token: system.admin_token.clone(),
+        server: ServerFlags {
+            addr: system.addr.to_string(),
+            token: system.admin_token.clone(),
+        },
         file: file.to_owned(),
         channel: channel.to_owned(),
         name: "talker".into(),
@@ -149,8 +151,10 @@ fn talk_args(system: &System, file: &Path, channel: &str) -> TalkArgs {
 
 fn record_args(system: &System, out: &Path, channel: &str) -> RecordArgs {
     RecordArgs {
-        addr: system.addr.to_string(),
-        token: system.admin_token.clone(),
+        server: ServerFlags {
+            addr: system.addr.to_string(),
+            token: system.admin_token.clone(),
+        },
         channel: channel.to_owned(),
         create: false,
         out: out.to_owned(),
@@ -292,8 +296,10 @@ async fn bad_files_paths_and_channels_are_clear_errors_and_ctrl_c_leaves_a_valid
         // Files are checked before any connection, so nothing needs to
         // listen at this address.
         let talk_to = |path: PathBuf| TalkArgs {
-            addr: "127.0.0.1:9".into(),
-            token: "t".into(),
+            server: ServerFlags {
+                addr: "127.0.0.1:9".into(),
+                token: "t".into(),
+            },
             file: path,
             channel: "Lobby".into(),
             name: "talker".into(),

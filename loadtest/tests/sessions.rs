@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use openspeak_control::ControlPlane;
 use openspeak_loadtest::{
-    ConnectError, Outcome, SessionsArgs, SessionsError, SetupError, run_sessions,
+    ConnectError, Outcome, RunFlags, ServerFlags, SessionsArgs, SessionsError, SetupError,
+    run_sessions,
 };
 use openspeak_shared::config::Config;
 use openspeak_shared::metadata::AUTHORIZATION;
@@ -71,21 +72,25 @@ async fn start_server() -> Server {
 
 fn args(server: &Server, clients: u32, channels: u32) -> SessionsArgs {
     SessionsArgs {
-        addr: server.addr.to_string(),
-        token: server.admin_token.clone(),
+        run: RunFlags {
+            server: ServerFlags {
+                addr: server.addr.to_string(),
+                token: server.admin_token.clone(),
+            },
+            connections: 4,
+            streams_per_connection: 100,
+            ramp_concurrency: 8,
+            json: None,
+            keep: false,
+            quiet: true,
+            strict: false,
+            run_id: None,
+            server_pid: None,
+        },
         clients,
         channels,
-        connections: 4,
-        streams_per_connection: 100,
-        ramp_concurrency: 8,
         timeout: 30,
         as_admin: false,
-        json: None,
-        keep: false,
-        quiet: true,
-        strict: false,
-        run_id: None,
-        server_pid: None,
     }
 }
 
@@ -140,9 +145,9 @@ async fn a_small_run_is_clean_and_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let json = dir.path().join("report.json");
         let mut a = args(&server, 40, 4);
-        a.json = Some(json.clone());
+        a.run.json = Some(json.clone());
         // The server runs in this very process.
-        a.server_pid = Some(std::process::id());
+        a.run.server_pid = Some(std::process::id());
         let report = run_sessions(&a, no_interrupt())
             .await
             .expect("the run starts");
@@ -196,10 +201,10 @@ async fn admin_token_runs_and_keep_leaves_the_channels() {
         let server = start_server().await;
         let mut a = args(&server, 10, 2);
         a.as_admin = true;
-        a.keep = true;
-        a.run_id = Some("kept".into());
+        a.run.keep = true;
+        a.run.run_id = Some("kept".into());
         // No such process: the numbers are null, the run goes on.
-        a.server_pid = Some(u32::MAX);
+        a.run.server_pid = Some(u32::MAX);
         let report = run_sessions(&a, no_interrupt()).await.unwrap();
         assert!(report.clean(), "{}", report.table());
         let stats = report.server.as_ref().expect("asked for");
@@ -240,7 +245,7 @@ async fn a_bad_token_or_address_is_a_clear_error() {
     within(async {
         let server = start_server().await;
         let mut a = args(&server, 1, 1);
-        a.token = "not-a-token".into();
+        a.run.server.token = "not-a-token".into();
         let err = run_sessions(&a, no_interrupt()).await.unwrap_err();
         assert!(
             matches!(err, SessionsError::Setup(SetupError::WhoAmI { .. })),
@@ -253,7 +258,7 @@ async fn a_bad_token_or_address_is_a_clear_error() {
         let addr = free.local_addr().unwrap().to_string();
         drop(free);
         let mut a = args(&server, 1, 1);
-        a.addr = addr.clone();
+        a.run.server.addr = addr.clone();
         let err = run_sessions(&a, no_interrupt()).await.unwrap_err();
         assert!(
             matches!(

@@ -1,0 +1,150 @@
+//! The flags every subcommand shares, flattened into each one's own, and
+//! their parsers.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Where the control plane is and who we are: every subcommand's first two
+/// flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServerFlags {
+    /// Public gRPC address of the control plane (plain HTTP/2, no TLS).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
+    pub addr: String,
+
+    /// An access token. `sessions` and `voice` need an admin token (it
+    /// creates the channels and the clients' member token), as does `record
+    /// --create`; otherwise a member token is enough.
+    #[arg(
+        long,
+        env = "OPENSPEAK_LOADTEST_TOKEN",
+        hide_env_values = true,
+        value_parser = parse_token
+    )]
+    pub token: String,
+}
+
+/// The flags of a scenario of many clients (`sessions`, `voice`): the
+/// server, the connections, the run's bounds and what to do with the
+/// results.
+#[derive(Debug, Clone, Args)]
+pub struct RunFlags {
+    #[command(flatten)]
+    pub server: ServerFlags,
+
+    /// HTTP/2 connections to spread the clients over (one per tonic
+    /// Channel). Raised when needed to respect --streams-per-connection.
+    #[arg(long, value_name = "K", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub connections: u32,
+
+    /// Most event streams on one connection. Servers often cap concurrent
+    /// HTTP/2 streams at 100 or 200, and each client also makes unary calls
+    /// on the same connection, so keep this below the server's limit.
+    #[arg(long, value_name = "S", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub streams_per_connection: u32,
+
+    /// Clients setting up at the same time: connecting and joining, and for
+    /// `voice` also OpenVoice and the QUIC connection.
+    #[arg(long, value_name = "R", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ramp_concurrency: u32,
+
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Keep the channels and the member token after the run (default: delete
+    /// the channels and revoke the token).
+    #[arg(long)]
+    pub keep: bool,
+
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+
+    /// Exit with status 4 when a correctness check (for `voice`, a routing
+    /// check) fails or any call failed.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// The server's process id, when it runs on this machine (for `voice`,
+    /// the data plane's or openspeak-server's): the report then gives its
+    /// CPU time over the run (for `voice`, over the send phase and per
+    /// forwarded packet) and its peak memory (Linux `/proc`; null with a
+    /// warning when unreadable).
+    #[arg(long, value_name = "PID",
+          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    pub server_pid: Option<u32>,
+
+    /// Names this run's channels `load-<RUN_ID>-<i>` (default: random).
+    #[arg(long, value_name = "RUN_ID", value_parser = parse_run_id)]
+    pub run_id: Option<String>,
+}
+
+/// How many HTTP/2 connections a run opens: `connections`, but no more than
+/// one per client and enough that no connection carries more than
+/// `streams_per_connection` event streams.
+pub fn connection_count(clients: u32, connections: u32, streams_per_connection: u32) -> u32 {
+    let needed = clients.div_ceil(streams_per_connection.max(1));
+    connections.min(clients).max(needed).max(1)
+}
+
+/// Accepts `HOST:PORT` (or `http://HOST:PORT`) and returns `HOST:PORT`.
+pub fn parse_addr(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.starts_with("https://") {
+        return Err("TLS is not supported yet; give a plain HOST:PORT".into());
+    }
+    let hostport = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
+    let Some((host, port)) = hostport.rsplit_once(':') else {
+        return Err(format!("`{s}` is not HOST:PORT"));
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("`{s}` is not HOST:PORT"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(hostport.to_owned()),
+        _ => Err(format!("`{port}` is not a port number (1-65535)")),
+    }
+}
+
+fn parse_token(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("the token is empty".into());
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the token must be printable ASCII without spaces".into());
+    }
+    Ok(t.to_owned())
+}
+
+fn parse_run_id(s: &str) -> Result<String, String> {
+    let ok =
+        !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("1 to 32 letters, digits or dashes".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_host_and_port() {
+        assert_eq!(parse_addr("127.0.0.1:50051").unwrap(), "127.0.0.1:50051");
+        assert_eq!(parse_addr("http://localhost:1/").unwrap(), "localhost:1");
+        assert_eq!(parse_addr("[::1]:7").unwrap(), "[::1]:7");
+        assert!(parse_addr("localhost").is_err());
+        assert!(parse_addr("localhost:0").is_err());
+        assert!(parse_addr("localhost:99999").is_err());
+        assert!(parse_addr(":80").is_err());
+        assert!(parse_addr("https://h:443").is_err());
+    }
+}

@@ -1,0 +1,237 @@
+//! What the admin token prepares before a run and removes after it: the
+//! run's channels and the clients' member token.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt, stream};
+use openspeak_shared::pb;
+use openspeak_shared::pb::auth_service_client::AuthServiceClient;
+use openspeak_shared::pb::channel_service_client::ChannelServiceClient;
+use openspeak_shared::pb::presence_service_client::PresenceServiceClient;
+use tokio::time::{Instant, timeout_at};
+use tonic::transport::Channel;
+
+use crate::common::credentials::Credentials;
+use crate::common::error::SetupError;
+use crate::common::tally::describe_status;
+
+/// Setup calls in flight at once (channel creation can be many calls).
+const SETUP_CONCURRENCY: usize = 16;
+
+/// Time for deleting channels and revoking the token.
+pub const CLEANUP_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the member token outlives the run's bound, should the run fail
+/// to revoke it.
+pub const TOKEN_SPARE_LIFE: Duration = Duration::from_secs(600);
+
+/// The label of the member token a run creates.
+pub const TOKEN_LABEL: &str = "loadtest";
+
+/// What a run made and must clean up.
+#[derive(Debug, Default)]
+pub struct Fixtures {
+    /// The run's channel ids, in order (client i joins `channel_ids[i % C]`).
+    pub channel_ids: Vec<String>,
+    /// The member token's id and plaintext, unless the clients use the
+    /// admin token.
+    pub member_token: Option<(String, String)>,
+}
+
+/// The admin's view of the server.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The connection to use.
+    channel: Channel,
+    /// The admin token.
+    creds: Credentials,
+    /// For error messages.
+    addr: String,
+}
+
+/// The name of channel `i` of run `run_id`.
+pub fn channel_name(run_id: &str, i: u32) -> String {
+    format!("load-{run_id}-{i}")
+}
+
+impl Admin {
+    /// An admin client on `channel`.
+    pub fn new(channel: Channel, creds: Credentials, addr: &str) -> Admin {
+        Admin {
+            channel,
+            creds,
+            addr: addr.to_owned(),
+        }
+    }
+
+    /// Checks that the token is an admin token, so that a wrong token fails
+    /// with a clear message before anything is created.
+    pub async fn check(&self, deadline: Instant) -> Result<(), SetupError> {
+        let mut auth = AuthServiceClient::new(self.channel.clone());
+        let info = timeout_at(
+            deadline,
+            auth.who_am_i(self.creds.request(pb::WhoAmIRequest {})),
+        )
+        .await
+        .map_err(|_| SetupError::TimedOut)?
+        .map_err(|status| SetupError::WhoAmI {
+            addr: self.addr.clone(),
+            status,
+        })?
+        .into_inner();
+        if info.role != pb::Role::Admin as i32 {
+            let role = pb::Role::try_from(info.role)
+                .map(|r| r.as_str_name().to_owned())
+                .unwrap_or_else(|_| info.role.to_string());
+            return Err(SetupError::NotAdmin { role });
+        }
+        Ok(())
+    }
+
+    /// Creates channels `load-<run_id>-0 ..` (top level, no limit), adding
+    /// their ids to `fixtures` as they come so that a failure half-way still
+    /// lets the caller remove what was made.
+    pub async fn create_channels(
+        &self,
+        run_id: &str,
+        count: u32,
+        fixtures: &mut Fixtures,
+        deadline: Instant,
+    ) -> Result<(), SetupError> {
+        let creations = stream::iter(0..count)
+            .map(|i| {
+                let mut client = ChannelServiceClient::new(self.channel.clone());
+                let name = channel_name(run_id, i);
+                let req = self.creds.request(pb::CreateChannelRequest {
+                    name: name.clone(),
+                    description: "openspeak-loadtest".into(),
+                    max_members: 0,
+                    ..Default::default()
+                });
+                async move {
+                    match client.create_channel(req).await {
+                        Ok(resp) => Ok((i, resp.into_inner().id)),
+                        Err(status) => Err(SetupError::CreateChannel { name, status }),
+                    }
+                }
+            })
+            .buffer_unordered(SETUP_CONCURRENCY);
+        let mut made: Vec<(u32, String)> = Vec::with_capacity(count as usize);
+        let result = timeout_at(deadline, async {
+            let mut creations = std::pin::pin!(creations);
+            while let Some((i, id)) = creations.try_next().await? {
+                made.push((i, id));
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or(Err(SetupError::TimedOut));
+        made.sort();
+        fixtures.channel_ids = made.into_iter().map(|(_, id)| id).collect();
+        result
+    }
+
+    /// Creates the member token the clients use. It expires on its own a
+    /// while after the run, in case the run cannot revoke it.
+    pub async fn create_member_token(
+        &self,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> Result<(String, String), SetupError> {
+        let mut auth = AuthServiceClient::new(self.channel.clone());
+        let req = self.creds.request(pb::CreateTokenRequest {
+            label: TOKEN_LABEL.into(),
+            role: pb::Role::Member as i32,
+            ttl_seconds: Some(ttl.as_secs()),
+        });
+        let resp = timeout_at(deadline, auth.create_token(req))
+            .await
+            .map_err(|_| SetupError::TimedOut)?
+            .map_err(|status| SetupError::CreateToken { status })?
+            .into_inner();
+        let id = resp.info.map(|i| i.id).unwrap_or_default();
+        Ok((id, resp.token))
+    }
+
+    /// How many of `sessions` the server still lists as online.
+    pub async fn still_online(&self, sessions: &[u32]) -> Result<usize, tonic::Status> {
+        let mut presence = PresenceServiceClient::new(self.channel.clone());
+        let users = presence
+            .list_online(self.creds.request(pb::ListOnlineRequest {}))
+            .await?
+            .into_inner()
+            .users;
+        let ours: std::collections::HashSet<u32> = sessions.iter().copied().collect();
+        Ok(users
+            .iter()
+            .filter(|u| ours.contains(&u.session_id))
+            .count())
+    }
+
+    /// Removes what a setup that failed half-way made (unless `keep`), with
+    /// its warnings on stderr: there is no report to carry them.
+    pub async fn abandon(&self, fixtures: &Fixtures, keep: bool) {
+        if keep {
+            return;
+        }
+        for w in self
+            .clean_up(fixtures, Instant::now() + CLEANUP_GRACE)
+            .await
+        {
+            eprintln!("warning: {w}");
+        }
+    }
+
+    /// Deletes the run's channels and revokes its token, before `deadline`.
+    /// Returns warnings; a failed cleanup does not fail the run.
+    pub async fn clean_up(&self, fixtures: &Fixtures, deadline: Instant) -> Vec<String> {
+        let deletions = stream::iter(fixtures.channel_ids.iter().cloned())
+            .map(|channel_id| {
+                let mut client = ChannelServiceClient::new(self.channel.clone());
+                let req = self.creds.request(pb::DeleteChannelRequest {
+                    channel_id: channel_id.clone(),
+                });
+                async move {
+                    client.delete_channel(req).await.err().map(|s| {
+                        format!(
+                            "cannot delete channel {channel_id}: {}",
+                            describe_status(&s)
+                        )
+                    })
+                }
+            })
+            .buffer_unordered(SETUP_CONCURRENCY)
+            .filter_map(|w| async move { w });
+        let mut warnings: Vec<String> = match timeout_at(deadline, deletions.collect()).await {
+            Ok(w) => w,
+            Err(_) => vec!["timed out deleting the run's channels".into()],
+        };
+        if let Some((id, _)) = &fixtures.member_token {
+            let mut auth = AuthServiceClient::new(self.channel.clone());
+            let req = self.creds.request(pb::RevokeTokenRequest {
+                token_id: id.clone(),
+            });
+            match timeout_at(deadline, auth.revoke_token(req)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(s)) => warnings.push(format!(
+                    "cannot revoke the member token {id}: {}",
+                    describe_status(&s)
+                )),
+                Err(_) => warnings.push("timed out revoking the member token".into()),
+            }
+        }
+        warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_fit_the_limit() {
+        let name = channel_name("0123456789abcdef0123456789abcdef", 99_999);
+        assert_eq!(name, "load-0123456789abcdef0123456789abcdef-99999");
+        assert!(name.chars().count() <= 64);
+    }
+}

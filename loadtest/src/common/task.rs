@@ -1,0 +1,68 @@
+//! Small helpers every run's tasks share: locks, the interrupt, random
+//! names and seeds, and errors as one line.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+/// Locks a mutex, ignoring poisoning: the data are counters, still usable
+/// after a panic elsewhere.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Resolves when `interrupt` turns true; never, if its sender is gone.
+pub async fn interrupted(interrupt: &mut watch::Receiver<bool>) {
+    if interrupt.wait_for(|i| *i).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A random number: the standard library's randomly seeded hasher, mixed
+/// with the clock and the process id, is random enough to keep runs apart.
+fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// A short random name for a run.
+pub fn random_run_id() -> String {
+    format!("{:010x}", random_u64() & 0xff_ffff_ffff)
+}
+
+/// A seed for a run that was not given one; the report shows it, so the
+/// run can be repeated.
+pub fn random_seed() -> u64 {
+    // Small enough to type back in by hand.
+    random_u64() % 1_000_000_000
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_short_and_differ() {
+        let (a, b) = (random_run_id(), random_run_id());
+        assert_eq!(a.len(), 10);
+        assert_ne!(a, b);
+    }
+}

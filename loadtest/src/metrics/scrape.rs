@@ -1,0 +1,263 @@
+//! One scrape of the data plane's `GET /metrics` (`--metrics`): a plain
+//! HTTP/1.1 request over a tokio `TcpStream`.
+//!
+//! One request per run phase does not need an HTTP client library: the
+//! request is a fixed string with `Connection: close`, and the response is
+//! read to its end, bounded in size and, with the connecting, by
+//! [`SCRAPE_TIMEOUT`]. Making sense of the response ([`parse_response`])
+//! is pure and tested apart from the socket.
+
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::metrics::text::{DataplaneCounters, MetricsTextError, parse_samples};
+
+/// Bound on one scrape, connecting included. The data plane answers from
+/// its counters at once (its own bound on asking the router is 2 s too).
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest response read. The data plane's is a few kB; anything this
+/// big is not it.
+const MAX_RESPONSE: u64 = 4 << 20;
+
+/// Why a scrape gave no counters.
+#[derive(Debug, Error)]
+pub enum ScrapeError {
+    /// `--metrics` is not `HOST:PORT` or `http://HOST:PORT[/]`.
+    #[error("`{0}` is not HOST:PORT or http://HOST:PORT")]
+    BadAddress(String),
+    /// No answer within [`SCRAPE_TIMEOUT`].
+    #[error("timed out after {}s", SCRAPE_TIMEOUT.as_secs())]
+    TimedOut,
+    /// Connecting, writing or reading failed.
+    #[error("i/o error")]
+    Io(#[from] std::io::Error),
+    /// The response was not HTTP/1.x.
+    #[error("not an HTTP response")]
+    NotHttp,
+    /// The server answered, but not 200.
+    #[error("HTTP status {0}")]
+    Status(u16),
+    /// A chunked body that does not follow the chunk format.
+    #[error("malformed chunked body")]
+    BadChunks,
+    /// The body was not UTF-8 text.
+    #[error("the body is not UTF-8")]
+    NotText,
+    /// The body was not the Prometheus text format.
+    #[error("not the Prometheus text format")]
+    Format(#[from] MetricsTextError),
+}
+
+/// `HOST:PORT` from `--metrics`, which may also be given as a URL.
+pub fn metrics_authority(given: &str) -> Result<String, ScrapeError> {
+    let bad = || ScrapeError::BadAddress(given.to_owned());
+    let rest = given.strip_prefix("http://").unwrap_or(given);
+    // A path other than `/metrics` (or none) would be a different endpoint.
+    let authority = rest
+        .strip_suffix("/metrics")
+        .or_else(|| rest.strip_suffix('/'))
+        .unwrap_or(rest);
+    let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains('/') || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(authority.to_owned())
+}
+
+/// Scrapes `http://{authority}/metrics` once.
+pub async fn scrape(authority: &str) -> Result<DataplaneCounters, ScrapeError> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(authority).await?;
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {authority}\r\nAccept: text/plain\r\n\
+             User-Agent: openspeak-loadtest\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.take(MAX_RESPONSE).read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(SCRAPE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| ScrapeError::TimedOut)??;
+    let body = parse_response(&response)?;
+    Ok(DataplaneCounters::from_samples(&parse_samples(&body)?))
+}
+
+/// The body of a complete HTTP/1.x response (the connection closed after
+/// it), when the status is 200.
+pub fn parse_response(response: &[u8]) -> Result<String, ScrapeError> {
+    let head_end = find(response, b"\r\n\r\n").ok_or(ScrapeError::NotHttp)?;
+    let head = std::str::from_utf8(&response[..head_end]).map_err(|_| ScrapeError::NotHttp)?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or(ScrapeError::NotHttp)?;
+    let mut parts = status_line.split_whitespace();
+    let version = parts.next().ok_or(ScrapeError::NotHttp)?;
+    if !version.starts_with("HTTP/1.") {
+        return Err(ScrapeError::NotHttp);
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or(ScrapeError::NotHttp)?;
+    if status != 200 {
+        return Err(ScrapeError::Status(status));
+    }
+    let (mut length, mut chunked) = (None, false);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(value.parse::<usize>().map_err(|_| ScrapeError::NotHttp)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.to_ascii_lowercase().contains("chunked");
+        }
+    }
+    let raw = &response[head_end + 4..];
+    let body = if chunked {
+        dechunk(raw)?
+    } else if let Some(n) = length {
+        raw.get(..n).ok_or(ScrapeError::NotHttp)?.to_vec()
+    } else {
+        // Neither: the body runs to the close.
+        raw.to_vec()
+    };
+    String::from_utf8(body).map_err(|_| ScrapeError::NotText)
+}
+
+/// Joins a chunked body's chunks. Bounded: each turn consumes its chunk.
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, ScrapeError> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = find(raw, b"\r\n").ok_or(ScrapeError::BadChunks)?;
+        let size_text =
+            std::str::from_utf8(&raw[..line_end]).map_err(|_| ScrapeError::BadChunks)?;
+        // Chunk extensions follow a `;`.
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| ScrapeError::BadChunks)?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        let chunk = raw.get(..size).ok_or(ScrapeError::BadChunks)?;
+        body.extend_from_slice(chunk);
+        raw = raw
+            .get(size..)
+            .and_then(|r| r.strip_prefix(b"\r\n"))
+            .ok_or(ScrapeError::BadChunks)?;
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_may_be_a_url() {
+        for given in [
+            "127.0.0.1:9101",
+            "http://127.0.0.1:9101",
+            "http://127.0.0.1:9101/",
+            "http://127.0.0.1:9101/metrics",
+        ] {
+            assert_eq!(
+                metrics_authority(given).unwrap(),
+                "127.0.0.1:9101",
+                "{given}"
+            );
+        }
+        assert_eq!(metrics_authority("[::1]:9101").unwrap(), "[::1]:9101");
+        for bad in [
+            "127.0.0.1",
+            "https://h:1",
+            "h:99999",
+            ":1",
+            "http://h:1/other",
+        ] {
+            assert!(metrics_authority(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_200_gives_its_body_by_length_chunks_or_close() {
+        let by_length = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nm 1\n\nextra";
+        assert_eq!(parse_response(by_length).unwrap(), "m 1\n\n");
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nm 1\n\r\n3;x=y\r\nn 2\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked).unwrap(), "m 1\nn 2");
+        let to_close = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nm 1\n";
+        assert_eq!(parse_response(to_close).unwrap(), "m 1\n");
+    }
+
+    #[test]
+    fn anything_else_is_an_error() {
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 503 Service Unavailable\r\n\r\n"),
+            Err(ScrapeError::Status(503))
+        ));
+        assert!(matches!(
+            parse_response(b"SSH-2.0-OpenSSH\r\n\r\n"),
+            Err(ScrapeError::NotHttp)
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\n"),
+            Err(ScrapeError::NotHttp)
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nm 1"),
+            Err(ScrapeError::NotHttp)
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+            Err(ScrapeError::BadChunks)
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\n\r\n\xff\xfe"),
+            Err(ScrapeError::NotText)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_scrape_reads_the_counters_from_a_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 1024];
+            let n = socket.read(&mut request).await.unwrap();
+            let request = String::from_utf8_lossy(&request[..n]).into_owned();
+            let body = "openspeak_dataplane_datagrams_forwarded_total 42\n";
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(response.as_bytes()).await.unwrap();
+            request
+        });
+        let counters = scrape(&addr).await.unwrap();
+        assert_eq!(counters.forwarded, 42);
+        let request = server.await.unwrap();
+        assert!(
+            request.starts_with("GET /metrics HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(request.contains("Connection: close\r\n"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_an_io_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        assert!(matches!(scrape(&addr).await, Err(ScrapeError::Io(_))));
+    }
+}

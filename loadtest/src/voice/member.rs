@@ -1,0 +1,778 @@
+//! One client of the `voice` scenario: the tokio drivers around the pure
+//! parts ([`Speaker`], [`Link`], the listener's tally).
+//!
+//! A client is up to three tasks:
+//! - its event reader, which keeps the session's `PresenceService.Connect`
+//!   stream drained for the whole run (a session lives as long as it);
+//! - its listener, which judges every forwarded datagram and, for a
+//!   churning client, leaves and rejoins the channel now and then;
+//! - for a speaker, its speaker, which sleeps until the [`Speaker`] has
+//!   something to send and sends it.
+//!
+//! [`set_up`] brings a client from nothing to connected voice;
+//! [`run_member`] runs the listener and speaker until the run stops them.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as StdInstant};
+
+use hdrhistogram::Histogram;
+use openspeak_shared::pb;
+use openspeak_shared::pb::channel_service_client::ChannelServiceClient;
+use openspeak_shared::pb::event::Event as Kind;
+use openspeak_shared::pb::presence_service_client::PresenceServiceClient;
+use openspeak_shared::pb::voice_service_client::VoiceServiceClient;
+use openspeak_voice::datagram::Forwarded;
+use quinn::Endpoint;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until, timeout};
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+use crate::common::credentials::Credentials;
+use crate::common::pool::Pool;
+use crate::common::stats::{duration_micros, micros_between, record_all};
+use crate::common::tally::{ErrorKind, ErrorTally, Failures, Step};
+use crate::common::task::{error_chain, lock};
+use crate::voice::counters::VoiceCounters;
+use crate::voice::delivery::{ListenerTally, SendLog, Verdict};
+use crate::voice::impairment::{Direction, SEED_CHURN, SEED_IMPAIRMENT, stream_seed};
+use crate::voice::layout::Layout;
+use crate::voice::link::Link;
+use crate::voice::plan::VoicePlan;
+use crate::voice::probe::Probe;
+use crate::voice::speaker::{Datagram, Speaker};
+use openspeak_client::voice::{VoiceClient, VoiceError, client_endpoint};
+
+/// Delays a listener buffers before merging them into the shared
+/// histogram: the lock is then rare.
+const DELAY_BATCH: usize = 256;
+
+/// Bound on each control-plane call of a churn cycle.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A rejoined listener is owed packets from this long after its voice
+/// connection was accepted: time for the data plane to apply the join it
+/// learns of from the control plane, which travels apart from the QUIC
+/// handshake.
+const REJOIN_GUARD: Duration = Duration::from_millis(100);
+
+/// A leaving listener stays this long (plus the simulated delays) after it
+/// stops being owed packets, for those still in flight or held by the data
+/// plane's jitter buffer (60 ms by default).
+const LEAVE_GUARD: Duration = Duration::from_millis(250);
+
+/// What every client task shares.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The settings.
+    pub plan: VoicePlan,
+    /// Who is where.
+    pub layout: Layout,
+    /// Time zero of every `sent_us` and arrival.
+    pub epoch: StdInstant,
+    /// Connections to the control plane.
+    pub pool: Pool,
+    /// The clients' token.
+    pub creds: Credentials,
+    /// The run's channels, by index.
+    pub channel_ids: Vec<String>,
+    /// Bounds the clients setting up at once.
+    pub ramp: Semaphore,
+    /// For the progress line.
+    pub counters: Arc<VoiceCounters>,
+    /// Failures.
+    pub tally: Mutex<ErrorTally>,
+    /// One-way delays, µs.
+    pub latency: Mutex<Histogram<u64>>,
+    /// Each client's voice session id (0 = none yet): a forwarded packet's
+    /// speaker id must be its sender's.
+    pub voice_sessions: Vec<AtomicU32>,
+    /// Per speaker: listeners that heard its warm-up.
+    pub heard: Vec<AtomicU32>,
+    /// Per channel: its clients in voice now.
+    pub in_voice: Vec<AtomicU32>,
+    /// Shared QUIC sockets (`--sockets`), made on first use, when the data
+    /// plane's address family is known.
+    pub sockets: Mutex<Vec<Endpoint>>,
+    /// The event readers, to wait for at the end. Pushed by the setup task
+    /// right after spawning, so an aborted setup does not lose its reader.
+    pub readers: Mutex<Vec<JoinHandle<()>>>,
+    /// Turns true when every session must end.
+    pub close: watch::Receiver<bool>,
+    /// Events all sessions received.
+    pub events: AtomicU64,
+    /// Packets the simulated uplink lost.
+    pub uplink_dropped: AtomicU64,
+    /// Packets the simulated downlink lost.
+    pub downlink_dropped: AtomicU64,
+    /// Datagrams quinn refused to send.
+    pub send_errors: AtomicU64,
+    /// Churn cycles (leave and rejoin) completed.
+    pub churn_cycles: AtomicU64,
+    /// Churn cycles that failed half-way; the client stays out.
+    pub churn_failures: AtomicU64,
+}
+
+impl Failures for Ctx {
+    fn failure_count(&self) -> &AtomicU64 {
+        &self.counters.errors
+    }
+
+    fn failure_tally(&self) -> &Mutex<ErrorTally> {
+        &self.tally
+    }
+}
+
+impl Ctx {
+    fn fail_voice(&self, step: Step, e: &VoiceError) {
+        self.fail(step, &ErrorKind::voice(e), &error_chain(e));
+    }
+
+    /// µs from the epoch to `t`.
+    pub fn micros(&self, t: StdInstant) -> u64 {
+        micros_between(self.epoch, t)
+    }
+
+    fn enter_voice(&self, index: u32, session: u32) {
+        self.voice_sessions[index as usize].store(session, Ordering::Release);
+        self.in_voice[self.layout.channel_of(index) as usize].fetch_add(1, Ordering::AcqRel);
+        self.counters.voice_up.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn leave_voice(&self, index: u32) {
+        self.in_voice[self.layout.channel_of(index) as usize].fetch_sub(1, Ordering::AcqRel);
+        self.counters.voice_up.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The shared socket for client `index`, opening them all on first use.
+    fn socket(&self, index: u32, target: SocketAddr) -> Result<Endpoint, VoiceError> {
+        let mut sockets = lock(&self.sockets);
+        if sockets.is_empty() {
+            for _ in 0..self.plan.sockets {
+                sockets.push(client_endpoint(target)?);
+            }
+        }
+        Ok(sockets[index as usize % sockets.len()].clone())
+    }
+}
+
+/// A client in voice, ready for the run.
+#[derive(Debug)]
+pub struct Member {
+    /// Its index.
+    pub index: u32,
+    /// Its session.
+    pub session_id: u32,
+    /// Its voice connection.
+    pub voice: VoiceClient,
+    /// Its connection to the control plane.
+    channel: Channel,
+}
+
+/// Brings client `index` into voice: session, join, ticket, QUIC. `None`
+/// when a step failed (counted in the tally).
+pub async fn set_up(index: u32, ctx: Arc<Ctx>) -> Option<Member> {
+    let Ok(_permit) = ctx.ramp.acquire().await else {
+        return None; // The semaphore is closed: the run is over.
+    };
+    let channel = ctx.pool.for_client(index as usize);
+    let mut presence = PresenceServiceClient::new(channel.clone());
+    let connect = ctx.creds.request(pb::ConnectRequest {
+        display_name: format!("voice-{index}"),
+    });
+    let mut stream = match presence.connect(connect).await {
+        Ok(resp) => resp.into_inner(),
+        Err(status) => {
+            ctx.fail_status(Step::Connect, &status);
+            return None;
+        }
+    };
+    let session_id = match stream.message().await {
+        Ok(Some(pb::Event {
+            event: Some(Kind::SessionStarted(started)),
+            ..
+        })) => started.session_id,
+        Ok(_) => {
+            ctx.fail(
+                Step::SessionStarted,
+                &ErrorKind::protocol(),
+                "the first event is not session_started",
+            );
+            return None;
+        }
+        Err(status) => {
+            ctx.fail_status(Step::SessionStarted, &status);
+            return None;
+        }
+    };
+    ctx.counters.sessions_up.fetch_add(1, Ordering::Relaxed);
+    ctx.counters
+        .sessions_started
+        .fetch_add(1, Ordering::Relaxed);
+    let reader = tokio::spawn(read_events(stream, ctx.clone()));
+    lock(&ctx.readers).push(reader);
+
+    let voice = join_and_connect(index, session_id, &channel, &ctx).await?;
+    ctx.enter_voice(index, voice.session_id());
+    Some(Member {
+        index,
+        session_id,
+        voice,
+        channel,
+    })
+}
+
+/// `JoinChannel` into the client's channel, then `OpenVoice` and the QUIC
+/// connection.
+async fn join_and_connect(
+    index: u32,
+    session_id: u32,
+    channel: &Channel,
+    ctx: &Ctx,
+) -> Option<VoiceClient> {
+    let mut channels = ChannelServiceClient::new(channel.clone());
+    let join = ctx.creds.session_request(
+        session_id,
+        pb::JoinChannelRequest {
+            channel_id: ctx.channel_ids[ctx.layout.channel_of(index) as usize].clone(),
+            password: String::new(),
+        },
+    );
+    bounded(ctx, Step::Join, "JoinChannel", channels.join_channel(join)).await?;
+    let mut voice = VoiceServiceClient::new(channel.clone());
+    let open = ctx
+        .creds
+        .session_request(session_id, pb::OpenVoiceRequest {});
+    let ticket = bounded(ctx, Step::OpenVoice, "OpenVoice", voice.open_voice(open)).await?;
+    let Some(target) = resolve(&ticket.quic_endpoint).await else {
+        ctx.fail(
+            Step::OpenVoice,
+            &ErrorKind::named("bad_endpoint"),
+            &format!("cannot resolve quic_endpoint `{}`", ticket.quic_endpoint),
+        );
+        return None;
+    };
+    let connected = if ctx.plan.sockets == 0 {
+        VoiceClient::connect(target, &ticket.cert_sha256, &ticket.ticket).await
+    } else {
+        match ctx.socket(index, target) {
+            Ok(socket) => {
+                VoiceClient::connect_via(&socket, target, &ticket.cert_sha256, &ticket.ticket).await
+            }
+            Err(e) => Err(e),
+        }
+    };
+    match connected {
+        Ok(v) => Some(v),
+        Err(e) => {
+            ctx.fail_voice(Step::VoiceConnect, &e);
+            None
+        }
+    }
+}
+
+/// A control-plane call bounded by [`CALL_TIMEOUT`]; `None` when it failed
+/// (counted under `step`).
+async fn bounded<T>(
+    ctx: &Ctx,
+    step: Step,
+    name: &str,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Option<T> {
+    match timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(resp)) => Some(resp.into_inner()),
+        Ok(Err(status)) => {
+            ctx.fail_status(step, &status);
+            None
+        }
+        Err(_) => {
+            ctx.fail(step, &ErrorKind::named("timed_out"), name);
+            None
+        }
+    }
+}
+
+/// The first address of `host:port`, bounded.
+async fn resolve(hostport: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = hostport.parse() {
+        return Some(addr);
+    }
+    let found = timeout(CALL_TIMEOUT, tokio::net::lookup_host(hostport)).await;
+    found.ok()?.ok()?.next()
+}
+
+/// Reads a session's events until the close signal or the stream's end.
+async fn read_events(mut stream: Streaming<pb::Event>, ctx: Arc<Ctx>) {
+    let mut close = ctx.close.clone();
+    let closed = close.wait_for(|c| *c);
+    tokio::pin!(closed);
+    loop {
+        tokio::select! {
+            biased;
+            // An error means the sender is gone, which also means "close".
+            _ = &mut closed => break,
+            next = stream.message() => match next {
+                Ok(Some(_)) => {
+                    ctx.events.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(None) => {
+                    ctx.fail(Step::Stream, &ErrorKind::stream_ended(), "the server ended the stream");
+                    break;
+                }
+                Err(status) => {
+                    ctx.fail_status(Step::Stream, &status);
+                    break;
+                }
+            }
+        }
+    }
+    // Dropping the stream resets it, which ends the session on the server.
+    drop(stream);
+    ctx.counters.sessions_up.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The run's signals to its clients.
+#[derive(Debug, Clone)]
+pub struct Signals {
+    /// Set once: when the measured phase starts.
+    pub go: watch::Receiver<Option<StdInstant>>,
+    /// Speakers stop early (an interrupt).
+    pub stop_sending: watch::Receiver<bool>,
+    /// Listeners stop: the drain is over.
+    pub stop_listening: watch::Receiver<bool>,
+}
+
+/// What a client hands back at the end.
+#[derive(Debug)]
+pub struct MemberResult {
+    /// Its index.
+    pub index: u32,
+    /// What it received.
+    pub tally: ListenerTally,
+    /// What it sent, when it spoke.
+    pub log: Option<SendLog>,
+    /// Its voice connection, to close, unless it was lost.
+    pub voice: Option<VoiceClient>,
+}
+
+/// Runs a client in voice until the listeners are told to stop.
+pub async fn run_member(member: Member, ctx: Arc<Ctx>, signals: Signals) -> MemberResult {
+    let index = member.index;
+    let voice = Arc::new(member.voice);
+    let speaker = ctx.layout.is_speaker(index).then(|| {
+        tokio::spawn(speak(
+            index,
+            voice.clone(),
+            ctx.clone(),
+            signals.go.clone(),
+            signals.stop_sending.clone(),
+        ))
+    });
+    let mut listener = Listener::new(index, &ctx);
+    let mut stop = signals.stop_listening.clone();
+    let voice = if ctx.layout.churns(index) {
+        let mut c = Churner {
+            index,
+            session_id: member.session_id,
+            channel: member.channel,
+            rng: StdRng::seed_from_u64(stream_seed(
+                ctx.plan.seed,
+                index,
+                Direction::Uplink,
+                SEED_CHURN,
+            )),
+        };
+        c.run(voice, &mut listener, signals.go.clone(), &mut stop)
+            .await
+    } else {
+        match listener.listen(&voice, None, None, &mut stop).await {
+            ListenEnd::Stopped => Some(voice),
+            _ => {
+                // Lost: the tally keeps its window open, so the missing
+                // packets count as lost. Wait for the end like the others.
+                let _ = stop.wait_for(|s| *s).await;
+                None
+            }
+        }
+    };
+    let log = match speaker {
+        Some(handle) => match handle.await {
+            Ok(log) => Some(log),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    listener.merge_delays();
+    MemberResult {
+        index,
+        tally: listener.tally,
+        log,
+        // The speaker task is done, so this is the last handle.
+        voice: voice.and_then(|v| Arc::try_unwrap(v).ok()),
+    }
+}
+
+/// How a stretch of listening ended.
+enum ListenEnd {
+    /// The run told listeners to stop.
+    Stopped,
+    /// Time to leave (churn).
+    Leave,
+    /// The measured phase started (churners wait for it to plan leaves).
+    Go(StdInstant),
+    /// The voice connection failed.
+    Lost,
+}
+
+/// One client's listening side.
+struct Listener {
+    /// Shared state.
+    ctx: Arc<Ctx>,
+    /// Everything it received.
+    tally: ListenerTally,
+    /// The simulated downlink.
+    downlink: Link<Forwarded>,
+    /// One-way delays not yet merged into the shared histogram.
+    delays: Vec<u64>,
+}
+
+impl Listener {
+    fn new(index: u32, ctx: &Arc<Ctx>) -> Self {
+        let plan = &ctx.plan;
+        let mut tally = ListenerTally::new(
+            index,
+            ctx.layout,
+            duration_micros(plan.playout),
+            plan.seq_limit(),
+        );
+        // Owed everything from the start: measured packets exist only once
+        // the run says go, after every client is in voice.
+        tally.open_window(0);
+        Listener {
+            ctx: ctx.clone(),
+            tally,
+            downlink: Link::new(
+                plan.link(Direction::Downlink),
+                stream_seed(plan.seed, index, Direction::Downlink, SEED_IMPAIRMENT),
+            ),
+            delays: Vec::with_capacity(DELAY_BATCH),
+        }
+    }
+
+    /// Listens on `voice` until told to stop, until `leave_at`, until `go`
+    /// (when given) is set, or until the connection fails.
+    async fn listen(
+        &mut self,
+        voice: &VoiceClient,
+        leave_at: Option<Instant>,
+        mut go: Option<&mut watch::Receiver<Option<StdInstant>>>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> ListenEnd {
+        // To read the flag in a handler while `stop` is borrowed by its arm.
+        let stopping = stop.clone();
+        loop {
+            let due = self.downlink.next_due();
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => {
+                    self.flush();
+                    return ListenEnd::Stopped;
+                }
+                () = sleep_until_opt(leave_at) => {
+                    self.flush();
+                    return ListenEnd::Leave;
+                }
+                at = wait_go(go.as_deref_mut()) => return ListenEnd::Go(at),
+                () = sleep_until_opt(due.map(Instant::from_std)) => {
+                    let now = StdInstant::now();
+                    while let Some((forwarded, arrival)) = self.downlink.pop_due(now) {
+                        self.judge(&forwarded, arrival);
+                    }
+                }
+                received = voice.recv() => match received {
+                    Ok(forwarded) => self.on_datagram(forwarded),
+                    Err(e) => {
+                        if !*stopping.borrow() {
+                            self.ctx.fail_voice(Step::VoiceRecv, &e);
+                        }
+                        self.flush();
+                        return ListenEnd::Lost;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A datagram from the data plane: through the simulated downlink, then
+    /// judged.
+    fn on_datagram(&mut self, forwarded: Forwarded) {
+        let now = StdInstant::now();
+        // Warm-up packets prove a path works: the simulated network does
+        // not touch them, and they are not part of the measured traffic.
+        if Probe::is_warmup(&forwarded.payload) {
+            return self.judge(&forwarded, now);
+        }
+        self.ctx.counters.received.fetch_add(1, Ordering::Relaxed);
+        let mut arrived = Vec::new();
+        if !self.downlink.send(now, forwarded, &mut arrived) {
+            self.ctx.downlink_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        for forwarded in arrived {
+            self.judge(&forwarded, now);
+        }
+    }
+
+    /// Judges whatever the downlink still holds as if it had waited: each
+    /// arrives at its due time. Called when listening ends.
+    fn flush(&mut self) {
+        for (forwarded, arrival) in self.downlink.drain() {
+            self.judge(&forwarded, arrival);
+        }
+    }
+
+    /// Hands one datagram that arrived at `arrival` to the tally.
+    fn judge(&mut self, forwarded: &Forwarded, arrival: StdInstant) {
+        let ctx = &self.ctx;
+        if forwarded.payload.len() != ctx.plan.payload_bytes {
+            self.tally.on_malformed();
+            return;
+        }
+        let Ok(probe) = Probe::decode(&forwarded.payload) else {
+            self.tally.on_malformed();
+            return;
+        };
+        let speaker_matches = match ctx.voice_sessions.get(probe.sender as usize) {
+            Some(id) => match id.load(Ordering::Acquire) {
+                0 => true, // Not known (yet): the layout check still applies.
+                id => id == forwarded.speaker,
+            },
+            None => true, // Not a client: the tally calls it wrong.
+        };
+        match self
+            .tally
+            .on_probe(ctx.micros(arrival), &probe, speaker_matches)
+        {
+            Verdict::Delivered { delay_us, .. } => {
+                ctx.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                self.delays.push(delay_us);
+                if self.delays.len() >= DELAY_BATCH {
+                    self.merge_delays();
+                }
+            }
+            Verdict::Warmup { first: true } => {
+                if let Some(h) = ctx.heard.get(probe.sender as usize) {
+                    h.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves the buffered delays into the shared histogram.
+    fn merge_delays(&mut self) {
+        if !self.delays.is_empty() {
+            record_all(&mut lock(&self.ctx.latency), &self.delays);
+            self.delays.clear();
+        }
+    }
+}
+
+/// Sleeps until `at`; forever when `None`.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The go instant, once set; never when there is no receiver or its
+/// sender is gone.
+async fn wait_go(go: Option<&mut watch::Receiver<Option<StdInstant>>>) -> StdInstant {
+    if let Some(go) = go
+        && let Ok(at) = go.wait_for(Option::is_some).await
+        && let Some(at) = *at
+    {
+        return at;
+    }
+    std::future::pending().await
+}
+
+/// A listener that leaves and rejoins its channel during the send phase.
+struct Churner {
+    /// The client.
+    index: u32,
+    /// Its session.
+    session_id: u32,
+    /// Its connection to the control plane.
+    channel: Channel,
+    /// When to leave.
+    rng: StdRng,
+}
+
+impl Churner {
+    /// Listens, leaving and rejoining about every `--churn-every-ms` while
+    /// the send phase lasts; returns the voice connection to close.
+    async fn run(
+        &mut self,
+        mut voice: Arc<VoiceClient>,
+        listener: &mut Listener,
+        mut go: watch::Receiver<Option<StdInstant>>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Arc<VoiceClient>> {
+        let ctx = listener.ctx.clone();
+        let every = ctx.plan.churn_every.unwrap_or(Duration::from_secs(3));
+        // Until the run says go there are no leaves to plan.
+        let send_end = match listener.listen(&voice, None, Some(&mut go), stop).await {
+            ListenEnd::Go(at) => Instant::from_std(at) + ctx.plan.duration,
+            ListenEnd::Stopped => return Some(voice),
+            ListenEnd::Leave | ListenEnd::Lost => {
+                let _ = stop.wait_for(|s| *s).await;
+                return None;
+            }
+        };
+        // Bounded: each pass waits at least half a period (>= 250 ms) and
+        // the send phase is finite; past its end no leave is planned.
+        loop {
+            let leave_at = Instant::now() + every.mul_f64(self.rng.random_range(0.5..1.5));
+            let leave_at = (leave_at < send_end).then_some(leave_at);
+            match listener.listen(&voice, leave_at, None, stop).await {
+                ListenEnd::Stopped => return Some(voice),
+                ListenEnd::Go(_) | ListenEnd::Lost => {
+                    let _ = stop.wait_for(|s| *s).await;
+                    return None;
+                }
+                ListenEnd::Leave => {}
+            }
+            // Owed nothing sent from now on; the packets sent until now are
+            // still owed, so stay for those in flight (the simulated delays,
+            // the data plane's jitter buffer) before really leaving. Closing
+            // the window ahead of the arrivals keeps each verdict final.
+            listener.tally.close_window(ctx.micros(StdInstant::now()));
+            let margin = LEAVE_GUARD
+                + ctx.plan.link(Direction::Uplink).max_delay()
+                + ctx.plan.link(Direction::Downlink).max_delay();
+            match listener
+                .listen(&voice, Some(Instant::now() + margin), None, stop)
+                .await
+            {
+                ListenEnd::Leave => {}
+                ListenEnd::Stopped => return Some(voice),
+                ListenEnd::Go(_) | ListenEnd::Lost => {
+                    let _ = stop.wait_for(|s| *s).await;
+                    return None;
+                }
+            }
+            ctx.leave_voice(self.index);
+            if let Ok(v) = Arc::try_unwrap(voice) {
+                v.close().await;
+            }
+            match self.rejoin(&ctx).await {
+                Some(v) => {
+                    ctx.enter_voice(self.index, v.session_id());
+                    listener
+                        .tally
+                        .open_window(ctx.micros(StdInstant::now() + REJOIN_GUARD));
+                    ctx.churn_cycles.fetch_add(1, Ordering::Relaxed);
+                    voice = Arc::new(v);
+                }
+                None => {
+                    ctx.churn_failures.fetch_add(1, Ordering::Relaxed);
+                    let _ = stop.wait_for(|s| *s).await;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// `LeaveChannel`, then join, `OpenVoice` and connect again.
+    async fn rejoin(&self, ctx: &Ctx) -> Option<VoiceClient> {
+        let mut channels = ChannelServiceClient::new(self.channel.clone());
+        let leave = ctx
+            .creds
+            .session_request(self.session_id, pb::LeaveChannelRequest {});
+        bounded(
+            ctx,
+            Step::Leave,
+            "LeaveChannel",
+            channels.leave_channel(leave),
+        )
+        .await?;
+        join_and_connect(self.index, self.session_id, &self.channel, ctx).await
+    }
+}
+
+/// One speaker: warm-up packets until go, then the measured phase; returns
+/// what it sent. The decisions are [`Speaker`]'s; this sleeps, sends and
+/// counts.
+async fn speak(
+    index: u32,
+    voice: Arc<VoiceClient>,
+    ctx: Arc<Ctx>,
+    mut go: watch::Receiver<Option<StdInstant>>,
+    mut stop: watch::Receiver<bool>,
+) -> SendLog {
+    let mut speaker = Speaker::new(
+        index,
+        &ctx.plan,
+        ctx.layout.churn,
+        ctx.epoch,
+        StdInstant::now(),
+    );
+    let channel = ctx.layout.channel_of(index) as usize;
+    let mut warming = true;
+    // Bounded: the run always sets go or stop, and after go the speaker
+    // ends with the send phase and the longest simulated delay.
+    while let Some(wake) = speaker.next_wake() {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => {
+                let _ = speaker.stop().into_iter().all(|d| send(&ctx, &voice, d));
+                break;
+            }
+            at = wait_go(Some(&mut go)), if warming => {
+                warming = false;
+                speaker.start(at);
+                continue;
+            }
+            () = sleep_until(Instant::from_std(wake)) => {}
+        }
+        let step = speaker.poll(StdInstant::now());
+        if step.made > 0 {
+            ctx.counters.sent.fetch_add(step.made, Ordering::Relaxed);
+            let listeners = ctx.in_voice[channel]
+                .load(Ordering::Acquire)
+                .saturating_sub(1);
+            ctx.counters
+                .owed
+                .fetch_add(step.made * u64::from(listeners), Ordering::Relaxed);
+        }
+        ctx.uplink_dropped.fetch_add(step.lost, Ordering::Relaxed);
+        if !step.send.into_iter().all(|d| send(&ctx, &voice, d)) {
+            break;
+        }
+    }
+    speaker.into_log()
+}
+
+/// Sends one datagram; `false` when the connection is gone (counted), so
+/// the speaker stops.
+fn send(ctx: &Ctx, voice: &VoiceClient, d: Datagram) -> bool {
+    match voice.send(d.sequence, d.timestamp_ms, d.payload) {
+        Ok(()) => true,
+        Err(e @ VoiceError::ConnectionLost { .. }) => {
+            ctx.fail_voice(Step::VoiceSend, &e);
+            false
+        }
+        Err(e) => {
+            ctx.send_errors.fetch_add(1, Ordering::Relaxed);
+            ctx.fail_voice(Step::VoiceSend, &e);
+            true
+        }
+    }
+}
