@@ -26,7 +26,7 @@ use openspeak_client::pb::{self, event::Event as Ev};
 use openspeak_client::{Client, PresenceUpdate, Session, TokenLifetime, VoiceClient};
 use support::{
     Control, DataplaneProcess, FRAME, Home, Process, Talker, WAIT, binary, check_packet, hear_all,
-    hear_nothing, join, payload, within,
+    hear_nothing, join, payload, within_for,
 };
 use tokio::sync::watch;
 
@@ -61,7 +61,7 @@ async fn open_voice(session: &Session, expected: Option<(&str, &str)>) -> VoiceC
         assert_eq!(grant.quic_endpoint, quic, "the grant names the data plane");
         assert_eq!(grant.cert_sha256, cert, "the grant pins its certificate");
     }
-    let voice = within(WAIT, "the voice connection", grant.connect())
+    let voice = within_for(WAIT, "the voice connection", grant.connect())
         .await
         .unwrap_or_else(|e| panic!("session {}: voice connect failed: {e:?}", session.id()));
     assert_eq!(voice.session_id(), session.id());
@@ -254,7 +254,7 @@ async fn voice_outlives_a_killed_control_plane_and_a_restart_adopts_it() {
     let d_voice = open_voice(&d, pin).await;
 
     // D hears A, who never stopped talking on the old connection.
-    let first = within(WAIT, "D to hear A", d_voice.recv())
+    let first = within_for(WAIT, "D to hear A", d_voice.recv())
         .await
         .expect("D's voice connection stays up");
     check_packet(&first, a_id, first.sequence, d.id());
@@ -262,7 +262,7 @@ async fn voice_outlives_a_killed_control_plane_and_a_restart_adopts_it() {
     hear_all(&d_voice, a_id, next..next + 25).await;
 
     let _ = stop.send(true);
-    let speaker = within(WAIT, "A to stop talking", talking)
+    let speaker = within_for(WAIT, "A to stop talking", talking)
         .await
         .expect("the talking task does not panic");
     assert!(speaker.session_id() == a_id);
@@ -325,10 +325,10 @@ async fn channels_spread_over_two_data_planes_and_each_routes_its_own() {
             .unwrap_or_else(|| panic!("{} is not a data plane's endpoint", s.quic_endpoint));
         assert_eq!(s.cert_sha256, plane.cert_sha256);
         endpoints.insert(s.quic_endpoint.clone());
-        let talker = within(WAIT, "the speaker's voice", s.connect())
+        let talker = within_for(WAIT, "the speaker's voice", s.connect())
             .await
             .unwrap();
-        let ear = within(WAIT, "the listener's voice", l.connect())
+        let ear = within_for(WAIT, "the listener's voice", l.connect())
             .await
             .unwrap();
         voices.push((Talker::new(talker), ear));
@@ -397,7 +397,7 @@ async fn openspeak_server_alone_serves_voice_and_exits_zero_on_sigterm() {
     // `ready` comes before the in-process link is up.
     server.wait_for_log("attached to the control plane").await;
 
-    let client = within(
+    let client = within_for(
         WAIT,
         "a connection",
         Client::connect(&format!("http://{grpc}"), &token),
@@ -441,13 +441,13 @@ async fn openspeak_server_alone_serves_voice_and_exits_zero_on_sigterm() {
         grant.udp_endpoint, udp,
         "the grant names the plain-UDP endpoint"
     );
-    let c_voice = within(WAIT, "plain-UDP voice", grant.connect_udp())
+    let c_voice = within_for(WAIT, "plain-UDP voice", grant.connect_udp())
         .await
         .unwrap_or_else(|e| panic!("plain-UDP connect failed: {e:?}"));
     assert_eq!(c_voice.session_id(), c.id());
     // The data plane knows where C is once its first ping (sent by
     // `connect_udp`) is answered.
-    within(WAIT, "the first pong", async {
+    within_for(WAIT, "the first pong", async {
         while c_voice.rtt().is_none() {
             let _ = tokio::time::timeout(FRAME, c_voice.recv()).await;
             c_voice.ping().unwrap();
@@ -456,7 +456,7 @@ async fn openspeak_server_alone_serves_voice_and_exits_zero_on_sigterm() {
     .await;
     let (sent, ()) = tokio::join!(a_voice.talk(10), hear_all(&b_voice.voice, a_id, 20..30));
     for sequence in sent {
-        let packet = within(WAIT, "A's voice over plain UDP", c_voice.recv())
+        let packet = within_for(WAIT, "A's voice over plain UDP", c_voice.recv())
             .await
             .unwrap_or_else(|e| panic!("C's plain-UDP voice failed: {e:?}"));
         check_packet(&packet, a_id, sequence, c.id());

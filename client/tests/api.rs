@@ -8,7 +8,6 @@
 //! Each test starts its own servers on their own temporary data
 //! directories, so tests run side by side. Every wait is bounded.
 
-use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,28 +17,12 @@ use openspeak_client::{Client, ClientError, Code, NewChannel, PresenceUpdate, To
 use openspeak_control::ControlPlane;
 use openspeak_dataplane::{Dataplane, LinkState};
 use openspeak_shared::config::{Config, Seconds};
-use rand::RngCore;
+use openspeak_testkit::{WAIT, on_loopback, random_secret, test_config, within};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
-/// The bound on every wait in these tests.
-const WAIT: Duration = Duration::from_secs(10);
-
 /// How long a test waits to be sure that nothing arrives.
 const QUIET: Duration = Duration::from_millis(300);
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
-}
-
-fn random_secret(prefix: &str) -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}_{hex}")
-}
 
 /// A control plane serving in the test's runtime, with a chosen admin
 /// token and a cluster secret for data planes.
@@ -53,12 +36,8 @@ struct Server {
 }
 
 fn config(data_dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.server.host = "127.0.0.1".into();
-    config.server.port = 0;
+    let mut config = test_config(data_dir, None);
     config.server.shutdown_grace = Seconds(2);
-    config.cluster.listen = "127.0.0.1:0".into();
-    config.storage.data_dir = data_dir.to_owned();
     config
 }
 
@@ -103,10 +82,7 @@ impl Server {
         let mut config = config(data.path());
         config.cluster.secret = Some(self.secret.clone());
         config.cluster.control_addr = self.cluster_url.clone();
-        config.dataplane.host = "127.0.0.1".into();
-        config.dataplane.quic_port = 0;
-        config.dataplane.udp_port = 0;
-        config.dataplane.metrics_listen = "127.0.0.1:0".into();
+        on_loopback(&mut config);
         let dataplane = Dataplane::bind(&config)
             .await
             .expect("the data plane binds");

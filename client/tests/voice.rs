@@ -3,7 +3,6 @@
 //! channel, forged tickets, a wrong certificate pin, pings, and a UDP
 //! session replaced or removed.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -13,16 +12,8 @@ use openspeak_client::udp::{UdpVoiceClient, UdpVoiceError};
 use openspeak_client::voice::{VoiceClient, VoiceError};
 use openspeak_dataplane::{DataplaneCert, Handle, Member, RouterConfig, SessionId, VoiceEndpoint};
 use openspeak_shared::ticket::{Ticket, TicketIssuer, TicketKey, TicketVerifier};
+use openspeak_testkit::{WAIT, within};
 use tokio::time::timeout;
-
-/// Every wait for something to happen is bounded by this.
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    timeout(WAIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 struct Server {
     addr: SocketAddr,

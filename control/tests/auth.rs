@@ -260,7 +260,7 @@ async fn bad_tokens_are_unauthenticated_on_every_service() {
     let admin = server.admin().await;
     let (revoked, info) = admin.new_member("soon revoked").await;
     admin.revoke(&info.id).await.unwrap();
-    let unknown = support::random_token();
+    let unknown = support::random_secret("test");
 
     let cases = [
         None,
@@ -427,7 +427,7 @@ async fn repeated_bad_tokens_get_the_address_rate_limited() {
     .await;
     let admin = server.admin().await;
     admin.who_am_i().await.unwrap();
-    let bad = admin.with(&support::random_token());
+    let bad = admin.with(&support::random_secret("test"));
     for _ in 0..3 {
         unauthenticated(bad.who_am_i().await);
     }
@@ -488,7 +488,7 @@ async fn refusals_for_want_of_a_right_do_not_count_as_failures() {
 async fn failures_below_the_limit_do_not_ban() {
     let server = TestServer::start_with(|c| c.auth.max_failures = 3).await;
     let admin = server.admin().await;
-    let bad = admin.with(&support::random_token());
+    let bad = admin.with(&support::random_secret("test"));
     for _ in 0..2 {
         unauthenticated(bad.who_am_i().await);
     }

@@ -16,7 +16,7 @@ use openspeak_shared::{
     ticket::{TicketKey, TicketVerifier},
 };
 use pb::event::Event as Ev;
-use support::{TestServer, connect_to, expect_err, expect_reason, random_token, within};
+use support::{TestServer, connect_to, expect_err, expect_reason, random_secret, within};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Status, Streaming, metadata::MetadataValue};
@@ -103,7 +103,7 @@ async fn server_with_secret(secret: &str) -> TestServer {
 
 #[tokio::test]
 async fn a_data_plane_gets_a_snapshot_then_member_deltas() {
-    let secret = random_token();
+    let secret = random_secret("test");
     let server = server_with_secret(&secret).await;
     let admin = server.admin().await;
     let (member, _) = admin.new_member("m").await;
@@ -146,7 +146,7 @@ async fn a_data_plane_gets_a_snapshot_then_member_deltas() {
 
 #[tokio::test]
 async fn a_wrong_or_missing_secret_is_refused() {
-    let secret = random_token();
+    let secret = random_secret("test");
     let server = server_with_secret(&secret).await;
     expect_err(
         attach(&server, "not-the-secret").await.map(|_| ()),
@@ -166,7 +166,7 @@ async fn a_wrong_or_missing_secret_is_refused() {
 
 #[tokio::test]
 async fn open_voice_issues_a_ticket_for_the_attached_data_plane() {
-    let secret = random_token();
+    let secret = random_secret("test");
     let server = server_with_secret(&secret).await;
     let admin = server.admin().await;
     let (member, _) = admin.new_member("m").await;

@@ -10,7 +10,7 @@ use std::{
 
 use openspeak_shared::{Reason, config::Seconds, pb};
 use pb::event::Event as Ev;
-use support::{Client, TestServer, expect_err, random_token, test_config, within};
+use support::{Client, TestServer, expect_err, random_secret, test_config, within};
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -127,7 +127,7 @@ async fn shutdown_without_sessions_is_prompt() {
 #[tokio::test]
 async fn tokens_and_session_ids_survive_a_restart_and_bootstrap_happens_once() {
     let dir = tempfile::tempdir().unwrap();
-    let bootstrap = random_token();
+    let bootstrap = random_secret("test");
     let config = test_config(dir.path(), Some(&bootstrap));
 
     let mut first = TestServer::serve(config.clone()).await;
@@ -164,7 +164,7 @@ async fn tokens_and_session_ids_survive_a_restart_and_bootstrap_happens_once() {
     // Restart on the same data dir, with another bootstrap token configured:
     // the store is not empty, so it is not used.
     let mut second_config = config.clone();
-    let ignored = random_token();
+    let ignored = random_secret("test");
     second_config.auth.bootstrap_token = Some(ignored.clone());
     let second = TestServer::serve(second_config).await;
     let connection = second.connection().await;

@@ -270,7 +270,7 @@ async fn a_configured_bootstrap_token_is_neither_logged_nor_written() {
     // the defaults apply.
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let token = support::random_token();
+    let token = support::random_secret("test");
     let mut command = command(&data, dir.path());
     command.env("OPENSPEAK_AUTH__BOOTSTRAP_TOKEN", &token);
     let mut process = Process::spawn(command);

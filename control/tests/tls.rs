@@ -83,7 +83,7 @@ async fn a_plaintext_client_is_not_served_by_a_tls_listener() {
 async fn a_missing_key_file_stops_start_up_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let (_, cert, _) = self_signed(dir.path());
-    let mut config = support::test_config(dir.path(), Some(&support::random_token()));
+    let mut config = support::test_config(dir.path(), Some(&support::random_secret("test")));
     config.server.tls_cert = Some(cert);
     config.server.tls_key = Some(dir.path().join("missing-key.pem"));
     let error = match openspeak_control::ControlPlane::bind(config).await {

@@ -5,7 +5,6 @@
 //! Every wait is bounded: the scenario by its own `--timeout`, the whole
 //! test by [`WAIT`].
 
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,9 +13,9 @@ use openspeak_loadtest::{
     ConnectError, Outcome, RunFlags, ServerFlags, SessionsArgs, SessionsError, SetupError,
     run_sessions,
 };
-use openspeak_shared::config::Config;
 use openspeak_shared::metadata::AUTHORIZATION;
 use openspeak_shared::pb;
+use openspeak_testkit::{random_secret, test_config, within_for};
 use tempfile::TempDir;
 use tokio::sync::{oneshot, watch};
 use tonic::transport::Endpoint;
@@ -34,26 +33,10 @@ struct Server {
     _dir: TempDir,
 }
 
-/// A secret made by the test; none is kept in the repository.
-fn random_token() -> String {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!(
-        "test_{:016x}{:016x}",
-        h.finish(),
-        h.finish().rotate_left(17)
-    )
-}
-
 async fn start_server() -> Server {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let admin_token = random_token();
-    let mut config = Config::default();
-    config.server.host = "127.0.0.1".into();
-    config.server.port = 0;
-    config.storage.data_dir = dir.path().to_owned();
-    config.auth.bootstrap_token = Some(admin_token.clone());
-    config.cluster.listen = "127.0.0.1:0".into();
+    let admin_token = random_secret("test");
+    let config = test_config(dir.path(), Some(&admin_token));
     let cp = ControlPlane::bind(config)
         .await
         .expect("the control plane binds");
@@ -100,9 +83,7 @@ fn no_interrupt() -> watch::Receiver<bool> {
 }
 
 async fn within<T>(future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .expect("the test finished in time")
+    within_for(WAIT, "the test", future).await
 }
 
 /// What the server still holds: channel names and token labels.

@@ -14,7 +14,6 @@
 // Each test uses its own part of this module.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -46,18 +45,7 @@ pub const FRAME: Duration = Duration::from_millis(20);
 /// Log lines kept per process for failure messages.
 const RECENT: usize = 60;
 
-/// Awaits `future` for at most `limit`; panics naming `what` otherwise.
-pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(limit, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
-    }
-}
-
-/// A random secret of this test run; none is kept in the repository.
-pub fn random_secret(prefix: &str) -> String {
-    format!("{prefix}_{:032x}", rand::random::<u128>())
-}
+pub use openspeak_testkit::{random_secret, within_for};
 
 /// A binary of the workspace. `openspeak-control` and
 /// `openspeak-dataplane` belong to other packages, so Cargo does not hand
@@ -242,7 +230,8 @@ impl Process {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
                 Ok(Some(line)) => self.seen.push(LogLine::parse(line)),
                 Ok(None) => {
-                    let status = within(PROCESS_WAIT, "the exit status", self.child.wait()).await;
+                    let status =
+                        within_for(PROCESS_WAIT, "the exit status", self.child.wait()).await;
                     panic!(
                         "{} ended ({status:?}) before log line #{n} saying {needle:?}\n{}",
                         self.name,
@@ -289,7 +278,7 @@ impl Process {
             }
         };
         // The pipes close with the process; read what is left.
-        let rest = within(PROCESS_WAIT, "the pipes to close", async {
+        let rest = within_for(PROCESS_WAIT, "the pipes to close", async {
             let mut rest = Vec::new();
             while let Some(line) = self.lines.recv().await {
                 rest.push(line);
@@ -389,7 +378,7 @@ impl Control {
 
     /// A client with the admin token.
     pub async fn admin(&self) -> Client {
-        within(
+        within_for(
             WAIT,
             "the admin to connect",
             Client::connect(&self.url, &self.token),

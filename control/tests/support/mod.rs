@@ -11,69 +11,26 @@
 use std::{
     collections::BTreeMap,
     fmt::Debug,
-    future::Future,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use openspeak_control::{ControlPlane, ServeError};
-use openspeak_shared::{
-    Reason,
-    config::{Config, Seconds},
-    metadata, pb,
-};
+use openspeak_shared::{Reason, config::Config, metadata, pb};
+pub use openspeak_testkit::{WAIT, random_secret, test_config, within, within_for};
 use pb::{
     auth_service_client::AuthServiceClient, channel_service_client::ChannelServiceClient,
     event::Event as Ev, presence_service_client::PresenceServiceClient,
     voice_service_client::VoiceServiceClient,
 };
-use rand::RngCore;
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Request, Status, Streaming, metadata::MetadataValue, transport::Channel};
 use tonic_types::StatusExt;
 
-/// The longest any single wait in a test may take before it fails.
-pub const WAIT: Duration = Duration::from_secs(10);
-
 /// Most events a wait looks at before giving up (a second bound besides time).
 const MAX_EVENTS_PER_WAIT: usize = 100_000;
-
-/// Awaits `future` for at most [`WAIT`]; panics naming `what` when it takes longer.
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    within_for(WAIT, what, future).await
-}
-
-/// Awaits `future` for at most `limit`; panics naming `what` when it takes longer.
-pub async fn within_for<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(limit, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
-    }
-}
-
-/// A random secret made by the test; none is kept in the repository.
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 24];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("test_{}", hex::encode(bytes))
-}
-
-/// A configuration for tests: loopback, any free port, state in `data_dir`,
-/// the given bootstrap admin token, and a failure limit so high that tests
-/// presenting bad tokens on purpose never get the address banned.
-pub fn test_config(data_dir: &Path, bootstrap_token: Option<&str>) -> Config {
-    let mut config = Config::default();
-    config.server.host = "127.0.0.1".into();
-    config.server.port = 0;
-    config.cluster.listen = "127.0.0.1:0".into();
-    config.server.shutdown_grace = Seconds(5);
-    config.storage.data_dir = data_dir.to_owned();
-    config.auth.bootstrap_token = bootstrap_token.map(str::to_owned);
-    config.auth.max_failures = 1_000_000;
-    config
-}
 
 /// A control plane serving in this test's runtime.
 pub struct TestServer {
@@ -98,7 +55,7 @@ impl TestServer {
     /// A fresh control plane whose test configuration `adjust` may change.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let token = random_token();
+        let token = random_secret("test");
         let mut config = test_config(dir.path(), Some(&token));
         adjust(&mut config);
         let admin_token = config.auth.bootstrap_token.clone().unwrap_or_default();

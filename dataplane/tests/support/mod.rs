@@ -22,17 +22,10 @@ use quinn::{Connection, ConnectionError, Endpoint};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
-/// Every wait for something to happen is bounded by this.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub use openspeak_testkit::{WAIT, within};
 /// How long a check for "nothing arrives" looks, after a counter has
 /// already shown that nothing was sent.
 pub const QUIET: Duration = Duration::from_millis(100);
-
-pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    timeout(WAIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 /// Polls `check` every 10 ms until it holds, for at most [`WAIT`]: for
 /// state that no event announces (a server-side counter).
