@@ -15,7 +15,7 @@ mod support;
 
 use std::time::Duration;
 
-use openspeak_loadtest::{JitterDist, LossModel, Outcome, VoicePlan, run_voice};
+use openspeak_loadtest::{JitterDist, LossModel, Outcome, Transport, VoicePlan, run_voice};
 use openspeak_shared::metadata::AUTHORIZATION;
 use openspeak_shared::pb;
 use support::{System, bearer, connection, no_interrupt, start_system, start_system_with, within};
@@ -98,6 +98,32 @@ async fn a_clean_run_delivers_everything_in_order_to_the_right_listeners() {
             ["Lobby"],
             "the run's channels are deleted"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_run_over_plain_udp_delivers_everything() {
+    within(async {
+        let system = start_system().await;
+        let mut p = plan(&system, 6, 2);
+        p.transport = Transport::Udp;
+        p.metrics = Some(system.metrics_addr.to_string());
+        let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
+        let table = report.table();
+
+        assert_eq!(report.outcome, Outcome::Completed, "{table}");
+        assert!(report.clean(), "{table}");
+        assert_eq!(report.transport, "udp", "{table}");
+        assert_eq!((report.sessions, report.voice_connected), (6, 6), "{table}");
+        assert!((150..=210).contains(&report.sent), "{table}");
+        assert_eq!(report.expected, 2 * report.sent, "{table}");
+        assert_eq!(report.delivered, report.expected, "{table}");
+        assert_eq!(report.lost, 0, "{table}");
+        assert_eq!((report.wrong, report.malformed), (0, 0), "{table}");
+        assert_eq!((report.duplicates, report.reordered), (0, 0), "{table}");
+        let drops = report.server_drops.as_ref().expect("scraped");
+        assert_eq!(drops.total, 0, "{table}");
     })
     .await;
 }

@@ -162,12 +162,6 @@ pub enum PlanError {
     /// `--metrics` is not an address to scrape.
     #[error("--metrics must be HOST:PORT or http://HOST:PORT, not `{0}`")]
     MetricsAddress(String),
-    /// `--transport udp`.
-    #[error(
-        "the plain-UDP voice transport is not available yet (docs/PROTOCOL.md does not specify \
-         it); use --transport quic"
-    )]
-    UdpNotAvailable,
 }
 
 /// The `voice` scenario could not run or could not write its report.

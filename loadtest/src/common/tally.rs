@@ -86,6 +86,31 @@ impl ErrorKind {
         ErrorKind(name.into())
     }
 
+    /// A voice connection's failure over either transport.
+    pub fn conn(e: &crate::voice::conn::ConnError) -> ErrorKind {
+        use crate::voice::conn::ConnError;
+        match e {
+            ConnError::Quic(e) => Self::voice(e),
+            ConnError::Udp(e) => Self::udp_voice(e),
+        }
+    }
+
+    /// A plain-UDP voice failure: `udp:<what>`, with the reject or close
+    /// code when there is one (`udp:rejected:3`, `udp:closed:9`).
+    pub fn udp_voice(e: &openspeak_client::udp::UdpVoiceError) -> ErrorKind {
+        use openspeak_client::udp::UdpVoiceError as U;
+        ErrorKind(match e {
+            U::BadKey(_) => "udp:bad_key".into(),
+            U::TicketTooLong(_) => "udp:ticket_too_long".into(),
+            U::Bind { .. } => "udp:bind".into(),
+            U::Rejected { code, .. } => format!("udp:rejected:{code}"),
+            U::Timeout { .. } => "udp:timed_out".into(),
+            U::Closed { code } => format!("udp:closed:{code}"),
+            U::Packet(_) => "udp:packet".into(),
+            U::Io(_) => "udp:io".into(),
+        })
+    }
+
     /// A voice connection's failure: `voice:<what>`, with the reject or
     /// close code when there is one (`voice:rejected:5`).
     pub fn voice(e: &openspeak_client::voice::VoiceError) -> ErrorKind {

@@ -22,8 +22,18 @@ use crate::voice::plan::{Preset, TalkSpec, VoicePlan};
 pub enum Transport {
     /// QUIC with DATAGRAM frames.
     Quic,
-    /// Plain UDP sealed with the session key (not specified yet).
+    /// Plain UDP sealed with the session key.
     Udp,
+}
+
+impl Transport {
+    /// Its name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Quic => "quic",
+            Transport::Udp => "udp",
+        }
+    }
 }
 
 /// Where `--delay-ms`, `--jitter-ms`, `--reorder` and `--duplicate` apply.
@@ -94,7 +104,7 @@ pub struct VoiceArgs {
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub playout_ms: Option<u64>,
 
-    /// Voice transport; only QUIC exists so far.
+    /// Voice transport: QUIC, or plain UDP sealed with the session key.
     #[arg(long, value_enum, default_value_t = Transport::Quic)]
     pub transport: Transport,
 
@@ -243,11 +253,9 @@ impl VoiceArgs {
     /// The run these flags describe: the preset's values where a flag was
     /// not given, defaults elsewhere, checked.
     pub fn plan(&self) -> Result<VoicePlan, PlanError> {
-        if self.transport == Transport::Udp {
-            return Err(PlanError::UdpNotAvailable);
-        }
         let p = preset_values(self.scenario);
         let mut plan = VoicePlan::new(&self.run.server.addr, &self.run.server.token);
+        plan.transport = self.transport;
         plan.preset = self.scenario;
         plan.clients = self.clients.or(p.clients).unwrap_or(plan.clients);
         plan.channels = self.channels.or(p.channels).unwrap_or(plan.channels);
@@ -411,10 +419,11 @@ mod tests {
             plan(&["--clients", "3", "--channels", "4"]),
             Err(PlanError::MoreChannelsThanClients { .. })
         ));
-        assert!(matches!(
-            plan(&["--transport", "udp"]),
-            Err(PlanError::UdpNotAvailable)
-        ));
+        assert_eq!(
+            plan(&["--transport", "udp"]).unwrap().transport,
+            Transport::Udp
+        );
+        assert_eq!(plan(&[]).unwrap().transport, Transport::Quic);
         assert!(matches!(
             plan(&[
                 "--loss-model",
@@ -426,8 +435,6 @@ mod tests {
             ]),
             Err(PlanError::Impairment(_))
         ));
-        let msg = plan(&["--transport", "udp"]).unwrap_err().to_string();
-        assert!(msg.contains("not available yet"), "{msg}");
     }
 
     #[test]

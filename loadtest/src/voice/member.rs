@@ -38,14 +38,17 @@ use crate::common::pool::Pool;
 use crate::common::stats::{duration_micros, micros_between, record_all};
 use crate::common::tally::{ErrorKind, ErrorTally, Failures, Step};
 use crate::common::task::{error_chain, lock};
+use crate::voice::conn::{ConnError, VoiceConn};
 use crate::voice::counters::VoiceCounters;
 use crate::voice::delivery::{ListenerTally, SendLog, Verdict};
+use crate::voice::flags::Transport;
 use crate::voice::impairment::{Direction, SEED_CHURN, SEED_IMPAIRMENT, stream_seed};
 use crate::voice::layout::Layout;
 use crate::voice::link::Link;
 use crate::voice::plan::VoicePlan;
 use crate::voice::probe::Probe;
 use crate::voice::speaker::{Datagram, Speaker};
+use openspeak_client::udp::UdpVoiceClient;
 use openspeak_client::voice::{VoiceClient, VoiceError, client_endpoint};
 
 /// Delays a listener buffers before merging them into the shared
@@ -54,6 +57,10 @@ const DELAY_BATCH: usize = 256;
 
 /// Bound on each control-plane call of a churn cycle.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a listening client keeps its path open: over plain UDP the
+/// data plane forgets a session silent for 15 s (`docs/PROTOCOL.md`
+/// recommends a ping every 5 s); over QUIC this does nothing.
+const KEEPALIVE: Duration = Duration::from_secs(5);
 
 /// A rejoined listener is owed packets from this long after its voice
 /// connection was accepted: time for the data plane to apply the join it
@@ -129,8 +136,8 @@ impl Failures for Ctx {
 }
 
 impl Ctx {
-    fn fail_voice(&self, step: Step, e: &VoiceError) {
-        self.fail(step, &ErrorKind::voice(e), &error_chain(e));
+    fn fail_voice(&self, step: Step, e: &ConnError) {
+        self.fail(step, &ErrorKind::conn(e), &error_chain(e));
     }
 
     /// µs from the epoch to `t`.
@@ -169,7 +176,7 @@ pub struct Member {
     /// Its session.
     pub session_id: u32,
     /// Its voice connection.
-    pub voice: VoiceClient,
+    pub voice: VoiceConn,
     /// Its connection to the control plane.
     channel: Channel,
 }
@@ -234,7 +241,7 @@ async fn join_and_connect(
     session_id: u32,
     channel: &Channel,
     ctx: &Ctx,
-) -> Option<VoiceClient> {
+) -> Option<VoiceConn> {
     let mut channels = ChannelServiceClient::new(channel.clone());
     let join = ctx.creds.session_request(
         session_id,
@@ -249,6 +256,9 @@ async fn join_and_connect(
         .creds
         .session_request(session_id, pb::OpenVoiceRequest {});
     let ticket = bounded(ctx, Step::OpenVoice, "OpenVoice", voice.open_voice(open)).await?;
+    if ctx.plan.transport == Transport::Udp {
+        return connect_udp(&ticket, ctx).await;
+    }
     let Some(target) = resolve(&ticket.quic_endpoint).await else {
         ctx.fail(
             Step::OpenVoice,
@@ -268,9 +278,31 @@ async fn join_and_connect(
         }
     };
     match connected {
-        Ok(v) => Some(v),
+        Ok(v) => Some(VoiceConn::Quic(v)),
         Err(e) => {
-            ctx.fail_voice(Step::VoiceConnect, &e);
+            ctx.fail_voice(Step::VoiceConnect, &e.into());
+            None
+        }
+    }
+}
+
+/// Presents the ticket of `ticket` to the data plane's plain-UDP listener.
+async fn connect_udp(ticket: &pb::OpenVoiceResponse, ctx: &Ctx) -> Option<VoiceConn> {
+    let Some(target) = resolve(&ticket.udp_endpoint).await else {
+        ctx.fail(
+            Step::OpenVoice,
+            &ErrorKind::named("bad_endpoint"),
+            &format!(
+                "cannot resolve udp_endpoint `{}` (empty: the data plane offers no plain UDP)",
+                ticket.udp_endpoint
+            ),
+        );
+        return None;
+    };
+    match UdpVoiceClient::connect(target, &ticket.ticket, &ticket.session_key).await {
+        Ok(v) => Some(VoiceConn::Udp(v)),
+        Err(e) => {
+            ctx.fail_voice(Step::VoiceConnect, &e.into());
             None
         }
     }
@@ -357,7 +389,7 @@ pub struct MemberResult {
     /// What it sent, when it spoke.
     pub log: Option<SendLog>,
     /// Its voice connection, to close, unless it was lost.
-    pub voice: Option<VoiceClient>,
+    pub voice: Option<VoiceConn>,
 }
 
 /// Runs a client in voice until the listeners are told to stop.
@@ -469,13 +501,14 @@ impl Listener {
     /// (when given) is set, or until the connection fails.
     async fn listen(
         &mut self,
-        voice: &VoiceClient,
+        voice: &VoiceConn,
         leave_at: Option<Instant>,
         mut go: Option<&mut watch::Receiver<Option<StdInstant>>>,
         stop: &mut watch::Receiver<bool>,
     ) -> ListenEnd {
         // To read the flag in a handler while `stop` is borrowed by its arm.
         let stopping = stop.clone();
+        let mut keepalive = tokio::time::interval_at(Instant::now() + KEEPALIVE, KEEPALIVE);
         loop {
             let due = self.downlink.next_due();
             tokio::select! {
@@ -483,6 +516,10 @@ impl Listener {
                 _ = stop.wait_for(|s| *s) => {
                     self.flush();
                     return ListenEnd::Stopped;
+                }
+                _ = keepalive.tick() => {
+                    // A lost ping is made good by the next one.
+                    let _ = voice.keepalive();
                 }
                 () = sleep_until_opt(leave_at) => {
                     self.flush();
@@ -620,11 +657,11 @@ impl Churner {
     /// the send phase lasts; returns the voice connection to close.
     async fn run(
         &mut self,
-        mut voice: Arc<VoiceClient>,
+        mut voice: Arc<VoiceConn>,
         listener: &mut Listener,
         mut go: watch::Receiver<Option<StdInstant>>,
         stop: &mut watch::Receiver<bool>,
-    ) -> Option<Arc<VoiceClient>> {
+    ) -> Option<Arc<VoiceConn>> {
         let ctx = listener.ctx.clone();
         let every = ctx.plan.churn_every.unwrap_or(Duration::from_secs(3));
         // Until the run says go there are no leaves to plan.
@@ -691,7 +728,7 @@ impl Churner {
     }
 
     /// `LeaveChannel`, then join, `OpenVoice` and connect again.
-    async fn rejoin(&self, ctx: &Ctx) -> Option<VoiceClient> {
+    async fn rejoin(&self, ctx: &Ctx) -> Option<VoiceConn> {
         let mut channels = ChannelServiceClient::new(self.channel.clone());
         let leave = ctx
             .creds
@@ -712,7 +749,7 @@ impl Churner {
 /// counts.
 async fn speak(
     index: u32,
-    voice: Arc<VoiceClient>,
+    voice: Arc<VoiceConn>,
     ctx: Arc<Ctx>,
     mut go: watch::Receiver<Option<StdInstant>>,
     mut stop: watch::Receiver<bool>,
@@ -762,10 +799,10 @@ async fn speak(
 
 /// Sends one datagram; `false` when the connection is gone (counted), so
 /// the speaker stops.
-fn send(ctx: &Ctx, voice: &VoiceClient, d: Datagram) -> bool {
+fn send(ctx: &Ctx, voice: &VoiceConn, d: Datagram) -> bool {
     match voice.send(d.sequence, d.timestamp_ms, d.payload) {
         Ok(()) => true,
-        Err(e @ VoiceError::ConnectionLost { .. }) => {
+        Err(e @ ConnError::Quic(VoiceError::ConnectionLost { .. })) => {
             ctx.fail_voice(Step::VoiceSend, &e);
             false
         }

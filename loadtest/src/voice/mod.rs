@@ -12,6 +12,7 @@
 //! `member` (one client), `run` (the phases), `counters` (the
 //! progress line's numbers), `flags` (flags and presets).
 
+pub mod conn;
 pub mod counters;
 pub mod delay_line;
 pub mod delivery;

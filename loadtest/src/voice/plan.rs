@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::common::error::PlanError;
 use crate::common::flags::connection_count;
 use crate::metrics::scrape::metrics_authority;
+use crate::voice::flags::Transport;
 use crate::voice::impairment::{Direction, ImpairmentSpec};
 use crate::voice::layout::Layout;
 use crate::voice::probe::HEADER_LEN;
@@ -89,6 +90,8 @@ pub struct VoicePlan {
     pub downlink: ImpairmentSpec,
     /// Listeners that do not speak leave and rejoin about this often.
     pub churn_every: Option<Duration>,
+    /// The voice transport.
+    pub transport: Transport,
     /// UDP sockets the clients' QUIC connections share; 0: one per client,
     /// as real clients have.
     pub sockets: u32,
@@ -142,6 +145,7 @@ impl VoicePlan {
             uplink: ImpairmentSpec::clean(frame),
             downlink: ImpairmentSpec::clean(frame),
             churn_every: None,
+            transport: Transport::Quic,
             sockets: 0,
             connections: 64,
             streams_per_connection: 100,

@@ -471,7 +471,7 @@ fn build_report(
         run_id: facts.run_id,
         addr: plan.addr.clone(),
         outcome: facts.outcome,
-        transport: "quic",
+        transport: plan.transport.as_str(),
         seed: plan.seed,
         clients: u64::from(plan.clients),
         channels: u64::from(plan.channels),
