@@ -12,8 +12,9 @@ use thiserror::Error;
 pub enum VoiceConn {
     /// QUIC DATAGRAMs on a pinned connection.
     Quic(VoiceClient),
-    /// Plain UDP sealed with the session key.
-    Udp(UdpVoiceClient),
+    /// Plain UDP sealed with the session key; boxed, as it carries its
+    /// key schedule and would make every QUIC member as large.
+    Udp(Box<UdpVoiceClient>),
 }
 
 /// Why a voice connection failed, by transport.

@@ -300,7 +300,7 @@ async fn connect_udp(ticket: &pb::OpenVoiceResponse, ctx: &Ctx) -> Option<VoiceC
         return None;
     };
     match UdpVoiceClient::connect(target, &ticket.ticket, &ticket.session_key).await {
-        Ok(v) => Some(VoiceConn::Udp(v)),
+        Ok(v) => Some(VoiceConn::Udp(Box::new(v))),
         Err(e) => {
             ctx.fail_voice(Step::VoiceConnect, &e.into());
             None
