@@ -333,24 +333,18 @@ fn read_error(e: ReadToEndError) -> VoiceError {
 mod tests {
     use super::*;
 
+    /// Each form of answer becomes its result; the framing itself is
+    /// tested in `openspeak_voice::exchange`.
     #[test]
-    fn parses_answers() {
+    fn answers_become_results() {
         assert_eq!(parse_answer(&[0, 0, 0, 1, 2]).unwrap(), 258);
         match parse_answer(&[3, 0, 2, b'n', b'o']) {
             Err(VoiceError::Rejected { code: 3, reason }) => assert_eq!(reason, "no"),
             other => panic!("{other:?}"),
         }
-        for bad in [
-            &[][..],
-            &[0, 1],
-            &[0, 0, 0, 0, 1, 9],
-            &[3, 0, 5, b'x'],
-            &[0, 0, 0],
-        ] {
-            assert!(
-                matches!(parse_answer(bad), Err(VoiceError::BadAnswer { .. })),
-                "{bad:?}"
-            );
-        }
+        assert!(matches!(
+            parse_answer(&[0, 0, 0]),
+            Err(VoiceError::BadAnswer { len: 3 })
+        ));
     }
 }

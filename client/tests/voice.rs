@@ -3,112 +3,40 @@
 //! channel, forged tickets, a wrong certificate pin, pings, and a UDP
 //! session replaced or removed.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use openspeak_client::udp::{UdpVoiceClient, UdpVoiceError};
 use openspeak_client::voice::{VoiceClient, VoiceError};
-use openspeak_dataplane::{DataplaneCert, Handle, Member, RouterConfig, SessionId, VoiceEndpoint};
-use openspeak_shared::ticket::{Ticket, TicketIssuer, TicketKey, TicketVerifier};
+use openspeak_dataplane::SessionId;
+use openspeak_shared::ticket::{TicketIssuer, TicketKey};
+use openspeak_testkit::voice::{Server, session_key, start, ticket};
 use openspeak_testkit::{WAIT, within};
 use tokio::time::timeout;
 
-struct Server {
-    addr: SocketAddr,
-    udp_addr: SocketAddr,
-    pin: String,
-    handle: Handle,
-    issuer: TicketIssuer,
-    _dir: tempfile::TempDir,
-}
-
-fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = DataplaneCert::load_or_generate(dir.path()).unwrap();
-    let key = TicketKey::generate(7).unwrap();
-    let mut verifier = TicketVerifier::new();
-    verifier.insert(key.clone());
-    let issuer = TicketIssuer::new(key);
-    let (endpoint, handle) = VoiceEndpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &cert,
-        RouterConfig::new(60, 1000, 500),
-        Arc::new(RwLock::new(verifier)),
+/// Session `session` over plain UDP, with the key its ticket carries,
+/// once the data plane knows its address: it learns it from the first
+/// sealed packet (the ping `connect` sends), which a pong confirms.
+async fn udp_client(server: &Server, session: u32) -> UdpVoiceClient {
+    let client = within(
+        "UDP connect",
+        UdpVoiceClient::connect(
+            server.udp_addr,
+            &server.ticket(session, 60),
+            &session_key(session),
+        ),
     )
+    .await
     .unwrap();
-    let endpoint = endpoint
-        .with_plain_udp("127.0.0.1:0".parse().unwrap())
-        .unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    let udp_addr = endpoint.plain_addr().unwrap();
-    tokio::spawn(endpoint.run());
-    Server {
-        addr,
-        udp_addr,
-        pin: cert.sha256().iter().map(|b| format!("{b:02x}")).collect(),
-        handle,
-        issuer,
-        _dir: dir,
-    }
-}
-
-impl Server {
-    fn ticket(&self, session: u32) -> Vec<u8> {
-        ticket_from(&self.issuer, session)
-    }
-
-    /// Session `session` over plain UDP, with the key its ticket carries,
-    /// once the data plane knows its address: it learns it from the first
-    /// sealed packet (the ping `connect` sends), which a pong confirms.
-    async fn udp(&self, session: u32) -> UdpVoiceClient {
-        let client = within(
-            "UDP connect",
-            UdpVoiceClient::connect(self.udp_addr, &self.ticket(session), &key_of(session)),
-        )
-        .await
-        .unwrap();
-        within("the first pong", async {
-            while client.rtt().is_none() {
-                let heard = timeout(Duration::from_millis(100), client.recv()).await;
-                assert!(heard.is_err(), "nothing but pongs yet: {heard:?}");
-                client.ping().unwrap();
-            }
-        })
-        .await;
-        client
-    }
-
-    async fn member(&self, session: u32) {
-        self.handle
-            .set_member(
-                SessionId(session),
-                Member {
-                    channel: Some("c1".into()),
-                    muted: false,
-                    deafened: false,
-                },
-            )
-            .await
-            .unwrap();
-    }
-}
-
-fn ticket_from(issuer: &TicketIssuer, session: u32) -> Vec<u8> {
-    issuer
-        .issue(&Ticket {
-            session_id: session,
-            channel: "c1".into(),
-            expires_at: SystemTime::now() + Duration::from_secs(60),
-            session_key: key_of(session),
-        })
-        .unwrap()
-}
-
-/// The session key the tests' tickets carry for `session`.
-fn key_of(session: u32) -> [u8; 32] {
-    [session as u8; 32]
+    within("the first pong", async {
+        while client.rtt().is_none() {
+            let heard = timeout(Duration::from_millis(100), client.recv()).await;
+            assert!(heard.is_err(), "nothing but pongs yet: {heard:?}");
+            client.ping().unwrap();
+        }
+    })
+    .await;
+    client
 }
 
 fn payload(sequence: u32) -> Bytes {
@@ -118,17 +46,17 @@ fn payload(sequence: u32) -> Bytes {
 #[tokio::test]
 async fn voice_flows_between_two_clients() {
     let server = start();
-    server.member(1).await;
-    server.member(2).await;
+    server.member(1, "c1", false).await;
+    server.member(2, "c1", false).await;
     let a = within(
         "connect 1",
-        VoiceClient::connect(server.addr, &server.pin, &server.ticket(1)),
+        VoiceClient::connect(server.addr, &server.pin_hex(), &server.ticket(1, 60)),
     )
     .await
     .unwrap();
     let b = within(
         "connect 2",
-        VoiceClient::connect(server.addr, &server.pin, &server.ticket(2)),
+        VoiceClient::connect(server.addr, &server.pin_hex(), &server.ticket(2, 60)),
     )
     .await
     .unwrap();
@@ -160,13 +88,13 @@ async fn voice_flows_between_two_clients() {
 #[tokio::test]
 async fn a_forged_ticket_is_rejected() {
     let server = start();
-    server.member(1).await;
+    server.member(1, "c1", false).await;
     // Same key id as the server's key, different secret: fails
     // authentication rather than naming an unknown key.
     let forger = TicketIssuer::new(TicketKey::generate(7).unwrap());
     let err = within(
         "connect",
-        VoiceClient::connect(server.addr, &server.pin, &ticket_from(&forger, 1)),
+        VoiceClient::connect(server.addr, &server.pin_hex(), &ticket(&forger, 1, 60)),
     )
     .await
     .unwrap_err();
@@ -179,13 +107,13 @@ async fn a_forged_ticket_is_rejected() {
 #[tokio::test]
 async fn a_wrong_pin_fails_the_handshake() {
     let server = start();
-    server.member(1).await;
-    let mut wrong = server.pin.clone().into_bytes();
+    server.member(1, "c1", false).await;
+    let mut wrong = server.pin_hex().into_bytes();
     wrong[63] = if wrong[63] == b'0' { b'1' } else { b'0' };
     let wrong = String::from_utf8(wrong).unwrap();
     let err = within(
         "connect",
-        VoiceClient::connect(server.addr, &wrong, &server.ticket(1)),
+        VoiceClient::connect(server.addr, &wrong, &server.ticket(1, 60)),
     )
     .await
     .unwrap_err();
@@ -194,7 +122,7 @@ async fn a_wrong_pin_fails_the_handshake() {
         "{err:?}"
     );
 
-    let err = VoiceClient::connect(server.addr, "not a pin", &server.ticket(1))
+    let err = VoiceClient::connect(server.addr, "not a pin", &server.ticket(1, 60))
         .await
         .unwrap_err();
     assert!(matches!(err, VoiceError::MalformedPin(_)), "{err:?}");
@@ -204,16 +132,16 @@ async fn a_wrong_pin_fails_the_handshake() {
 async fn quic_and_udp_clients_in_one_channel_hear_each_other() {
     let server = start();
     for session in 1..=3 {
-        server.member(session).await;
+        server.member(session, "c1", false).await;
     }
     let quic = within(
         "connect QUIC",
-        VoiceClient::connect(server.addr, &server.pin, &server.ticket(1)),
+        VoiceClient::connect(server.addr, &server.pin_hex(), &server.ticket(1, 60)),
     )
     .await
     .unwrap();
-    let udp = server.udp(2).await;
-    let other = server.udp(3).await;
+    let udp = udp_client(&server, 2).await;
+    let other = udp_client(&server, 3).await;
     assert_eq!(udp.session_id(), 2);
     assert!(udp.rtt().is_some_and(|rtt| rtt < WAIT));
 
@@ -256,7 +184,7 @@ async fn quic_and_udp_clients_in_one_channel_hear_each_other() {
 async fn udp_tickets_are_checked_like_quic_ones() {
     let server = start();
     let forged = TicketIssuer::new(TicketKey::generate(7).unwrap());
-    let err = UdpVoiceClient::connect(server.udp_addr, &ticket_from(&forged, 1), &key_of(1))
+    let err = UdpVoiceClient::connect(server.udp_addr, &ticket(&forged, 1, 60), &session_key(1))
         .await
         .unwrap_err();
     match err {
@@ -266,7 +194,7 @@ async fn udp_tickets_are_checked_like_quic_ones() {
         other => panic!("{other:?}"),
     }
     let unknown = TicketIssuer::new(TicketKey::generate(8).unwrap());
-    let err = UdpVoiceClient::connect(server.udp_addr, &ticket_from(&unknown, 1), &key_of(1))
+    let err = UdpVoiceClient::connect(server.udp_addr, &ticket(&unknown, 1, 60), &session_key(1))
         .await
         .unwrap_err();
     assert!(
@@ -275,12 +203,12 @@ async fn udp_tickets_are_checked_like_quic_ones() {
     );
     // A client with the wrong key hears nothing it can open, and the data
     // plane cannot open what it sends.
-    let err = UdpVoiceClient::connect(server.udp_addr, &server.ticket(1), &[0; 32])
+    let err = UdpVoiceClient::connect(server.udp_addr, &server.ticket(1, 60), &[0; 32])
         .await
         .unwrap_err();
     assert!(matches!(err, UdpVoiceError::Timeout { .. }), "{err:?}");
     assert!(matches!(
-        UdpVoiceClient::connect(server.udp_addr, &server.ticket(1), &[0; 31]).await,
+        UdpVoiceClient::connect(server.udp_addr, &server.ticket(1, 60), &[0; 31]).await,
         Err(UdpVoiceError::BadKey(31))
     ));
     let stats = server.handle.stats();
@@ -291,14 +219,14 @@ async fn udp_tickets_are_checked_like_quic_ones() {
 #[tokio::test]
 async fn a_new_ticket_replaces_a_udp_session_and_removal_ends_it() {
     let server = start();
-    server.member(1).await;
-    server.member(2).await;
-    let udp = server.udp(1).await;
+    server.member(1, "c1", false).await;
+    server.member(2, "c1", false).await;
+    let udp = udp_client(&server, 1).await;
     // The same session connects over QUIC with a fresh ticket: the UDP
     // side is told it was replaced (code 8).
     let quic = within(
         "connect QUIC",
-        VoiceClient::connect(server.addr, &server.pin, &server.ticket(1)),
+        VoiceClient::connect(server.addr, &server.pin_hex(), &server.ticket(1, 60)),
     )
     .await
     .unwrap();
@@ -308,7 +236,7 @@ async fn a_new_ticket_replaces_a_udp_session_and_removal_ends_it() {
     }
     within("close QUIC", quic.close()).await;
 
-    let second = server.udp(2).await;
+    let second = udp_client(&server, 2).await;
     within("removal", server.handle.remove_member(SessionId(2)))
         .await
         .unwrap();

@@ -9,8 +9,8 @@ use openspeak_voice::TICKET_TIMEOUT;
 use openspeak_voice::datagram::{Forwarded, MAX_PAYLOAD, VoicePacket};
 use openspeak_voice::exchange::MAX_TICKET_LEN;
 use support::{
-    Answer, close_code, eventually, hears_nothing, present, send_request, start, talk, voice,
-    within,
+    Answer, QuicServer, close_code, eventually, hears_nothing, present, send_request, start, talk,
+    voice, within,
 };
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 mod support;
 
 use openspeak_voice::udp::{self, Control, Direction, SessionKey};
-use support::{RawUdp, start, voice, within};
+use support::{QuicServer, RawUdp, start, voice, within};
 
 #[tokio::test]
 async fn quic_and_udp_members_of_one_channel_hear_each_other() {

@@ -10,6 +10,8 @@
 //! - [`TestSystem`]: the whole server in the test's process (the library
 //!   `openspeak-server` runs), started with a known admin token and
 //!   returned once voice can be opened.
+//! - [`voice`]: a data plane's voice endpoint alone, with tickets made by
+//!   hand.
 
 use std::future::Future;
 use std::path::Path;
@@ -20,6 +22,8 @@ use openspeak_server::System;
 use openspeak_shared::Config;
 use openspeak_shared::config::Seconds;
 use tempfile::TempDir;
+
+pub mod voice;
 
 /// The longest any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -2,19 +2,20 @@
 //! ticket exchange done by hand, so the tests check the wire, not a
 //! library), voice datagrams, tickets, and bounded waits.
 
-#![allow(dead_code, reason = "each test file uses a different part")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test file uses a different part"
+)]
 
 pub mod control;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use openspeak_dataplane::{DataplaneCert, Handle, Member, RouterConfig, SessionId, VoiceEndpoint};
-use openspeak_shared::ticket::{Ticket, TicketIssuer, TicketKey, TicketVerifier};
 use openspeak_voice::client_config;
 use openspeak_voice::datagram::{Forwarded, VoicePacket};
 use openspeak_voice::udp::{self, Control, Direction, Packet, ReplayWindow, SessionKey};
@@ -44,24 +45,7 @@ where
     }
 }
 
-/// A ticket for `session` in channel `c1`, valid for `valid_for` seconds
-/// (negative: expired that long ago).
-pub fn ticket(issuer: &TicketIssuer, session: u32, valid_for: i64) -> Vec<u8> {
-    let now = SystemTime::now();
-    let expires_at = if valid_for >= 0 {
-        now + Duration::from_secs(valid_for as u64)
-    } else {
-        now - Duration::from_secs(valid_for.unsigned_abs())
-    };
-    issuer
-        .issue(&Ticket {
-            session_id: session,
-            channel: "c1".into(),
-            expires_at,
-            session_key: [session as u8; 32],
-        })
-        .unwrap()
-}
+pub use openspeak_testkit::voice::{Server, start, ticket};
 
 /// A QUIC connection to `addr`, pinning `pin`, before any ticket.
 pub async fn connect(addr: SocketAddr, pin: [u8; 32]) -> (Endpoint, Connection) {
@@ -177,73 +161,21 @@ pub async fn hears_nothing(connection: &Connection) {
     );
 }
 
-/// A data plane's voice endpoint on 127.0.0.1 (QUIC and plain UDP, any
-/// free ports), with a ticket key of its own.
-pub struct Server {
-    pub addr: SocketAddr,
-    pub udp_addr: SocketAddr,
-    pub pin: [u8; 32],
-    pub handle: Handle,
-    pub issuer: TicketIssuer,
-    _dir: tempfile::TempDir,
+/// The QUIC side of a [`Server`], done by hand.
+pub trait QuicServer {
+    /// A QUIC connection to it, before any ticket.
+    async fn connect(&self) -> (Endpoint, Connection);
+    /// Connects and presents `ticket`; panics unless it is accepted.
+    async fn join(&self, ticket: &[u8], session: u32) -> (Endpoint, Connection);
 }
 
-pub fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = DataplaneCert::load_or_generate(dir.path()).unwrap();
-    let key = TicketKey::generate(7).unwrap();
-    let mut verifier = TicketVerifier::new();
-    verifier.insert(key.clone());
-    let issuer = TicketIssuer::new(key);
-    let (endpoint, handle) = VoiceEndpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &cert,
-        RouterConfig::new(60, 1000, 500),
-        Arc::new(RwLock::new(verifier)),
-    )
-    .unwrap();
-    let endpoint = endpoint
-        .with_plain_udp("127.0.0.1:0".parse().unwrap())
-        .unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    let udp_addr = endpoint.plain_addr().unwrap();
-    tokio::spawn(endpoint.run());
-    Server {
-        addr,
-        udp_addr,
-        pin: cert.sha256(),
-        handle,
-        issuer,
-        _dir: dir,
-    }
-}
-
-impl Server {
-    pub fn ticket(&self, session: u32, valid_for: i64) -> Vec<u8> {
-        ticket(&self.issuer, session, valid_for)
-    }
-
-    pub async fn connect(&self) -> (Endpoint, Connection) {
+impl QuicServer for Server {
+    async fn connect(&self) -> (Endpoint, Connection) {
         connect(self.addr, self.pin).await
     }
 
-    /// Connects and presents `ticket`; panics unless it is accepted.
-    pub async fn join(&self, ticket: &[u8], session: u32) -> (Endpoint, Connection) {
+    async fn join(&self, ticket: &[u8], session: u32) -> (Endpoint, Connection) {
         join(self.addr, self.pin, ticket, session).await
-    }
-
-    pub async fn member(&self, session: u32, channel: &str, deafened: bool) {
-        self.handle
-            .set_member(
-                SessionId(session),
-                Member {
-                    channel: Some(channel.into()),
-                    muted: false,
-                    deafened,
-                },
-            )
-            .await
-            .unwrap();
     }
 }
 
