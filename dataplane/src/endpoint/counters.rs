@@ -28,7 +28,7 @@ pub(super) struct Counters {
     /// Packets read from the plain-UDP socket.
     pub(super) udp_received: AtomicU64,
     /// Plain-UDP packets dropped before any routing, indexed by the
-    /// `plain::Drop` value.
+    /// `plain::Discard` value.
     pub(super) udp_dropped: [AtomicU64; 4],
 }
 

@@ -34,7 +34,7 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Why a packet on the UDP port was dropped; each is counted, under the
 /// label of `UDP_DROP_REASONS` at its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Drop {
+pub(crate) enum Discard {
     /// Not a packet of the format (short, unknown type, oversized).
     Malformed = 0,
     /// A sealed packet of a session this data plane has no key for.
@@ -145,19 +145,19 @@ impl PlainSessions {
         from: SocketAddr,
         header: SealedHeader,
         packet: &'a mut [u8],
-    ) -> Result<Opened<'a>, Drop> {
+    ) -> Result<Opened<'a>, Discard> {
         let session = SessionId(header.session_id);
         let plain = self
             .sessions
             .get_mut(&session)
-            .ok_or(Drop::UnknownSession)?;
+            .ok_or(Discard::UnknownSession)?;
         if !plain.replay.check(header.counter) {
-            return Err(Drop::Replay);
+            return Err(Discard::Replay);
         }
         let plaintext = udp::open_in_place(&plain.key, Direction::ToDataplane, header, packet)
             .map_err(|e| match e {
-                UdpError::BadSeal => Drop::BadSeal,
-                _ => Drop::Malformed,
+                UdpError::BadSeal => Discard::BadSeal,
+                _ => Discard::Malformed,
             })?;
         if plain.replay.take(header.counter) {
             plain.addr = Some(from);
@@ -233,7 +233,7 @@ mod tests {
         now: Instant,
         from: SocketAddr,
         packet: &'a mut [u8],
-    ) -> Result<Opened<'a>, Drop> {
+    ) -> Result<Opened<'a>, Discard> {
         let Ok(Packet::Sealed(header)) = udp::parse(packet) else {
             panic!("not sealed")
         };
@@ -287,7 +287,7 @@ mod tests {
         let mut again = packet.clone();
         assert_eq!(
             deliver(&mut table, t0, addr(3000), &mut again),
-            Err(Drop::Replay)
+            Err(Discard::Replay)
         );
         // A forged newer packet (wrong key): refused, and the window is
         // untouched, so the real packet with that counter still goes.
@@ -302,7 +302,7 @@ mod tests {
         );
         assert_eq!(
             deliver(&mut table, t0, addr(3000), &mut forged),
-            Err(Drop::BadSeal)
+            Err(Discard::BadSeal)
         );
         let mut real = client_packet(8, b"\x01\0\0\0\x01\0\0\0\x02\xaa");
         assert!(deliver(&mut table, t0, addr(1000), &mut real).is_ok());
@@ -320,7 +320,7 @@ mod tests {
         );
         assert_eq!(
             deliver(&mut table, t0, addr(1000), &mut stranger),
-            Err(Drop::UnknownSession)
+            Err(Discard::UnknownSession)
         );
     }
 

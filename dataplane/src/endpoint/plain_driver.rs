@@ -13,7 +13,7 @@ use openspeak_voice::udp::{self, Control, Packet};
 use tokio::net::UdpSocket;
 
 use super::counters::bump;
-use super::plain::{Drop, Opened};
+use super::plain::{Discard, Opened};
 use super::{BATCH, Carrier, VoiceEndpoint, admission};
 use crate::udp as socket;
 
@@ -77,7 +77,7 @@ impl VoiceEndpoint {
             }
             Ok(Packet::Sealed(header)) => self.plain.open(now, from, header, packet),
             // A client sends no rejects; anything else is not ours.
-            Ok(Packet::Reject { .. }) | Err(_) => Err(Drop::Malformed),
+            Ok(Packet::Reject { .. }) | Err(_) => Err(Discard::Malformed),
         };
         match opened {
             Ok(Opened::Voice(session, plaintext)) => {
