@@ -29,6 +29,7 @@
 
 mod audio;
 mod common;
+mod floor;
 mod metrics;
 mod sessions;
 mod voice;
@@ -47,6 +48,7 @@ pub use common::error::{
 pub use common::flags::{RunFlags, ServerFlags, parse_addr};
 pub use common::report::Outcome;
 pub use common::stats::{LatencyPercentiles, LatencySummary};
+pub use floor::{FloorArgs, FloorReport, run_floor};
 pub use metrics::text::DataplaneCounters;
 pub use sessions::flags::SessionsArgs;
 pub use sessions::report::{Report, ServerStats, Settled};

@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use openspeak_loadtest::{
-    Outcome, RecordArgs, RecordStop, SessionsArgs, SessionsError, TalkArgs, VoiceArgs,
-    VoiceRunError, run_record, run_sessions, run_talk, run_voice,
+    FloorArgs, Outcome, RecordArgs, RecordStop, SessionsArgs, SessionsError, TalkArgs, VoiceArgs,
+    VoiceRunError, run_floor, run_record, run_sessions, run_talk, run_voice,
 };
 
 /// Exit status for flags that contradict each other (clap uses it too).
@@ -48,6 +48,9 @@ enum Scenario {
     /// One client writes one speaker's voice in a channel into an Ogg Opus
     /// file, until the speaker is quiet for --idle-ms.
     Record(RecordArgs),
+    /// No server: what the kernel alone costs per packet for the same
+    /// fan-out on loopback, the floor to quote data-plane figures against.
+    Floor(FloorArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the tokio runtime")?;
     match cli.scenario {
+        // No server, no runtime: two threads and the kernel.
+        Scenario::Floor(args) => {
+            let report = run_floor(&args).context("the floor measurement failed")?;
+            print!("{}", report.table());
+            if let Some(path) = &args.json {
+                std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Scenario::Sessions(args) => {
             let report = runtime.block_on(async {
                 let interrupt = on_ctrl_c();
