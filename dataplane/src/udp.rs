@@ -165,6 +165,169 @@ pub(crate) fn send(socket: &UdpSocket, transmit: &Transmit, buf: &[u8]) {
     }
 }
 
+/// Packets to send on one socket, gathered so that a wake-up's fan-out
+/// goes to the kernel in as few system calls as possible (`sendmmsg` on
+/// Linux). The packets lie end to end in one buffer that keeps its
+/// capacity, so gathering allocates nothing once warm.
+#[derive(Debug, Default)]
+pub(crate) struct SendBatch {
+    bytes: Vec<u8>,
+    /// Each packet's end in `bytes` and its destination.
+    packets: Vec<(usize, SocketAddr)>,
+}
+
+/// What one [`SendBatch::flush`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Flushed {
+    /// Packets the kernel took.
+    pub sent: usize,
+    /// Packets it refused (a full socket buffer): dropped, as the network
+    /// would drop them.
+    pub refused: usize,
+}
+
+impl SendBatch {
+    /// Most packets handed to the kernel in one call.
+    pub(crate) const MAX: usize = 64;
+
+    /// Adds `packet` for `to`; returns whether the batch is now full.
+    pub(crate) fn push(&mut self, packet: &[u8], to: SocketAddr) -> bool {
+        self.bytes.extend_from_slice(packet);
+        self.packets.push((self.bytes.len(), to));
+        self.packets.len() >= Self::MAX
+    }
+
+    /// Packets waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// Sends every packet waiting and empties the batch.
+    pub(crate) fn flush(&mut self, socket: &UdpSocket) -> Flushed {
+        let mut flushed = Flushed::default();
+        let mut start = 0;
+        let mut from = 0;
+        while from < self.packets.len() {
+            let to = (from + Self::MAX).min(self.packets.len());
+            let chunk = &self.packets[from..to];
+            let sent = send_chunk(socket, &self.bytes, start, chunk);
+            flushed.sent += sent;
+            flushed.refused += chunk.len() - sent;
+            start = chunk.last().map_or(start, |(end, _)| *end);
+            from = to;
+        }
+        self.bytes.clear();
+        self.packets.clear();
+        flushed
+    }
+}
+
+/// Sends the packets of `chunk` (at most [`SendBatch::MAX`]), which lie in
+/// `bytes` from `start` on; how many the kernel took. Stops at the first
+/// refusal: the socket's buffer is full, and the rest would fail too.
+#[cfg(target_os = "linux")]
+fn send_chunk(
+    socket: &UdpSocket,
+    bytes: &[u8],
+    start: usize,
+    chunk: &[(usize, SocketAddr)],
+) -> usize {
+    use std::os::fd::AsRawFd;
+    debug_assert!(chunk.len() <= SendBatch::MAX);
+    // SAFETY (whole function): all-zero is a valid value of these C
+    // structs. Each header points at its own name and iovec on this stack
+    // frame, and each iovec at its packet's bytes within `bytes`, with
+    // their lengths; the kernel reads them and writes only the headers'
+    // `msg_len`, and everything outlives the call.
+    let mut names: [libc::sockaddr_storage; SendBatch::MAX] = unsafe { std::mem::zeroed() };
+    let mut iovs: [libc::iovec; SendBatch::MAX] = unsafe { std::mem::zeroed() };
+    let mut headers: [libc::mmsghdr; SendBatch::MAX] = unsafe { std::mem::zeroed() };
+    let mut begin = start;
+    for (i, (end, to)) in chunk.iter().enumerate() {
+        let packet = &bytes[begin..*end];
+        begin = *end;
+        iovs[i] = libc::iovec {
+            iov_base: packet.as_ptr() as *mut libc::c_void,
+            iov_len: packet.len(),
+        };
+        let namelen = write_name(to, &mut names[i]);
+        let header = &mut headers[i].msg_hdr;
+        header.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+        header.msg_namelen = namelen;
+        header.msg_iov = &mut iovs[i];
+        header.msg_iovlen = 1;
+    }
+    // Straight to the kernel rather than through tokio's readiness: the
+    // socket is non-blocking, a full buffer answers EAGAIN and drops the
+    // rest (nothing waits to write voice later), and a socket not yet
+    // seen writable by the reactor must still send.
+    let n = unsafe {
+        libc::sendmmsg(
+            socket.as_raw_fd(),
+            headers.as_mut_ptr(),
+            chunk.len() as libc::c_uint,
+            0,
+        )
+    };
+    if n < 0 {
+        tracing::trace!(error = %io::Error::last_os_error(), "voice packets not sent");
+        0
+    } else {
+        n as usize
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_chunk(
+    socket: &UdpSocket,
+    bytes: &[u8],
+    start: usize,
+    chunk: &[(usize, SocketAddr)],
+) -> usize {
+    let mut begin = start;
+    let mut sent = 0;
+    for (end, to) in chunk {
+        if socket.try_send_to(&bytes[begin..*end], *to).is_err() {
+            break;
+        }
+        sent += 1;
+        begin = *end;
+    }
+    sent
+}
+
+/// Writes `addr` into `name` as the kernel wants it; returns its length.
+#[cfg(target_os = "linux")]
+fn write_name(addr: &SocketAddr, name: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for a
+            // sockaddr_in.
+            let sin =
+                unsafe { &mut *(name as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            };
+            size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 =
+                unsafe { &mut *(name as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_scope_id = a.scope_id();
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +395,51 @@ mod tests {
         let got = read_one(&socket, &mut buf).await;
         assert_eq!(got.from, peer.local_addr().unwrap());
         assert_eq!(&buf[..got.len], b"v6");
+    }
+
+    #[tokio::test]
+    async fn a_batch_reaches_every_destination_in_order_and_empties() {
+        let sender = bound("127.0.0.1:0").unwrap();
+        let receivers: Vec<UdpSocket> = (0..3).map(|_| bound("127.0.0.1:0").unwrap()).collect();
+        let mut batch = SendBatch::default();
+        // More than one call's worth, spread over the receivers.
+        let count = SendBatch::MAX + 6;
+        for i in 0..count {
+            let to = receivers[i % 3].local_addr().unwrap();
+            let full = batch.push(&[i as u8; 7], to);
+            assert_eq!(full, batch.len() >= SendBatch::MAX);
+            if full {
+                assert_eq!(batch.flush(&sender).sent, SendBatch::MAX);
+            }
+        }
+        assert_eq!(batch.len(), 6);
+        assert_eq!(
+            batch.flush(&sender),
+            Flushed {
+                sent: 6,
+                refused: 0
+            }
+        );
+        assert_eq!(batch.len(), 0);
+        let mut buf = [0u8; 64];
+        for i in 0..count {
+            let got = read_one(&receivers[i % 3], &mut buf).await;
+            assert_eq!(&buf[..got.len], &[i as u8; 7], "packet {i}");
+            assert_eq!(got.from, sender.local_addr().unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_reaches_an_ipv6_destination() {
+        let (Ok(sender), Ok(receiver)) = (bound("[::1]:0"), bound("[::1]:0")) else {
+            eprintln!("SKIPPED: no IPv6 loopback on this machine");
+            return;
+        };
+        let mut batch = SendBatch::default();
+        batch.push(b"six", receiver.local_addr().unwrap());
+        assert_eq!(batch.flush(&sender).sent, 1);
+        let mut buf = [0u8; 16];
+        let got = read_one(&receiver, &mut buf).await;
+        assert_eq!(&buf[..got.len], b"six");
     }
 }

@@ -78,14 +78,23 @@ pub(super) struct DelayHistogram {
 
 impl DelayHistogram {
     pub(super) fn record(&self, delay: Duration) {
+        self.record_many(delay, 1);
+    }
+
+    /// Records `count` packets that all waited `delay`.
+    pub(super) fn record_many(&self, delay: Duration, count: u64) {
+        if count == 0 {
+            return;
+        }
         let seconds = delay.as_secs_f64();
         let i = FORWARD_DELAY_BUCKETS
             .iter()
             .position(|bound| seconds <= *bound)
             .unwrap_or(FORWARD_DELAY_BUCKETS.len());
-        bump(&self.counts[i]);
+        self.counts[i].fetch_add(count, Ordering::Relaxed);
         let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(nanos.saturating_mul(count), Ordering::Relaxed);
     }
 }
 

@@ -105,6 +105,9 @@ pub struct VoiceEndpoint {
     plain_sweep: Instant,
     /// Scratch space plain-UDP packets are sealed into.
     plain_buf: Vec<u8>,
+    /// Sealed plain-UDP packets gathered during a drain of the router, to
+    /// go out in as few system calls as possible.
+    plain_out: udp::SendBatch,
     /// When the input being handled now arrived: the earliest kernel
     /// receive time of this wake-up's packets (or the read, where the
     /// kernel gives none), or when the timer fired. Forward delays count
@@ -194,6 +197,7 @@ impl VoiceEndpoint {
             plain: PlainSessions::default(),
             plain_sweep: Instant::now(),
             plain_buf: Vec::with_capacity(MAX_UDP_PAYLOAD),
+            plain_out: udp::SendBatch::default(),
             batch_at: Instant::now(),
             send_buf: Vec::with_capacity(MAX_UDP_PAYLOAD),
             recv_buf: vec![0; MAX_UDP_PAYLOAD].into_boxed_slice(),
@@ -665,19 +669,20 @@ impl VoiceEndpoint {
     /// passes its events on.
     fn drain_router(&mut self) {
         let c = Arc::clone(&self.counters);
-        // One clock read for all the plain-UDP sends of this drain.
-        let mut plain_sent_at = None;
         while let Some(t) = self.router.poll_transmit() {
             let ch = match self.sessions.conn(t.to) {
                 Some(Carrier::Quic(ch)) => ch,
                 Some(Carrier::Udp(session)) => {
-                    if self.send_plain(session, &t.datagram, None) {
-                        bump(&c.datagrams_out);
-                        let at = *plain_sent_at.get_or_insert_with(Instant::now);
-                        c.forward_delay
-                            .record(at.saturating_duration_since(self.batch_at));
-                    } else {
-                        bump(&c.dropped_no_connection);
+                    match self
+                        .plain
+                        .seal(session, &t.datagram, None, &mut self.plain_buf)
+                    {
+                        Some(to) => {
+                            if self.plain_out.push(&self.plain_buf, to) {
+                                self.flush_plain();
+                            }
+                        }
+                        None => bump(&c.dropped_no_connection),
                     }
                     continue;
                 }
@@ -706,6 +711,7 @@ impl VoiceEndpoint {
                 Err(_) => bump(&c.dropped_send_error),
             }
         }
+        self.flush_plain();
         while let Some(event) = self.router.poll_event() {
             if self.events.try_send(event).is_err() {
                 bump(&c.dropped_events);

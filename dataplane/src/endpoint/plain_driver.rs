@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -141,6 +142,25 @@ impl VoiceEndpoint {
         };
         self.plain_buf = buf;
         sent
+    }
+
+    /// Sends the forwarded packets gathered so far, timing them with one
+    /// clock read: from when their input arrived to now.
+    pub(super) fn flush_plain(&mut self) {
+        if self.plain_out.len() == 0 {
+            return;
+        }
+        let Some(plain_socket) = &self.plain_socket else {
+            return;
+        };
+        let flushed = self.plain_out.flush(plain_socket);
+        let c = &self.counters;
+        c.datagrams_out
+            .fetch_add(flushed.sent as u64, Ordering::Relaxed);
+        c.dropped_send_error
+            .fetch_add(flushed.refused as u64, Ordering::Relaxed);
+        let delay = Instant::now().saturating_duration_since(self.batch_at);
+        c.forward_delay.record_many(delay, flushed.sent as u64);
     }
 
     /// Sends one packet on the plain-UDP socket; whether the kernel took it.
