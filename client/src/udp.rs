@@ -10,7 +10,7 @@
 //! the round-trip time.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ use openspeak_voice::udp::{
 use openspeak_voice::{Forwarded, VoicePacket, WireError};
 use thiserror::Error;
 use tokio::net::UdpSocket;
+
+use crate::voice::local_for;
 
 /// How long [`UdpVoiceClient::connect`] waits for the data plane's answer
 /// in all, resending the ticket meanwhile (UDP may lose either).
@@ -300,17 +302,10 @@ impl UdpVoiceClient {
     }
 }
 
-/// A UDP socket of the family of `target`, aimed at it. A loopback target
-/// gets a loopback socket; any other needs the unspecified address to
-/// route.
+/// A UDP socket of the family of `target` (see `voice::local_for`),
+/// aimed at it.
 async fn open_socket(target: SocketAddr) -> io::Result<UdpSocket> {
-    let local: SocketAddr = match (target.is_ipv4(), target.ip().is_loopback()) {
-        (true, true) => (Ipv4Addr::LOCALHOST, 0).into(),
-        (true, false) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        (false, true) => (Ipv6Addr::LOCALHOST, 0).into(),
-        (false, false) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = UdpSocket::bind(local).await?;
+    let socket = UdpSocket::bind(local_for(target)).await?;
     socket.connect(target).await?;
     Ok(socket)
 }

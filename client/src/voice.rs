@@ -268,17 +268,21 @@ impl VoiceClient {
 /// A client endpoint on a fresh local UDP socket of the family of `target`,
 /// for [`VoiceClient::connect_via`].
 pub fn client_endpoint(target: SocketAddr) -> Result<Endpoint, VoiceError> {
-    // Bind the family of the target: a v4 socket cannot reach a v6
-    // address, and a v6 one may not reach v4 where dual-stack is off. A
-    // loopback target gets a loopback socket (nothing listens outside the
-    // machine); any other needs the unspecified address to route.
-    let local: SocketAddr = match (target.is_ipv4(), target.ip().is_loopback()) {
+    Endpoint::client(local_for(target)).map_err(VoiceError::Bind)
+}
+
+/// The local address a client socket for `target` binds: the target's
+/// family (a v4 socket cannot reach a v6 address, and a v6 one may not
+/// reach v4 where dual-stack is off); loopback for a loopback target
+/// (nothing listens outside the machine), else the unspecified address,
+/// to route.
+pub(crate) fn local_for(target: SocketAddr) -> SocketAddr {
+    match (target.is_ipv4(), target.ip().is_loopback()) {
         (true, true) => (Ipv4Addr::LOCALHOST, 0).into(),
         (true, false) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         (false, true) => (Ipv6Addr::LOCALHOST, 0).into(),
         (false, false) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    Endpoint::client(local).map_err(VoiceError::Bind)
+    }
 }
 
 /// Runs the ticket exchange on the first bidirectional stream; returns the

@@ -38,9 +38,6 @@ pub const TYPE_SEALED: u8 = 0x02;
 /// The type byte of a refused ticket's answer.
 pub const TYPE_REJECT: u8 = 0x03;
 
-/// The version byte of a TICKET packet.
-pub const UDP_VERSION: u8 = 1;
-
 /// Bytes of a SEALED packet before the ciphertext: type, session id,
 /// counter. They are the associated data.
 pub const SEALED_HEADER_LEN: usize = 13;
@@ -123,8 +120,8 @@ pub struct SealedHeader {
 /// What arrived, by type, before any key is used.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Packet<'a> {
-    /// A ticket presentation: the request, to check with
-    /// [`parse_ticket`].
+    /// A ticket presentation: the QUIC exchange's request, byte for byte,
+    /// to check with [`exchange::parse_request`].
     Ticket(&'a [u8]),
     /// A sealed packet, to open with its session's key.
     Sealed(SealedHeader),
@@ -169,13 +166,6 @@ pub fn encode_ticket(ticket: &[u8]) -> Result<Vec<u8>, exchange::TicketTooLong> 
     packet.push(TYPE_TICKET);
     packet.extend_from_slice(&request);
     Ok(packet)
-}
-
-/// The ticket in a TICKET packet's body (what follows the type byte), or
-/// the code to refuse it with. The body is the QUIC ticket request, byte
-/// for byte.
-pub fn parse_ticket(body: &[u8]) -> Result<&[u8], RejectCode> {
-    exchange::parse_request(body)
 }
 
 /// The REJECT packet for `code`.
@@ -468,9 +458,9 @@ mod tests {
         let Ok(Packet::Ticket(body)) = parse(&packet) else {
             unreachable!()
         };
-        assert_eq!(parse_ticket(body), Ok(&b"abc"[..]));
+        assert_eq!(exchange::parse_request(body), Ok(&b"abc"[..]));
         assert_eq!(
-            parse_ticket(&[2, 0, 0]),
+            exchange::parse_request(&[2, 0, 0]),
             Err(RejectCode::UnsupportedVersion)
         );
         let reject = encode_reject(RejectCode::Expired);
