@@ -269,3 +269,152 @@ impl Broker {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The flusher's timing in paused tokio time: the clock moves only when
+    //! every task waits, so "how long after" is exact, not a guess.
+
+    use super::*;
+    use crate::{channels::ChannelTree, tokens::Role};
+    use tokio::time::Instant as Clock;
+
+    const WINDOW: Duration = Duration::from_millis(50);
+
+    /// Keeps the channel tree in memory; the flusher never touches it.
+    #[derive(Default)]
+    struct Memory(Vec<crate::channels::ChannelRecord>);
+
+    impl ChannelStore for Memory {
+        fn load(&self) -> Result<Vec<crate::channels::ChannelRecord>, ChannelStoreError> {
+            Ok(self.0.clone())
+        }
+        fn save(
+            &mut self,
+            channels: &[crate::channels::ChannelRecord],
+        ) -> Result<(), ChannelStoreError> {
+            self.0 = channels.to_vec();
+            Ok(())
+        }
+    }
+
+    struct Fixture {
+        broker: Arc<Broker>,
+        token: TokenInfo,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::new(
+            ChannelTree::new("Lobby", Instant::now()).unwrap(),
+            Duration::from_secs(300),
+        );
+        let ids = SessionIds::open(&dir.path().join("session_ids")).unwrap();
+        let broker = Arc::new(Broker::new(hub, ids, Box::new(Memory::default()), 64));
+        let token = TokenInfo {
+            id: "t".into(),
+            label: "t".into(),
+            role: Role::Member,
+            created_at: SystemTime::UNIX_EPOCH,
+            expires_at: None,
+        };
+        Fixture {
+            broker,
+            token,
+            _dir: dir,
+        }
+    }
+
+    impl Fixture {
+        /// Starts a session, which publishes at least its `user_online`.
+        fn connect(&self, name: &str) {
+            self.broker
+                .start_session(&self.token, name, Instant::now())
+                .unwrap();
+        }
+    }
+
+    /// The next dispatch's sequence number (0 for `Close`) and when it came.
+    async fn next(feed: &mut Subscription) -> (u64, Clock) {
+        let dispatch = feed.recv().await.expect("the feed stays open");
+        let sequence = match &*dispatch {
+            Dispatch::Event { sequence, .. } => *sequence,
+            Dispatch::Close => 0,
+        };
+        (sequence, Clock::now())
+    }
+
+    /// Every dispatch already sent, without waiting.
+    fn sent(feed: &mut Subscription) -> Vec<u64> {
+        std::iter::from_fn(|| feed.try_recv().ok())
+            .map(|d| match &*d {
+                Dispatch::Event { sequence, .. } => *sequence,
+                Dispatch::Close => 0,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_burst_goes_at_once_and_the_next_a_window_later() {
+        let f = fixture();
+        let (mut feed, from, ()) = f.broker.subscribe_with(|_| ());
+        tokio::spawn(f.broker.clone().run_flusher(WINDOW));
+        let t0 = Clock::now();
+
+        f.connect("a");
+        let (first, at) = next(&mut feed).await;
+        assert_eq!(first, from + 1);
+        assert_eq!(at, t0, "an idle flusher sends without waiting");
+        let mut seen = vec![first];
+        seen.extend(sent(&mut feed));
+
+        // Two more changes while the flusher rests: they go out together,
+        // one window after the first burst, and in order.
+        f.connect("b");
+        f.connect("c");
+        let (second, at) = next(&mut feed).await;
+        assert_eq!(at, t0 + WINDOW, "the next burst waits out the window");
+        seen.push(second);
+        seen.extend(sent(&mut feed));
+        let expected: Vec<u64> = (from + 1..=seen.len() as u64 + from).collect();
+        assert_eq!(seen, expected, "every event once, in order");
+        assert!(
+            seen.len() >= 3,
+            "three sessions, three user_online at least"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_flusher_does_not_wake_and_sends_at_once_again() {
+        let f = fixture();
+        let (mut feed, _, ()) = f.broker.subscribe_with(|_| ());
+        tokio::spawn(f.broker.clone().run_flusher(WINDOW));
+        f.connect("a");
+        next(&mut feed).await;
+        sent(&mut feed);
+
+        // Long after the window, nothing is pending: the next change goes
+        // out the moment it is made.
+        tokio::time::sleep(WINDOW * 10).await;
+        let t1 = Clock::now();
+        f.connect("b");
+        let (_, at) = next(&mut feed).await;
+        assert_eq!(at, t1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_follows_the_events_queued_before_it() {
+        let f = fixture();
+        let (mut feed, from, ()) = f.broker.subscribe_with(|_| ());
+        tokio::spawn(f.broker.clone().run_flusher(WINDOW));
+        f.connect("a");
+        f.broker.close();
+        let (first, _) = next(&mut feed).await;
+        let mut seen = vec![first];
+        seen.extend(sent(&mut feed));
+        assert_eq!(seen.first(), Some(&(from + 1)));
+        assert_eq!(seen.last(), Some(&0), "Close comes last: {seen:?}");
+        assert_eq!(seen.iter().filter(|s| **s == 0).count(), 1);
+    }
+}
