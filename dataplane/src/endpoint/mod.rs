@@ -56,10 +56,7 @@ use self::sessions::SessionTable;
 use crate::DataplaneCert;
 use crate::udp;
 
-/// Packets read per wake-up, so one busy moment cannot starve commands
-/// and timers (quinn's `work_limiter` idea).
-const BATCH: usize = 64;
-/// The largest UDP payload read or written.
+/// The largest UDP payload written.
 const MAX_UDP_PAYLOAD: usize = 65_535;
 /// Queued router events before the router task starts dropping them.
 const EVENT_QUEUE: usize = 1024;
@@ -115,7 +112,12 @@ pub struct VoiceEndpoint {
     batch_at: Instant,
     /// Scratch space quinn writes outgoing packets into.
     send_buf: Vec<u8>,
-    recv_buf: Box<[u8]>,
+    /// Where the QUIC socket's packets are read into. One read per
+    /// wake-up, of at most `RecvBatch::MAX` packets, so one busy moment
+    /// cannot starve commands and timers (quinn's `work_limiter` idea).
+    quic_recv: udp::RecvBatch,
+    /// The same for the plain-UDP socket.
+    plain_recv: udp::RecvBatch,
 }
 
 /// What carries a session's voice: a QUIC connection, or plain UDP.
@@ -200,7 +202,8 @@ impl VoiceEndpoint {
             plain_out: udp::SendBatch::default(),
             batch_at: Instant::now(),
             send_buf: Vec::with_capacity(MAX_UDP_PAYLOAD),
-            recv_buf: vec![0; MAX_UDP_PAYLOAD].into_boxed_slice(),
+            quic_recv: udp::RecvBatch::new(),
+            plain_recv: udp::RecvBatch::new(),
         };
         Ok((this, handle))
     }
@@ -266,48 +269,40 @@ impl VoiceEndpoint {
             .min()
     }
 
-    /// Reads what the socket holds, up to [`BATCH`] packets, with one read
-    /// of each clock for the batch.
+    /// Reads what the socket holds, up to `RecvBatch::MAX` packets in one
+    /// system call, with one read of each clock for the batch.
     fn receive(&mut self) {
-        let now = Instant::now();
-        let wall = SystemTime::now();
-        self.batch_at = now;
-        for _ in 0..BATCH {
-            let udp::Received { len, from, arrived } =
-                match udp::try_recv(&self.socket, &mut self.recv_buf) {
-                    Ok(r) => r,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    // ICMP errors from earlier sends (e.g. port unreachable)
-                    // surface here on some systems; they concern one peer.
-                    Err(e) => {
-                        tracing::debug!(error = %e, "voice socket receive error");
-                        continue;
+        let mut batch = std::mem::take(&mut self.quic_recv);
+        if let Some(read) = udp::read_batch(&self.socket, &mut batch) {
+            // A QUIC peer sends at most the payload quinn announces, which
+            // fits a slot; a longer packet breaks the protocol, so it goes
+            // unread like any other undecodable one.
+            let now = read.at;
+            self.batch_at = read.earliest;
+            for i in 0..batch.len() {
+                let (packet, received) = batch.get(i);
+                // quinn keeps what it is given, so it gets its own copy.
+                let data = BytesMut::from(&packet[..]);
+                self.send_buf.clear();
+                match self
+                    .quic
+                    .handle(now, received.from, None, None, data, &mut self.send_buf)
+                {
+                    Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                        if let Some(conn) = self.conns.get_mut(&ch) {
+                            conn.quic.handle_event(event);
+                            mark(&mut self.dirty, ch, conn);
+                        }
                     }
-                };
-            // Forward delays count from the earliest arrival in the batch:
-            // what waited in the socket's queue waited in the data plane.
-            if let Some(waited) = arrived.and_then(|t| wall.duration_since(t).ok()) {
-                self.batch_at = self.batch_at.min(now.checked_sub(waited).unwrap_or(now));
-            }
-            let data = BytesMut::from(&self.recv_buf[..len]);
-            self.send_buf.clear();
-            match self
-                .quic
-                .handle(now, from, None, None, data, &mut self.send_buf)
-            {
-                Some(DatagramEvent::ConnectionEvent(ch, event)) => {
-                    if let Some(conn) = self.conns.get_mut(&ch) {
-                        conn.quic.handle_event(event);
-                        mark(&mut self.dirty, ch, conn);
+                    Some(DatagramEvent::NewConnection(incoming)) => self.accept(now, incoming),
+                    Some(DatagramEvent::Response(transmit)) => {
+                        udp::send(&self.socket, &transmit, &self.send_buf);
                     }
+                    None => {}
                 }
-                Some(DatagramEvent::NewConnection(incoming)) => self.accept(now, incoming),
-                Some(DatagramEvent::Response(transmit)) => {
-                    udp::send(&self.socket, &transmit, &self.send_buf);
-                }
-                None => {}
             }
         }
+        self.quic_recv = batch;
     }
 
     fn accept(&mut self, now: Instant, incoming: quinn_proto::Incoming) {

@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 
 use super::counters::bump;
 use super::plain::{Discard, Opened};
-use super::{BATCH, Carrier, VoiceEndpoint, admission};
+use super::{Carrier, VoiceEndpoint, admission};
 use crate::udp as socket;
 
 /// How often idle plain-UDP sessions are looked for. Coarse on purpose:
@@ -41,39 +41,41 @@ impl VoiceEndpoint {
         self.plain_socket.as_ref()?.local_addr().ok()
     }
 
-    /// Reads what the plain-UDP socket holds, up to [`BATCH`] packets.
+    /// Reads what the plain-UDP socket holds, up to `RecvBatch::MAX`
+    /// packets in one system call, and handles each where it was read.
     pub(super) fn receive_plain(&mut self) {
-        let now = Instant::now();
-        let wall = SystemTime::now();
-        self.batch_at = now;
-        for _ in 0..BATCH {
-            let Some(plain_socket) = &self.plain_socket else {
-                return;
-            };
-            let socket::Received { len, from, arrived } =
-                match socket::try_recv(plain_socket, &mut self.recv_buf) {
-                    Ok(r) => r,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "plain UDP socket receive error");
-                        continue;
-                    }
-                };
-            if let Some(waited) = arrived.and_then(|t| wall.duration_since(t).ok()) {
-                self.batch_at = self.batch_at.min(now.checked_sub(waited).unwrap_or(now));
+        let Some(plain_socket) = &self.plain_socket else {
+            return;
+        };
+        let mut batch = std::mem::take(&mut self.plain_recv);
+        if let Some(read) = socket::read_batch(plain_socket, &mut batch) {
+            self.batch_at = read.earliest;
+            let wall = SystemTime::now();
+            let c = &self.counters;
+            let truncated = batch.truncated() as u64;
+            c.udp_received
+                .fetch_add(batch.len() as u64 + truncated, Ordering::Relaxed);
+            // Longer than any packet of the protocol: it cannot parse.
+            c.udp_dropped[Discard::Malformed as usize].fetch_add(truncated, Ordering::Relaxed);
+            for i in 0..batch.len() {
+                let (packet, received) = batch.get(i);
+                self.handle_plain(read.at, wall, received.from, packet);
             }
-            bump(&self.counters.udp_received);
-            self.handle_plain(now, wall, from, len);
         }
+        self.plain_recv = batch;
     }
 
-    /// Handles the `len`-byte packet from `from` in the receive buffer.
-    fn handle_plain(&mut self, now: Instant, wall: SystemTime, from: SocketAddr, len: usize) {
-        let packet = &mut self.recv_buf[..len];
+    /// Handles `packet`, which came from `from`; it is opened in place.
+    fn handle_plain(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        from: SocketAddr,
+        packet: &mut [u8],
+    ) {
         let opened = match udp::parse(packet) {
             Ok(Packet::Ticket(body)) => {
-                let body = body.to_vec();
-                self.plain_ticket(now, wall, from, &body);
+                self.plain_ticket(now, wall, from, body);
                 return;
             }
             Ok(Packet::Sealed(header)) => self.plain.open(now, from, header, packet),
