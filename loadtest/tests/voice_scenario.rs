@@ -146,12 +146,17 @@ async fn ten_percent_uplink_loss_shows_as_ten_percent_loss() {
 
         assert_eq!(report.outcome, Outcome::Completed, "{table}");
         assert!(report.clean(), "{table}");
-        assert!(report.sent >= 3_000, "{table}");
+        // Speakers keep to the wall clock, so a loaded machine sends fewer
+        // than planned; the bound below widens with fewer samples.
+        assert!(report.sent >= 1_000, "{table}");
         assert_eq!(report.expected, report.sent, "one listener per channel");
         let ratio = report.delivered as f64 / report.expected as f64;
+        // Five standard deviations of the delivered share: 0.022 at 4,800
+        // packets; a run this far off by chance is one in 1.7 million.
+        let bound = 5.0 * (0.1 * 0.9 / report.expected as f64).sqrt();
         assert!(
-            (0.88..=0.92).contains(&ratio),
-            "delivered/expected {ratio}:\n{table}"
+            (ratio - 0.90).abs() <= bound,
+            "delivered/expected {ratio}, more than {bound:.4} from 0.90:\n{table}"
         );
         assert_eq!(report.lost, report.expected - report.delivered);
         // Every loss is the simulated uplink's.

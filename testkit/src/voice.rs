@@ -29,9 +29,14 @@ pub struct Server {
 /// packets stale after 1 s, listener lag 500 ms: generous, so that a busy
 /// test machine drops nothing).
 pub fn start() -> Server {
+    start_with_key(TicketKey::generate(7).expect("a ticket key"))
+}
+
+/// [`start`], accepting tickets sealed with `key` (for a client in another
+/// process, which seals its own).
+pub fn start_with_key(key: TicketKey) -> Server {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let cert = DataplaneCert::load_or_generate(dir.path()).expect("a certificate");
-    let key = TicketKey::generate(7).expect("a ticket key");
     let mut verifier = TicketVerifier::new();
     verifier.insert(key.clone());
     let issuer = TicketIssuer::new(key);
