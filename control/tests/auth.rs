@@ -4,15 +4,16 @@
 
 mod support;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openspeak_shared::{Reason, metadata, pb};
-use support::{Client, TestServer, expect_err, expect_reason, within};
-use tonic::{Code, Request, Status, metadata::MetadataValue};
+use openspeak_client::{TokenLifetime, pb};
+use openspeak_shared::{Reason, metadata};
+use support::{AsStatus, ClientExt, Raw, TestServer, expect_err, expect_reason, within};
+use tonic::{Code, Request, metadata::MetadataValue};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// A request whose `authorization` metadata is `value` exactly, or none.
-fn raw<T>(value: Option<&str>, message: T) -> Request<T> {
+fn with_auth<T>(value: Option<&str>, message: T) -> Request<T> {
     let mut request = Request::new(message);
     if let Some(value) = value {
         request.metadata_mut().insert(
@@ -23,11 +24,11 @@ fn raw<T>(value: Option<&str>, message: T) -> Request<T> {
     request
 }
 
-fn unauthenticated<T: std::fmt::Debug>(result: Result<T, Status>) {
+fn unauthenticated<T: std::fmt::Debug>(result: Result<T, impl AsStatus>) {
     expect_err(result, Reason::Unauthorized, Code::Unauthenticated);
 }
 
-fn denied<T: std::fmt::Debug>(result: Result<T, Status>) {
+fn denied<T: std::fmt::Debug>(result: Result<T, impl AsStatus>) {
     expect_err(result, Reason::Unauthorized, Code::PermissionDenied);
 }
 
@@ -44,11 +45,13 @@ fn now_secs() -> i64 {
 
 /// Calls one RPC of every service (and Connect) with `auth` as the
 /// `authorization` metadata, and asserts each is refused as UNAUTHENTICATED.
-async fn refused_everywhere(client: &Client, auth: Option<&str>) {
+async fn refused_everywhere(client: &Raw, auth: Option<&str>) {
     unauthenticated(
         within(
             "WhoAmI",
-            client.auth().who_am_i(raw(auth, pb::WhoAmIRequest {})),
+            client
+                .auth()
+                .who_am_i(with_auth(auth, pb::WhoAmIRequest {})),
         )
         .await,
     );
@@ -57,7 +60,7 @@ async fn refused_everywhere(client: &Client, auth: Option<&str>) {
             "ListChannels",
             client
                 .channels()
-                .list_channels(raw(auth, pb::ListChannelsRequest {})),
+                .list_channels(with_auth(auth, pb::ListChannelsRequest {})),
         )
         .await,
     );
@@ -66,14 +69,14 @@ async fn refused_everywhere(client: &Client, auth: Option<&str>) {
             "ListOnline",
             client
                 .presence()
-                .list_online(raw(auth, pb::ListOnlineRequest {})),
+                .list_online(with_auth(auth, pb::ListOnlineRequest {})),
         )
         .await,
     );
     unauthenticated(
         within(
             "Connect",
-            client.presence().connect(raw(
+            client.presence().connect(with_auth(
                 auth,
                 pb::ConnectRequest {
                     display_name: "x".into(),
@@ -87,7 +90,7 @@ async fn refused_everywhere(client: &Client, auth: Option<&str>) {
             "OpenVoice",
             client
                 .voice()
-                .open_voice(raw(auth, pb::OpenVoiceRequest {})),
+                .open_voice(with_auth(auth, pb::OpenVoiceRequest {})),
         )
         .await,
     );
@@ -97,14 +100,14 @@ async fn refused_everywhere(client: &Client, auth: Option<&str>) {
 async fn who_am_i_describes_the_callers_token() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let me = admin.who_am_i().await.unwrap();
+    let me = admin.whoami().await.unwrap();
     assert_eq!(me.role, pb::Role::Admin as i32);
     assert!(!me.id.is_empty());
     assert!(me.created_at.is_some());
     assert_eq!(me.expires_at, None, "the bootstrap token never expires");
 
     let (member, info) = admin.new_member("alice").await;
-    let seen = member.who_am_i().await.unwrap();
+    let seen = member.whoami().await.unwrap();
     assert_eq!(seen, info);
     assert_eq!(seen.role, pb::Role::Member as i32);
     assert_eq!(seen.label, "alice");
@@ -115,20 +118,16 @@ async fn create_token_shows_the_plaintext_once_and_lists_only_infos() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
     let before = now_secs();
-    let created = within(
-        "CreateToken",
-        admin.auth().create_token(admin.req(pb::CreateTokenRequest {
-            label: "  bob  ".into(),
-            role: pb::Role::Member as i32,
-            ttl_seconds: Some(3600),
-        })),
-    )
-    .await
-    .unwrap()
-    .into_inner();
-    let info = created.info.clone().unwrap();
-    assert!(!created.token.is_empty());
-    assert_ne!(created.token, info.id, "the id is not the secret");
+    let (token, info) = admin
+        .create_token(
+            "  bob  ",
+            pb::Role::Member,
+            TokenLifetime::For(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    assert!(!token.is_empty());
+    assert_ne!(token, info.id, "the id is not the secret");
     assert_eq!(info.label, "bob", "labels are stored trimmed");
     assert_eq!(info.role, pb::Role::Member as i32);
     let created_at = seconds(info.created_at.as_ref().unwrap());
@@ -139,55 +138,41 @@ async fn create_token_shows_the_plaintext_once_and_lists_only_infos() {
         "expires_at is created_at + ttl_seconds"
     );
     assert_eq!(
-        admin.with(&created.token).who_am_i().await.unwrap(),
+        admin.with_token(&token).unwrap().whoami().await.unwrap(),
         info,
         "the new token authenticates"
     );
 
     // ttl_seconds 0 means never; an admin token can do admin things.
-    let never = within(
-        "CreateToken",
-        admin.auth().create_token(admin.req(pb::CreateTokenRequest {
-            label: String::new(),
-            role: pb::Role::Admin as i32,
-            ttl_seconds: Some(0),
-        })),
-    )
-    .await
-    .unwrap()
-    .into_inner();
-    assert_eq!(never.info.as_ref().unwrap().expires_at, None);
-    assert_eq!(never.info.as_ref().unwrap().label, "");
-    let second_admin = admin.with(&never.token);
+    let (never, never_info) = admin
+        .create_token("", pb::Role::Admin, TokenLifetime::Never)
+        .await
+        .unwrap();
+    assert_eq!(never_info.expires_at, None);
+    assert_eq!(never_info.label, "");
+    let second_admin = admin.with_token(&never).unwrap();
     second_admin
-        .create_channel("Made by a second admin", "")
-        .await;
+        .create_channel("Made by a second admin")
+        .await
+        .unwrap();
 
-    let listed = within(
-        "ListTokens",
-        admin
-            .auth()
-            .list_tokens(admin.req(pb::ListTokensRequest {})),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .tokens;
+    let listed = admin.list_tokens().await.unwrap();
     assert_eq!(
         listed.len(),
         3,
         "bootstrap, bob, the second admin: {listed:?}"
     );
     assert!(listed.contains(&info));
-    assert!(listed.contains(never.info.as_ref().unwrap()));
+    assert!(listed.contains(&never_info));
     let text = format!("{listed:?}");
-    assert!(!text.contains(&created.token) && !text.contains(&never.token));
+    assert!(!text.contains(&token) && !text.contains(&never));
 }
 
 #[tokio::test]
 async fn create_token_checks_label_and_role() {
     let server = TestServer::start().await;
-    let admin = server.admin().await;
+    // Raw: a role of 99 is no `pb::Role`.
+    let admin = server.raw(&server.admin_token).await;
     let create = |label: String, role: i32| {
         let admin = admin.clone();
         async move {
@@ -231,25 +216,16 @@ async fn revoke_token_refuses_the_token_and_hides_it() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
     let (member, info) = admin.new_member("carol").await;
-    member.who_am_i().await.unwrap();
+    member.whoami().await.unwrap();
 
-    admin.revoke(&info.id).await.unwrap();
-    unauthenticated(member.who_am_i().await);
-    let listed = within(
-        "ListTokens",
-        admin
-            .auth()
-            .list_tokens(admin.req(pb::ListTokensRequest {})),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .tokens;
+    admin.revoke_token(&info.id).await.unwrap();
+    unauthenticated(member.whoami().await);
+    let listed = admin.list_tokens().await.unwrap();
     assert!(listed.iter().all(|t| t.id != info.id), "{listed:?}");
 
-    expect_reason(admin.revoke(&info.id).await, Reason::TokenNotFound);
+    expect_reason(admin.revoke_token(&info.id).await, Reason::TokenNotFound);
     expect_reason(
-        admin.revoke("no-such-token-id").await,
+        admin.revoke_token("no-such-token-id").await,
         Reason::TokenNotFound,
     );
 }
@@ -258,9 +234,17 @@ async fn revoke_token_refuses_the_token_and_hides_it() {
 async fn bad_tokens_are_unauthenticated_on_every_service() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let (revoked, info) = admin.new_member("soon revoked").await;
-    admin.revoke(&info.id).await.unwrap();
+    let (revoked, info) = admin
+        .create_token(
+            "soon revoked",
+            pb::Role::Member,
+            TokenLifetime::ServerDefault,
+        )
+        .await
+        .unwrap();
+    admin.revoke_token(&info.id).await.unwrap();
     let unknown = support::random_secret("test");
+    let raw = server.raw(&server.admin_token).await;
 
     let cases = [
         None,
@@ -270,15 +254,15 @@ async fn bad_tokens_are_unauthenticated_on_every_service() {
         Some(format!("Basic {}", server.admin_token)),
         Some(server.admin_token.clone()),
         Some(format!("Bearer {unknown}")),
-        Some(format!("Bearer {}", revoked.token)),
+        Some(format!("Bearer {revoked}")),
     ];
     for auth in &cases {
-        refused_everywhere(&admin, auth.as_deref()).await;
+        refused_everywhere(&raw, auth.as_deref()).await;
     }
     // The scheme is case-insensitive; the right token still works.
     let ok = within(
         "WhoAmI",
-        admin.auth().who_am_i(raw(
+        raw.auth().who_am_i(with_auth(
             Some(&format!("bearer {}", server.admin_token)),
             pb::WhoAmIRequest {},
         )),
@@ -291,19 +275,16 @@ async fn bad_tokens_are_unauthenticated_on_every_service() {
 async fn an_expired_token_is_refused_and_its_sessions_end() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let created = within(
-        "CreateToken",
-        admin.auth().create_token(admin.req(pb::CreateTokenRequest {
-            label: "brief".into(),
-            role: pb::Role::Member as i32,
-            ttl_seconds: Some(2),
-        })),
-    )
-    .await
-    .unwrap()
-    .into_inner();
-    let brief = admin.with(&created.token);
-    let mut session = brief.connect("brief").await;
+    let (token, info) = admin
+        .create_token(
+            "brief",
+            pb::Role::Member,
+            TokenLifetime::For(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap();
+    let brief = admin.with_token(&token).unwrap();
+    let mut session = brief.session("brief").await;
 
     // The server's clock ends the session: `kicked`, then UNAUTHENTICATED.
     session
@@ -315,83 +296,49 @@ async fn an_expired_token_is_refused_and_its_sessions_end() {
         }
         other => panic!("the stream of a kicked session ends with UNAUTHENTICATED: {other:?}"),
     }
-    let info = created.info.unwrap();
     let expires_at = seconds(info.expires_at.as_ref().unwrap());
     assert!(now_secs() >= expires_at, "kicked only once expired");
-    unauthenticated(brief.who_am_i().await);
+    unauthenticated(brief.whoami().await);
     // ListTokens lists every token that is not revoked, expired ones too.
-    let listed = within(
-        "ListTokens",
-        admin
-            .auth()
-            .list_tokens(admin.req(pb::ListTokensRequest {})),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .tokens;
+    let listed = admin.list_tokens().await.unwrap();
     assert!(listed.contains(&info), "{listed:?}");
-    refused_everywhere(&admin, Some(&format!("Bearer {}", created.token))).await;
+    let raw = server.raw(&server.admin_token).await;
+    refused_everywhere(&raw, Some(&format!("Bearer {token}"))).await;
 }
 
 #[tokio::test]
 async fn members_may_not_call_admin_rpcs() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let (member, _) = admin.new_member("member").await;
-    let games = admin.create_channel("Games", "").await;
-    let session = member.connect("m").await;
+    let (token, _) = admin
+        .create_token("member", pb::Role::Member, TokenLifetime::ServerDefault)
+        .await
+        .unwrap();
+    let member = admin.with_token(&token).unwrap();
+    let games = admin.create_channel("Games").await.unwrap();
+    let session = member.session("m").await;
 
     denied(
-        within(
-            "CreateToken",
-            member
-                .auth()
-                .create_token(member.req(pb::CreateTokenRequest {
-                    label: "x".into(),
-                    role: pb::Role::Member as i32,
-                    ttl_seconds: None,
-                })),
-        )
-        .await,
+        member
+            .create_token("x", pb::Role::Member, TokenLifetime::ServerDefault)
+            .await,
     );
-    denied(member.revoke("whatever").await);
+    denied(member.revoke_token("whatever").await);
+    denied(member.list_tokens().await);
+    denied(member.create_channel("Mine").await);
     denied(
-        within(
-            "ListTokens",
-            member
-                .auth()
-                .list_tokens(member.req(pb::ListTokensRequest {})),
-        )
-        .await,
-    );
-    denied(
-        within(
-            "CreateChannel",
-            member
-                .channels()
-                .create_channel(member.req(pb::CreateChannelRequest {
-                    name: "Mine".into(),
-                    ..Default::default()
-                })),
-        )
-        .await,
-    );
-    denied(
-        within(
-            "UpdateChannel",
-            member
-                .channels()
-                .update_channel(member.req(pb::UpdateChannelRequest {
-                    channel_id: games.id.clone(),
-                    name: Some("Renamed".into()),
-                    ..Default::default()
-                })),
-        )
-        .await,
+        server
+            .raw(&token)
+            .await
+            .update_channel(pb::UpdateChannelRequest {
+                channel_id: games.id.clone(),
+                name: Some("Renamed".into()),
+                ..Default::default()
+            })
+            .await,
     );
     denied(member.delete_channel(&games.id).await);
-    denied(member.move_member(session.id, &games.id).await);
+    denied(member.move_member(session.id(), &games.id).await);
 
     // Nothing changed.
     let now = admin.get_channel(&games.id).await.unwrap();
@@ -399,11 +346,11 @@ async fn members_may_not_call_admin_rpcs() {
     assert_eq!(admin.member_ids(&games.id).await, Vec::<u32>::new());
 
     // Reads are for any valid token.
-    member.list_channels().await;
-    member.list_online().await;
+    member.list_channels().await.unwrap();
+    member.list_online().await.unwrap();
     member.get_channel(&games.id).await.unwrap();
-    member.members(&games.id).await.unwrap();
-    member.who_am_i().await.unwrap();
+    member.list_channel_members(&games.id).await.unwrap();
+    member.whoami().await.unwrap();
 }
 
 #[tokio::test]
@@ -411,7 +358,7 @@ async fn members_create_channels_when_configured() {
     let server = TestServer::start_with(|c| c.channels.members_can_create = true).await;
     let admin = server.admin().await;
     let (member, _) = admin.new_member("builder").await;
-    let made = member.create_channel("Members' Corner", "").await;
+    let made = member.create_channel("Members' Corner").await.unwrap();
     assert_eq!(made.name, "Members' Corner");
     // Other admin-only RPCs stay admin-only.
     denied(member.delete_channel(&made.id).await);
@@ -426,32 +373,23 @@ async fn repeated_bad_tokens_get_the_address_rate_limited() {
     })
     .await;
     let admin = server.admin().await;
-    admin.who_am_i().await.unwrap();
-    let bad = admin.with(&support::random_secret("test"));
+    admin.whoami().await.unwrap();
+    let bad = admin.with_token(&support::random_secret("test")).unwrap();
     for _ in 0..3 {
-        unauthenticated(bad.who_am_i().await);
+        unauthenticated(bad.whoami().await);
     }
     // From 127.0.0.1, even the good token is refused now, on every service
     // and on a fresh connection.
-    expect_reason(admin.who_am_i().await, Reason::RateLimited);
+    expect_reason(admin.whoami().await, Reason::RateLimited);
     let fresh = server.admin().await;
-    expect_reason(fresh.who_am_i().await, Reason::RateLimited);
-    expect_reason(
-        within(
-            "ListChannels",
-            fresh
-                .channels()
-                .list_channels(fresh.req(pb::ListChannelsRequest {})),
-        )
-        .await,
-        Reason::RateLimited,
-    );
-    expect_reason(fresh.try_connect("x").await, Reason::RateLimited);
+    expect_reason(fresh.whoami().await, Reason::RateLimited);
+    expect_reason(fresh.list_channels().await, Reason::RateLimited);
+    expect_reason(fresh.start_session("x").await, Reason::RateLimited);
 
     // Health is not authenticated, so it is not refused.
     let health = within(
         "Health.Check",
-        HealthClient::new(fresh.channel.clone()).check(HealthCheckRequest {
+        HealthClient::new(server.connection().await).check(HealthCheckRequest {
             service: String::new(),
         }),
     )
@@ -470,31 +408,23 @@ async fn refusals_for_want_of_a_right_do_not_count_as_failures() {
     let admin = server.admin().await;
     let (member, _) = admin.new_member("eager").await;
     for _ in 0..6 {
-        denied(
-            within(
-                "ListTokens",
-                member
-                    .auth()
-                    .list_tokens(member.req(pb::ListTokensRequest {})),
-            )
-            .await,
-        );
+        denied(member.list_tokens().await);
     }
-    member.who_am_i().await.unwrap();
-    admin.who_am_i().await.unwrap();
+    member.whoami().await.unwrap();
+    admin.whoami().await.unwrap();
 }
 
 #[tokio::test]
 async fn failures_below_the_limit_do_not_ban() {
     let server = TestServer::start_with(|c| c.auth.max_failures = 3).await;
     let admin = server.admin().await;
-    let bad = admin.with(&support::random_secret("test"));
+    let bad = admin.with_token(&support::random_secret("test")).unwrap();
     for _ in 0..2 {
-        unauthenticated(bad.who_am_i().await);
+        unauthenticated(bad.whoami().await);
     }
-    admin.who_am_i().await.unwrap();
+    admin.whoami().await.unwrap();
     // The failure limit is per address and window, so the next bad token
     // is the third and bans.
-    unauthenticated(bad.who_am_i().await);
-    expect_reason(admin.who_am_i().await, Reason::RateLimited);
+    unauthenticated(bad.whoami().await);
+    expect_reason(admin.whoami().await, Reason::RateLimited);
 }

@@ -3,44 +3,24 @@
 
 mod support;
 
-use openspeak_shared::{Reason, pb};
-use support::{Client, TestServer, expect_reason, within};
-use tonic::Status;
+use openspeak_client::{Client, ClientError, NewChannel, pb};
+use openspeak_shared::Reason;
+use support::{ClientExt, TestServer, expect_reason};
 
 const LOBBY: &str = "Lobby";
 
-async fn create(client: &Client, request: pb::CreateChannelRequest) -> Result<pb::Channel, Status> {
-    within(
-        "CreateChannel",
-        client.channels().create_channel(client.req(request)),
-    )
-    .await
-    .map(tonic::Response::into_inner)
-}
-
-async fn create_named(client: &Client, name: &str, parent_id: &str) -> Result<pb::Channel, Status> {
-    create(
-        client,
-        pb::CreateChannelRequest {
-            name: name.into(),
-            parent_id: parent_id.into(),
-            ..Default::default()
-        },
-    )
-    .await
-}
-
-async fn update(client: &Client, request: pb::UpdateChannelRequest) -> Result<pb::Channel, Status> {
-    within(
-        "UpdateChannel",
-        client.channels().update_channel(client.req(request)),
-    )
-    .await
-    .map(tonic::Response::into_inner)
+async fn create_named(
+    client: &Client,
+    name: &str,
+    parent_id: &str,
+) -> Result<pb::Channel, ClientError> {
+    client
+        .create_channel_with(NewChannel::new(name).parent(parent_id))
+        .await
 }
 
 async fn lobby_id(client: &Client) -> String {
-    let channels = client.list_channels().await;
+    let channels = client.list_channels().await.unwrap();
     let lobby = channels
         .iter()
         .find(|c| c.name == LOBBY)
@@ -54,7 +34,7 @@ async fn create_get_and_list_channels() {
     let admin = server.admin().await;
 
     // A fresh server has only the default channel.
-    let channels = admin.list_channels().await;
+    let channels = admin.list_channels().await.unwrap();
     assert_eq!(channels.len(), 1, "{channels:?}");
     let lobby = &channels[0];
     assert_eq!(lobby.name, LOBBY);
@@ -62,19 +42,15 @@ async fn create_get_and_list_channels() {
     assert!(!lobby.id.is_empty());
     assert!(!lobby.temporary && !lobby.has_password);
 
-    let raid = create(
-        &admin,
-        pb::CreateChannelRequest {
-            name: "  Raid Night  ".into(),
-            parent_id: String::new(),
-            description: "  Tuesdays  ".into(),
-            max_members: 5,
-            password: "hunter2".into(),
-            temporary: false,
-        },
-    )
-    .await
-    .unwrap();
+    let raid = admin
+        .create_channel_with(
+            NewChannel::new("  Raid Night  ")
+                .description("  Tuesdays  ")
+                .max_members(5)
+                .password("hunter2"),
+        )
+        .await
+        .unwrap();
     assert_eq!(raid.name, "Raid Night", "names are stored trimmed");
     assert_eq!(raid.parent_id, "");
     assert_eq!(raid.description.trim(), "Tuesdays");
@@ -88,22 +64,16 @@ async fn create_get_and_list_channels() {
 
     let sub = create_named(&admin, "Strategy", &raid.id).await.unwrap();
     assert_eq!(sub.parent_id, raid.id);
-    let temp = create(
-        &admin,
-        pb::CreateChannelRequest {
-            name: "Pop-up".into(),
-            temporary: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let temp = admin
+        .create_channel_with(NewChannel::new("Pop-up").temporary(true))
+        .await
+        .unwrap();
     assert!(temp.temporary);
 
     assert_eq!(admin.get_channel(&raid.id).await.unwrap(), raid);
     assert_eq!(admin.get_channel(&sub.id).await.unwrap(), sub);
 
-    let listed = admin.list_channels().await;
+    let listed = admin.list_channels().await.unwrap();
     assert_eq!(listed.len(), 4, "{listed:?}");
     for channel in [&raid, &sub, &temp] {
         assert!(listed.contains(channel), "{channel:?} in {listed:?}");
@@ -155,73 +125,68 @@ async fn names_are_counted_in_scalar_values_after_trimming() {
 async fn descriptions_and_passwords_have_limits() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let request = |name: &str, description: String, password: String| pb::CreateChannelRequest {
-        name: name.into(),
-        description,
-        password,
-        ..Default::default()
+    let raw = server.raw(&server.admin_token).await;
+    let request = |name: &str, description: String, password: String| {
+        NewChannel::new(name)
+            .description(description)
+            .password(password)
     };
 
-    create(&admin, request("d ok", "é".repeat(1024), String::new()))
+    admin
+        .create_channel_with(request("d ok", "é".repeat(1024), String::new()))
         .await
         .unwrap();
-    create(
-        &admin,
-        request(
+    admin
+        .create_channel_with(request(
             "d padded",
             format!("  {}  ", "d".repeat(1024)),
             String::new(),
-        ),
-    )
-    .await
-    .unwrap();
-    expect_reason(
-        create(&admin, request("d long", "d".repeat(1025), String::new())).await,
-        Reason::InvalidRequest,
-    );
-    create(&admin, request("p ok", String::new(), "é".repeat(128)))
+        ))
         .await
         .unwrap();
     expect_reason(
-        create(&admin, request("p long", String::new(), "p".repeat(129))).await,
+        admin
+            .create_channel_with(request("d long", "d".repeat(1025), String::new()))
+            .await,
+        Reason::InvalidRequest,
+    );
+    admin
+        .create_channel_with(request("p ok", String::new(), "é".repeat(128)))
+        .await
+        .unwrap();
+    expect_reason(
+        admin
+            .create_channel_with(request("p long", String::new(), "p".repeat(129)))
+            .await,
         Reason::InvalidRequest,
     );
 
     let channel = create_named(&admin, "Target", "").await.unwrap();
     expect_reason(
-        update(
-            &admin,
-            pb::UpdateChannelRequest {
-                channel_id: channel.id.clone(),
-                description: Some("d".repeat(1025)),
-                ..Default::default()
-            },
-        )
+        raw.update_channel(pb::UpdateChannelRequest {
+            channel_id: channel.id.clone(),
+            description: Some("d".repeat(1025)),
+            ..Default::default()
+        })
         .await,
         Reason::InvalidRequest,
     );
     expect_reason(
-        update(
-            &admin,
-            pb::UpdateChannelRequest {
-                channel_id: channel.id.clone(),
-                password: Some("p".repeat(129)),
-                ..Default::default()
-            },
-        )
+        raw.update_channel(pb::UpdateChannelRequest {
+            channel_id: channel.id.clone(),
+            password: Some("p".repeat(129)),
+            ..Default::default()
+        })
         .await,
         Reason::InvalidRequest,
     );
     for name in [String::new(), " ".into(), "n".repeat(65)] {
         expect_reason(
-            update(
-                &admin,
-                pb::UpdateChannelRequest {
-                    channel_id: channel.id.clone(),
-                    name: Some(name),
-                    ..Default::default()
-                },
-            )
+            raw.update_channel(pb::UpdateChannelRequest {
+                channel_id: channel.id.clone(),
+                name: Some(name),
+                ..Default::default()
+            })
             .await,
             Reason::InvalidRequest,
         );
@@ -234,6 +199,7 @@ async fn descriptions_and_passwords_have_limits() {
 async fn sibling_names_are_unique_ignoring_case() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
+    let raw = server.raw(&server.admin_token).await;
     let invalid = Reason::InvalidRequest;
 
     // The default channel is a top-level sibling too.
@@ -251,40 +217,32 @@ async fn sibling_names_are_unique_ignoring_case() {
     // Renaming into a sibling's name, or moving next to a namesake, is refused.
     let music = create_named(&admin, "Music", "").await.unwrap();
     expect_reason(
-        update(
-            &admin,
-            pb::UpdateChannelRequest {
-                channel_id: music.id.clone(),
-                name: Some("GAMES".into()),
-                ..Default::default()
-            },
-        )
+        raw.update_channel(pb::UpdateChannelRequest {
+            channel_id: music.id.clone(),
+            name: Some("GAMES".into()),
+            ..Default::default()
+        })
         .await,
         invalid,
     );
     expect_reason(
-        update(
-            &admin,
-            pb::UpdateChannelRequest {
-                channel_id: inner.id.clone(),
-                parent_id: Some(String::new()),
-                ..Default::default()
-            },
-        )
+        raw.update_channel(pb::UpdateChannelRequest {
+            channel_id: inner.id.clone(),
+            parent_id: Some(String::new()),
+            ..Default::default()
+        })
         .await,
         invalid,
     );
     // Renaming a channel to a new case of its own name is fine.
-    let renamed = update(
-        &admin,
-        pb::UpdateChannelRequest {
+    let renamed = raw
+        .update_channel(pb::UpdateChannelRequest {
             channel_id: music.id.clone(),
             name: Some("MUSIC".into()),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(renamed.name, "MUSIC");
 }
 
@@ -292,50 +250,43 @@ async fn sibling_names_are_unique_ignoring_case() {
 async fn update_changes_only_the_fields_given() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
+    let raw = server.raw(&server.admin_token).await;
     let top = create_named(&admin, "Top", "").await.unwrap();
-    let channel = create(
-        &admin,
-        pb::CreateChannelRequest {
-            name: "Old".into(),
-            description: "old description".into(),
-            max_members: 3,
-            password: "pw".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let channel = admin
+        .create_channel_with(
+            NewChannel::new("Old")
+                .description("old description")
+                .max_members(3)
+                .password("pw"),
+        )
+        .await
+        .unwrap();
 
     // Nothing given: nothing changes.
-    let same = update(
-        &admin,
-        pb::UpdateChannelRequest {
+    let same = raw
+        .update_channel(pb::UpdateChannelRequest {
             channel_id: channel.id.clone(),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(same, channel);
 
-    let renamed = update(
-        &admin,
-        pb::UpdateChannelRequest {
+    let renamed = raw
+        .update_channel(pb::UpdateChannelRequest {
             channel_id: channel.id.clone(),
             name: Some(" New ".into()),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(renamed.name, "New");
     assert_eq!(renamed.description, "old description");
     assert_eq!(renamed.max_members, 3);
     assert!(renamed.has_password);
 
-    let changed = update(
-        &admin,
-        pb::UpdateChannelRequest {
+    let changed = raw
+        .update_channel(pb::UpdateChannelRequest {
             channel_id: channel.id.clone(),
             parent_id: Some(top.id.clone()),
             description: Some("new description".into()),
@@ -343,10 +294,9 @@ async fn update_changes_only_the_fields_given() {
             password: Some(String::new()),
             temporary: Some(false),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(changed.name, "New");
     assert_eq!(changed.parent_id, top.id);
     assert_eq!(changed.description, "new description");
@@ -355,17 +305,15 @@ async fn update_changes_only_the_fields_given() {
     assert_eq!(admin.get_channel(&channel.id).await.unwrap(), changed);
 
     // An empty parent_id moves it back to the top level.
-    let back = update(
-        &admin,
-        pb::UpdateChannelRequest {
+    let back = raw
+        .update_channel(pb::UpdateChannelRequest {
             channel_id: channel.id.clone(),
             parent_id: Some(String::new()),
             password: Some("again".into()),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(back.parent_id, "");
     assert!(back.has_password);
 }
@@ -374,35 +322,31 @@ async fn update_changes_only_the_fields_given() {
 async fn a_channel_cannot_move_below_itself() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
+    let raw = server.raw(&server.admin_token).await;
     let a = create_named(&admin, "A", "").await.unwrap();
     let b = create_named(&admin, "B", &a.id).await.unwrap();
     let c = create_named(&admin, "C", &b.id).await.unwrap();
     for parent in [&a.id, &b.id, &c.id] {
         expect_reason(
-            update(
-                &admin,
-                pb::UpdateChannelRequest {
-                    channel_id: a.id.clone(),
-                    parent_id: Some(parent.clone()),
-                    ..Default::default()
-                },
-            )
+            raw.update_channel(pb::UpdateChannelRequest {
+                channel_id: a.id.clone(),
+                parent_id: Some(parent.clone()),
+                ..Default::default()
+            })
             .await,
             Reason::InvalidRequest,
         );
     }
     assert_eq!(admin.get_channel(&a.id).await.unwrap().parent_id, "");
     // Moving the other way is fine.
-    let moved = update(
-        &admin,
-        pb::UpdateChannelRequest {
+    let moved = raw
+        .update_channel(pb::UpdateChannelRequest {
             channel_id: c.id.clone(),
             parent_id: Some(a.id.clone()),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(moved.parent_id, a.id);
 }
 
@@ -410,7 +354,8 @@ async fn a_channel_cannot_move_below_itself() {
 async fn unknown_and_empty_channel_ids() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let session = admin.connect("admin").await;
+    let raw = server.raw(&server.admin_token).await;
+    let session = admin.session("admin").await;
     let not_found = Reason::ChannelNotFound;
     let invalid = Reason::InvalidRequest;
 
@@ -426,18 +371,15 @@ async fn unknown_and_empty_channel_ids() {
         let id = id.as_str();
         expect_reason(admin.get_channel(id).await, not_found);
         expect_reason(admin.delete_channel(id).await, not_found);
-        expect_reason(admin.members(id).await, not_found);
+        expect_reason(admin.list_channel_members(id).await, not_found);
         expect_reason(session.join(id, "").await, not_found);
-        expect_reason(admin.move_member(session.id, id).await, not_found);
+        expect_reason(admin.move_member(session.id(), id).await, not_found);
         expect_reason(
-            update(
-                &admin,
-                pb::UpdateChannelRequest {
-                    channel_id: id.into(),
-                    name: Some("x".into()),
-                    ..Default::default()
-                },
-            )
+            raw.update_channel(pb::UpdateChannelRequest {
+                channel_id: id.into(),
+                name: Some("x".into()),
+                ..Default::default()
+            })
             .await,
             not_found,
         );
@@ -446,32 +388,26 @@ async fn unknown_and_empty_channel_ids() {
     }
     let real = create_named(&admin, "Real", "").await.unwrap();
     expect_reason(
-        update(
-            &admin,
-            pb::UpdateChannelRequest {
-                channel_id: real.id.clone(),
-                parent_id: Some("no-such-parent".into()),
-                ..Default::default()
-            },
-        )
+        raw.update_channel(pb::UpdateChannelRequest {
+            channel_id: real.id.clone(),
+            parent_id: Some("no-such-parent".into()),
+            ..Default::default()
+        })
         .await,
         not_found,
     );
 
     expect_reason(admin.get_channel("").await, invalid);
     expect_reason(admin.delete_channel("").await, invalid);
-    expect_reason(admin.members("").await, invalid);
+    expect_reason(admin.list_channel_members("").await, invalid);
     expect_reason(session.join("", "").await, invalid);
-    expect_reason(admin.move_member(session.id, "").await, invalid);
+    expect_reason(admin.move_member(session.id(), "").await, invalid);
     expect_reason(
-        update(
-            &admin,
-            pb::UpdateChannelRequest {
-                channel_id: String::new(),
-                name: Some("x".into()),
-                ..Default::default()
-            },
-        )
+        raw.update_channel(pb::UpdateChannelRequest {
+            channel_id: String::new(),
+            name: Some("x".into()),
+            ..Default::default()
+        })
         .await,
         invalid,
     );
@@ -494,7 +430,7 @@ async fn delete_removes_the_channel_but_never_the_default_one() {
         admin.delete_channel(&doomed.id).await,
         Reason::ChannelNotFound,
     );
-    assert_eq!(admin.list_channels().await.len(), 1);
+    assert_eq!(admin.list_channels().await.unwrap().len(), 1);
     // The name is free again.
     create_named(&admin, "Doomed", "").await.unwrap();
 }
@@ -503,31 +439,26 @@ async fn delete_removes_the_channel_but_never_the_default_one() {
 async fn the_default_channel_stays_a_top_level_channel_that_is_never_temporary() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
+    let raw = server.raw(&server.admin_token).await;
     let lobby = lobby_id(&admin).await;
     let other = create_named(&admin, "Other", "").await.unwrap();
     // Temporary channels get deleted; the default one always exists.
     expect_reason(
-        update(
-            &admin,
-            pb::UpdateChannelRequest {
-                channel_id: lobby.clone(),
-                temporary: Some(true),
-                ..Default::default()
-            },
-        )
+        raw.update_channel(pb::UpdateChannelRequest {
+            channel_id: lobby.clone(),
+            temporary: Some(true),
+            ..Default::default()
+        })
         .await,
         Reason::InvalidRequest,
     );
     // It is a top-level sibling, and deleting a parent must not take it along.
     expect_reason(
-        update(
-            &admin,
-            pb::UpdateChannelRequest {
-                channel_id: lobby.clone(),
-                parent_id: Some(other.id.clone()),
-                ..Default::default()
-            },
-        )
+        raw.update_channel(pb::UpdateChannelRequest {
+            channel_id: lobby.clone(),
+            parent_id: Some(other.id.clone()),
+            ..Default::default()
+        })
         .await,
         Reason::InvalidRequest,
     );
@@ -535,20 +466,18 @@ async fn the_default_channel_stays_a_top_level_channel_that_is_never_temporary()
     assert!(!now.temporary);
     assert_eq!(now.parent_id, "");
     // It may be renamed and described like any other.
-    let renamed = update(
-        &admin,
-        pb::UpdateChannelRequest {
+    let renamed = raw
+        .update_channel(pb::UpdateChannelRequest {
             channel_id: lobby.clone(),
             name: Some("Entrance".into()),
             description: Some("everyone starts here".into()),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_eq!(renamed.name, "Entrance");
     admin.delete_channel(&other.id).await.unwrap();
-    assert_eq!(admin.list_channels().await, vec![renamed]);
+    assert_eq!(admin.list_channels().await.unwrap(), vec![renamed]);
 }
 
 #[tokio::test]
@@ -558,18 +487,18 @@ async fn join_and_leave_move_a_session_and_count_members() {
     let (member, _) = admin.new_member("m").await;
     let lobby = lobby_id(&admin).await;
     let games = create_named(&admin, "Games", "").await.unwrap();
-    let session = member.connect("player").await;
+    let session = member.session("player").await;
 
-    assert_eq!(admin.member_ids(&lobby).await, vec![session.id]);
+    assert_eq!(admin.member_ids(&lobby).await, vec![session.id()]);
     assert_eq!(admin.get_channel(&lobby).await.unwrap().member_count, 1);
 
     let joined = session.join(&games.id, "").await.unwrap();
     assert_eq!(joined.id, games.id);
     assert_eq!(joined.member_count, 1);
-    assert_eq!(admin.member_ids(&games.id).await, vec![session.id]);
+    assert_eq!(admin.member_ids(&games.id).await, vec![session.id()]);
     assert_eq!(admin.member_ids(&lobby).await, Vec::<u32>::new());
     assert_eq!(admin.get_channel(&lobby).await.unwrap().member_count, 0);
-    let online = admin.list_online().await;
+    let online = admin.list_online().await.unwrap();
     assert_eq!(online.len(), 1);
     assert_eq!(online[0].channel_id, games.id);
 
@@ -578,7 +507,7 @@ async fn join_and_leave_move_a_session_and_count_members() {
 
     session.leave().await.unwrap();
     assert_eq!(admin.member_ids(&games.id).await, Vec::<u32>::new());
-    let online = admin.list_online().await;
+    let online = admin.list_online().await.unwrap();
     assert_eq!(
         online[0].channel_id, "",
         "after LeaveChannel, in no channel"
@@ -587,6 +516,7 @@ async fn join_and_leave_move_a_session_and_count_members() {
         admin
             .list_channels()
             .await
+            .unwrap()
             .iter()
             .all(|c| c.member_count == 0)
     );
@@ -594,7 +524,7 @@ async fn join_and_leave_move_a_session_and_count_members() {
 
     // From nowhere one can join again.
     session.join(&lobby, "").await.unwrap();
-    assert_eq!(admin.member_ids(&lobby).await, vec![session.id]);
+    assert_eq!(admin.member_ids(&lobby).await, vec![session.id()]);
 }
 
 #[tokio::test]
@@ -602,41 +532,22 @@ async fn members_need_the_password_and_room_but_admins_and_move_member_do_not() 
     let server = TestServer::start().await;
     let admin = server.admin().await;
     let (member, _) = admin.new_member("m").await;
-    let locked = create(
-        &admin,
-        pb::CreateChannelRequest {
-            name: "Locked".into(),
-            password: "open sesame".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let solo = create(
-        &admin,
-        pb::CreateChannelRequest {
-            name: "Solo".into(),
-            max_members: 1,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let both = create(
-        &admin,
-        pb::CreateChannelRequest {
-            name: "Both".into(),
-            max_members: 1,
-            password: "pw".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let first = member.connect("first").await;
-    let second = member.connect("second").await;
-    let third = member.connect("third").await;
-    let boss = admin.connect("boss").await;
+    let locked = admin
+        .create_channel_with(NewChannel::new("Locked").password("open sesame"))
+        .await
+        .unwrap();
+    let solo = admin
+        .create_channel_with(NewChannel::new("Solo").max_members(1))
+        .await
+        .unwrap();
+    let both = admin
+        .create_channel_with(NewChannel::new("Both").max_members(1).password("pw"))
+        .await
+        .unwrap();
+    let first = member.session("first").await;
+    let second = member.session("second").await;
+    let third = member.session("third").await;
+    let boss = admin.session("boss").await;
 
     expect_reason(first.join(&locked.id, "").await, Reason::WrongPassword);
     expect_reason(first.join(&locked.id, "open").await, Reason::WrongPassword);
@@ -657,17 +568,18 @@ async fn members_need_the_password_and_room_but_admins_and_move_member_do_not() 
     let third_where = admin
         .list_online()
         .await
+        .unwrap()
         .into_iter()
-        .find(|u| u.session_id == third.id)
+        .find(|u| u.session_id == third.id())
         .unwrap();
     assert_eq!(third_where.channel_id, lobby_id(&admin).await);
 
     // MoveMember ignores both password and capacity.
     second.leave().await.unwrap();
-    admin.move_member(second.id, &both.id).await.unwrap();
-    admin.move_member(third.id, &both.id).await.unwrap();
+    admin.move_member(second.id(), &both.id).await.unwrap();
+    admin.move_member(third.id(), &both.id).await.unwrap();
     assert_eq!(admin.member_ids(&both.id).await, {
-        let mut ids = vec![second.id, third.id];
+        let mut ids = vec![second.id(), third.id()];
         ids.sort_unstable();
         ids
     });
@@ -682,19 +594,19 @@ async fn move_member_moves_another_session() {
     let admin = server.admin().await;
     let (member, _) = admin.new_member("m").await;
     let games = create_named(&admin, "Games", "").await.unwrap();
-    let session = member.connect("moved").await;
+    let session = member.session("moved").await;
 
-    admin.move_member(session.id, &games.id).await.unwrap();
-    assert_eq!(admin.member_ids(&games.id).await, vec![session.id]);
+    admin.move_member(session.id(), &games.id).await.unwrap();
+    assert_eq!(admin.member_ids(&games.id).await, vec![session.id()]);
     // Moving it to where it is changes nothing.
-    admin.move_member(session.id, &games.id).await.unwrap();
-    assert_eq!(admin.member_ids(&games.id).await, vec![session.id]);
+    admin.move_member(session.id(), &games.id).await.unwrap();
+    assert_eq!(admin.member_ids(&games.id).await, vec![session.id()]);
     // A session in no channel can be moved too.
     session.leave().await.unwrap();
-    admin.move_member(session.id, &games.id).await.unwrap();
-    assert_eq!(admin.member_ids(&games.id).await, vec![session.id]);
+    admin.move_member(session.id(), &games.id).await.unwrap();
+    assert_eq!(admin.member_ids(&games.id).await, vec![session.id()]);
 
-    for unknown in [0, session.id + 1000, u32::MAX] {
+    for unknown in [0, session.id() + 1000, u32::MAX] {
         expect_reason(
             admin.move_member(unknown, &games.id).await,
             Reason::UserNotFound,

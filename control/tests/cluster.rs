@@ -6,6 +6,7 @@ mod support;
 
 use std::time::SystemTime;
 
+use openspeak_client::PresenceUpdate;
 use openspeak_shared::{
     Reason, metadata, pb,
     pb::cluster::{
@@ -16,7 +17,9 @@ use openspeak_shared::{
     ticket::{TicketKey, TicketVerifier},
 };
 use pb::event::Event as Ev;
-use support::{TestServer, connect_to, expect_err, expect_reason, random_secret, within};
+use support::{
+    ClientExt, TestServer, connect_to, expect_err, expect_reason, random_secret, within,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Status, Streaming, metadata::MetadataValue};
@@ -107,7 +110,7 @@ async fn a_data_plane_gets_a_snapshot_then_member_deltas() {
     let server = server_with_secret(&secret).await;
     let admin = server.admin().await;
     let (member, _) = admin.new_member("m").await;
-    let early = member.connect("early").await;
+    let early = member.session("early").await;
 
     let mut dp = attach(&server, &secret)
         .await
@@ -115,27 +118,25 @@ async fn a_data_plane_gets_a_snapshot_then_member_deltas() {
     assert_eq!(dp.keys.len(), 1);
     assert_ne!(dp.keys[0].id, 0, "key ids are random and non-zero");
     assert_eq!(dp.members.len(), 1);
-    assert_eq!(dp.members[0].session_id, early.id);
-    assert_eq!(dp.members[0].channel_id, early.started.channels[0].id);
+    assert_eq!(dp.members[0].session_id, early.id());
+    assert_eq!(dp.members[0].channel_id, early.started().channels[0].id);
 
     // A new session, a move, a mute, an end.
-    let mut late = member.connect("late").await;
-    let m = dp.update_where(|m| m.session_id == late.id).await;
-    assert_eq!(m.channel_id, early.started.channels[0].id);
-    let games = admin.create_channel("Games", "").await;
+    let late = member.session("late").await;
+    let late_id = late.id();
+    let m = dp.update_where(|m| m.session_id == late_id).await;
+    assert_eq!(m.channel_id, early.started().channels[0].id);
+    let games = admin.create_channel("Games").await.unwrap();
     late.join(&games.id, "").await.unwrap();
-    dp.update_where(|m| m.session_id == late.id && m.channel_id == games.id)
+    dp.update_where(|m| m.session_id == late_id && m.channel_id == games.id)
         .await;
-    late.update_presence(pb::UpdatePresenceRequest {
-        self_mute: Some(true),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    dp.update_where(|m| m.session_id == late.id && m.muted)
+    late.update_presence(PresenceUpdate::new().self_mute(true))
+        .await
+        .unwrap();
+    dp.update_where(|m| m.session_id == late_id && m.muted)
         .await;
-    let late_id = late.id;
-    late.hang_up();
+    // Hang up.
+    drop(late);
     loop {
         if let Kind::MemberRemoved(r) = dp.next().await {
             assert_eq!(r.session_id, late_id);
@@ -170,13 +171,13 @@ async fn open_voice_issues_a_ticket_for_the_attached_data_plane() {
     let server = server_with_secret(&secret).await;
     let admin = server.admin().await;
     let (member, _) = admin.new_member("m").await;
-    let talker = member.connect("talker").await;
-    let mut listener = member.connect("listener").await;
+    let talker = member.session("talker").await;
+    let mut listener = member.session("listener").await;
     expect_reason(talker.open_voice().await, Reason::NoDataplane);
 
     let dp = attach(&server, &secret).await.unwrap();
     let voice = talker.open_voice().await.expect("a data plane is attached");
-    assert_eq!(voice.session_id, talker.id);
+    assert_eq!(voice.session_id, talker.id());
     assert_eq!(voice.quic_endpoint, "127.0.0.1:50052");
     assert_eq!(voice.udp_endpoint, "127.0.0.1:50053");
     assert_eq!(voice.cert_sha256, CERT);
@@ -187,30 +188,26 @@ async fn open_voice_issues_a_ticket_for_the_attached_data_plane() {
     let ticket = verifier
         .verify(&voice.ticket, SystemTime::now())
         .expect("the ticket opens with the snapshot's key");
-    assert_eq!(ticket.session_id, talker.id);
-    assert_eq!(ticket.channel, talker.started.channels[0].id);
+    assert_eq!(ticket.session_id, talker.id());
+    assert_eq!(ticket.channel, talker.started().channels[0].id);
     assert_eq!(ticket.session_key.as_slice(), voice.session_key.as_slice());
-    let expires = voice.expires_at.unwrap();
+    let seconds = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
     assert_eq!(
-        ticket
-            .expires_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-        u64::try_from(expires.seconds).unwrap()
+        seconds(ticket.expires_at),
+        seconds(voice.expires_at.unwrap())
     );
 
     // Speaking from the data plane reaches the other sessions.
     dp.reports
         .send(DataplaneMessage {
             kind: Some(Report::Speaking(Speaking {
-                session_id: talker.id,
+                session_id: talker.id(),
                 speaking: true,
             })),
         })
         .await
         .unwrap();
-    let talker_id = talker.id;
+    let talker_id = talker.id();
     listener
         .wait_for(
             "speaking_changed",
@@ -223,7 +220,9 @@ async fn open_voice_issues_a_ticket_for_the_attached_data_plane() {
     within("the data plane to be detached", async {
         loop {
             match talker.open_voice().await {
-                Err(status) if Reason::of(&status) == Some(Reason::NoDataplane) => break,
+                Err(e) if e.grpc_status().and_then(Reason::of) == Some(Reason::NoDataplane) => {
+                    break;
+                }
                 Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
                 Err(other) => panic!("unexpected {other:?}"),
             }

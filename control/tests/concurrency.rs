@@ -10,14 +10,13 @@ use std::{
     time::Instant,
 };
 
-use openspeak_shared::pb;
+use openspeak_client::{Client, PresenceUpdate, Session, TokenLifetime, pb};
 use pb::event::Event as Ev;
-use support::{Client, Model, TestServer, is_channel_created, within};
+use support::{ClientExt, Model, TestServer, is_channel_created, within};
 use tokio::{
     sync::{Barrier, mpsc},
     task::JoinHandle,
 };
-use tonic::Streaming;
 
 const SESSIONS: usize = 200;
 const CHANNELS: usize = 5;
@@ -29,15 +28,16 @@ const MAX_EVENTS: usize = 1_000_000;
 
 /// Reads a session's stream until the marker channel is announced; sends
 /// each event to `tap` as well, when given. Returns the events and the
-/// stream, which must stay open for the session to go on.
+/// session, which must stay open to go on. (The test checks the sequence
+/// numbers itself, across sessions, so this reads the library's session.)
 async fn read_until_marker(
-    mut stream: Streaming<pb::Event>,
+    mut session: Session,
     tap: Option<mpsc::UnboundedSender<pb::Event>>,
-) -> (Vec<pb::Event>, Streaming<pb::Event>) {
+) -> (Vec<pb::Event>, Session) {
     let mut events = Vec::new();
     for _ in 0..MAX_EVENTS {
-        match stream.message().await {
-            Ok(Some(event)) => {
+        match session.next_event().await {
+            Ok(event) => {
                 if let Some(tap) = &tap {
                     let _ = tap.send(event.clone());
                 }
@@ -47,11 +47,10 @@ async fn read_until_marker(
                     .is_some_and(|e| is_channel_created(e, MARKER));
                 events.push(event);
                 if done {
-                    return (events, stream);
+                    return (events, session);
                 }
             }
-            Ok(None) => panic!("the stream closed before the marker"),
-            Err(status) => panic!("the stream failed before the marker: {status:?}"),
+            Err(error) => panic!("the stream ended before the marker: {error:?}"),
         }
     }
     panic!("no marker within {MAX_EVENTS} events")
@@ -69,11 +68,13 @@ struct Stayed {
     channel: String,
     started: pb::SessionStarted,
     started_seq: u64,
-    reader: JoinHandle<(Vec<pb::Event>, Streaming<pb::Event>)>,
+    reader: JoinHandle<(Vec<pb::Event>, Session)>,
 }
 
 /// One client: connect, join a channel, move to another, then maybe leave,
-/// get moved by an admin, or hang up.
+/// get moved by an admin, or hang up. Its events are read once it is done:
+/// the library's session takes calls and reads events through one handle,
+/// and the server queues events meanwhile.
 async fn run_client(
     i: usize,
     client: Client,
@@ -82,8 +83,10 @@ async fn run_client(
     barrier: Arc<Barrier>,
 ) -> Outcome {
     barrier.wait().await;
-    let mut session = client.connect(&format!("user {i}")).await;
-    let reader = tokio::spawn(read_until_marker(session.take_stream(), None));
+    let session = client
+        .start_session(&format!("user {i}"))
+        .await
+        .expect("Connect");
     let first = &channels[i % CHANNELS];
     let second = &channels[(i + 1) % CHANNELS];
     let third = &channels[(i + 3) % CHANNELS];
@@ -95,12 +98,12 @@ async fn run_client(
         .expect("JoinChannel (a move)");
     if i.is_multiple_of(3) {
         session
-            .update_presence(pb::UpdatePresenceRequest {
-                status: Some(pb::Status::Away as i32),
-                status_text: Some(format!("away {i}")),
-                self_mute: Some(true),
-                ..Default::default()
-            })
+            .update_presence(
+                PresenceUpdate::new()
+                    .status(pb::Status::Away)
+                    .status_text(format!("away {i}"))
+                    .self_mute(true),
+            )
             .await
             .expect("UpdatePresence");
     }
@@ -110,27 +113,24 @@ async fn run_client(
         channel.clear();
     } else if i % 5 == 1 {
         admin
-            .move_member(session.id, third)
+            .move_member(session.id(), third)
             .await
             .expect("MoveMember");
         channel = third.clone();
     }
+    let id = session.id();
     if i % 10 == 3 {
         // Hang up: the stream goes, and with it the session.
-        reader.abort();
-        let _ = reader.await;
-        return Outcome {
-            id: session.id,
-            stayed: None,
-        };
+        drop(session);
+        return Outcome { id, stayed: None };
     }
     Outcome {
-        id: session.id,
+        id,
         stayed: Some(Stayed {
             channel,
-            started: session.started.clone(),
-            started_seq: session.started_seq,
-            reader,
+            started: session.started().clone(),
+            started_seq: session.started_sequence(),
+            reader: tokio::spawn(read_until_marker(session, None)),
         }),
     }
 }
@@ -142,35 +142,42 @@ async fn hundreds_of_sessions_at_once_leave_a_consistent_state() {
     let admin = server.admin().await;
     let mut channels = Vec::new();
     for c in 0..CHANNELS {
-        channels.push(admin.create_channel(&format!("Room {c}"), "").await.id);
+        channels.push(admin.create_channel(&format!("Room {c}")).await.unwrap().id);
     }
     let channels = Arc::new(channels);
     let mut tokens = Vec::new();
     for t in 0..TOKENS {
         tokens.push(
             admin
-                .create_token(&format!("crowd {t}"), pb::Role::Member)
+                .create_token(
+                    &format!("crowd {t}"),
+                    pb::Role::Member,
+                    TokenLifetime::ServerDefault,
+                )
                 .await
+                .unwrap()
                 .0,
         );
     }
-    let mut connections = Vec::new();
+    // One admin client per connection; the crowd's clients share them.
+    let mut connections: Vec<Client> = Vec::new();
     for _ in 0..CONNECTIONS {
-        connections.push(server.connection().await);
+        connections.push(server.admin().await);
     }
 
     // The observer sees everything from before the first client on.
-    let mut observer = admin.connect("observer").await;
-    let lobby = observer.started.channels[0].id.clone();
+    let observer = admin.start_session("observer").await.expect("Connect");
+    let (observer_id, observer_seq) = (observer.id(), observer.started_sequence());
+    let observer_started = observer.started().clone();
+    let lobby = observer_started.channels[0].id.clone();
     let (tap, mut tapped) = mpsc::unbounded_channel();
-    let observer_reader = tokio::spawn(read_until_marker(observer.take_stream(), Some(tap)));
+    let observer_reader = tokio::spawn(read_until_marker(observer, Some(tap)));
 
     let barrier = Arc::new(Barrier::new(SESSIONS));
     let clients: Vec<_> = (0..SESSIONS)
         .map(|i| {
-            let connection = connections[i % CONNECTIONS].clone();
-            let client = Client::new(connection.clone(), &tokens[i % TOKENS]);
-            let admin = Client::new(connection, &server.admin_token);
+            let admin = connections[i % CONNECTIONS].clone();
+            let client = admin.with_token(&tokens[i % TOKENS]).unwrap();
             tokio::spawn(run_client(
                 i,
                 client,
@@ -182,23 +189,19 @@ async fn hundreds_of_sessions_at_once_leave_a_consistent_state() {
         .collect();
     // Meanwhile an admin edits the channels the crowd moves through.
     let editor = {
-        let admin = Client::new(connections[0].clone(), &server.admin_token);
+        let admin = server.raw(&server.admin_token).await;
         let channels = channels.clone();
         tokio::spawn(async move {
             for round in 0..20 {
                 let channel = &channels[round % CHANNELS];
-                within(
-                    "UpdateChannel",
-                    admin
-                        .channels()
-                        .update_channel(admin.req(pb::UpdateChannelRequest {
-                            channel_id: channel.clone(),
-                            description: Some(format!("round {round}")),
-                            ..Default::default()
-                        })),
-                )
-                .await
-                .expect("UpdateChannel");
+                admin
+                    .update_channel(pb::UpdateChannelRequest {
+                        channel_id: channel.clone(),
+                        description: Some(format!("round {round}")),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("UpdateChannel");
             }
         })
     };
@@ -232,20 +235,16 @@ async fn hundreds_of_sessions_at_once_leave_a_consistent_state() {
     })
     .await;
 
-    admin.create_channel(MARKER, "").await;
+    admin.create_channel(MARKER).await.unwrap();
     let (observed, _observer_stream) = within("the observer to see the marker", observer_reader)
         .await
         .expect("the observer's reader does not panic");
     // Every session that stayed sees the marker too; its stream stays open.
-    let mut logs: Vec<(u32, u64, pb::SessionStarted, Vec<pb::Event>)> = vec![(
-        observer.id,
-        observer.started_seq,
-        observer.started.clone(),
-        observed,
-    )];
+    let mut logs: Vec<(u32, u64, pb::SessionStarted, Vec<pb::Event>)> =
+        vec![(observer_id, observer_seq, observer_started, observed)];
     let mut open_streams = Vec::new();
     let mut expected: BTreeMap<u32, String> = BTreeMap::new();
-    expected.insert(observer.id, lobby.clone());
+    expected.insert(observer_id, lobby.clone());
     for outcome in outcomes {
         if let Some(stayed) = outcome.stayed {
             let (events, stream) = within("a session to see the marker", stayed.reader)
@@ -261,11 +260,12 @@ async fn hundreds_of_sessions_at_once_leave_a_consistent_state() {
     let online: BTreeMap<u32, String> = admin
         .list_online()
         .await
+        .unwrap()
         .into_iter()
         .map(|u| (u.session_id, u.channel_id))
         .collect();
     assert_eq!(online, expected, "ListOnline");
-    let listed = admin.list_channels().await;
+    let listed = admin.list_channels().await.unwrap();
     for channel in std::iter::once(&lobby).chain(channels.iter()) {
         let want: Vec<u32> = expected
             .iter()

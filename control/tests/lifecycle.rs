@@ -8,9 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use openspeak_shared::{Reason, config::Seconds, pb};
-use pb::event::Event as Ev;
-use support::{Client, TestServer, expect_err, random_secret, test_config, within};
+use openspeak_client::{TokenLifetime, pb};
+use openspeak_shared::{Reason, config::Seconds};
+use pb::{auth_service_client::AuthServiceClient, event::Event as Ev};
+use support::{ClientExt, TestServer, expect_err, random_secret, test_config, with_token, within};
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -25,8 +26,8 @@ async fn shutdown_tells_sessions_drains_and_returns_once_streams_close() {
     let mut server = TestServer::start_with(|c| c.server.shutdown_grace = Seconds(20)).await;
     let admin = server.admin().await;
     let (member, _) = admin.new_member("m").await;
-    let mut a = admin.connect("a").await;
-    let mut b = member.connect("b").await;
+    let mut a = admin.session("a").await;
+    let mut b = member.session("b").await;
     let mut health = HealthClient::new(server.connection().await);
     let mut watch = within(
         "Health.Watch",
@@ -68,10 +69,8 @@ async fn shutdown_tells_sessions_drains_and_returns_once_streams_close() {
         .connect_timeout(Duration::from_secs(2));
     let refused = within("a connection attempt while draining", async {
         let channel = endpoint.connect().await?;
-        let client = Client::new(channel, &server.admin_token);
-        client
-            .auth()
-            .who_am_i(client.req(pb::WhoAmIRequest {}))
+        AuthServiceClient::new(channel)
+            .who_am_i(with_token(&server.admin_token, pb::WhoAmIRequest {}))
             .await
             .map(|_| ())
             .map_err(|s| Box::new(s) as Box<dyn std::error::Error + Send + Sync>)?;
@@ -94,7 +93,7 @@ async fn shutdown_tells_sessions_drains_and_returns_once_streams_close() {
 async fn shutdown_closes_streams_left_open_after_the_grace() {
     let mut server = TestServer::start_with(|c| c.server.shutdown_grace = Seconds(2)).await;
     let admin = server.admin().await;
-    let mut stubborn = admin.connect("stubborn").await;
+    let mut stubborn = admin.session("stubborn").await;
 
     let triggered = Instant::now();
     server.trigger_shutdown();
@@ -119,7 +118,7 @@ async fn shutdown_closes_streams_left_open_after_the_grace() {
 async fn shutdown_without_sessions_is_prompt() {
     let mut server = TestServer::start().await;
     let admin = server.admin().await;
-    admin.who_am_i().await.unwrap();
+    admin.whoami().await.unwrap();
     let took = server.stop().await;
     assert!(took < Duration::from_secs(3), "serve took {took:?}");
 }
@@ -132,27 +131,21 @@ async fn tokens_and_session_ids_survive_a_restart_and_bootstrap_happens_once() {
 
     let mut first = TestServer::serve(config.clone()).await;
     let admin = first.admin().await;
-    let (member, member_info) = admin.new_member("kept").await;
-    let (revoked, revoked_info) = admin.new_member("revoked").await;
-    admin.revoke(&revoked_info.id).await.unwrap();
-    let session = member.connect("before").await;
-    let old_id = session.id;
-    let listed_before = within(
-        "ListTokens",
-        admin
-            .auth()
-            .list_tokens(admin.req(pb::ListTokensRequest {})),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .tokens;
+    let member_of =
+        |label| admin.create_token(label, pb::Role::Member, TokenLifetime::ServerDefault);
+    let (member_token, member_info) = member_of("kept").await.unwrap();
+    let (revoked_token, revoked_info) = member_of("revoked").await.unwrap();
+    admin.revoke_token(&revoked_info.id).await.unwrap();
+    let member = admin.with_token(&member_token).unwrap();
+    let session = member.session("before").await;
+    let old_id = session.id();
+    let listed_before = admin.list_tokens().await.unwrap();
     assert!(
         !dir.path().join("admin_token").exists(),
         "a configured bootstrap token is not written"
     );
     let stored = std::fs::read_to_string(dir.path().join("tokens.json")).unwrap();
-    for plaintext in [&bootstrap, &member.token, &revoked.token] {
+    for plaintext in [&bootstrap, &member_token, &revoked_token] {
         assert!(
             !stored.contains(plaintext.as_str()),
             "only hashes are stored"
@@ -167,47 +160,38 @@ async fn tokens_and_session_ids_survive_a_restart_and_bootstrap_happens_once() {
     let ignored = random_secret("test");
     second_config.auth.bootstrap_token = Some(ignored.clone());
     let second = TestServer::serve(second_config).await;
-    let connection = second.connection().await;
-    let admin = Client::new(connection.clone(), &bootstrap);
-    let member = Client::new(connection.clone(), &member.token);
-    let revoked = Client::new(connection.clone(), &revoked.token);
+    // One connection, several tokens.
+    let admin = second.client(&bootstrap).await;
+    let member = admin.with_token(&member_token).unwrap();
+    let revoked = admin.with_token(&revoked_token).unwrap();
 
-    assert_eq!(member.who_am_i().await.unwrap(), member_info);
-    assert_eq!(admin.who_am_i().await.unwrap().role, pb::Role::Admin as i32);
+    assert_eq!(member.whoami().await.unwrap(), member_info);
+    assert_eq!(admin.whoami().await.unwrap().role, pb::Role::Admin as i32);
     expect_err(
-        revoked.who_am_i().await,
+        revoked.whoami().await,
         Reason::Unauthorized,
         Code::Unauthenticated,
     );
     expect_err(
-        Client::new(connection.clone(), &ignored).who_am_i().await,
+        admin.with_token(&ignored).unwrap().whoami().await,
         Reason::Unauthorized,
         Code::Unauthenticated,
     );
-    let listed_after = within(
-        "ListTokens",
-        admin
-            .auth()
-            .list_tokens(admin.req(pb::ListTokensRequest {})),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .tokens;
+    let listed_after = admin.list_tokens().await.unwrap();
     assert_eq!(listed_after, listed_before);
     // A revoked token stays revoked: revoking it again is TOKEN_NOT_FOUND.
     expect_err(
-        admin.revoke(&revoked_info.id).await,
+        admin.revoke_token(&revoked_info.id).await,
         Reason::TokenNotFound,
         Code::NotFound,
     );
 
     // Session ids are not reused across the restart.
-    let again = member.connect("after").await;
+    let again = member.session("after").await;
     assert!(
-        again.id > old_id,
+        again.id() > old_id,
         "session id {} after a restart reuses or precedes {old_id}",
-        again.id
+        again.id()
     );
 }
 
@@ -224,34 +208,16 @@ async fn a_generated_bootstrap_token_is_written_once_with_mode_0600() {
         .to_owned();
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "admin_token mode {mode:o}");
-    let admin = Client::new(first.connection().await, &token);
-    assert_eq!(admin.who_am_i().await.unwrap().role, pb::Role::Admin as i32);
-    let tokens_before = within(
-        "ListTokens",
-        admin
-            .auth()
-            .list_tokens(admin.req(pb::ListTokensRequest {})),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .tokens;
+    let admin = first.client(&token).await;
+    assert_eq!(admin.whoami().await.unwrap().role, pb::Role::Admin as i32);
+    let tokens_before = admin.list_tokens().await.unwrap();
     assert_eq!(tokens_before.len(), 1);
     first.stop().await;
 
     std::fs::remove_file(&file).unwrap();
     let second = TestServer::serve(config).await;
     assert!(!file.exists(), "no second bootstrap on a store with tokens");
-    let admin = Client::new(second.connection().await, &token);
-    let tokens_after = within(
-        "ListTokens",
-        admin
-            .auth()
-            .list_tokens(admin.req(pb::ListTokensRequest {})),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .tokens;
+    let admin = second.client(&token).await;
+    let tokens_after = admin.list_tokens().await.unwrap();
     assert_eq!(tokens_after, tokens_before);
 }

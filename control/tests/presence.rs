@@ -3,15 +3,16 @@
 
 mod support;
 
-use openspeak_shared::{Reason, metadata, pb};
+use openspeak_client::{PresenceUpdate, TokenLifetime, pb};
+use openspeak_shared::{Reason, metadata};
 use pb::event::Event as Ev;
-use support::{Client, Session, TestServer, expect_err, expect_reason, with_token, within};
+use support::{ClientExt, Raw, Session, TestServer, expect_err, expect_reason, within};
 use tonic::{Code, Request, Status, metadata::MetadataValue};
 
 /// A request with `client`'s token and `openspeak-session` set to `value`
 /// exactly (or absent).
-fn raw_session<T>(client: &Client, value: Option<&str>, message: T) -> Request<T> {
-    let mut request = with_token(&client.token, message);
+fn raw_session<T>(client: &Raw, value: Option<&str>, message: T) -> Request<T> {
+    let mut request = client.req(message);
     if let Some(value) = value {
         request.metadata_mut().insert(
             metadata::SESSION,
@@ -31,7 +32,7 @@ fn required<T>(result: Result<tonic::Response<T>, Status>) {
 
 /// Calls every session-scoped RPC with `client`'s token and the session
 /// header `value`; each must be refused with SESSION_REQUIRED.
-async fn session_required_everywhere(client: &Client, value: Option<&str>) {
+async fn session_required_everywhere(client: &Raw, value: Option<&str>) {
     required(
         within(
             "UpdatePresence",
@@ -46,7 +47,18 @@ async fn session_required_everywhere(client: &Client, value: Option<&str>) {
         )
         .await,
     );
-    let lobby = client.list_channels().await[0].id.clone();
+    let lobby = within(
+        "ListChannels",
+        client
+            .channels()
+            .list_channels(client.req(pb::ListChannelsRequest {})),
+    )
+    .await
+    .expect("ListChannels succeeds")
+    .into_inner()
+    .channels[0]
+        .id
+        .clone();
     required(
         within(
             "JoinChannel",
@@ -83,10 +95,10 @@ async fn session_required_everywhere(client: &Client, value: Option<&str>) {
 
 fn me(session: &Session) -> pb::UserPresence {
     session
-        .started
+        .started()
         .users
         .iter()
-        .find(|u| u.session_id == session.id)
+        .find(|u| u.session_id == session.id())
         .cloned()
         .expect("session_started lists the session itself")
 }
@@ -96,9 +108,9 @@ async fn connect_starts_a_session_in_the_default_channel() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
     let (member, _) = admin.new_member("m").await;
-    let session = member.connect("  Alice  ").await;
+    let session = member.session("  Alice  ").await;
 
-    let lobby = &session.started.channels;
+    let lobby = &session.started().channels;
     assert_eq!(lobby.len(), 1, "the snapshot has every channel: {lobby:?}");
     assert_eq!(lobby[0].name, "Lobby");
     assert_eq!(lobby[0].member_count, 1, "the snapshot counts the session");
@@ -112,15 +124,18 @@ async fn connect_starts_a_session_in_the_default_channel() {
     assert_eq!(user.status_text, "");
     assert!(!user.self_mute && !user.self_deaf && !user.speaking && !user.idle);
 
-    let online = admin.list_online().await;
+    let online = admin.list_online().await.unwrap();
     assert_eq!(online, vec![user.clone()]);
-    assert_eq!(admin.members(&lobby[0].id).await.unwrap(), vec![user]);
+    assert_eq!(
+        admin.list_channel_members(&lobby[0].id).await.unwrap(),
+        vec![user]
+    );
 
     // A token may hold several sessions, each with its own id.
-    let again = member.connect("Alice again").await;
-    assert_ne!(again.id, session.id);
-    assert_eq!(again.started.users.len(), 2);
-    assert_eq!(admin.list_online().await.len(), 2);
+    let again = member.session("Alice again").await;
+    assert_ne!(again.id(), session.id());
+    assert_eq!(again.started().users.len(), 2);
+    assert_eq!(admin.list_online().await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -128,40 +143,39 @@ async fn display_names_have_limits() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
     for bad in [String::new(), "   ".into(), "n".repeat(65), "é".repeat(65)] {
-        expect_reason(admin.try_connect(&bad).await, Reason::InvalidRequest);
+        expect_reason(admin.start_session(&bad).await, Reason::InvalidRequest);
     }
-    let ok = admin.connect(&"é".repeat(64)).await;
+    let ok = admin.session(&"é".repeat(64)).await;
     assert_eq!(me(&ok).display_name, "é".repeat(64));
     // Refused connections left no session behind.
-    assert_eq!(admin.list_online().await.len(), 1);
+    assert_eq!(admin.list_online().await.unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn update_presence_changes_the_fields_given() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
-    let session = member.connect("Bob").await;
-
-    let away = session
-        .update_presence(pb::UpdatePresenceRequest {
-            status: Some(pb::Status::Away as i32),
-            status_text: Some("lunch".into()),
-            ..Default::default()
-        })
+    let (token, _) = admin
+        .create_token("m", pb::Role::Member, TokenLifetime::ServerDefault)
         .await
         .unwrap();
-    assert_eq!(away.session_id, session.id);
+    let session = admin.with_token(&token).unwrap().session("Bob").await;
+
+    let away = session
+        .update_presence(
+            PresenceUpdate::new()
+                .status(pb::Status::Away)
+                .status_text("lunch"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(away.session_id, session.id());
     assert_eq!(away.status, pb::Status::Away as i32);
     assert_eq!(away.status_text, "lunch");
     assert!(!away.self_mute && !away.self_deaf);
 
     let muted = session
-        .update_presence(pb::UpdatePresenceRequest {
-            self_mute: Some(true),
-            self_deaf: Some(true),
-            ..Default::default()
-        })
+        .update_presence(PresenceUpdate::new().self_mute(true).self_deaf(true))
         .await
         .unwrap();
     assert_eq!(muted.status, pb::Status::Away as i32, "absent = unchanged");
@@ -169,25 +183,23 @@ async fn update_presence_changes_the_fields_given() {
     assert!(muted.self_mute && muted.self_deaf);
 
     let dnd = session
-        .update_presence(pb::UpdatePresenceRequest {
-            status: Some(pb::Status::Dnd as i32),
-            status_text: Some(String::new()),
-            self_deaf: Some(false),
-            ..Default::default()
-        })
+        .update_presence(
+            PresenceUpdate::new()
+                .status(pb::Status::Dnd)
+                .status_text("")
+                .self_deaf(false),
+        )
         .await
         .unwrap();
     assert_eq!(dnd.status, pb::Status::Dnd as i32);
     assert_eq!(dnd.status_text, "");
     assert!(dnd.self_mute && !dnd.self_deaf);
-    assert_eq!(admin.list_online().await, vec![dnd.clone()]);
+    assert_eq!(admin.list_online().await.unwrap(), vec![dnd.clone()]);
 
     // Limits: 128 characters of status text, and a status that is set.
+    let raw = server.raw(&token).await;
     let long = session
-        .update_presence(pb::UpdatePresenceRequest {
-            status_text: Some("é".repeat(128)),
-            ..Default::default()
-        })
+        .update_presence(PresenceUpdate::new().status_text("é".repeat(128)))
         .await
         .unwrap();
     assert_eq!(long.status_text, "é".repeat(128));
@@ -211,12 +223,18 @@ async fn update_presence_changes_the_fields_given() {
             ..Default::default()
         },
     ] {
+        // Raw: a status of 42 is no `pb::Status`.
         expect_reason(
-            session.update_presence(request).await,
+            within(
+                "UpdatePresence",
+                raw.presence()
+                    .update_presence(raw.sreq(session.id(), request)),
+            )
+            .await,
             Reason::InvalidRequest,
         );
     }
-    let after = admin.list_online().await;
+    let after = admin.list_online().await.unwrap();
     assert_eq!(after[0].status, pb::Status::Dnd as i32);
     assert!(after[0].self_mute, "a refused update changed nothing");
     assert_eq!(after[0].status_text, "é".repeat(128));
@@ -226,10 +244,16 @@ async fn update_presence_changes_the_fields_given() {
 async fn session_scoped_calls_need_a_live_session_of_the_same_token() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
-    let (other, _) = admin.new_member("other").await;
-    let mut watcher = admin.connect("watcher").await;
-    let session = member.connect("mine").await;
+    let member_token =
+        |label| admin.create_token(label, pb::Role::Member, TokenLifetime::ServerDefault);
+    let (token, _) = member_token("m").await.unwrap();
+    let (other_token, _) = member_token("other").await.unwrap();
+    let mut watcher = admin.session("watcher").await;
+    let session = admin.with_token(&token).unwrap().session("mine").await;
+    // Raw: these send the session header as given.
+    let member = server.raw(&token).await;
+    let other = server.raw(&other_token).await;
+    let admin_raw = server.raw(&server.admin_token).await;
 
     // Missing and malformed headers.
     for value in [
@@ -245,23 +269,20 @@ async fn session_scoped_calls_need_a_live_session_of_the_same_token() {
         session_required_everywhere(&member, value).await;
     }
     // A well-formed id that names no session.
-    session_required_everywhere(&member, Some(&(session.id + 1000).to_string())).await;
+    session_required_everywhere(&member, Some(&(session.id() + 1000).to_string())).await;
     // Another token's session, even an admin's token.
-    session_required_everywhere(&other, Some(&session.id.to_string())).await;
-    session_required_everywhere(&admin, Some(&session.id.to_string())).await;
-    session_required_everywhere(&member, Some(&watcher.id.to_string())).await;
+    session_required_everywhere(&other, Some(&session.id().to_string())).await;
+    session_required_everywhere(&admin_raw, Some(&session.id().to_string())).await;
+    session_required_everywhere(&member, Some(&watcher.id().to_string())).await;
 
     // The right token and id work.
     session
-        .update_presence(pb::UpdatePresenceRequest {
-            self_mute: Some(true),
-            ..Default::default()
-        })
+        .update_presence(PresenceUpdate::new().self_mute(true))
         .await
         .unwrap();
 
     // An ended session is gone for good.
-    let ended_id = session.id;
+    let ended_id = session.id();
     drop(session);
     watcher
         .wait_for(
@@ -274,6 +295,7 @@ async fn session_scoped_calls_need_a_live_session_of_the_same_token() {
         admin
             .list_online()
             .await
+            .unwrap()
             .iter()
             .all(|u| u.session_id != ended_id)
     );
@@ -284,23 +306,23 @@ async fn list_channel_members_lists_who_is_in_a_channel() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
     let (member, _) = admin.new_member("m").await;
-    let games = admin.create_channel("Games", "").await;
-    let a = member.connect("a").await;
-    let b = member.connect("b").await;
-    let c = member.connect("c").await;
+    let games = admin.create_channel("Games").await.unwrap();
+    let a = member.session("a").await;
+    let b = member.session("b").await;
+    let c = member.session("c").await;
     a.join(&games.id, "").await.unwrap();
     b.join(&games.id, "").await.unwrap();
 
-    let users = member.members(&games.id).await.unwrap();
+    let users = member.list_channel_members(&games.id).await.unwrap();
     let mut ids: Vec<u32> = users.iter().map(|u| u.session_id).collect();
     ids.sort_unstable();
-    let mut expected = vec![a.id, b.id];
+    let mut expected = vec![a.id(), b.id()];
     expected.sort_unstable();
     assert_eq!(ids, expected);
     assert!(users.iter().all(|u| u.channel_id == games.id));
     assert_eq!(
-        member.member_ids(&c.started.channels[0].id).await,
-        vec![c.id]
+        member.member_ids(&c.started().channels[0].id).await,
+        vec![c.id()]
     );
     assert_eq!(admin.get_channel(&games.id).await.unwrap().member_count, 2);
 }
@@ -310,7 +332,7 @@ async fn open_voice_needs_a_channel_and_a_data_plane() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
     let (member, _) = admin.new_member("m").await;
-    let session = member.connect("talker").await;
+    let session = member.session("talker").await;
 
     // In a channel, but no data plane is registered.
     expect_err(
@@ -326,7 +348,7 @@ async fn open_voice_needs_a_channel_and_a_data_plane() {
     );
     // Back in a channel: back to NO_DATAPLANE.
     session
-        .join(&session.started.channels[0].id, "")
+        .join(&session.started().channels[0].id, "")
         .await
         .unwrap();
     expect_reason(session.open_voice().await, Reason::NoDataplane);

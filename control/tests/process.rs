@@ -11,8 +11,8 @@ use std::{
     time::Duration,
 };
 
-use openspeak_shared::pb;
-use support::{Client, connect_to, within};
+use openspeak_client::{ClientError, pb};
+use support::{ClientExt, client_at, within};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, BufReader},
     process::{Child, Command},
@@ -180,8 +180,8 @@ fn config_file(dir: &Path) -> PathBuf {
     path
 }
 
-async fn who_am_i(addr: SocketAddr, token: &str) -> Result<pb::TokenInfo, tonic::Status> {
-    Client::new(connect_to(addr).await, token).who_am_i().await
+async fn who_am_i(addr: SocketAddr, token: &str) -> Result<pb::TokenInfo, ClientError> {
+    client_at(addr, token).await.whoami().await
 }
 
 #[tokio::test]
@@ -219,8 +219,8 @@ async fn first_start_logs_and_writes_the_admin_token_and_sigterm_exits_zero() {
 
     // SIGTERM with a session open: it hears `server_shutdown`, hangs up,
     // and the process exits 0 without waiting out the 30 s grace.
-    let admin = Client::new(connect_to(addr).await, &token);
-    let mut session = admin.connect("until the end").await;
+    let admin = client_at(addr, &token).await;
+    let mut session = admin.session("until the end").await;
     process.signal("TERM");
     session
         .wait_for("server_shutdown", |e| {
@@ -251,12 +251,9 @@ async fn first_start_logs_and_writes_the_admin_token_and_sigterm_exits_zero() {
         again.seen
     );
     assert!(!file.exists(), "no second admin_token file");
-    let admin = Client::new(connect_to(addr).await, &token);
-    admin
-        .who_am_i()
-        .await
-        .expect("the token survives a restart");
-    let session = admin.connect("after a restart").await;
+    let admin = client_at(addr, &token).await;
+    admin.whoami().await.expect("the token survives a restart");
+    let session = admin.session("after a restart").await;
     drop((session, admin));
     again.signal("TERM");
     let (status, stdout, _) = again.exit().await;
@@ -287,8 +284,8 @@ async fn a_configured_bootstrap_token_is_neither_logged_nor_written() {
     );
 
     // SIGINT stops it as gracefully as SIGTERM.
-    let admin = Client::new(connect_to(addr).await, &token);
-    let mut session = admin.connect("until the end").await;
+    let admin = client_at(addr, &token).await;
+    let mut session = admin.session("until the end").await;
     process.signal("INT");
     session
         .wait_for("server_shutdown", |e| {

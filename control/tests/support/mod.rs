@@ -1,9 +1,19 @@
 //! What the control plane's integration tests share: an in-process control
-//! plane on `127.0.0.1:0`, clients that carry a token, sessions with their
-//! event streams, and assertions on the contract's error statuses.
+//! plane on `127.0.0.1:0`, sessions whose events are checked as they are
+//! read, assertions on the contract's error statuses, and a model of the
+//! server's state rebuilt from events.
 //!
-//! Every wait here is bounded by [`WAIT`]; nothing sleeps to wait for
-//! something that can be awaited.
+//! The tests call the server through the project's client library,
+//! `openspeak-client`, as a real client would; this module adds only what
+//! tests need on top of it. [`Raw`] is for what the library does not send:
+//! metadata of a test's own (a malformed `authorization` or session header,
+//! a request id), protobuf values no Rust enum holds, a refused `Connect`
+//! seen as the call's own answer, and `UpdateChannel`, which the library
+//! does not offer.
+//!
+//! Every wait here is bounded by [`WAIT`] (a library client's calls by its
+//! request timeout, set to [`WAIT`]); nothing sleeps to wait for something
+//! that can be awaited.
 
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
@@ -12,10 +22,11 @@ use std::{
     collections::BTreeMap,
     fmt::Debug,
     net::SocketAddr,
-    path::PathBuf,
+    ops::Deref,
     time::{Duration, Instant},
 };
 
+use openspeak_client::{Client, ClientError, TokenLifetime};
 use openspeak_control::{ControlPlane, ServeError};
 use openspeak_shared::{Reason, config::Config, metadata, pb};
 pub use openspeak_testkit::{WAIT, random_secret, test_config, within, within_for};
@@ -26,7 +37,7 @@ use pb::{
 };
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::{Code, Request, Status, Streaming, metadata::MetadataValue, transport::Channel};
+use tonic::{Code, Request, Status, metadata::MetadataValue, transport::Channel};
 use tonic_types::StatusExt;
 
 /// Most events a wait looks at before giving up (a second bound besides time).
@@ -39,7 +50,6 @@ pub struct TestServer {
     pub cluster_addr: SocketAddr,
     /// The bootstrap admin token (`auth.bootstrap_token`), when one was set.
     pub admin_token: String,
-    pub config: Config,
     /// Kept so the state directory lives as long as the server.
     data_dir: Option<TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -58,16 +68,15 @@ impl TestServer {
         let token = random_secret("test");
         let mut config = test_config(dir.path(), Some(&token));
         adjust(&mut config);
-        let admin_token = config.auth.bootstrap_token.clone().unwrap_or_default();
         let mut server = Self::serve(config).await;
-        server.admin_token = admin_token;
         server.data_dir = Some(dir);
         server
     }
 
     /// Binds and serves `config` as given (for restarts on the same data dir).
     pub async fn serve(config: Config) -> TestServer {
-        let cp = ControlPlane::bind(config.clone())
+        let admin_token = config.auth.bootstrap_token.clone().unwrap_or_default();
+        let cp = ControlPlane::bind(config)
             .await
             .expect("the control plane binds");
         let addr = cp.local_addr();
@@ -80,22 +89,11 @@ impl TestServer {
         TestServer {
             addr,
             cluster_addr,
-            admin_token: config.auth.bootstrap_token.clone().unwrap_or_default(),
-            config,
+            admin_token,
             data_dir: None,
             shutdown: Some(tx),
             serve: Some(serve),
         }
-    }
-
-    pub fn data_dir(&self) -> PathBuf {
-        self.config.storage.data_dir.clone()
-    }
-
-    /// Takes the temporary state directory out, so that it outlives this
-    /// server (for a restart).
-    pub fn take_data_dir(&mut self) -> Option<TempDir> {
-        self.data_dir.take()
     }
 
     /// A new HTTP/2 connection to the server.
@@ -103,9 +101,22 @@ impl TestServer {
         connect_to(self.addr).await
     }
 
-    /// A client with the bootstrap admin token on a new connection.
+    /// A library client with `token` on a new connection.
+    pub async fn client(&self, token: &str) -> Client {
+        client_at(self.addr, token).await
+    }
+
+    /// A library client with the bootstrap admin token on a new connection.
     pub async fn admin(&self) -> Client {
-        Client::new(self.connection().await, &self.admin_token)
+        self.client(&self.admin_token).await
+    }
+
+    /// Raw tonic clients with `token` on a new connection.
+    pub async fn raw(&self, token: &str) -> Raw {
+        Raw {
+            channel: self.connection().await,
+            token: token.to_owned(),
+        }
     }
 
     /// Asks the server to shut down, as SIGTERM would.
@@ -143,6 +154,19 @@ pub async fn connect_to(addr: SocketAddr) -> Channel {
         .expect("the server accepts connections")
 }
 
+/// A library client with `token` on a new connection to `addr` (always a
+/// loopback address in tests); each of its calls is bounded by [`WAIT`].
+pub async fn client_at(addr: SocketAddr, token: &str) -> Client {
+    assert!(addr.ip().is_loopback(), "tests talk to loopback only");
+    within(
+        "a connection to the server",
+        Client::connect(&format!("http://{addr}"), token),
+    )
+    .await
+    .expect("the server accepts connections")
+    .with_request_timeout(WAIT)
+}
+
 /// Adds `authorization: Bearer <token>` to a request.
 pub fn with_token<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
@@ -153,35 +177,15 @@ pub fn with_token<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
-/// Adds the token and `openspeak-session: <id>` to a request.
-pub fn with_session<T>(token: &str, session: u32, message: T) -> Request<T> {
-    let mut request = with_token(token, message);
-    request
-        .metadata_mut()
-        .insert(metadata::SESSION, MetadataValue::from(session));
-    request
-}
-
-/// A connection plus the token its calls carry.
+/// The generated tonic clients on one connection, and a token, for the
+/// requests the library does not send (see the module's header).
 #[derive(Clone)]
-pub struct Client {
-    pub channel: Channel,
-    pub token: String,
+pub struct Raw {
+    channel: Channel,
+    token: String,
 }
 
-impl Client {
-    pub fn new(channel: Channel, token: &str) -> Client {
-        Client {
-            channel,
-            token: token.to_owned(),
-        }
-    }
-
-    /// The same connection with another token.
-    pub fn with(&self, token: &str) -> Client {
-        Client::new(self.channel.clone(), token)
-    }
-
+impl Raw {
     pub fn auth(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel.clone())
     }
@@ -198,121 +202,71 @@ impl Client {
         VoiceServiceClient::new(self.channel.clone())
     }
 
-    /// `message` with this client's token.
+    /// `message` with this token.
     pub fn req<T>(&self, message: T) -> Request<T> {
         with_token(&self.token, message)
     }
 
-    /// `message` with this client's token and `session`.
+    /// `message` with this token and `openspeak-session: <session>`.
     pub fn sreq<T>(&self, session: u32, message: T) -> Request<T> {
-        with_session(&self.token, session, message)
+        let mut request = self.req(message);
+        request
+            .metadata_mut()
+            .insert(metadata::SESSION, MetadataValue::from(session));
+        request
     }
 
-    // ----- calls used by many tests; each panics if the call fails -------
-
-    /// Creates a token (the client must be an admin); returns its plaintext and info.
-    pub async fn create_token(&self, label: &str, role: pb::Role) -> (String, pb::TokenInfo) {
-        let response = within(
-            "CreateToken",
-            self.auth().create_token(self.req(pb::CreateTokenRequest {
-                label: label.into(),
-                role: role as i32,
-                ttl_seconds: None,
-            })),
-        )
-        .await
-        .expect("CreateToken succeeds")
-        .into_inner();
-        (
-            response.token,
-            response.info.expect("CreateToken returns info"),
-        )
-    }
-
-    /// A client on the same connection with a new member token.
-    pub async fn new_member(&self, label: &str) -> (Client, pb::TokenInfo) {
-        let (token, info) = self.create_token(label, pb::Role::Member).await;
-        (self.with(&token), info)
-    }
-
-    /// A client on the same connection with a new admin token.
-    pub async fn new_admin(&self, label: &str) -> (Client, pb::TokenInfo) {
-        let (token, info) = self.create_token(label, pb::Role::Admin).await;
-        (self.with(&token), info)
-    }
-
-    /// Creates a channel from `request` (the client must be allowed to).
-    pub async fn create_channel_with(&self, request: pb::CreateChannelRequest) -> pb::Channel {
+    /// `UpdateChannel`, which the library does not offer.
+    pub async fn update_channel(
+        &self,
+        request: pb::UpdateChannelRequest,
+    ) -> Result<pb::Channel, Status> {
         within(
-            "CreateChannel",
-            self.channels().create_channel(self.req(request)),
-        )
-        .await
-        .expect("CreateChannel succeeds")
-        .into_inner()
-    }
-
-    /// Creates a plain channel named `name` under `parent_id` ("" = top level).
-    pub async fn create_channel(&self, name: &str, parent_id: &str) -> pb::Channel {
-        self.create_channel_with(pb::CreateChannelRequest {
-            name: name.into(),
-            parent_id: parent_id.into(),
-            ..Default::default()
-        })
-        .await
-    }
-
-    pub async fn get_channel(&self, id: &str) -> Result<pb::Channel, Status> {
-        within(
-            "GetChannel",
-            self.channels().get_channel(self.req(pb::GetChannelRequest {
-                channel_id: id.into(),
-            })),
+            "UpdateChannel",
+            self.channels().update_channel(self.req(request)),
         )
         .await
         .map(tonic::Response::into_inner)
     }
+}
 
-    pub async fn list_channels(&self) -> Vec<pb::Channel> {
-        within(
-            "ListChannels",
-            self.channels()
-                .list_channels(self.req(pb::ListChannelsRequest {})),
-        )
-        .await
-        .expect("ListChannels succeeds")
-        .into_inner()
-        .channels
-    }
+/// Shortcuts on the library's client that many tests take; each panics if
+/// its call fails.
+pub trait ClientExt {
+    /// A client on the same connection with a new member token.
+    async fn new_member(&self, label: &str) -> (Client, pb::TokenInfo);
 
-    pub async fn list_online(&self) -> Vec<pb::UserPresence> {
-        within(
-            "ListOnline",
-            self.presence()
-                .list_online(self.req(pb::ListOnlineRequest {})),
-        )
-        .await
-        .expect("ListOnline succeeds")
-        .into_inner()
-        .users
-    }
-
-    pub async fn members(&self, channel_id: &str) -> Result<Vec<pb::UserPresence>, Status> {
-        within(
-            "ListChannelMembers",
-            self.presence()
-                .list_channel_members(self.req(pb::ListChannelMembersRequest {
-                    channel_id: channel_id.into(),
-                })),
-        )
-        .await
-        .map(|r| r.into_inner().users)
-    }
+    /// Opens a session, whose events are then checked as they are read.
+    async fn session(&self, display_name: &str) -> Session;
 
     /// Session ids of the members of `channel_id`, sorted.
-    pub async fn member_ids(&self, channel_id: &str) -> Vec<u32> {
+    async fn member_ids(&self, channel_id: &str) -> Vec<u32>;
+}
+
+impl ClientExt for Client {
+    async fn new_member(&self, label: &str) -> (Client, pb::TokenInfo) {
+        let (token, info) = self
+            .create_token(label, pb::Role::Member, TokenLifetime::ServerDefault)
+            .await
+            .expect("CreateToken succeeds");
+        (self.with_token(&token).expect("tokens are ASCII"), info)
+    }
+
+    async fn session(&self, display_name: &str) -> Session {
+        let inner = within("Connect", self.start_session(display_name))
+            .await
+            .expect("Connect succeeds");
+        Session {
+            last_seq: inner.started_sequence(),
+            inner,
+            log: Vec::new(),
+            ended: None,
+        }
+    }
+
+    async fn member_ids(&self, channel_id: &str) -> Vec<u32> {
         let mut ids: Vec<u32> = self
-            .members(channel_id)
+            .list_channel_members(channel_id)
             .await
             .expect("ListChannelMembers succeeds")
             .iter()
@@ -320,87 +274,6 @@ impl Client {
             .collect();
         ids.sort_unstable();
         ids
-    }
-
-    pub async fn move_member(&self, session_id: u32, channel_id: &str) -> Result<(), Status> {
-        within(
-            "MoveMember",
-            self.channels().move_member(self.req(pb::MoveMemberRequest {
-                session_id,
-                channel_id: channel_id.into(),
-            })),
-        )
-        .await
-        .map(|_| ())
-    }
-
-    pub async fn delete_channel(&self, id: &str) -> Result<(), Status> {
-        within(
-            "DeleteChannel",
-            self.channels()
-                .delete_channel(self.req(pb::DeleteChannelRequest {
-                    channel_id: id.into(),
-                })),
-        )
-        .await
-        .map(|_| ())
-    }
-
-    pub async fn who_am_i(&self) -> Result<pb::TokenInfo, Status> {
-        within(
-            "WhoAmI",
-            self.auth().who_am_i(self.req(pb::WhoAmIRequest {})),
-        )
-        .await
-        .map(tonic::Response::into_inner)
-    }
-
-    pub async fn revoke(&self, token_id: &str) -> Result<(), Status> {
-        within(
-            "RevokeToken",
-            self.auth().revoke_token(self.req(pb::RevokeTokenRequest {
-                token_id: token_id.into(),
-            })),
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// Opens a session; fails with the server's status.
-    pub async fn try_connect(&self, display_name: &str) -> Result<Session, Status> {
-        let response = within(
-            "Connect",
-            self.presence().connect(self.req(pb::ConnectRequest {
-                display_name: display_name.into(),
-            })),
-        )
-        .await?;
-        let mut stream = response.into_inner();
-        let first = within("session_started", stream.message())
-            .await?
-            .expect("a session stream starts with an event");
-        let started_seq = first.sequence;
-        let Some(Ev::SessionStarted(started)) = first.event.clone() else {
-            panic!("the first event of a session is session_started, got {first:?}");
-        };
-        assert_ne!(started.session_id, 0, "session ids are non-zero");
-        Ok(Session {
-            id: started.session_id,
-            client: self.clone(),
-            started,
-            started_seq,
-            last_seq: started_seq,
-            stream: Some(stream),
-            log: vec![first],
-            ended: None,
-        })
-    }
-
-    /// Opens a session; panics if the server refuses.
-    pub async fn connect(&self, display_name: &str) -> Session {
-        self.try_connect(display_name)
-            .await
-            .expect("Connect succeeds")
     }
 }
 
@@ -413,51 +286,39 @@ pub enum StreamEnd {
     Error(Status),
 }
 
-/// One session: its id, the snapshot it started with, and its event stream.
+/// The library's session (its calls are reached through `Deref`) whose
+/// events are read only through [`Session::next`], which checks that their
+/// sequence numbers strictly increase and logs them. Dropping it hangs up.
 pub struct Session {
-    pub id: u32,
-    pub client: Client,
-    pub started: pb::SessionStarted,
-    /// The sequence number of `session_started`.
-    pub started_seq: u64,
+    inner: openspeak_client::Session,
     last_seq: u64,
-    stream: Option<Streaming<pb::Event>>,
-    /// Every event received so far, `session_started` first.
+    /// Every event received after `session_started`.
     pub log: Vec<pb::Event>,
-    /// Set once the stream has ended.
-    pub ended: Option<StreamEnd>,
+    /// Set once the stream has ended, so later reads say so again.
+    ended: Option<StreamEnd>,
 }
 
-impl Debug for Session {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
-            .field("id", &self.id)
-            .field("started_seq", &self.started_seq)
-            .field("events", &self.log.len())
-            .field("ended", &self.ended)
-            .finish_non_exhaustive()
+impl Deref for Session {
+    type Target = openspeak_client::Session;
+
+    fn deref(&self) -> &openspeak_client::Session {
+        &self.inner
     }
 }
 
 impl Session {
-    /// `message` with this session's token and id.
-    pub fn req<T>(&self, message: T) -> Request<T> {
-        self.client.sreq(self.id, message)
-    }
-
     /// The next event, or how the stream ended. Checks that sequence numbers
     /// strictly increase.
     pub async fn next(&mut self) -> Result<pb::Event, StreamEnd> {
         if let Some(end) = &self.ended {
             return Err(end.clone());
         }
-        let stream = self.stream.as_mut().expect("the stream is open");
-        let end = match within("the next event", stream.message()).await {
-            Ok(Some(event)) => {
+        let end = match within("the next event", self.inner.next_event()).await {
+            Ok(event) => {
                 assert!(
                     event.sequence > self.last_seq,
                     "session {}: sequence numbers must strictly increase: {} after {}",
-                    self.id,
+                    self.id(),
                     event.sequence,
                     self.last_seq
                 );
@@ -465,18 +326,17 @@ impl Session {
                 self.log.push(event.clone());
                 return Ok(event);
             }
-            Ok(None) => StreamEnd::Closed,
-            Err(status) => StreamEnd::Error(status),
+            Err(ClientError::SessionEnded { .. }) => StreamEnd::Closed,
+            Err(error) => StreamEnd::Error(error.as_status().clone()),
         };
         self.ended = Some(end.clone());
-        self.stream = None;
         Err(end)
     }
 
     /// Reads events until one matches `pred`, and returns it. Panics when
     /// the stream ends first or nothing matches within [`WAIT`].
     pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Ev) -> bool) -> pb::Event {
-        let id = self.id;
+        let id = self.id();
         within(&format!("session {id}: {what}"), async {
             for _ in 0..MAX_EVENTS_PER_WAIT {
                 match self.next().await {
@@ -494,7 +354,7 @@ impl Session {
     }
 
     /// Reads events until one matches `pred`; returns the events before it
-    /// (not the `session_started` one) and the match.
+    /// and the match.
     pub async fn events_until(
         &mut self,
         what: &str,
@@ -508,7 +368,7 @@ impl Session {
 
     /// Reads events until the stream ends; returns how it ended.
     pub async fn wait_end(&mut self) -> StreamEnd {
-        let id = self.id;
+        let id = self.id();
         within(&format!("session {id}: the end of the stream"), async {
             for _ in 0..MAX_EVENTS_PER_WAIT {
                 if let Err(end) = self.next().await {
@@ -520,72 +380,31 @@ impl Session {
         .await
     }
 
-    /// Closes the stream from the client side (the session then ends).
-    pub fn hang_up(&mut self) {
-        self.stream = None;
-        self.ended = Some(StreamEnd::Closed);
-    }
-
-    /// Takes the raw stream out, e.g. to read it in another task.
-    pub fn take_stream(&mut self) -> Streaming<pb::Event> {
-        self.stream.take().expect("the stream is open")
-    }
-
     /// Every event received, by kind, without the sequence number.
     pub fn kinds(&self) -> Vec<Ev> {
         self.log.iter().filter_map(|e| e.event.clone()).collect()
     }
+}
 
-    pub async fn join(&self, channel_id: &str, password: &str) -> Result<pb::Channel, Status> {
-        within(
-            "JoinChannel",
-            self.client
-                .channels()
-                .join_channel(self.req(pb::JoinChannelRequest {
-                    channel_id: channel_id.into(),
-                    password: password.into(),
-                })),
-        )
-        .await
-        .map(|r| {
-            r.into_inner()
-                .channel
-                .expect("JoinChannel returns the channel")
-        })
+/// An error that should be a status the server returned: the library's
+/// [`ClientError`] or a raw call's [`Status`].
+pub trait AsStatus: Debug {
+    /// The status; fails the test if the error is something else (no
+    /// connection, a timeout, a malformed answer).
+    fn as_status(&self) -> &Status;
+}
+
+impl AsStatus for Status {
+    fn as_status(&self) -> &Status {
+        self
     }
+}
 
-    pub async fn leave(&self) -> Result<(), Status> {
-        within(
-            "LeaveChannel",
-            self.client
-                .channels()
-                .leave_channel(self.req(pb::LeaveChannelRequest {})),
-        )
-        .await
-        .map(|_| ())
-    }
-
-    pub async fn update_presence(
-        &self,
-        request: pb::UpdatePresenceRequest,
-    ) -> Result<pb::UserPresence, Status> {
-        within(
-            "UpdatePresence",
-            self.client.presence().update_presence(self.req(request)),
-        )
-        .await
-        .map(tonic::Response::into_inner)
-    }
-
-    pub async fn open_voice(&self) -> Result<pb::OpenVoiceResponse, Status> {
-        within(
-            "OpenVoice",
-            self.client
-                .voice()
-                .open_voice(self.req(pb::OpenVoiceRequest {})),
-        )
-        .await
-        .map(tonic::Response::into_inner)
+impl AsStatus for ClientError {
+    #[track_caller]
+    fn as_status(&self) -> &Status {
+        self.grpc_status()
+            .unwrap_or_else(|| panic!("expected a status from the server, got {self:?}"))
     }
 }
 
@@ -615,19 +434,24 @@ pub fn assert_status(status: &Status, reason: Reason, code: Code) {
 
 /// Asserts that `result` failed with `reason` and `code`; returns the status.
 #[track_caller]
-pub fn expect_err<T: Debug>(result: Result<T, Status>, reason: Reason, code: Code) -> Status {
+pub fn expect_err<T: Debug>(
+    result: Result<T, impl AsStatus>,
+    reason: Reason,
+    code: Code,
+) -> Status {
     match result {
         Ok(value) => panic!("expected {reason} ({code:?}), but the call succeeded: {value:?}"),
-        Err(status) => {
-            assert_status(&status, reason, code);
-            status
+        Err(error) => {
+            let status = error.as_status();
+            assert_status(status, reason, code);
+            status.clone()
         }
     }
 }
 
 /// The contract's pair for a reason with one code.
 #[track_caller]
-pub fn expect_reason<T: Debug>(result: Result<T, Status>, reason: Reason) -> Status {
+pub fn expect_reason<T: Debug>(result: Result<T, impl AsStatus>, reason: Reason) -> Status {
     expect_err(result, reason, reason.code())
 }
 
@@ -827,12 +651,14 @@ impl Model {
             users: admin
                 .list_online()
                 .await
+                .expect("ListOnline succeeds")
                 .into_iter()
                 .map(|u| (u.session_id, u))
                 .collect(),
             channels: admin
                 .list_channels()
                 .await
+                .expect("ListChannels succeeds")
                 .into_iter()
                 .map(|c| (c.id.clone(), c))
                 .collect(),
