@@ -2,10 +2,11 @@
 //! done by hand on the voice crate's framing: QUIC and UDP members of one
 //! channel hear each other, replays and forgeries are dropped and counted,
 //! the session follows its client to a new address, and a repeated ticket
-//! is answered again.
+//! is answered again, and a ticket of an ended session is refused.
 
 mod support;
 
+use openspeak_dataplane::SessionId;
 use openspeak_voice::udp::{self, Control, Direction, SessionKey};
 use support::{QuicServer, RawUdp, start, voice, within};
 
@@ -214,4 +215,48 @@ async fn a_repeated_ticket_is_answered_again_and_a_reused_one_is_refused() {
         })
     );
     assert_eq!(server.handle.stats().rejected[4], 1);
+}
+
+#[tokio::test]
+async fn a_ticket_issued_before_its_session_ended_is_refused_as_removed() {
+    let server = start();
+    server.member(1, "c1", false).await;
+    // Tickets issued while the session lived, one presented before its
+    // end and two kept for later.
+    let mut a = RawUdp::new(1).await;
+    a.join(server.udp_addr, &server.ticket(1, 60)).await;
+    let (for_quic, for_udp) = (server.ticket(1, 60), server.ticket(1, 60));
+    assert!(server.handle.remove_member(SessionId(1)).await.unwrap());
+    assert_eq!(
+        within("closed", a.control()).await,
+        Some(Control::Closed(9)),
+        "the live UDP side is told"
+    );
+
+    // Still valid, but their session is over: refused with code 9.
+    let (_ep, connection) = server.connect().await;
+    assert_eq!(
+        support::present(&connection, &for_quic).await,
+        support::Answer::Rejected(9, "removed".into(), 9)
+    );
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger
+        .send_to(&udp::encode_ticket(&for_udp).unwrap(), server.udp_addr)
+        .await
+        .unwrap();
+    let mut buf = [0; 64];
+    let (len, _) = within("reject", stranger.recv_from(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(
+        udp::parse(&buf[..len]),
+        Ok(udp::Packet::Reject {
+            code: 9,
+            reason: b"removed"
+        })
+    );
+    let stats = server.handle.stats();
+    // One close of the live side, two refused tickets.
+    assert_eq!(stats.rejected[9], 3);
+    assert_eq!(stats.connections, 0);
 }

@@ -64,6 +64,12 @@ pub const MIN_TICKET_LEN: usize = HEADER_LEN + NONCE_LEN + FIXED_PLAINTEXT_LEN +
 /// The longest ticket: one for a channel id of [`MAX_CHANNEL_LEN`] bytes.
 pub const MAX_TICKET_LEN: usize = MIN_TICKET_LEN + MAX_CHANNEL_LEN;
 
+/// How long a ticket admits its session after the control plane issues it
+/// (`expires_at` is this far after issue). The data plane relies on it too:
+/// it refuses tickets of an ended session for this long (plus clock skew),
+/// after which every ticket of that session has expired anyway.
+pub const TICKET_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why a ticket could not be issued or was not accepted.
 ///
 /// The messages are short enough to serve as reject reasons on the wire;

@@ -560,7 +560,11 @@ impl VoiceEndpoint {
             Carrier::Quic(ch) => conns.get(&ch).is_some_and(|conn| !conn.quic.is_closed()),
             Carrier::Udp(s) => plain.contains(s),
         };
-        if let Some(old) = self.sessions.admit(session, ticket, carrier, is_open)? {
+        let now = Instant::now();
+        if let Some(old) = self
+            .sessions
+            .admit(now, session, ticket, carrier, is_open)?
+        {
             self.close_carrier(old, RejectCode::Replaced);
             bump(&self.counters.rejected[RejectCode::Replaced as usize]);
         }
@@ -603,9 +607,9 @@ impl VoiceEndpoint {
 
     /// See [`Handle::resync`].
     fn resync(&mut self, members: Vec<(SessionId, Member)>, keep_connected: bool) -> Resynced {
-        let (done, close) = self
-            .sessions
-            .resync(&mut self.router, members, keep_connected);
+        let (done, close) =
+            self.sessions
+                .resync(Instant::now(), &mut self.router, members, keep_connected);
         for carrier in close {
             self.close_removed(carrier);
         }
@@ -614,7 +618,9 @@ impl VoiceEndpoint {
 
     /// Forgets `session` and closes its connection; whether it was a member.
     fn remove(&mut self, session: SessionId) -> bool {
-        let (was_member, conn) = self.sessions.remove(session, &mut self.router);
+        let (was_member, conn) = self
+            .sessions
+            .remove(Instant::now(), session, &mut self.router);
         if let Some(carrier) = conn {
             self.close_removed(carrier);
         }

@@ -19,12 +19,22 @@
 //!   plane restarted (`keep_connected`): it forgot every session, but their
 //!   voice still flows, so those with a live connection stay routed as they
 //!   were ("orphans") until that connection ends.
+//! - **An ended session stays ended.** Session ids are never reused, so a
+//!   ticket for a session the control plane removed can only be one issued
+//!   before it ended. It is refused ([`RejectCode::Removed`]) for as long
+//!   as such a ticket can still be valid ([`ENDED_MEMORY`]); after that
+//!   it has expired anyway.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use openspeak_router::{Member, Router, SessionId};
-use openspeak_shared::ticket::NONCE_LEN;
+use openspeak_shared::ticket::{NONCE_LEN, TICKET_LIFETIME};
 use openspeak_voice::RejectCode;
+
+/// How long an ended session's tickets are refused: a ticket's lifetime,
+/// plus room for the control plane's clock to run ahead of this one.
+pub(crate) const ENDED_MEMORY: Duration = TICKET_LIFETIME.saturating_add(Duration::from_secs(30));
 
 /// What tells one ticket from another: its nonce, unique per ticket sealed.
 pub(crate) type TicketId = [u8; NONCE_LEN];
@@ -56,6 +66,11 @@ pub(crate) struct SessionTable<C> {
     /// Sessions a restarted control plane no longer knows, routed as they
     /// were until their connection ends.
     orphans: HashSet<SessionId>,
+    /// Sessions the control plane ended, with when they may be forgotten,
+    /// oldest first (every entry is kept equally long).
+    ended: VecDeque<(Instant, SessionId)>,
+    /// The same sessions, to look up.
+    ended_set: HashSet<SessionId>,
 }
 
 impl<C> Default for SessionTable<C> {
@@ -63,6 +78,8 @@ impl<C> Default for SessionTable<C> {
         Self {
             live: HashMap::new(),
             orphans: HashSet::new(),
+            ended: VecDeque::new(),
+            ended_set: HashSet::new(),
         }
     }
 }
@@ -82,14 +99,20 @@ impl<C: Copy + PartialEq> SessionTable<C> {
     /// whether a connection is still open. On success returns the
     /// connection this one replaced, which the driver closes with
     /// [`RejectCode::Replaced`]; refuses with [`RejectCode::InUse`] when
-    /// the same ticket is live on another open connection.
+    /// the same ticket is live on another open connection, and with
+    /// [`RejectCode::Removed`] when the session has ended.
     pub(crate) fn admit(
         &mut self,
+        now: Instant,
         session: SessionId,
         ticket: TicketId,
         conn: C,
         is_open: impl Fn(C) -> bool,
     ) -> Result<Option<C>, RejectCode> {
+        self.forget_ended(now);
+        if self.ended_set.contains(&session) {
+            return Err(RejectCode::Removed);
+        }
         let replaced = match self.live.get(&session) {
             Some(old) if is_open(old.conn) => {
                 if old.ticket == ticket {
@@ -122,7 +145,16 @@ impl<C: Copy + PartialEq> SessionTable<C> {
     /// and its connection (returned) to be closed with
     /// [`RejectCode::Removed`]. The first value says whether it was a
     /// member.
-    pub(crate) fn remove(&mut self, session: SessionId, router: &mut Router) -> (bool, Option<C>) {
+    pub(crate) fn remove(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        router: &mut Router,
+    ) -> (bool, Option<C>) {
+        self.forget_ended(now);
+        if self.ended_set.insert(session) {
+            self.ended.push_back((now + ENDED_MEMORY, session));
+        }
         self.orphans.remove(&session);
         let was_member = router.remove_member(session).is_some();
         (was_member, self.live.remove(&session).map(|l| l.conn))
@@ -133,6 +165,7 @@ impl<C: Copy + PartialEq> SessionTable<C> {
     /// the connections to close with [`RejectCode::Removed`].
     pub(crate) fn resync(
         &mut self,
+        now: Instant,
         router: &mut Router,
         members: Vec<(SessionId, Member)>,
         keep_connected: bool,
@@ -148,7 +181,7 @@ impl<C: Copy + PartialEq> SessionTable<C> {
                 self.orphans.insert(session);
                 done.orphaned += 1;
             } else {
-                close.extend(self.remove(session, router).1);
+                close.extend(self.remove(now, session, router).1);
                 done.removed += 1;
             }
         }
@@ -159,6 +192,17 @@ impl<C: Copy + PartialEq> SessionTable<C> {
             }
         }
         (done, close)
+    }
+
+    /// Drops the ended sessions whose tickets have all expired by `now`.
+    fn forget_ended(&mut self, now: Instant) {
+        while let Some(&(until, session)) = self.ended.front() {
+            if until > now {
+                break;
+            }
+            self.ended.pop_front();
+            self.ended_set.remove(&session);
+        }
     }
 }
 
@@ -204,7 +248,7 @@ mod tests {
     #[test]
     fn a_session_takes_one_connection() {
         let mut table = SessionTable::default();
-        assert_eq!(table.admit(A, T1, 10, open), Ok(None));
+        assert_eq!(table.admit(Instant::now(), A, T1, 10, open), Ok(None));
         assert_eq!(table.conn(A), Some(10));
         assert_eq!(table.len(), 1);
         assert_eq!(table.conn(B), None);
@@ -213,13 +257,19 @@ mod tests {
     #[test]
     fn the_same_ticket_is_refused_while_its_connection_is_open() {
         let mut table = SessionTable::default();
-        table.admit(A, T1, 10, open).unwrap();
-        assert_eq!(table.admit(A, T1, 11, open), Err(RejectCode::InUse));
+        table.admit(Instant::now(), A, T1, 10, open).unwrap();
+        assert_eq!(
+            table.admit(Instant::now(), A, T1, 11, open),
+            Err(RejectCode::InUse)
+        );
         assert_eq!(table.conn(A), Some(10));
         // Once the first connection is closed, the ticket may come back
         // (the client lost its connection and retries within the ticket's
         // lifetime).
-        assert_eq!(table.admit(A, T1, 11, |c| c != 10), Ok(None));
+        assert_eq!(
+            table.admit(Instant::now(), A, T1, 11, |c| c != 10),
+            Ok(None)
+        );
         assert_eq!(table.conn(A), Some(11));
     }
 
@@ -227,8 +277,8 @@ mod tests {
     fn a_new_ticket_replaces_the_old_connection() {
         let mut table = SessionTable::default();
         let mut router = router_with(&[A]);
-        table.admit(A, T1, 10, open).unwrap();
-        assert_eq!(table.admit(A, T2, 11, open), Ok(Some(10)));
+        table.admit(Instant::now(), A, T1, 10, open).unwrap();
+        assert_eq!(table.admit(Instant::now(), A, T2, 11, open), Ok(Some(10)));
         assert_eq!(table.conn(A), Some(11));
         // The replaced connection's end does not take the session along.
         assert!(!table.lost(A, 10, &mut router));
@@ -244,20 +294,63 @@ mod tests {
     fn removal_closes_the_connection() {
         let mut table = SessionTable::default();
         let mut router = router_with(&[A, B]);
-        table.admit(A, T1, 10, open).unwrap();
-        assert_eq!(table.remove(A, &mut router), (true, Some(10)));
-        assert_eq!(table.remove(B, &mut router), (true, None));
-        assert_eq!(table.remove(B, &mut router), (false, None));
+        table.admit(Instant::now(), A, T1, 10, open).unwrap();
+        assert_eq!(
+            table.remove(Instant::now(), A, &mut router),
+            (true, Some(10))
+        );
+        assert_eq!(table.remove(Instant::now(), B, &mut router), (true, None));
+        assert_eq!(table.remove(Instant::now(), B, &mut router), (false, None));
         assert!(sessions(&router).is_empty());
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn an_ended_sessions_tickets_are_refused_until_they_have_expired() {
+        let mut table = SessionTable::default();
+        let mut router = router_with(&[A]);
+        let t0 = Instant::now();
+        table.admit(t0, A, T1, 10, open).unwrap();
+        table.remove(t0, A, &mut router);
+        // A ticket issued before the end, presented at once or just
+        // before it can no longer be valid: refused as removed.
+        for at in [t0, t0 + ENDED_MEMORY - Duration::from_millis(1)] {
+            assert_eq!(
+                table.admit(at, A, T2, 11, open),
+                Err(RejectCode::Removed),
+                "{:?} after the end",
+                at - t0
+            );
+        }
+        assert_eq!(table.len(), 0);
+        // Other sessions are not affected.
+        assert_eq!(table.admit(t0, B, T1, 12, open), Ok(None));
+        // Past every such ticket's lifetime the session is forgotten (a
+        // ticket for it is refused as expired before it gets here).
+        assert_eq!(table.admit(t0 + ENDED_MEMORY, A, T2, 11, open), Ok(None));
+        assert!(ENDED_MEMORY >= TICKET_LIFETIME);
+    }
+
+    #[test]
+    fn sessions_a_resync_removes_have_ended_but_orphans_have_not() {
+        let mut table = SessionTable::default();
+        let mut router = router_with(&[A, B]);
+        let t0 = Instant::now();
+        table.admit(t0, A, T1, 10, open).unwrap();
+        // A restarted control plane: B (no connection) goes, A is orphaned.
+        table.resync(t0, &mut router, vec![], true);
+        assert_eq!(table.admit(t0, B, T2, 11, open), Err(RejectCode::Removed));
+        assert!(table.lost(A, 10, &mut router));
+        assert_eq!(table.admit(t0, A, T2, 12, open), Ok(None));
     }
 
     #[test]
     fn an_authoritative_resync_removes_what_it_lacks() {
         let mut table = SessionTable::default();
         let mut router = router_with(&[A, B]);
-        table.admit(A, T1, 10, open).unwrap();
-        let (done, close) = table.resync(&mut router, vec![(B, member("c2"))], false);
+        table.admit(Instant::now(), A, T1, 10, open).unwrap();
+        let (done, close) =
+            table.resync(Instant::now(), &mut router, vec![(B, member("c2"))], false);
         assert_eq!(
             done,
             Resynced {
@@ -275,9 +368,9 @@ mod tests {
     fn after_a_restart_connected_sessions_stay_until_their_connection_ends() {
         let mut table = SessionTable::default();
         let mut router = router_with(&[A, B]);
-        table.admit(A, T1, 10, open).unwrap();
+        table.admit(Instant::now(), A, T1, 10, open).unwrap();
         // B has no connection: nothing keeps it.
-        let (done, close) = table.resync(&mut router, vec![], true);
+        let (done, close) = table.resync(Instant::now(), &mut router, vec![], true);
         assert_eq!(
             done,
             Resynced {
@@ -297,9 +390,9 @@ mod tests {
     fn an_orphan_the_control_plane_learns_again_is_a_member_again() {
         let mut table = SessionTable::default();
         let mut router = router_with(&[A]);
-        table.admit(A, T1, 10, open).unwrap();
-        table.resync(&mut router, vec![], true);
-        let (done, _) = table.resync(&mut router, vec![(A, member("c1"))], false);
+        table.admit(Instant::now(), A, T1, 10, open).unwrap();
+        table.resync(Instant::now(), &mut router, vec![], true);
+        let (done, _) = table.resync(Instant::now(), &mut router, vec![(A, member("c1"))], false);
         assert_eq!(done.members, 1);
         // Its connection's end leaves it routed: the control plane owns it.
         assert!(table.lost(A, 10, &mut router));
