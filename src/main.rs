@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use openspeak_server::System;
 use openspeak_shared::Config;
-use openspeak_shared::cli::{self, ConfigArgs, Runtime, Shutdown};
+use openspeak_shared::cli::{self, Runtime, ServeArgs, Shutdown};
 use tracing::info;
 
 /// OpenSpeak server: everything a single box needs, in one process.
@@ -14,7 +14,7 @@ use tracing::info;
 #[command(version)]
 struct Args {
     #[command(flatten)]
-    config: ConfigArgs,
+    config: ServeArgs,
 }
 
 fn main() -> ExitCode {

@@ -1,6 +1,8 @@
 //! The command-line flags every OpenSpeak binary shares: which config file
 //! to read and overrides of single keys. Flatten [`ConfigArgs`] into a
-//! binary's `clap` parser and call [`ConfigArgs::load`].
+//! binary's `clap` parser, or [`ServeArgs`] where the binary serves the
+//! public gRPC API (it adds `--host` and `--port`), and hand it to
+//! [`serve_main`].
 //!
 //! Environment variables are not clap's business: [`Config::load`] reads
 //! `OPENSPEAK_<SECTION>__<KEY>` itself, so that every key has one.
@@ -27,14 +29,6 @@ pub struct ConfigArgs {
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
     pub set: Vec<Override>,
 
-    /// IP address of the public listener (server.host)
-    #[arg(long, value_name = "IP")]
-    pub host: Option<String>,
-
-    /// Port of the public listener, 0 for any free port (server.port)
-    #[arg(long)]
-    pub port: Option<u16>,
-
     /// Directory for state such as tokens (storage.data_dir)
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
@@ -46,6 +40,34 @@ pub struct ConfigArgs {
     /// Log format (logging.output_format)
     #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+}
+
+/// [`ConfigArgs`] and the public gRPC listener's address, for the binaries
+/// that serve it (not the data plane, whose listeners are its own keys).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// IP address of the public listener (server.host)
+    #[arg(long, value_name = "IP")]
+    pub host: Option<String>,
+
+    /// Port of the public listener, 0 for any free port (server.port)
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+/// Flags a binary loads its configuration from.
+pub trait ConfigFlags {
+    /// Load options for these flags, reading the process environment.
+    fn load_options(&self) -> LoadOptions;
+
+    /// Loads and validates the configuration: [`Config::load`] with
+    /// [`load_options`](Self::load_options).
+    fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.load_options())
+    }
 }
 
 /// Which tokio runtime a server binary runs on.
@@ -66,7 +88,12 @@ pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// handlers (before `body` binds anything, see [`crate::shutdown::listen`])
 /// and runs `body` on it. Any failure is one line and exit status 1
 /// ([`exit_code`]).
-pub fn serve_main<F, Fut>(program: &str, args: &ConfigArgs, runtime: Runtime, body: F) -> ExitCode
+pub fn serve_main<F, Fut>(
+    program: &str,
+    args: &impl ConfigFlags,
+    runtime: Runtime,
+    body: F,
+) -> ExitCode
 where
     F: FnOnce(Config, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
@@ -114,10 +141,13 @@ impl ConfigArgs {
     /// The overrides these flags make: every `--set` in order, then the
     /// convenience flags, which win over a `--set` of the same key.
     pub fn overrides(&self) -> Vec<Override> {
-        let port = self.port.map(|p| p.to_string());
+        self.overrides_with(Vec::new())
+    }
+
+    /// [`overrides`](Self::overrides), with a binary's own convenience
+    /// flags (`flag`, `key`, value) before the shared ones.
+    fn overrides_with(&self, own: Vec<Override>) -> Vec<Override> {
         let named = [
-            ("--host", "server.host", self.host.as_ref()),
-            ("--port", "server.port", port.as_ref()),
             ("--data-dir", "storage.data_dir", self.data_dir.as_ref()),
             ("--log-level", "logging.level", self.log_level.as_ref()),
             (
@@ -129,22 +159,42 @@ impl ConfigArgs {
         let named = named
             .into_iter()
             .filter_map(|(flag, key, value)| value.map(|v| Override::new(flag, key, v.clone())));
-        self.set.iter().cloned().chain(named).collect()
+        self.set.iter().cloned().chain(own).chain(named).collect()
     }
 
-    /// Load options for these flags, reading the process environment.
-    pub fn load_options(&self) -> LoadOptions {
+    fn options(&self, overrides: Vec<Override>) -> LoadOptions {
         LoadOptions {
             config_path: self.config.clone(),
-            overrides: self.overrides(),
+            overrides,
             ..LoadOptions::default()
         }
     }
+}
 
-    /// Loads and validates the configuration: [`Config::load`] with
-    /// [`load_options`](Self::load_options).
-    pub fn load(&self) -> Result<Config, ConfigError> {
-        Config::load(&self.load_options())
+impl ConfigFlags for ConfigArgs {
+    fn load_options(&self) -> LoadOptions {
+        self.options(self.overrides())
+    }
+}
+
+impl ServeArgs {
+    /// As [`ConfigArgs::overrides`], with `--host` and `--port`.
+    pub fn overrides(&self) -> Vec<Override> {
+        let port = self.port.map(|p| p.to_string());
+        let own = [
+            ("--host", "server.host", self.host.as_ref()),
+            ("--port", "server.port", port.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, key, value)| value.map(|v| Override::new(flag, key, v.clone())))
+        .collect();
+        self.config.overrides_with(own)
+    }
+}
+
+impl ConfigFlags for ServeArgs {
+    fn load_options(&self) -> LoadOptions {
+        self.config.options(self.overrides())
     }
 }
 
@@ -163,18 +213,24 @@ mod tests {
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[derive(Parser)]
+    struct DataplaneCli {
+        #[command(flatten)]
         config: ConfigArgs,
     }
 
-    fn parse(args: &[&str]) -> Result<ConfigArgs, clap::Error> {
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
         Cli::try_parse_from(std::iter::once("openspeak").chain(args.iter().copied()))
-            .map(|cli| cli.config)
+            .map(|cli| cli.serve)
     }
 
     #[test]
     fn no_flags_no_overrides() {
         let args = parse(&[]).unwrap();
-        assert_eq!(args, ConfigArgs::default());
+        assert_eq!(args, ServeArgs::default());
         assert!(args.overrides().is_empty());
         assert_eq!(args.load_options().config_path, None);
     }
@@ -245,6 +301,29 @@ mod tests {
             &["--log-format", "xml"],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_data_plane_has_no_public_listener_flags() {
+        let parse = |args: &[&str]| {
+            DataplaneCli::try_parse_from(std::iter::once("openspeak").chain(args.iter().copied()))
+        };
+        let cli = parse(&["--data-dir", "/d", "--set", "dataplane.quic_port=0"]).unwrap();
+        assert_eq!(
+            cli.config.overrides(),
+            vec![
+                Override::new("--set", "dataplane.quic_port", "0"),
+                Override::new("--data-dir", "storage.data_dir", "/d"),
+            ]
+        );
+        for flag in ["--host", "--port"] {
+            let error = parse(&[flag, "1"]).map(|_| ()).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{flag}"
+            );
         }
     }
 }

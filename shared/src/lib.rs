@@ -15,7 +15,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod ticket;
 
-pub use cli::ConfigArgs;
+pub use cli::{ConfigArgs, ServeArgs};
 pub use config::{Config, ConfigError, LoadOptions};
 pub use encoded::Encoded;
 pub use error::{DOMAIN, Reason};

@@ -4,14 +4,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use openspeak_control::ControlPlane;
-use openspeak_shared::cli::{self, ConfigArgs, Runtime};
+use openspeak_shared::cli::{self, Runtime, ServeArgs};
 
 /// OpenSpeak control plane: access tokens, channels, sessions and presence over gRPC.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
     #[command(flatten)]
-    config: ConfigArgs,
+    config: ServeArgs,
 }
 
 fn main() -> ExitCode {
