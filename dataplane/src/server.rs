@@ -17,7 +17,7 @@ use openspeak_shared::persist::write_atomic;
 use openspeak_shared::ticket::TicketVerifier;
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::link::{Link, LinkConfig, LinkState, Registration};
 use crate::metrics::MetricsListener;
@@ -68,6 +68,8 @@ pub struct Dataplane {
     registration: Registration,
     /// `None` when `dataplane.metrics_listen` is empty.
     metrics: Option<MetricsListener>,
+    /// See `DataplaneConfig::advertised_only_locally`.
+    advertised_only_locally: bool,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -164,6 +166,7 @@ impl Dataplane {
             udp_addr,
             registration,
             metrics,
+            advertised_only_locally: dp.advertised_only_locally(),
         })
     }
 
@@ -225,6 +228,7 @@ impl Dataplane {
             state,
             registration,
             metrics,
+            advertised_only_locally,
             ..
         } = self;
         info!(
@@ -235,6 +239,12 @@ impl Dataplane {
             metrics = %metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             "data plane routing voice over QUIC and plain UDP"
         );
+        if advertised_only_locally {
+            warn!(
+                quic = %registration.quic_endpoint,
+                "voice listens on every interface but clients are told to dial a loopback address, so only this machine can join calls: set dataplane.public_host (OPENSPEAK_DATAPLANE__PUBLIC_HOST) to an address or name your clients can reach"
+            );
+        }
         let (stop_link, link_stopped) = oneshot::channel::<()>();
         let link = tokio::spawn(link.run(async {
             let _ = link_stopped.await;
@@ -293,11 +303,17 @@ fn load_or_create_id(dir: &Path) -> Result<String, StartError> {
 
 /// The router's settings from the configuration's keys.
 fn router_config(config: &Config) -> RouterConfig {
-    RouterConfig::new(
-        config.audio.jitter_buffer_ms,
-        config.voice.max_packet_age_ms,
-        config.voice.max_broadcast_lag_ms,
-    )
+    let voice = &config.voice;
+    RouterConfig {
+        max_packets_per_second: voice.max_packets_per_second,
+        max_bytes_per_second: voice.max_bytes_per_second,
+        max_payload_bytes: voice.max_payload_bytes,
+        ..RouterConfig::new(
+            config.audio.jitter_buffer_ms,
+            voice.max_packet_age_ms,
+            voice.max_broadcast_lag_ms,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -328,6 +344,9 @@ mod tests {
         c.audio.jitter_buffer_ms = 80;
         c.voice.max_packet_age_ms = 400;
         c.voice.max_broadcast_lag_ms = 150;
+        c.voice.max_packets_per_second = 120;
+        c.voice.max_bytes_per_second = 30_000;
+        c.voice.max_payload_bytes = 500;
         let r = router_config(&c);
         assert_eq!(
             (
@@ -336,6 +355,14 @@ mod tests {
                 r.max_broadcast_lag_ms
             ),
             (80, 400, 150)
+        );
+        assert_eq!(
+            (
+                r.max_packets_per_second,
+                r.max_bytes_per_second,
+                r.max_payload_bytes
+            ),
+            (120, 30_000, 500)
         );
         assert_eq!(router_config(&Config::default()), RouterConfig::default());
     }

@@ -89,6 +89,23 @@ impl DataplaneConfig {
         }
     }
 
+    /// Whether the voice listeners take packets from other machines while
+    /// clients are told to dial a loopback address: the default when
+    /// `public_host` is left out and `host` is every interface. A client
+    /// on another machine then gets a ticket for an address it cannot
+    /// reach, so the data plane warns at start.
+    pub fn advertised_only_locally(&self) -> bool {
+        let binds_everywhere = self
+            .host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified());
+        let advertised_loopback = self
+            .advertised_host()
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+        binds_everywhere && advertised_loopback
+    }
+
     /// The first value of the section that parses but cannot work.
     pub(super) fn validate(&self) -> Result<(), InvalidValue> {
         check(
@@ -144,6 +161,32 @@ mod tests {
         Config, ConfigError, Origin,
         testing::{flag, load, opts, with_file},
     };
+
+    #[test]
+    fn the_default_listens_everywhere_but_advertises_loopback() {
+        let mut dp = super::DataplaneConfig::default();
+        assert!(dp.advertised_only_locally(), "the default: warned about");
+        dp.host = "::".into();
+        assert!(dp.advertised_only_locally());
+        dp.public_host = Some("voice.example.org".into());
+        assert!(!dp.advertised_only_locally(), "a public host is reachable");
+        dp.public_host = Some("127.0.0.1".into());
+        assert!(
+            dp.advertised_only_locally(),
+            "a loopback public host is not"
+        );
+        dp.public_host = None;
+        dp.host = "127.0.0.1".into();
+        assert!(
+            !dp.advertised_only_locally(),
+            "a loopback box is consistent"
+        );
+        dp.host = "192.0.2.7".into();
+        assert!(
+            !dp.advertised_only_locally(),
+            "it advertises its own address"
+        );
+    }
 
     #[test]
     fn metrics_listen_is_an_address_or_empty() {
