@@ -113,7 +113,9 @@ where
     }
 }
 
-/// Opens `path` for appending, creating it and its directories.
+/// Opens `path` for appending, creating it and its directories. A new
+/// file is readable by its owner only (0600 on Unix): logs name tokens,
+/// sessions and addresses, which are nobody else's business.
 fn open_append(path: &Path) -> Result<File, TelemetryError> {
     let err = |source| TelemetryError::File {
         path: path.to_owned(),
@@ -122,11 +124,11 @@ fn open_append(path: &Path) -> Result<File, TelemetryError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(err)?;
     }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(err)
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map_err(err)
 }
 
 #[cfg(test)]
@@ -139,6 +141,17 @@ mod tests {
             output_format: format.into(),
             output_file: file,
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_log_file_is_for_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/openspeak.log");
+        drop(open_append(&path).unwrap());
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
 
     #[test]
