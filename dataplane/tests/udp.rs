@@ -200,19 +200,9 @@ async fn a_repeated_ticket_is_answered_again_and_a_reused_one_is_refused() {
         support::Answer::Rejected(5, "ticket already in use".into(), 5)
     );
     // An expired ticket over UDP: refused, in the clear, with its code.
-    let expired = udp::encode_ticket(&server.ticket(1, -10)).unwrap();
-    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    stranger.send_to(&expired, server.udp_addr).await.unwrap();
-    let mut buf = [0; 64];
-    let (len, _) = within("reject", stranger.recv_from(&mut buf))
-        .await
-        .unwrap();
     assert_eq!(
-        udp::parse(&buf[..len]),
-        Ok(udp::Packet::Reject {
-            code: 4,
-            reason: b"expired ticket"
-        })
+        udp_answer(server.udp_addr, &server.ticket(1, -10)).await,
+        (4, "expired ticket".into())
     );
     assert_eq!(server.handle.stats().rejected[4], 1);
 }
@@ -239,24 +229,30 @@ async fn a_ticket_issued_before_its_session_ended_is_refused_as_removed() {
         support::present(&connection, &for_quic).await,
         support::Answer::Rejected(9, "removed".into(), 9)
     );
-    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    stranger
-        .send_to(&udp::encode_ticket(&for_udp).unwrap(), server.udp_addr)
-        .await
-        .unwrap();
-    let mut buf = [0; 64];
-    let (len, _) = within("reject", stranger.recv_from(&mut buf))
-        .await
-        .unwrap();
     assert_eq!(
-        udp::parse(&buf[..len]),
-        Ok(udp::Packet::Reject {
-            code: 9,
-            reason: b"removed"
-        })
+        udp_answer(server.udp_addr, &for_udp).await,
+        (9, "removed".into())
     );
     let stats = server.handle.stats();
     // One close of the live side, two refused tickets.
     assert_eq!(stats.rejected[9], 3);
     assert_eq!(stats.connections, 0);
+}
+
+/// Presents `ticket` over UDP from a fresh socket; the REJECT's code and
+/// reason (panics on any other answer).
+async fn udp_answer(server: std::net::SocketAddr, ticket: &[u8]) -> (u8, String) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let hello = udp::encode_ticket(ticket).unwrap();
+    socket.send_to(&hello, server).await.unwrap();
+    let mut buf = [0; 64];
+    let (len, _) = within("the answer", socket.recv_from(&mut buf))
+        .await
+        .unwrap();
+    match udp::parse(&buf[..len]) {
+        Ok(udp::Packet::Reject { code, reason }) => {
+            (code, String::from_utf8(reason.to_vec()).unwrap())
+        }
+        other => panic!("expected a REJECT, got {other:?}"),
+    }
 }
