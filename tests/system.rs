@@ -7,8 +7,9 @@
 //! membership the control plane sends over the internal link (moves and
 //! deafening included), that voice outlives a control plane killed with
 //! SIGKILL and a restarted one adopts it, that channels spread over two
-//! data planes, that the one-process server works alone, and that a data
-//! plane without its secret refuses to start.
+//! data planes, that a call comes back by itself when its data plane is
+//! killed and restarted, that the one-process server works alone, and
+//! that a data plane without its secret refuses to start.
 //!
 //! `cargo test --workspace` builds every binary first. With
 //! `cargo test -p openspeak-server` alone, build them first with
@@ -23,7 +24,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use openspeak_client::pb::{self, event::Event as Ev};
-use openspeak_client::{Client, PresenceUpdate, Session, TokenLifetime, VoiceClient};
+use openspeak_client::{
+    Call, Client, GONE_AFTER, PresenceUpdate, Session, TokenLifetime, Transport, VoiceClient,
+};
 use support::{
     Control, DataplaneProcess, FRAME, Home, Process, Talker, WAIT, binary, check_packet, hear_all,
     hear_nothing, join, payload, within_for,
@@ -288,6 +291,97 @@ fn note_in_order(
         );
     }
     heard.push(packet.sequence);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_come_back_by_themselves_when_their_data_plane_is_killed_and_restarted() {
+    let control = Control::start().await;
+    let mut dataplane = DataplaneProcess::start(&control).await;
+    let admin = control.admin().await;
+    let room = admin.create_channel("Room").await.unwrap();
+    let mut a = member(&admin, "a").await;
+    let mut b = member(&admin, "b").await;
+    join(&mut a, &room.id).await;
+    join(&mut b, &room.id).await;
+    // One call over each transport: A talks over QUIC, B listens over UDP.
+    let a_call = Arc::new(
+        Call::start(a.voice_opener(), Transport::Quic)
+            .await
+            .unwrap(),
+    );
+    let b_call = Call::start(b.voice_opener(), Transport::Udp).await.unwrap();
+    let a_id = a.id();
+
+    // A talks at 50 packets a second, whatever happens, until stopped.
+    let (stop, mut stopped) = watch::channel(false);
+    let talking = tokio::spawn({
+        let a_call = a_call.clone();
+        async move {
+            let mut frames = tokio::time::interval(FRAME);
+            // Bounded: the test stops it, and no test outlives a minute.
+            for sequence in 0..(60_000 / FRAME.as_millis() as u32) {
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    _ = frames.tick() => {
+                        let at = sequence * FRAME.as_millis() as u32;
+                        a_call.send(sequence, at, payload(a_id, sequence)).unwrap();
+                    }
+                }
+            }
+        }
+    });
+    // The next packet of A's that B hears, and when.
+    let hear_a = |what: &'static str| {
+        let b_call = &b_call;
+        within_for(WAIT, what, async move {
+            loop {
+                let got = b_call.recv().await.expect("the call goes on");
+                if got.speaker == a_id {
+                    return (got, Instant::now());
+                }
+            }
+        })
+    };
+    let (before, _) = hear_a("A's voice before the kill").await;
+
+    // SIGKILL: no close to anyone. Both calls notice by the silence
+    // (within GONE_AFTER) and keep asking for voice meanwhile.
+    let killed = Instant::now();
+    let DataplaneProcess {
+        mut process, home, ..
+    } = dataplane;
+    assert!(!process.kill9().await.success());
+    within_for(WAIT, "both calls to notice", async {
+        tokio::join!(a_call.wait_connected(false), b_call.wait_connected(false))
+    })
+    .await;
+    let noticed = killed.elapsed();
+    assert!(
+        noticed <= GONE_AFTER + Duration::from_secs(1),
+        "noticed after {noticed:?}"
+    );
+
+    // The same data plane back (same id and certificate, new ports): voice
+    // is back within 2 s of it attaching, with no help from the caller.
+    dataplane = DataplaneProcess::start_in(&control, home).await;
+    let attached = Instant::now();
+    let (after, heard_at) = loop {
+        let (got, at) = hear_a("A's voice after the restart").await;
+        if got.sequence > before.sequence {
+            break (got, at);
+        }
+    };
+    let back = heard_at - attached;
+    assert!(
+        back <= Duration::from_secs(2),
+        "voice back {back:?} after the data plane attached\n{}",
+        dataplane.process.recent()
+    );
+    eprintln!("the calls noticed after {noticed:?}; voice was back {back:?} after the restart");
+    check_packet(&after, a_id, after.sequence, b.id());
+    assert!(a_call.reconnects() >= 1 && b_call.reconnects() >= 1);
+    let _ = stop.send(true);
+    talking.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

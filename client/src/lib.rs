@@ -6,7 +6,9 @@
 //!   `PresenceService.Connect` stream: its events and the session-scoped
 //!   calls), failing with [`ClientError`];
 //! - [`voice`]: the voice protocol of `docs/PROTOCOL.md`, spoken to a data
-//!   plane over QUIC by a [`VoiceClient`], reached from a [`VoiceGrant`].
+//!   plane over QUIC by a [`VoiceClient`] or over plain UDP by a
+//!   [`UdpVoiceClient`], reached from a [`VoiceGrant`]; or a [`Call`],
+//!   which reconnects by itself when its data plane goes away.
 //!
 //! Events, channels, presences and token infos are the protobuf types of
 //! the public contract, re-exported as [`pb`]: the `.proto` files are the
@@ -32,6 +34,7 @@
 //! # }
 //! ```
 
+mod call;
 mod control;
 mod error;
 mod grant;
@@ -39,6 +42,7 @@ mod session;
 pub mod udp;
 pub mod voice;
 
+pub use call::{Call, CallEnded, GONE_AFTER, PING_EVERY, Transport, VoiceOpener};
 pub use control::{
     CONNECT_TIMEOUT, Client, NewChannel, REQUEST_TIMEOUT, SESSION_START_TIMEOUT, TokenLifetime,
 };

@@ -13,6 +13,7 @@ use openspeak_shared::pb;
 use pb::event::Event as Ev;
 use tonic::Streaming;
 
+use crate::call::VoiceOpener;
 use crate::control::{Client, missing};
 use crate::error::ClientError;
 use crate::grant::VoiceGrant;
@@ -184,15 +185,16 @@ impl Session {
     /// Asks for voice in the current channel: which data plane to dial and
     /// the ticket to present there. See [`VoiceGrant::connect`].
     pub async fn open_voice(&self) -> Result<VoiceGrant, ClientError> {
-        let call = "VoiceService.OpenVoice";
-        let request = self
-            .client
-            .session_request(self.id, pb::OpenVoiceRequest {});
-        let response = self
-            .client
-            .finish(call, self.client.voice().open_voice(request))
-            .await?;
-        VoiceGrant::from_response(response)
+        self.voice_opener().open().await
+    }
+
+    /// What a [`Call`](crate::Call) needs to ask for this session's voice
+    /// again, on its own.
+    pub fn voice_opener(&self) -> VoiceOpener {
+        VoiceOpener {
+            client: self.client.clone(),
+            session: self.id,
+        }
     }
 }
 

@@ -104,13 +104,16 @@ pub struct UdpVoiceClient {
     rtt_us: AtomicU64,
     /// Received packets that were not valid: counted, never a panic.
     malformed: AtomicU64,
+    /// Valid packets received from the data plane, of any kind.
+    heard: AtomicU64,
 }
 
 impl UdpVoiceClient {
     /// Presents `ticket` to the data plane's plain-UDP listener at
-    /// `endpoint` and returns once it is accepted; `session_key` is the
-    /// grant's. Then sends one ping, so that the data plane learns where to
-    /// send voice.
+    /// `endpoint`; `session_key` is the grant's. Once it is accepted, pings
+    /// until answered, so that the data plane knows where to send voice;
+    /// returns then (the round-trip time is known from then on). Both
+    /// steps resend every 250 ms, within [`UDP_CONNECT_TIMEOUT`] in all.
     pub async fn connect(
         endpoint: SocketAddr,
         ticket: &[u8],
@@ -135,6 +138,7 @@ impl UdpVoiceClient {
             origin: Instant::now(),
             rtt_us: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            heard: AtomicU64::new(0),
         };
         let deadline = Instant::now() + UDP_CONNECT_TIMEOUT;
         let session_id = loop {
@@ -155,8 +159,53 @@ impl UdpVoiceClient {
             session_id,
             ..client
         };
-        client.ping()?;
+        // Until a sealed packet of ours arrives, the data plane does not
+        // know where to send voice: ping until it answers, so that voice
+        // reaches this client from the moment `connect` returns.
+        loop {
+            client.ping()?;
+            let wait = RESEND.min(deadline.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(wait, client.pong()).await {
+                Ok(answer) => break answer?,
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(UdpVoiceError::Timeout {
+                        addr: endpoint,
+                        after: UDP_CONNECT_TIMEOUT,
+                    });
+                }
+                Err(_) => {}
+            }
+        }
         Ok(client)
+    }
+
+    /// Reads until a PONG arrives (recording the round-trip time), or the
+    /// data plane closes the session.
+    async fn pong(&self) -> Result<(), UdpVoiceError> {
+        let mut buf = vec![0; MAX_PACKET];
+        loop {
+            let len = self.socket.recv(&mut buf).await?;
+            let Ok(plaintext) = self.open(&mut buf[..len]) else {
+                self.count_malformed();
+                continue;
+            };
+            match Control::parse(plaintext) {
+                Some(Control::Pong(sent_us)) => {
+                    self.note_rtt(sent_us);
+                    return Ok(());
+                }
+                Some(Control::Closed(code)) => return Err(UdpVoiceError::Closed { code }),
+                // Nothing else is sent to a session whose address the data
+                // plane does not know yet.
+                _ => {}
+            }
+        }
+    }
+
+    fn note_rtt(&self, sent_us: u64) {
+        let now_us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(0);
+        self.rtt_us
+            .store(now_us.saturating_sub(sent_us).max(1), Ordering::Relaxed);
     }
 
     /// Reads until the data plane answers the ticket: its session id, or
@@ -194,6 +243,13 @@ impl UdpVoiceClient {
     /// replayed.
     pub fn malformed(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Valid packets received from the data plane so far, of any kind
+    /// (voice, pong, close), as read by [`recv`](Self::recv): whether the
+    /// data plane is still there.
+    pub fn packets_received(&self) -> u64 {
+        self.heard.load(Ordering::Relaxed)
     }
 
     /// The round-trip time of the last ping answered, if any was.
@@ -268,11 +324,7 @@ impl UdpVoiceClient {
                 }
             };
             match Control::parse(plaintext) {
-                Some(Control::Pong(sent_us)) => {
-                    let now_us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(0);
-                    self.rtt_us
-                        .store(now_us.saturating_sub(sent_us).max(1), Ordering::Relaxed);
-                }
+                Some(Control::Pong(sent_us)) => self.note_rtt(sent_us),
                 Some(Control::Closed(code)) => return Err(UdpVoiceError::Closed { code }),
                 Some(_) => {}
                 None => match Forwarded::parse(Bytes::copy_from_slice(plaintext)) {
@@ -294,6 +346,7 @@ impl UdpVoiceClient {
         }
         let plaintext = udp::open_in_place(&self.key, Direction::ToClient, header, packet)?;
         replay.take(header.counter);
+        self.heard.fetch_add(1, Ordering::Relaxed);
         Ok(plaintext)
     }
 

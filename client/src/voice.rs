@@ -232,6 +232,13 @@ impl VoiceClient {
             })
     }
 
+    /// UDP datagrams received on the connection so far, of any kind
+    /// (voice, ACKs, keep-alive answers): whether the data plane is still
+    /// there.
+    pub fn packets_received(&self) -> u64 {
+        self.connection.stats().udp_rx.datagrams
+    }
+
     /// The next valid forwarded datagram. Malformed ones are skipped and
     /// counted (see [`malformed`](Self::malformed)). Waits without bound:
     /// callers that need one wrap it in a timeout.

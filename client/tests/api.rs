@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use openspeak_client::pb::{self, event::Event as Ev};
-use openspeak_client::{Client, ClientError, Code, NewChannel, PresenceUpdate, TokenLifetime};
+use openspeak_client::{
+    Call, CallEnded, Client, ClientError, Code, NewChannel, PresenceUpdate, TokenLifetime,
+    Transport,
+};
 use openspeak_control::ControlPlane;
 use openspeak_dataplane::{Dataplane, LinkState};
 use openspeak_shared::config::{Config, Seconds};
@@ -438,4 +441,52 @@ async fn voice_is_granted_only_with_a_data_plane_and_then_flows() {
     assert_eq!(heard.payload, payload);
     voice_a.close().await;
     voice_b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_carries_voice_and_ends_when_its_session_ends() {
+    let server = start().await;
+    let admin = server.admin().await;
+    let room = admin.create_channel("Call").await.unwrap();
+    let mut a = admin.start_session("a").await.unwrap();
+    let b = admin.start_session("b").await.unwrap();
+    a.join(&room.id, "").await.unwrap();
+    b.join(&room.id, "").await.unwrap();
+    a.wait_for(is_member_joined(b.id(), &room.id), WAIT)
+        .await
+        .unwrap();
+
+    // Without a data plane the first attempt fails as OpenVoice does.
+    assert_eq!(
+        refused(Call::start(a.voice_opener(), Transport::Udp).await),
+        ("NO_DATAPLANE".into(), Code::Unavailable)
+    );
+    let _dataplane = server.attach_dataplane().await;
+    let a_call = within("a's call", Call::start(a.voice_opener(), Transport::Quic))
+        .await
+        .unwrap();
+    let b_call = within("b's call", Call::start(b.voice_opener(), Transport::Udp))
+        .await
+        .unwrap();
+    assert_eq!((a_call.session_id(), b_call.session_id()), (a.id(), b.id()));
+    assert!(a_call.connected() && b_call.connected());
+    let payload = Bytes::from_static(b"\xfc opus frame");
+    assert!(a_call.send(0, 0, payload.clone()).unwrap());
+    let heard = within("b to hear a", b_call.recv()).await.unwrap();
+    assert_eq!((heard.speaker, heard.sequence), (a.id(), 0));
+    assert_eq!(heard.payload, payload);
+    // An empty payload is no voice packet: an error, not a silent drop.
+    assert!(a_call.send(1, 20, Bytes::new()).is_err());
+
+    // B hangs up its session: the data plane closes its voice with 9, and
+    // the call ends rather than reconnect.
+    drop(b);
+    assert_eq!(
+        within("b's call to end", b_call.recv()).await.unwrap_err(),
+        CallEnded::Closed { code: 9 }
+    );
+    within("b's call to be down", b_call.wait_connected(false)).await;
+    assert!(!b_call.send(2, 40, payload).unwrap(), "nothing to send on");
+    assert_eq!(b_call.reconnects(), 0);
+    assert!(a_call.connected(), "a's call is not affected");
 }

@@ -406,7 +406,12 @@ pub struct DataplaneProcess {
 impl DataplaneProcess {
     /// A data plane on loopback, attached to `control`; waits for both.
     pub async fn start(control: &Control) -> DataplaneProcess {
-        let home = Home::new();
+        Self::start_in(control, Home::new()).await
+    }
+
+    /// [`start`](Self::start) on `home`'s state: the same id and
+    /// certificate as the data plane that ran there before (new ports).
+    pub async fn start_in(control: &Control, home: Home) -> DataplaneProcess {
         let env = [
             ("OPENSPEAK_DATAPLANE__HOST", "127.0.0.1".to_owned()),
             ("OPENSPEAK_DATAPLANE__QUIC_PORT", "0".to_owned()),

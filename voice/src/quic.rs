@@ -31,6 +31,13 @@ pub const ALPN: &[u8] = b"openspeak-voice/1";
 /// timer restarts with every packet received from the peer.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
+/// A client sends its keep-alive PING this often instead: every PING is
+/// answered (with an ACK) within 25 ms, so a client that hears nothing for
+/// three of these periods knows its data plane is gone, long before the
+/// idle timeout, and can get voice back elsewhere (`docs/PROTOCOL.md`,
+/// "Keepalive"). One small packet a second is nothing next to voice.
+pub const CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(1);
+
 /// A connection that hears nothing at all for this long is closed. Three
 /// keep-alive periods, so one or two lost PINGs (which QUIC retransmits
 /// anyway) do not end a call, while a vanished client frees its slot, and
@@ -159,6 +166,7 @@ pub fn client_config(pin: [u8; 32]) -> Result<quinn_proto::ClientConfig, QuicCon
 
     let mut transport = voice_transport();
     transport
+        .keep_alive_interval(Some(CLIENT_KEEP_ALIVE))
         .datagram_receive_buffer_size(Some(CLIENT_DATAGRAM_RECEIVE_BUFFER))
         .datagram_send_buffer_size(CLIENT_DATAGRAM_SEND_BUFFER);
 
