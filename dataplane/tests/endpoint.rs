@@ -1,10 +1,11 @@
 //! The QUIC voice endpoint over real sockets on 127.0.0.1: the ticket
-//! exchange and its reject codes, and routing between three clients.
+//! exchange and its reject codes, routing between three clients, and the
+//! limits on connections not yet admitted.
 
 mod support;
 
 use bytes::Bytes;
-use openspeak_dataplane::{Member, Resynced, RouterEvent, SessionId};
+use openspeak_dataplane::{AdmissionLimits, Member, Resynced, RouterEvent, SessionId};
 use openspeak_voice::TICKET_TIMEOUT;
 use openspeak_voice::datagram::{Forwarded, MAX_PAYLOAD, VoicePacket};
 use openspeak_voice::exchange::MAX_TICKET_LEN;
@@ -258,4 +259,45 @@ async fn a_resync_from_the_same_control_plane_drops_what_it_lacks() {
     assert_eq!(server.handle.stats().rejected[9], 1);
     assert_eq!(server.handle.stats().connections, 1);
     assert!(a.close_reason().is_none());
+}
+
+#[tokio::test]
+async fn past_the_limits_new_connections_prove_their_address_or_are_refused() {
+    // Retry from the first connection on; at most two not admitted.
+    let server = support::start_limited(AdmissionLimits {
+        retry_above: 0,
+        max_unadmitted: 2,
+    });
+    // Each is asked to prove its address first; quinn's client answers
+    // the Retry by itself, and the handshake goes on.
+    let (_ep1, first) = server.connect().await;
+    let (_ep2, second) = server.connect().await;
+    assert_eq!(server.handle.stats().handshakes_retried, 2);
+
+    // Two hold their place without a ticket: a third is refused at once.
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let third = client
+        .connect_with(
+            openspeak_voice::client_config(server.pin).unwrap(),
+            server.addr,
+            "localhost",
+        )
+        .unwrap();
+    let refused = within("the refusal", third).await.unwrap_err();
+    assert!(
+        matches!(&refused, quinn::ConnectionError::ConnectionClosed(close)
+            if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED),
+        "{refused:?}"
+    );
+    assert_eq!(server.handle.stats().handshakes_refused, 1);
+
+    // One is admitted: its place frees, and a new client gets in.
+    assert_eq!(
+        present(&first, &server.ticket(1, 60)).await,
+        Answer::Accepted(1)
+    );
+    let (_ep3, _) = server.join(&server.ticket(2, 60), 2).await;
+    drop(second);
+    let stats = server.handle.stats();
+    assert_eq!((stats.accepted, stats.handshakes_refused), (2, 1));
 }

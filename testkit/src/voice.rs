@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use openspeak_dataplane::{DataplaneCert, Handle, Member, RouterConfig, SessionId, VoiceEndpoint};
+use openspeak_dataplane::{
+    AdmissionLimits, DataplaneCert, Handle, Member, RouterConfig, SessionId, VoiceEndpoint,
+};
 use openspeak_shared::ticket::{Ticket, TicketIssuer, TicketKey, TicketVerifier};
 
 /// A running voice endpoint and what a test needs to reach it.
@@ -35,6 +37,16 @@ pub fn start() -> Server {
 /// [`start`], accepting tickets sealed with `key` (for a client in another
 /// process, which seals its own).
 pub fn start_with_key(key: TicketKey) -> Server {
+    start_with(key, AdmissionLimits::default())
+}
+
+/// [`start`] with other limits on connections not yet admitted, which a
+/// test reaches with a handful of connections.
+pub fn start_limited(limits: AdmissionLimits) -> Server {
+    start_with(TicketKey::generate(7).expect("a ticket key"), limits)
+}
+
+fn start_with(key: TicketKey, limits: AdmissionLimits) -> Server {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let cert = DataplaneCert::load_or_generate(dir.path()).expect("a certificate");
     let mut verifier = TicketVerifier::new();
@@ -48,6 +60,7 @@ pub fn start_with_key(key: TicketKey) -> Server {
     )
     .expect("the QUIC listener binds");
     let endpoint = endpoint
+        .with_admission_limits(limits)
         .with_plain_udp("127.0.0.1:0".parse().expect("an address"))
         .expect("the plain-UDP listener binds");
     let addr = endpoint.local_addr().expect("a bound address");

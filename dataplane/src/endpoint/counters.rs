@@ -25,6 +25,11 @@ pub(super) struct Counters {
     /// Sessions with a live connection now (a gauge).
     pub(super) connections: AtomicU64,
     pub(super) forward_delay: DelayHistogram,
+    /// New QUIC connections asked to prove their address (a Retry),
+    /// because many were not admitted yet.
+    pub(super) handshakes_retried: AtomicU64,
+    /// New QUIC connections refused because too many were not admitted.
+    pub(super) handshakes_refused: AtomicU64,
     /// Packets read from the plain-UDP socket.
     pub(super) udp_received: AtomicU64,
     /// Plain-UDP packets dropped before any routing, indexed by the
@@ -46,6 +51,8 @@ impl Counters {
             dropped_send_error: load(&self.dropped_send_error),
             dropped_events: load(&self.dropped_events),
             connections: load(&self.connections),
+            handshakes_retried: load(&self.handshakes_retried),
+            handshakes_refused: load(&self.handshakes_refused),
             udp_received: load(&self.udp_received),
             udp_dropped: std::array::from_fn(|i| load(&self.udp_dropped[i])),
             forward_delay: ForwardDelay {
@@ -144,6 +151,11 @@ pub struct EndpointStats {
     pub connections: u64,
     /// How long forwarded voice spent in the data plane.
     pub forward_delay: ForwardDelay,
+    /// New QUIC connections sent a Retry (to prove their address) because
+    /// many connections were not admitted yet.
+    pub handshakes_retried: u64,
+    /// New QUIC connections refused because too many were not admitted.
+    pub handshakes_refused: u64,
     /// Packets read from the plain-UDP socket (tickets and sealed packets,
     /// those then dropped included).
     pub udp_received: u64,

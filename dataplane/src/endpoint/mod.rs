@@ -58,6 +58,22 @@ use crate::udp;
 
 /// The largest UDP payload written.
 const MAX_UDP_PAYLOAD: usize = 65_535;
+
+/// How many QUIC connections not yet admitted (handshaking, waiting for a
+/// ticket, or refused and draining) the endpoint holds before it asks new
+/// ones to prove their address first (a QUIC Retry). A Retry costs the
+/// data plane no state and a client one round trip, and keeps a flood of
+/// Initials from spoofed addresses from costing memory or being answered
+/// with more bytes than it sent.
+pub const RETRY_ABOVE: usize = 64;
+
+/// The most QUIC connections not yet admitted: beyond it new ones are
+/// refused at once (CONNECTION_REFUSED) until some are admitted or gone.
+/// Each holds tens of KiB of handshake state for at most the ticket
+/// timeout, so this bounds that memory; honest clients get in within
+/// milliseconds, so it is only reached by a flood or a stampede, whose
+/// clients retry.
+pub const MAX_UNADMITTED: usize = 1024;
 /// Queued router events before the router task starts dropping them.
 const EVENT_QUEUE: usize = 1024;
 
@@ -118,6 +134,29 @@ pub struct VoiceEndpoint {
     quic_recv: udp::RecvBatch,
     /// The same for the plain-UDP socket.
     plain_recv: udp::RecvBatch,
+    /// QUIC connections never admitted and not yet forgotten.
+    unadmitted: usize,
+    /// See [`RETRY_ABOVE`] and [`MAX_UNADMITTED`].
+    limits: AdmissionLimits,
+}
+
+/// When new QUIC connections must prove their address, and when they are
+/// refused; see [`RETRY_ABOVE`] and [`MAX_UNADMITTED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionLimits {
+    /// Unadmitted connections beyond which new ones get a Retry.
+    pub retry_above: usize,
+    /// Unadmitted connections beyond which new ones are refused.
+    pub max_unadmitted: usize,
+}
+
+impl Default for AdmissionLimits {
+    fn default() -> Self {
+        AdmissionLimits {
+            retry_above: RETRY_ABOVE,
+            max_unadmitted: MAX_UNADMITTED,
+        }
+    }
 }
 
 /// What carries a session's voice: a QUIC connection, or plain UDP.
@@ -137,6 +176,8 @@ struct Conn {
     dirty: bool,
     /// Since when forwarded voice has been waiting in its datagram queue.
     voice_since: Option<Instant>,
+    /// Counted in `VoiceEndpoint::unadmitted`: never admitted yet.
+    unadmitted: bool,
 }
 
 impl std::fmt::Debug for VoiceEndpoint {
@@ -204,6 +245,8 @@ impl VoiceEndpoint {
             send_buf: Vec::with_capacity(MAX_UDP_PAYLOAD),
             quic_recv: udp::RecvBatch::new(),
             plain_recv: udp::RecvBatch::new(),
+            unadmitted: 0,
+            limits: AdmissionLimits::default(),
         };
         Ok((this, handle))
     }
@@ -211,6 +254,13 @@ impl VoiceEndpoint {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// Other limits on connections not yet admitted than the defaults
+    /// (for tests, which reach them with a handful of connections).
+    pub fn with_admission_limits(mut self, limits: AdmissionLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Accepts connections and routes voice until [`Handle::shutdown`] is
@@ -307,6 +357,20 @@ impl VoiceEndpoint {
 
     fn accept(&mut self, now: Instant, incoming: quinn_proto::Incoming) {
         self.send_buf.clear();
+        if self.unadmitted >= self.limits.max_unadmitted {
+            bump(&self.counters.handshakes_refused);
+            let transmit = self.quic.refuse(incoming, &mut self.send_buf);
+            udp::send(&self.socket, &transmit, &self.send_buf);
+            return;
+        }
+        if self.unadmitted >= self.limits.retry_above && !incoming.remote_address_validated() {
+            // Not validated means a Retry is allowed (quinn guarantees it).
+            if let Ok(transmit) = self.quic.retry(incoming, &mut self.send_buf) {
+                bump(&self.counters.handshakes_retried);
+                udp::send(&self.socket, &transmit, &self.send_buf);
+            }
+            return;
+        }
         match self.quic.accept(
             incoming,
             now,
@@ -320,7 +384,9 @@ impl VoiceEndpoint {
                     timer: None,
                     dirty: false,
                     voice_since: None,
+                    unadmitted: true,
                 };
+                self.unadmitted += 1;
                 mark(&mut self.dirty, ch, &mut conn);
                 self.conns.insert(ch, conn);
             }
@@ -460,10 +526,14 @@ impl VoiceEndpoint {
 
     /// Drops a connection quinn has finished with.
     fn forget(&mut self, ch: ConnectionHandle) {
-        if let Some(conn) = self.conns.remove(&ch)
-            && let Some(at) = conn.timer
-        {
+        let Some(conn) = self.conns.remove(&ch) else {
+            return;
+        };
+        if let Some(at) = conn.timer {
             self.timers.remove(&(at, ch));
+        }
+        if conn.unadmitted {
+            self.unadmitted -= 1;
         }
     }
 
@@ -516,6 +586,9 @@ impl VoiceEndpoint {
                     let _ = send_stream.finish();
                 }
                 conn.stage = Stage::Admitted(session);
+                if std::mem::take(&mut conn.unadmitted) {
+                    self.unadmitted -= 1;
+                }
                 bump(&self.counters.accepted);
             }
             Err(code) => {

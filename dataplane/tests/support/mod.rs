@@ -45,7 +45,7 @@ where
     }
 }
 
-pub use openspeak_testkit::voice::{Server, start, ticket};
+pub use openspeak_testkit::voice::{Server, start, start_limited, ticket};
 
 /// A QUIC connection to `addr`, pinning `pin`, before any ticket.
 pub async fn connect(addr: SocketAddr, pin: [u8; 32]) -> (Endpoint, Connection) {
