@@ -51,6 +51,10 @@ pub(super) enum Command {
     Channels {
         reply: oneshot::Sender<Vec<ChannelKey>>,
     },
+    /// Every member and where it is.
+    Members {
+        reply: oneshot::Sender<Vec<(SessionId, Member)>>,
+    },
     Shutdown,
 }
 
@@ -125,6 +129,12 @@ impl Handle {
         &self,
     ) -> Result<Vec<(SessionId, SpeakerStats, ListenerStats)>, HandleError> {
         self.ask(|reply| Command::SessionStats { reply }).await
+    }
+
+    /// Every member the router holds and its place (channel, mute,
+    /// deafen), as the control plane last said.
+    pub async fn members(&self) -> Result<Vec<(SessionId, Member)>, HandleError> {
+        self.ask(|reply| Command::Members { reply }).await
     }
 
     /// The channels that have members now.

@@ -735,6 +735,14 @@ impl VoiceEndpoint {
             Command::Channels { reply } => {
                 let _ = reply.send(self.router.channels().cloned().collect());
             }
+            Command::Members { reply } => {
+                let router = &self.router;
+                let members = router
+                    .sessions()
+                    .filter_map(|s| Some((s, router.member(s)?.clone())))
+                    .collect();
+                let _ = reply.send(members);
+            }
             Command::Shutdown => {}
         }
     }
