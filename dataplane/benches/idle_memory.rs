@@ -207,7 +207,7 @@ async fn open(
 ) {
     let total = ids.len();
     let progress = |done: usize| {
-        if done % 1000 == 0 {
+        if done.is_multiple_of(1000) {
             eprintln!("  {done} of {total} sessions open");
         }
     };

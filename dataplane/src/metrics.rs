@@ -17,6 +17,8 @@
 //! |---|---|---|
 //! | `malformed` | router | did not parse as a voice datagram |
 //! | `unknown_session` | router | its session is not a member (any more) |
+//! | `oversized` | router | its payload is over `voice.max_payload_bytes` |
+//! | `rate_limited` | router | its session is over `voice.max_packets_per_second` or `voice.max_bytes_per_second` |
 //! | `muted` | router | its speaker is muted |
 //! | `no_channel` | router | its speaker is in no channel |
 //! | `duplicate` | router | a copy of a packet already released or held |
@@ -118,12 +120,14 @@ impl Snapshot {
 
     /// Dropped datagrams by `reason`: the router's drops (whose sum is
     /// [`RouterStats::dropped`]), then the endpoint's.
-    fn dropped(&self) -> [(&'static str, u64); 12] {
+    fn dropped(&self) -> [(&'static str, u64); 14] {
         let (r, e) = (&self.router, &self.endpoint);
         let (s, l) = (&r.speakers, &r.listeners);
         [
             ("malformed", r.malformed.total()),
             ("unknown_session", r.unknown_session),
+            ("oversized", s.oversized),
+            ("rate_limited", s.rate_limited),
             ("muted", s.muted),
             ("no_channel", s.no_channel),
             ("duplicate", s.duplicate),
@@ -206,6 +210,15 @@ impl Collector for Snapshot {
             "datagrams_dropped",
             "Voice datagrams the data plane dropped, by reason; each drop is counted once.",
             &self.dropped(),
+        )?;
+        counters_by(
+            &mut out,
+            "quic_handshakes_turned_away",
+            "New QUIC connections not accepted because many were not yet admitted: sent a Retry (\"retry\") or refused (\"refused\").",
+            &[
+                ("retry", e.handshakes_retried),
+                ("refused", e.handshakes_refused),
+            ],
         )?;
         counter(
             &mut out,
@@ -492,6 +505,8 @@ mod tests {
                 },
                 udp_received: 40,
                 udp_dropped: [41, 42, 43, 44],
+                handshakes_retried: 45,
+                handshakes_refused: 46,
             },
             router: RouterStats {
                 unknown_session: 10,
@@ -507,6 +522,8 @@ mod tests {
                     // The router's own malformed count (by wire error) is
                     // the one shown; this per-speaker sum must not be.
                     malformed: 31,
+                    oversized: 32,
+                    rate_limited: 33,
                     muted: 17,
                     no_channel: 18,
                     duplicate: 19,
@@ -550,6 +567,11 @@ mod tests {
             ("process_cpu_seconds_total", "31.5"),
             ("tickets_accepted_total", "1"),
             ("udp_packets_received_total", "40"),
+            ("quic_handshakes_turned_away_total{reason=\"retry\"}", "45"),
+            (
+                "quic_handshakes_turned_away_total{reason=\"refused\"}",
+                "46",
+            ),
             ("udp_packets_dropped_total{reason=\"malformed\"}", "41"),
             (
                 "udp_packets_dropped_total{reason=\"unknown_session\"}",
@@ -573,6 +595,8 @@ mod tests {
             ("datagrams_forwarded_total", "3"),
             ("datagrams_dropped_total{reason=\"malformed\"}", "65"),
             ("datagrams_dropped_total{reason=\"unknown_session\"}", "10"),
+            ("datagrams_dropped_total{reason=\"oversized\"}", "32"),
+            ("datagrams_dropped_total{reason=\"rate_limited\"}", "33"),
             ("datagrams_dropped_total{reason=\"muted\"}", "17"),
             ("datagrams_dropped_total{reason=\"no_channel\"}", "18"),
             ("datagrams_dropped_total{reason=\"duplicate\"}", "19"),
@@ -640,9 +664,9 @@ mod tests {
     #[test]
     fn the_router_drops_sum_to_its_own_total() {
         let snapshot = distinct();
-        let router: u64 = snapshot.dropped()[..9].iter().map(|(_, n)| n).sum();
+        let router: u64 = snapshot.dropped()[..11].iter().map(|(_, n)| n).sum();
         assert_eq!(router, snapshot.router.dropped());
-        let endpoint: u64 = snapshot.dropped()[9..].iter().map(|(_, n)| n).sum();
+        let endpoint: u64 = snapshot.dropped()[11..].iter().map(|(_, n)| n).sum();
         assert_eq!(endpoint, 5 + 6 + 7);
     }
 
@@ -667,7 +691,7 @@ mod tests {
             Some("0".into())
         );
         let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-        assert_eq!(samples.len(), 58, "{text}");
+        assert_eq!(samples.len(), 62, "{text}");
         let zero = |l: &&str| l.rsplit_once(' ').map(|(_, v)| v.parse::<f64>()) == Some(Ok(0.0));
         assert!(samples.iter().all(zero), "{text}");
     }

@@ -122,9 +122,11 @@ impl Scrape {
     }
 }
 
-const DROP_REASONS: [&str; 12] = [
+const DROP_REASONS: [&str; 14] = [
     "malformed",
     "unknown_session",
+    "oversized",
+    "rate_limited",
     "muted",
     "no_channel",
     "duplicate",

@@ -122,13 +122,7 @@ impl JitterBuffer {
 
         if age_us > config.max_packet_age_us() {
             stats.stale += 1;
-            // Settle its slot so that later packets do not wait for it.
-            if d == 0 {
-                self.advance(false);
-                self.release_ready(out);
-            } else if d > 0 {
-                self.hold(now, seq, None, config, stats, out);
-            }
+            self.settle_slot(now, seq, d, config, stats, out);
             return;
         }
         if d < 0 {
@@ -148,6 +142,26 @@ impl JitterBuffer {
         } else {
             self.hold(now, seq, Some(packet), config, stats, out);
         }
+    }
+
+    /// Settles the slot of packet `seq`, which the router dropped before
+    /// it reached the stream (over its session's send limits): the network
+    /// delivered it and the server dropped it, so later packets must not
+    /// wait for it and it must not be counted lost. Says nothing about
+    /// timing, and a packet far outside the stream does not restart it.
+    pub(crate) fn skip(
+        &mut self,
+        now: Instant,
+        seq: u32,
+        config: &RouterConfig,
+        stats: &mut SpeakerStats,
+        out: &mut Vec<VoicePacket>,
+    ) {
+        let d = serial_diff(seq, self.next_seq);
+        if d > RESYNC_DISTANCE || self.is_duplicate(d, seq) {
+            return;
+        }
+        self.settle_slot(now, seq, d, config, stats, out);
     }
 
     /// Releases what waited long enough: every gap before a packet whose
@@ -222,6 +236,26 @@ impl JitterBuffer {
 
         self.min_transit_us = self.min_transit_us.min(transit_us);
         transit_us - self.min_transit_us
+    }
+
+    /// Marks slot `seq` (at distance `d` from `next_seq`) as done without
+    /// a packet to forward, so that later packets do not wait for it. A
+    /// slot already behind the stream needs nothing.
+    fn settle_slot(
+        &mut self,
+        now: Instant,
+        seq: u32,
+        d: i32,
+        config: &RouterConfig,
+        stats: &mut SpeakerStats,
+        out: &mut Vec<VoicePacket>,
+    ) {
+        if d == 0 {
+            self.advance(false);
+            self.release_ready(out);
+        } else if d > 0 {
+            self.hold(now, seq, None, config, stats, out);
+        }
     }
 
     fn hold(

@@ -10,15 +10,18 @@
 //! keep, and loss, reordering, jitter and staleness are tested here in fake
 //! time, deterministically.
 //!
-//! Inside: each speaker's stream goes through a jitter buffer (`jitter.rs`),
-//! each listener has a bounded queue that sheds its own oldest packets
-//! (`listener.rs`), and every drop is counted by reason ([`RouterStats`]).
+//! Inside: each session's packets first meet its send limits (`limit.rs`:
+//! packets and bytes per second, payload size), each speaker's stream goes
+//! through a jitter buffer (`jitter.rs`), each listener has a bounded queue
+//! that sheds its own oldest packets (`listener.rs`), and every drop is
+//! counted by reason ([`RouterStats`]).
 //! The core types are plain Rust ([`SessionId`], [`ChannelKey`],
 //! [`Member`]); the datagram layouts come from `openspeak-voice`.
 
 mod config;
 mod ids;
 mod jitter;
+mod limit;
 mod listener;
 mod member;
 mod output;
@@ -28,7 +31,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use config::{FRAME, RouterConfig};
+pub use config::{FRAME, LIMIT_BURST, RouterConfig};
 pub use ids::{ChannelKey, SessionId};
 pub use member::{Member, MembershipError};
 pub use output::{RouterEvent, Transmit};

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use openspeak_voice::datagram::{Forwarded, VoicePacket};
 
 use crate::jitter::JitterBuffer;
+use crate::limit::SendLimit;
 use crate::listener::ListenerQueue;
 use crate::{
     ChannelKey, ListenerStats, MalformedStats, Member, MembershipError, RouterConfig, RouterEvent,
@@ -45,9 +46,10 @@ use crate::{
 /// the lag rule), so draining late costs memory and latency, not
 /// correctness.
 ///
-/// A datagram that does not parse, or comes from a session that may not
-/// talk, is counted and dropped; nothing from the network can make it
-/// panic.
+/// A datagram that does not parse, comes from a session that may not talk,
+/// or is over its session's send limits (payload size, packets and bytes
+/// per second) is counted and dropped; nothing from the network can make
+/// it panic.
 #[derive(Debug)]
 pub struct Router {
     config: RouterConfig,
@@ -78,6 +80,9 @@ struct Peer {
     stream: Option<JitterBuffer>,
     /// When its last packet was forwarded, while it counts as speaking.
     speaking_since_last: Option<Instant>,
+    /// Its send limits' buckets. Kept for as long as the session, not with
+    /// the stream, which a sequence jump, mute or move resets.
+    limit: SendLimit,
     speaker: SpeakerStats,
     queue: ListenerQueue,
 }
@@ -269,6 +274,12 @@ impl Router {
     /// Takes one datagram that `from`'s transport received and
     /// authenticated. In-order packets are forwarded in this call; a packet
     /// behind a gap waits for at most the adaptive target delay.
+    ///
+    /// The session's send limits come first, before mute, channel and
+    /// stream: they bound everything a session sends, and a packet dropped
+    /// there costs a counter, not a fan-out. Its sequence number still
+    /// settles its slot in the stream, so that the packets after it do not
+    /// wait for it, nor count it lost.
     pub fn handle_datagram(&mut self, now: Instant, from: SessionId, datagram: Bytes) {
         let Some(peer) = self.peers.get_mut(&from) else {
             self.unknown_session += 1;
@@ -283,6 +294,24 @@ impl Router {
             }
         };
         peer.speaker.received += 1;
+        let over_limit = if packet.payload.len() > self.config.payload_limit() {
+            Some(&mut peer.speaker.oversized)
+        } else if !peer.limit.admit(now, packet.payload.len(), &self.config) {
+            Some(&mut peer.speaker.rate_limited)
+        } else {
+            None
+        };
+        if let Some(count) = over_limit {
+            *count += 1;
+            if let Some(stream) = &mut peer.stream {
+                let mut released = mem::take(&mut self.released);
+                let seq = packet.sequence;
+                stream.skip(now, seq, &self.config, &mut peer.speaker, &mut released);
+                self.fan_out(now, from, &mut released);
+                self.released = released;
+            }
+            return;
+        }
         if peer.member.muted {
             peer.speaker.muted += 1;
             return;

@@ -10,6 +10,11 @@ pub struct SpeakerStats {
     pub received: u64,
     /// Datagrams that did not parse (not counted in `received`).
     pub malformed: u64,
+    /// Dropped because the payload was longer than `max_payload_bytes`.
+    pub oversized: u64,
+    /// Dropped because the session was over `max_packets_per_second` or
+    /// `max_bytes_per_second`.
+    pub rate_limited: u64,
     /// Dropped because the session was muted.
     pub muted: u64,
     /// Dropped because the session was in no channel.
@@ -36,6 +41,8 @@ impl SpeakerStats {
     fn add(&mut self, o: &Self) {
         self.received += o.received;
         self.malformed += o.malformed;
+        self.oversized += o.oversized;
+        self.rate_limited += o.rate_limited;
         self.muted += o.muted;
         self.no_channel += o.no_channel;
         self.duplicate += o.duplicate;
@@ -129,13 +136,16 @@ pub struct RouterStats {
 
 impl RouterStats {
     /// Datagrams the data plane itself dropped, for any reason: malformed,
-    /// unknown or muted speaker, no channel, duplicate, late, stale, and
-    /// listener lag or discards. Loss on the way in (`speakers.lost`) is not
+    /// unknown session, oversized, over the session's rate limits, muted
+    /// speaker, no channel, duplicate, late, stale, and listener lag or
+    /// discards. Loss on the way in (`speakers.lost`) is not
     /// counted: the network lost those, not the server.
     pub fn dropped(&self) -> u64 {
         let s = &self.speakers;
         self.unknown_session
             + self.malformed.total()
+            + s.oversized
+            + s.rate_limited
             + s.muted
             + s.no_channel
             + s.duplicate

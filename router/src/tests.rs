@@ -12,6 +12,8 @@ use crate::{
     ChannelKey, FRAME, Member, MembershipError, Router, RouterConfig, RouterEvent, SessionId,
 };
 
+mod limits;
+
 const A: SessionId = SessionId(1);
 const B: SessionId = SessionId(2);
 const C: SessionId = SessionId(3);
