@@ -4,6 +4,13 @@
 //! the only caller. Every channel but the default one hangs under a parent
 //! or at the top level; the default channel is always at the top level and
 //! cannot be deleted or moved.
+//!
+//! **Size.** Every new session gets the whole tree in `session_started`,
+//! one gRPC message, which clients refuse past 4 MiB: a tree that grew past
+//! that would keep everyone out for good. So the tree holds at most
+//! [`MAX_CHANNELS`] channels, whose encoding takes at most
+//! [`TREE_BUDGET`] bytes (see [`wire_bound`]); the rest of the message is
+//! left for the sessions.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -17,8 +24,18 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     ids::{ChannelId, SessionId},
-    limits::{self, LimitError},
+    limits::{self, Echo, LimitError},
 };
+
+/// Most channels in the tree, the default one included.
+pub const MAX_CHANNELS: usize = 1000;
+
+/// Most bytes the tree may take in `session_started`, as [`wire_bound`]
+/// counts them: room for [`MAX_CHANNELS`] channels with the longest ASCII
+/// names and descriptions (about 1.15 KB each), and about 2.7 MiB of the
+/// 4 MiB message left for the sessions (over 3,000 with the longest names
+/// and status texts in four-byte characters, far more in practice).
+pub const TREE_BUDGET: usize = 1_280 * 1024;
 
 /// One channel.
 #[derive(Debug, Clone)]
@@ -152,19 +169,27 @@ pub struct ChannelPatch {
 /// Why a channel operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
-    #[error("no channel has id {0:?}")]
+    // Ids come from requests as they are: quoted through `Echo`, which caps them.
+    #[error("no channel has id {}", Echo(.0.as_str()))]
     NotFound(ChannelId),
-    #[error("no parent channel has id {0:?}")]
+    #[error("no parent channel has id {}", Echo(.0.as_str()))]
     ParentNotFound(ChannelId),
     #[error(transparent)]
     Invalid(#[from] LimitError),
-    #[error("a sibling channel is already named {0:?}")]
+    #[error("a sibling channel is already named {}", Echo(.0))]
     NameTaken(String),
     #[error("the default channel {0}")]
     DefaultChannel(&'static str),
     #[error("a channel cannot move below itself")]
     Cycle,
-    #[error("stored channel {id:?} is unusable: {problem}")]
+    #[error("the server has {MAX_CHANNELS} channels, the most it keeps; delete one first")]
+    TooManyChannels,
+    #[error(
+        "the channels' names and descriptions have reached the server's total of \
+         {TREE_BUDGET} bytes; shorten or delete some first"
+    )]
+    TreeTooLarge,
+    #[error("stored channel {} is unusable: {problem}", Echo(.id))]
     Corrupt { id: String, problem: String },
 }
 
@@ -241,7 +266,8 @@ impl ChannelTree {
             {
                 return Err(corrupt("its parent comes later or not at all"));
             }
-            let name = limits::name("name", &record.name).map_err(|e| corrupt(&e.to_string()))?;
+            let name =
+                limits::stored_name("name", &record.name).map_err(|e| corrupt(&e.to_string()))?;
             tree.check_name_free(parent.as_ref(), &name, None)?;
             tree.insert(Channel {
                 id,
@@ -324,8 +350,15 @@ impl ChannelTree {
             return Err(ChannelError::ParentNotFound(parent.clone()));
         }
         self.check_name_free(new.parent.as_ref(), &name, None)?;
-
+        if self.channels.len() >= MAX_CHANNELS {
+            return Err(ChannelError::TooManyChannels);
+        }
         let id = self.fresh_id();
+        let added = wire_bound(id.as_str(), &name, new.parent.as_ref(), &description);
+        if self.wire_total() + added > TREE_BUDGET {
+            return Err(ChannelError::TreeTooLarge);
+        }
+
         Ok(self.insert(Channel {
             id,
             name,
@@ -399,6 +432,19 @@ impl ChannelTree {
         let target_name = name.clone().unwrap_or_else(|| current.name.clone());
         if name.is_some() || new_parent.is_some() {
             self.check_name_free(target_parent.as_ref(), &target_name, Some(&id))?;
+        }
+        let target_description = description.as_deref().unwrap_or(&current.description);
+        let before = channel_bound(current);
+        let after = wire_bound(
+            id.as_str(),
+            &target_name,
+            target_parent.as_ref(),
+            target_description,
+        );
+        // Only growth is refused: a tree restored over the budget (from an
+        // earlier version) may still be shrunk.
+        if after > before && self.wire_total() - before + after > TREE_BUDGET {
+            return Err(ChannelError::TreeTooLarge);
         }
 
         if let Some(parent) = new_parent {
@@ -476,15 +522,22 @@ impl ChannelTree {
             Some(p) => &self.channels[p].children,
             None => &self.roots,
         };
-        let wanted = name.to_lowercase();
+        // Compared by key: names that differ only in case or in
+        // compatibility forms (fullwidth letters) look alike to a person.
+        let wanted = limits::name_key(name);
         let taken = siblings
             .iter()
             .filter(|id| Some(*id) != except)
-            .any(|id| self.channels[id].name.to_lowercase() == wanted);
+            .any(|id| limits::name_key(&self.channels[id].name) == wanted);
         if taken {
             return Err(ChannelError::NameTaken(name.to_owned()));
         }
         Ok(())
+    }
+
+    /// What the whole tree takes in `session_started`, at most.
+    fn wire_total(&self) -> usize {
+        self.channels.values().map(channel_bound).sum()
     }
 
     fn fresh_id(&self) -> ChannelId {
@@ -497,6 +550,24 @@ impl ChannelTree {
             }
         }
     }
+}
+
+/// An upper bound on the bytes a channel with these texts takes in
+/// `session_started` (a `Channel` message embedded in it), whatever its
+/// numbers and flags; proto3 leaves out empty fields, so it is often less.
+pub fn wire_bound(id: &str, name: &str, parent: Option<&ChannelId>, description: &str) -> usize {
+    // A string field: its key, its length (a varint: 3 bytes hold up to
+    // 2 MiB, far more than any limit here), its bytes.
+    let text = |s: &str| 1 + 3 + s.len();
+    // max_members and member_count (key and a varint of up to 5 bytes),
+    // has_password and temporary (key and 1 byte), and the embedding in
+    // session_started (key and length).
+    const FIXED: usize = 6 + 6 + 2 + 2 + 1 + 3;
+    FIXED + text(id) + text(name) + text(parent.map_or("", ChannelId::as_str)) + text(description)
+}
+
+fn channel_bound(c: &Channel) -> usize {
+    wire_bound(c.id.as_str(), &c.name, c.parent.as_ref(), &c.description)
 }
 
 #[cfg(test)]
@@ -548,6 +619,94 @@ mod tests {
         assert!(tree.create(new("LOBBY", None), now).is_err());
         // The same name under another parent is fine.
         assert!(tree.create(new("Games", Some(&games)), now).is_ok());
+    }
+
+    #[test]
+    fn names_that_normalise_alike_collide() {
+        let (mut tree, now) = tree();
+        // Fullwidth "Lobby" is the default channel's name.
+        assert_eq!(
+            tree.create(new("Ｌｏｂｂｙ", None), now).unwrap_err(),
+            ChannelError::NameTaken("Lobby".into())
+        );
+        let made = tree.create(new("Ｇａｍｅｓ", None), now).unwrap();
+        assert_eq!(made.name, "Games");
+    }
+
+    #[test]
+    fn the_tree_is_capped_in_count_and_in_size() {
+        let (mut tree, now) = tree();
+        for i in 1..MAX_CHANNELS {
+            tree.create(new(&format!("c{i}"), None), now).unwrap();
+        }
+        assert_eq!(
+            tree.create(new("one more", None), now).unwrap_err(),
+            ChannelError::TooManyChannels
+        );
+
+        let (mut tree, now) = tree_with_wide_channels();
+        let mut wide = new("wide again", None);
+        wide.description = "🎧".repeat(limits::DESCRIPTION_MAX);
+        assert_eq!(
+            tree.create(wide, now).unwrap_err(),
+            ChannelError::TreeTooLarge
+        );
+        // Growing a channel is refused too; shrinking one is fine.
+        let lobby = tree.default_id().clone();
+        let grow = ChannelPatch {
+            description: Some("🎧".repeat(limits::DESCRIPTION_MAX)),
+            ..ChannelPatch::default()
+        };
+        assert_eq!(
+            tree.update(lobby.as_str(), grow, now).unwrap_err(),
+            ChannelError::TreeTooLarge
+        );
+        let some = tree.iter().nth(1).unwrap().id.clone();
+        let shrink = ChannelPatch {
+            description: Some(String::new()),
+            ..ChannelPatch::default()
+        };
+        tree.update(some.as_str(), shrink, now).unwrap();
+    }
+
+    /// A tree filled up to its size budget with four-byte descriptions.
+    fn tree_with_wide_channels() -> (ChannelTree, Instant) {
+        let (mut tree, now) = tree();
+        for i in 1..MAX_CHANNELS {
+            let mut wide = new(&format!("w{i}"), None);
+            wide.description = "🎧".repeat(limits::DESCRIPTION_MAX);
+            match tree.create(wide, now) {
+                Ok(_) => {}
+                Err(ChannelError::TreeTooLarge) => return (tree, now),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{MAX_CHANNELS} wide channels fit in the budget")
+    }
+
+    #[test]
+    fn the_bound_holds_for_the_real_encoding() {
+        use openspeak_shared::pb;
+        use prost::Message;
+        let parent = ChannelId("0123456789abcdef".into());
+        let id = "fedcba9876543210";
+        let (name, description) = ("🎧".repeat(64), "é".repeat(1024));
+        let channel = pb::Channel {
+            id: id.into(),
+            name: name.clone(),
+            parent_id: parent.to_string(),
+            description: description.clone(),
+            max_members: u32::MAX,
+            has_password: true,
+            temporary: true,
+            member_count: u32::MAX,
+        };
+        let started = pb::SessionStarted {
+            session_id: 0,
+            channels: vec![channel],
+            users: vec![],
+        };
+        assert!(started.encoded_len() <= wire_bound(id, &name, Some(&parent), &description));
     }
 
     #[test]

@@ -15,6 +15,15 @@
 //! OpenSpeak services this layer rewrites them into the status a client of
 //! the contract expects: malformed or oversized input is `INVALID_ARGUMENT`
 //! with `INVALID_REQUEST`.
+//!
+//! **Undecodable requests.** tonic reports a request body that is not the
+//! method's protobuf message (and a broken gRPC frame around it) as a bare
+//! `INTERNAL` whose message is the decoder's own text. On our services no
+//! handler ever returns a bare status (each builds its `ErrorInfo`), so a
+//! bare `INTERNAL` in the response headers can only come from tonic reading
+//! the request: it is the client's malformed input, and becomes
+//! `INVALID_REQUEST` with a fixed message. The decoder's text goes to the
+//! log at debug level only: it names internals no client needs.
 
 use std::{
     pin::Pin,
@@ -29,8 +38,14 @@ use tonic::{Code, Status};
 use tower::{Layer, Service};
 use tracing::{Instrument, debug, field};
 
+use crate::limits;
+
 /// Paths of the services whose errors must carry OpenSpeak details.
 const OUR_SERVICES: &str = "/openspeak.";
+
+/// What a client that sent an undecodable request is told.
+const UNDECODABLE: &str =
+    "the request could not be read: it is not a well-formed message of the method's request type";
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EdgeLayer;
@@ -124,8 +139,17 @@ fn add_details(headers: &mut http::HeaderMap) {
             Reason::InvalidRequest.status(status.message().to_owned())
         }
         Code::ResourceExhausted => Reason::RateLimited.status(status.message().to_owned()),
-        // Anything else tonic raises on its own is ours to explain.
-        _ => Reason::InternalError.status(format!("request failed: {}", status.message())),
+        // See the module header: tonic could not read the request.
+        Code::Internal => {
+            debug!(detail = status.message(), "undecodable request");
+            Reason::InvalidRequest.status(UNDECODABLE)
+        }
+        // Anything else tonic raises on its own is ours to explain; its
+        // text is tonic's, but bounded all the same.
+        _ => Reason::InternalError.status(format!(
+            "request failed: {}",
+            limits::Echo(status.message())
+        )),
     };
     headers.remove("grpc-status");
     headers.remove("grpc-message");
@@ -148,6 +172,19 @@ mod tests {
         let status = Status::from_header_map(&headers).unwrap();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "decoded message length too large");
+        assert_eq!(Reason::of(&status), Some(Reason::InvalidRequest));
+    }
+
+    #[test]
+    fn a_bare_internal_is_an_undecodable_request_without_the_decoder_text() {
+        let mut headers = http::HeaderMap::new();
+        Status::internal("failed to decode Protobuf message: buffer underflow")
+            .add_header(&mut headers)
+            .unwrap();
+        add_details(&mut headers);
+        let status = Status::from_header_map(&headers).unwrap();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), UNDECODABLE);
         assert_eq!(Reason::of(&status), Some(Reason::InvalidRequest));
     }
 

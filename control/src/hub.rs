@@ -18,7 +18,7 @@ use crate::{
     channels::{ChannelError, ChannelPatch, ChannelRecord, ChannelTree, NewChannel},
     event::{ChannelView, Event, KickCause, Status, User},
     ids::{ChannelId, SessionId},
-    limits::{self, LimitError},
+    limits::{self, Echo, LimitError},
     tokens::TokenInfo,
 };
 
@@ -56,9 +56,9 @@ pub enum HubError {
     UserNotFound(SessionId),
     #[error("the session is in no channel")]
     NotInChannel,
-    #[error("channel {0:?} is full")]
+    #[error("channel {} is full", Echo(.0))]
     ChannelFull(String),
-    #[error("wrong password for channel {0:?}")]
+    #[error("wrong password for channel {}", Echo(.0))]
     WrongPassword(String),
     #[error(transparent)]
     Channel(#[from] ChannelError),

@@ -26,4 +26,4 @@ mod snapshot;
 mod tokens;
 
 pub use hub::Hub;
-pub use server::{ControlPlane, ServeError, StartError};
+pub use server::{CLUSTER_SECRET_MIN, ControlPlane, ServeError, StartError};

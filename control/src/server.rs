@@ -36,7 +36,7 @@ use crate::{
     broker::Broker,
     channel_store::{ChannelStore, ChannelStoreError, JsonChannelStore},
     channels::{ChannelError, ChannelTree},
-    cluster::{ClusterApi, Registry},
+    cluster::{AttachGuard, ClusterApi, Registry},
     edge::EdgeLayer,
     hub::Hub,
     service::{AuthApi, ChannelApi, PresenceApi, Shared, VoiceApi},
@@ -83,6 +83,11 @@ pub enum StartError {
     Bind { addr: String, source: io::Error },
     #[error("cannot generate the voice ticket key: {0}")]
     TicketKey(TicketError),
+    #[error(
+        "cluster.secret has {len} characters; at least {min} are required (a random \
+         string such as `openssl rand -hex 16` gives 32)"
+    )]
+    ClusterSecretTooShort { len: usize, min: usize },
 }
 
 /// Why serving stopped other than by shutdown.
@@ -110,6 +115,7 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub async fn bind(config: Config) -> Result<Self, StartError> {
+        check_cluster_secret(&config)?;
         let now = Instant::now();
         let mut tokens = TokenStore::open(&config.tokens_file())?;
         if tokens.is_empty() {
@@ -296,6 +302,7 @@ impl ControlPlane {
                     registry,
                     key: ticket_key,
                     secret,
+                    guard: AttachGuard::default(),
                     instance: format!("{:016x}", rand::random::<u64>()),
                 })
                 .max_decoding_message_size(max),
@@ -365,6 +372,28 @@ impl ControlPlane {
         flusher.abort();
         info!("control plane stopped");
         Ok(())
+    }
+}
+
+/// Fewest characters in `cluster.secret`. The secret is the internal
+/// link's only credential, and a short one falls to guessing even through
+/// the link's throttle (see `cluster::AttachGuard`).
+pub const CLUSTER_SECRET_MIN: usize = 16;
+
+/// Refuses a `cluster.secret` that is set but short. Checked here, not in
+/// the shared configuration, so that the rule is the control plane's (the
+/// planes that present the secret get it from the same file anyway). An
+/// unset secret is allowed: the control plane then refuses every data
+/// plane, and says so at start.
+fn check_cluster_secret(config: &Config) -> Result<(), StartError> {
+    match &config.cluster.secret {
+        Some(secret) if secret.chars().count() < CLUSTER_SECRET_MIN => {
+            Err(StartError::ClusterSecretTooShort {
+                len: secret.chars().count(),
+                min: CLUSTER_SECRET_MIN,
+            })
+        }
+        _ => Ok(()),
     }
 }
 

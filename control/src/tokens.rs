@@ -75,7 +75,7 @@ pub enum StoreError {
 /// Why a revocation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RevokeError {
-    #[error("no live token has id {0:?}")]
+    #[error("no live token has id {}", crate::limits::Echo(.0))]
     NotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -1,13 +1,18 @@
 //! `ClusterService`: the gRPC edge of the internal link.
 //!
-//! One `Attach` stream per data plane. The handler checks the secret,
+//! One `Attach` stream per data plane. The handler checks the secret
+//! (refusals are throttled and logged by [`AttachGuard`]),
 //! waits for `Register`, subscribes to the broker's feed and reads the
 //! hub in one step (so that the snapshot and the deltas meet exactly),
 //! then runs two tasks: one turns the feed into deltas for the data plane,
 //! the other reads its speaking and stats reports. When the incoming
 //! stream ends, the data plane is detached and its channels unplaced.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use openspeak_shared::{
     Reason, metadata,
@@ -26,6 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Attachment, Dataplane, DataplaneReport, Endpoints, MemberView, Registry, StreamQuality,
+    guard::AttachGuard,
 };
 use crate::{
     broker::{Broker, Dispatch},
@@ -46,14 +52,33 @@ pub struct ClusterApi {
     pub key: TicketKey,
     /// `cluster.secret`; `None` refuses every data plane.
     pub secret: Option<String>,
+    /// Throttles and logs refused attaches.
+    pub guard: AttachGuard,
     /// Random per start; in every snapshot, so that a data plane can tell a
     /// restarted control plane from a link that merely dropped.
     pub instance: String,
 }
 
 impl ClusterApi {
+    /// Lets in a request with the right secret from an address that is not
+    /// throttled; see [`AttachGuard`] for the throttle and the log.
     fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let now = Instant::now();
+        // Without an address (not the case over TCP) refusals still count
+        // and are still logged, all under one stand-in address.
+        let peer = request
+            .remote_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        if let Err(ban) = self.guard.check(peer, now) {
+            self.log_refusal(peer, now, "throttled after too many wrong secrets");
+            let secs = ban.until.saturating_duration_since(now).as_secs() + 1;
+            return Err(Reason::RateLimited.status(format!(
+                "too many wrong cluster secrets from this address; try again in {secs} s"
+            )));
+        }
         let Some(secret) = &self.secret else {
+            // Not the peer's fault: logged, not counted against it.
+            self.log_refusal(peer, now, "this control plane has no cluster.secret");
             return Err(Reason::Unauthorized.status(
                 "this control plane has no cluster.secret: set cluster.secret on both planes",
             ));
@@ -65,11 +90,30 @@ impl ClusterApi {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
         if bool::from(presented.as_bytes().ct_eq(secret.as_bytes())) {
-            Ok(())
-        } else {
-            Err(Reason::Unauthorized.status(
-                "wrong or missing cluster secret: use `authorization: Bearer <cluster.secret>`",
-            ))
+            return Ok(());
+        }
+        self.log_refusal(peer, now, "wrong or missing cluster secret");
+        if let Some(ban) = self.guard.record_failure(peer, now) {
+            warn!(
+                %peer,
+                ban_secs = ban.until.saturating_duration_since(now).as_secs(),
+                "too many wrong cluster secrets; the address is refused for a while"
+            );
+        }
+        Err(Reason::Unauthorized.status(
+            "wrong or missing cluster secret: use `authorization: Bearer <cluster.secret>`",
+        ))
+    }
+
+    /// One warn line per address per interval, with the refusals left out.
+    fn log_refusal(&self, peer: IpAddr, now: Instant, why: &str) {
+        if let Some(line) = self.guard.log_refusal(peer, now) {
+            warn!(
+                %peer,
+                reason = why,
+                suppressed = line.suppressed,
+                "refused a data plane's attach"
+            );
         }
     }
 }

@@ -9,11 +9,13 @@
 //! events into deltas; [`ClusterApi`] is the gRPC edge that ties them to
 //! the broker.
 
+mod guard;
 mod link;
 mod member_view;
 mod registry;
 
 pub use self::{
+    guard::AttachGuard,
     link::ClusterApi,
     member_view::MemberView,
     registry::{Attachment, Dataplane, DataplaneReport, Endpoints, Registry, StreamQuality},

@@ -70,7 +70,8 @@ impl pb::auth_service_server::AuthService for AuthApi {
             Ok(_) => {}
             Err(RevokeError::NotFound(_)) => {
                 return Err(Reason::TokenNotFound.status(format!(
-                    "no live token has id {id:?} (unknown, or already revoked)"
+                    "no live token has id {} (unknown, or already revoked)",
+                    limits::Echo(&id)
                 )));
             }
             Err(RevokeError::Store(e)) => return Err(internal(e)),
