@@ -465,12 +465,18 @@ async fn openspeak_server_alone_serves_voice_and_exits_zero_on_sigterm() {
         home.path(),
         &env,
     );
+    // The token is printed on stderr (a plain line), never logged.
     let token_line = server.wait_for_log("admin token:").await;
+    assert!(
+        token_line.json.is_none(),
+        "not a log line: {}",
+        token_line.raw
+    );
     let token = token_line
-        .message()
-        .and_then(|m| m.split("admin token:").nth(1))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .raw
+        .split("admin token:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("the token follows `admin token:`: {}", token_line.raw))
         .to_owned();
     let ready = server.wait_for_log("openspeak-server ready").await;
@@ -580,8 +586,14 @@ async fn openspeak_server_alone_serves_voice_and_exits_zero_on_sigterm() {
     assert_eq!(
         server.count("admin token:"),
         1,
-        "the admin token is logged once"
+        "the admin token is printed once"
     );
+    assert_eq!(
+        server.count("created the first admin token"),
+        1,
+        "and logged without itself"
+    );
+    assert_eq!(server.count(&token), 1, "only the printed line has it");
 }
 
 #[tokio::test]

@@ -416,7 +416,17 @@ fn bootstrap(config: &Config, tokens: &mut TokenStore) -> Result<(), StartError>
             source,
         }
     })?;
-    info!(token_id = %info.id, file = %path.display(), "admin token: {token}");
+    // The token goes to the terminal once, never into the log: logs are
+    // collected, shipped and kept where a credential has no business.
+    info!(
+        token_id = %info.id,
+        file = %path.display(),
+        "created the first admin token; it is printed once on stderr (not logged) and kept in the file"
+    );
+    eprintln!(
+        "admin token: {token}  (printed once; also in {}, mode 0600)",
+        path.display()
+    );
     Ok(())
 }
 

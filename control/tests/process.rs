@@ -30,6 +30,8 @@ struct Process {
     stderr: mpsc::UnboundedReceiver<String>,
     /// Every stdout line read so far.
     seen: Vec<String>,
+    /// Every stderr line read so far.
+    stderr_seen: Vec<String>,
 }
 
 /// Forwards each line of `reader` to a channel, until the pipe closes.
@@ -97,7 +99,30 @@ impl Process {
             stdout,
             stderr,
             seen: Vec::new(),
+            stderr_seen: Vec::new(),
         }
+    }
+
+    /// Reads stderr until a line contains `needle`; returns that line.
+    /// What it read is kept for [`exit`](Self::exit).
+    async fn stderr_line_containing(&mut self, needle: &str) -> String {
+        let Process {
+            stderr,
+            stderr_seen,
+            ..
+        } = self;
+        within(&format!("a stderr line containing {needle:?}"), async {
+            loop {
+                let line = stderr.recv().await.unwrap_or_else(|| {
+                    panic!("stderr closed before {needle:?}; got {stderr_seen:#?}")
+                });
+                stderr_seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        })
+        .await
     }
 
     /// Reads stdout until a line contains `needle`; returns that line.
@@ -157,7 +182,7 @@ impl Process {
             }
         })
         .await;
-        let mut stderr = Vec::new();
+        let mut stderr = self.stderr_seen;
         within_process("stderr to close", async {
             while let Some(line) = self.stderr.recv().await {
                 stderr.push(line);
@@ -185,7 +210,7 @@ async fn who_am_i(addr: SocketAddr, token: &str) -> Result<pb::TokenInfo, Client
 }
 
 #[tokio::test]
-async fn first_start_logs_and_writes_the_admin_token_and_sigterm_exits_zero() {
+async fn first_start_prints_and_writes_the_admin_token_and_sigterm_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = config_file(dir.path());
@@ -193,7 +218,8 @@ async fn first_start_logs_and_writes_the_admin_token_and_sigterm_exits_zero() {
     let mut command = command(&data, dir.path());
     command.arg("--config").arg(&config);
     let mut process = Process::spawn(command);
-    let token_line = process.line_containing("admin token:").await;
+    // Printed on stderr, once; the log (stdout) never has it.
+    let token_line = process.stderr_line_containing("admin token:").await;
     let token = token_line
         .split("admin token:")
         .nth(1)
@@ -234,10 +260,19 @@ async fn first_start_logs_and_writes_the_admin_token_and_sigterm_exits_zero() {
         "exit status {status:?}; stdout {stdout:#?} stderr {stderr:#?}"
     );
     assert_eq!(
-        stdout.iter().filter(|l| l.contains("admin token:")).count(),
+        stderr.iter().filter(|l| l.contains("admin token:")).count(),
         1,
-        "the token is logged once"
+        "the token is printed once"
     );
+    assert!(
+        stdout
+            .iter()
+            .any(|l| l.contains("created the first admin token")),
+        "the log says a token was made: {stdout:#?}"
+    );
+    for line in &stdout {
+        assert!(!line.contains(&token), "the token is never logged: {line}");
+    }
 
     // A second start on the same state does not bootstrap again.
     std::fs::remove_file(&file).unwrap();
@@ -256,9 +291,9 @@ async fn first_start_logs_and_writes_the_admin_token_and_sigterm_exits_zero() {
     let session = admin.session("after a restart").await;
     drop((session, admin));
     again.signal("TERM");
-    let (status, stdout, _) = again.exit().await;
+    let (status, stdout, stderr) = again.exit().await;
     assert!(status.success(), "exit status {status:?}");
-    assert!(stdout.iter().all(|l| !l.contains(&token)));
+    assert!(stdout.iter().chain(&stderr).all(|l| !l.contains(&token)));
 }
 
 #[tokio::test]

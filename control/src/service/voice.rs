@@ -7,16 +7,13 @@ use std::{
 
 use openspeak_shared::{
     Reason, pb,
-    ticket::{KEY_LEN, Ticket},
+    ticket::{KEY_LEN, TICKET_LIFETIME, Ticket},
 };
 use rand::RngCore;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, internal};
 use crate::{authenticator::Caller, convert, hub::HubError};
-
-/// How long a ticket admits its session into the data plane.
-const TICKET_LIFETIME: Duration = Duration::from_secs(60);
 
 pub struct VoiceApi(pub Arc<Shared>);
 
