@@ -141,20 +141,16 @@ impl UdpVoiceClient {
             heard: AtomicU64::new(0),
         };
         let deadline = Instant::now() + UDP_CONNECT_TIMEOUT;
-        let session_id = loop {
-            client.socket.send(&hello).await?;
-            let wait = RESEND.min(deadline.saturating_duration_since(Instant::now()));
-            match tokio::time::timeout(wait, client.answer()).await {
-                Ok(answer) => break answer?,
-                Err(_) if Instant::now() >= deadline => {
-                    return Err(UdpVoiceError::Timeout {
-                        addr: endpoint,
-                        after: UDP_CONNECT_TIMEOUT,
-                    });
-                }
-                Err(_) => {}
-            }
-        };
+        let session_id = until_answered(
+            endpoint,
+            deadline,
+            || async {
+                client.socket.send(&hello).await?;
+                Ok(())
+            },
+            || client.answer(),
+        )
+        .await?;
         let client = Self {
             session_id,
             ..client
@@ -162,20 +158,13 @@ impl UdpVoiceClient {
         // Until a sealed packet of ours arrives, the data plane does not
         // know where to send voice: ping until it answers, so that voice
         // reaches this client from the moment `connect` returns.
-        loop {
-            client.ping()?;
-            let wait = RESEND.min(deadline.saturating_duration_since(Instant::now()));
-            match tokio::time::timeout(wait, client.pong()).await {
-                Ok(answer) => break answer?,
-                Err(_) if Instant::now() >= deadline => {
-                    return Err(UdpVoiceError::Timeout {
-                        addr: endpoint,
-                        after: UDP_CONNECT_TIMEOUT,
-                    });
-                }
-                Err(_) => {}
-            }
-        }
+        until_answered(
+            endpoint,
+            deadline,
+            || async { client.ping() },
+            || client.pong(),
+        )
+        .await?;
         Ok(client)
     }
 
@@ -352,6 +341,34 @@ impl UdpVoiceClient {
 
     fn count_malformed(&self) {
         self.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends with `send`, waits up to [`RESEND`] for `answer`, and again,
+/// until an answer comes or `deadline` passes (UDP may lose either way).
+async fn until_answered<T, S, A>(
+    endpoint: SocketAddr,
+    deadline: Instant,
+    send: impl Fn() -> S,
+    answer: impl Fn() -> A,
+) -> Result<T, UdpVoiceError>
+where
+    S: Future<Output = Result<(), UdpVoiceError>>,
+    A: Future<Output = Result<T, UdpVoiceError>>,
+{
+    loop {
+        send().await?;
+        let wait = RESEND.min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(wait, answer()).await {
+            Ok(answer) => return answer,
+            Err(_) if Instant::now() >= deadline => {
+                return Err(UdpVoiceError::Timeout {
+                    addr: endpoint,
+                    after: UDP_CONNECT_TIMEOUT,
+                });
+            }
+            Err(_) => {}
+        }
     }
 }
 
