@@ -94,24 +94,9 @@ pub fn name(field: &'static str, text: &str) -> Result<String, LimitError> {
         });
     }
     // Counted as sent, as a client counts (see the module header) ...
-    checked_name(field, text.trim())?;
+    checked_name(field, text.trim(), "")?;
     // ... and as stored: NFKC may expand a character into several.
-    let len = trimmed.chars().count();
-    if len == 0 {
-        return Err(LimitError {
-            field,
-            problem: "must not be empty".into(),
-        });
-    }
-    if len > NAME_MAX {
-        return Err(LimitError {
-            field,
-            problem: format!(
-                "has {len} characters once normalised (NFKC); at most {NAME_MAX} are allowed"
-            ),
-        });
-    }
-    Ok(trimmed.to_owned())
+    checked_name(field, trimmed, " once normalised (NFKC)")
 }
 
 /// A name kept by an earlier version, under the rules it was accepted
@@ -126,10 +111,12 @@ pub fn stored_name(field: &'static str, text: &str) -> Result<String, LimitError
             problem: "must not contain control characters".into(),
         });
     }
-    checked_name(field, trimmed)
+    checked_name(field, trimmed, "")
 }
 
-fn checked_name(field: &'static str, trimmed: &str) -> Result<String, LimitError> {
+/// `trimmed` if it has 1 to [`NAME_MAX`] characters; `how` says how they
+/// were counted, in the message.
+fn checked_name(field: &'static str, trimmed: &str, how: &str) -> Result<String, LimitError> {
     let len = trimmed.chars().count();
     if len == 0 {
         return Err(LimitError {
@@ -140,7 +127,7 @@ fn checked_name(field: &'static str, trimmed: &str) -> Result<String, LimitError
     if len > NAME_MAX {
         return Err(LimitError {
             field,
-            problem: format!("has {len} characters; at most {NAME_MAX} are allowed"),
+            problem: format!("has {len} characters{how}; at most {NAME_MAX} are allowed"),
         });
     }
     Ok(trimmed.to_owned())

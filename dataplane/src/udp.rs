@@ -211,6 +211,8 @@ impl RecvBatch {
 pub(crate) struct BatchRead {
     /// When the read returned.
     pub at: Instant,
+    /// The wall clock at the same moment (tickets expire by it).
+    pub wall: SystemTime,
     /// The earliest kernel arrival among the packets read, or `at` where
     /// the kernel gives none: what waited in the socket's queue waited in
     /// the data plane, so forward delays count from here.
@@ -241,6 +243,7 @@ pub(crate) fn read_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> Option<Ba
         .unwrap_or_default();
     Some(BatchRead {
         at,
+        wall,
         earliest: at.checked_sub(waited).unwrap_or(at),
     })
 }

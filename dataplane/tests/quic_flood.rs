@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use openspeak_dataplane::RETRY_ABOVE;
 use openspeak_voice::datagram::Forwarded;
-use support::{QuicServer, start, voice, within};
+use support::{QuicServer, rss, start, voice, within};
 use tokio::net::UdpSocket;
 
 const FLOOD: usize = 50_000;
@@ -25,13 +25,6 @@ const DISTINCT: usize = 200;
 /// second, paced so that the kernel's receive buffer is not what gives.
 const BURST: usize = 10;
 const SOURCES: usize = 50;
-
-/// The process's resident memory, in bytes.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
 
 /// `count` first packets of client handshakes to `server`, each a real
 /// Initial with a ClientHello, as a flooding client would send.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::{RawUdp, start, within};
+use support::{RawUdp, rss, start, within};
 use tokio::net::UdpSocket;
 
 const FLOOD: usize = 100_000;
@@ -17,13 +17,6 @@ const FLOOD: usize = 100_000;
 /// second, far beyond any client, yet paced so that the kernel's receive
 /// buffer, not the data plane, is never what gives.
 const BURST: usize = 20;
-
-/// The process's resident memory, in bytes.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
 
 /// One flood datagram: random bytes, and a third of them posing as sealed
 /// packets of the two real sessions with fresh counters, so they reach the

@@ -50,7 +50,6 @@ impl VoiceEndpoint {
         let mut batch = std::mem::take(&mut self.plain_recv);
         if let Some(read) = socket::read_batch(plain_socket, &mut batch) {
             self.batch_at = read.earliest;
-            let wall = SystemTime::now();
             let c = &self.counters;
             let truncated = batch.truncated() as u64;
             c.udp_received
@@ -59,7 +58,7 @@ impl VoiceEndpoint {
             c.udp_dropped[Discard::Malformed as usize].fetch_add(truncated, Ordering::Relaxed);
             for i in 0..batch.len() {
                 let (packet, received) = batch.get(i);
-                self.handle_plain(read.at, wall, received.from, packet);
+                self.handle_plain(read.at, read.wall, received.from, packet);
             }
         }
         self.plain_recv = batch;

@@ -161,6 +161,14 @@ pub async fn hears_nothing(connection: &Connection) {
     );
 }
 
+/// The process's resident memory, in bytes (the flood tests run alone in
+/// their binaries, so it is theirs).
+pub fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
 /// The QUIC side of a [`Server`], done by hand.
 pub trait QuicServer {
     /// A QUIC connection to it, before any ticket.
