@@ -1,9 +1,11 @@
-//! A flood of 50,000 QUIC Initials that never finish their handshake, at
-//! the QUIC port while a conversation goes on over it: the endpoint keeps
-//! at most a bounded number of them (past `RETRY_ABOVE` it answers with a
-//! stateless Retry), its memory stays flat, and the conversation loses
-//! under 0.1%. A test binary of its own, so that the process's memory is
-//! this test's.
+//! Floods at the QUIC port while a conversation goes on over it: 50,000
+//! Initials that never finish their handshake, 100,000 random datagrams,
+//! then 100,000 mutants of the talker's own packets (replayed, cut short,
+//! bit-flipped) sent from the talker's own address. Through each the
+//! endpoint keeps at most a bounded number of handshakes (past
+//! `RETRY_ABOVE` it answers with a stateless Retry), its memory stays
+//! flat, and the conversation loses under 0.1%. A test binary of its own,
+//! so that the process's memory is this test's.
 
 mod support;
 
@@ -13,17 +15,20 @@ use std::time::{Duration, Instant};
 
 use openspeak_dataplane::RETRY_ABOVE;
 use openspeak_voice::datagram::Forwarded;
-use support::{QuicServer, rss, start, voice, within};
-use tokio::net::UdpSocket;
+use support::flood::{self, Conversation, Relay};
+use support::{Server, join, rss, start, talk, voice};
 
-const FLOOD: usize = 50_000;
+const INITIALS: usize = 50_000;
+const FLOOD: usize = 100_000;
 /// Distinct Initials, sent over and over from many source ports: making
 /// each one costs a client connection's state, which would count in this
 /// process's memory.
 const DISTINCT: usize = 200;
 /// Initials per burst, one burst per millisecond at most: about 10,000 a
-/// second, paced so that the kernel's receive buffer is not what gives.
-const BURST: usize = 10;
+/// second, each answered with a Retry of its own.
+const INITIALS_BURST: usize = 10;
+/// Other datagrams per burst: about 20,000 a second, far beyond any client.
+const BURST: usize = 20;
 const SOURCES: usize = 50;
 
 /// `count` first packets of client handshakes to `server`, each a real
@@ -50,80 +55,127 @@ fn initials(server: SocketAddr, pin: [u8; 32], count: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_quic_initials_leaves_the_conversation_whole() {
-    let server = start();
-    server.member(1, "c1", false).await;
-    server.member(2, "c1", false).await;
-    let (_a_ep, talker) = server.join(&server.ticket(1, 60), 1).await;
-    let (_b_ep, listener) = server.join(&server.ticket(2, 60), 2).await;
-    let initials = initials(server.addr, server.pin, DISTINCT);
-    assert!(initials.iter().all(|p| p.len() >= 1200), "padded Initials");
-    let before = rss();
+/// Sessions `talker` and `talker + 1` join a channel of their own, the
+/// talker through a relay, and talk through the flood that `flood` starts
+/// (given the relay, once the talker has sent some voice for it to copy).
+async fn converse(
+    server: &Server,
+    talker_id: u32,
+    flood: impl FnOnce(&Relay) -> tokio::task::JoinHandle<()>,
+) -> Conversation {
+    let channel = format!("c{talker_id}");
+    server.member(talker_id, &channel, false).await;
+    server.member(talker_id + 1, &channel, false).await;
+    let relay = Relay::start(server.addr).await;
+    let (_a_ep, talker) = join(
+        relay.addr,
+        server.pin,
+        &server.ticket(talker_id, 60),
+        talker_id,
+    )
+    .await;
+    let listener_id = talker_id + 1;
+    let (_b_ep, listener) = join(
+        server.addr,
+        server.pin,
+        &server.ticket(listener_id, 60),
+        listener_id,
+    )
+    .await;
 
-    let target = server.addr;
-    let flood = tokio::spawn(async move {
-        let mut sockets = Vec::new();
-        for _ in 0..SOURCES {
-            sockets.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        }
-        for burst in 0..FLOOD / BURST {
-            for i in 0..BURST {
-                let n = burst * BURST + i;
-                let packet = &initials[n % DISTINCT];
-                sockets[n % SOURCES].send_to(packet, target).await.unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    });
+    // Some voice first, heard in full, for the relay to copy: packets of
+    // an established connection, not of its handshake. One at a time, so
+    // that each goes in a packet of its own.
+    relay.forget();
+    for sequence in 0..50 {
+        talk(&talker, talker_id, sequence..sequence + 1, &[&listener]).await;
+    }
 
-    // The conversation: a packet every 20 ms until the flood is over.
+    let flood = flood(&relay);
     let heard = tokio::spawn(async move {
         let mut heard = 0u32;
         while let Ok(Ok(datagram)) =
             tokio::time::timeout(Duration::from_secs(2), listener.read_datagram()).await
         {
-            if Forwarded::parse(datagram).is_ok_and(|f| f.speaker == 1) {
+            if Forwarded::parse(datagram).is_ok_and(|f| f.speaker == talker_id) {
                 heard += 1;
             }
         }
         heard
     });
-    let mut sent = 0u32;
-    let mut ticker = tokio::time::interval(Duration::from_millis(20));
-    while !flood.is_finished() {
-        ticker.tick().await;
-        talker.send_datagram(voice(sent)).unwrap();
-        sent += 1;
-        assert!(sent < 50 * 120, "the flood takes more than two minutes");
-    }
-    flood.await.unwrap();
-    let heard = within("the listener's count", heard).await.unwrap();
+    flood::converse_through(
+        flood,
+        async |n| talker.send_datagram(voice(50 + n)).unwrap(),
+        heard,
+    )
+    .await
+}
 
-    let lost = sent - heard;
-    assert!(
-        sent >= 100,
-        "the conversation ran through the flood: {sent}"
-    );
-    assert!(
-        f64::from(lost) / f64::from(sent) < 0.001,
-        "lost {lost} of {sent}"
-    );
-    let grown = rss().saturating_sub(before);
-    assert!(grown < 16 << 20, "memory grew by {grown} bytes");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_initials_random_and_mutated_datagrams_leave_the_conversation_whole() {
+    let server = start();
+    let target = server.addr;
+    let initials = initials(server.addr, server.pin, DISTINCT);
+    assert!(initials.iter().all(|p| p.len() >= 1200), "padded Initials");
+    let before = rss();
+
+    let sources = flood::sources(SOURCES).await;
+    let handshakes = converse(&server, 1, |_| {
+        flood::spawn(
+            target,
+            sources.clone(),
+            INITIALS,
+            INITIALS_BURST,
+            move |n| initials[n % DISTINCT].clone(),
+        )
+    })
+    .await;
+    handshakes.assert_whole("flood of Initials");
     let stats = server.handle.stats();
     // Of the Initials that reached it (the kernel may drop some), the
     // endpoint kept state for at most RETRY_ABOVE at a time; the rest got a
     // Retry. The ones it kept never finish and are let go in time.
     assert!(
-        stats.handshakes_retried >= (FLOOD / 2) as u64,
+        stats.handshakes_retried >= (INITIALS / 2) as u64,
         "most of the flood was answered statelessly: {stats:?}"
     );
     assert_eq!(stats.handshakes_refused, 0, "{stats:?}");
+
+    let random = converse(&server, 3, |_| {
+        let mut rng = flood::rng(0x0F100D);
+        flood::spawn(target, sources, FLOOD, BURST, move |_| {
+            flood::random(&mut rng)
+        })
+    })
+    .await;
+    random.assert_whole("random flood");
+
+    let mutants = converse(&server, 5, |relay| {
+        let copies = relay.copies();
+        assert!(copies.len() >= 50, "the relay copied the talker's packets");
+        let mut rng = flood::rng(0x3A7A);
+        flood::spawn(
+            target,
+            vec![relay.upstream.clone()],
+            FLOOD,
+            BURST,
+            move |_| flood::mutant(&mut rng, &copies),
+        )
+    })
+    .await;
+    mutants.assert_whole("flood of mutants");
+    assert!(
+        mutants.heard <= mutants.sent,
+        "no replay was heard twice: {mutants:?}"
+    );
+
+    let grown = rss().saturating_sub(before);
+    assert!(grown < 16 << 20, "memory grew by {grown} bytes");
     assert!(!server.handle.is_closed(), "the endpoint is still running");
+    let stats = server.handle.stats();
     eprintln!(
-        "QUIC flood: {sent} voice packets sent, {heard} heard; {} Initials answered with a \
-         Retry (state kept for at most {RETRY_ABOVE} at a time); RSS grew {} KiB",
+        "QUIC floods: Initials {handshakes:?} ({} answered with a Retry, state kept for at most \
+         {RETRY_ABOVE} at a time), random {random:?}, mutants {mutants:?}; RSS grew {} KiB",
         stats.handshakes_retried,
         grown / 1024
     );

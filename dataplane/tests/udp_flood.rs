@@ -1,63 +1,67 @@
-//! A flood of 100,000 random datagrams at the plain-UDP port while a
-//! conversation goes on: the endpoint stays up, its memory stays flat, the
-//! conversation loses under 0.1%, and the garbage is counted as dropped.
-//! A test binary of its own, so that the process's memory is this test's.
+//! Floods at the plain-UDP port while a conversation goes on: 100,000
+//! random datagrams, then 100,000 mutants of the talker's own packets
+//! (replayed, cut short, bit-flipped) sent from the talker's own address.
+//! Through both the endpoint stays up, its memory stays flat, the
+//! conversation loses under 0.1%, no mutant is taken as voice, and the
+//! flood is counted as dropped. A test binary of its own, so that the
+//! process's memory is this test's.
 
 mod support;
 
+use std::ops::Range;
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use support::{RawUdp, rss, start, within};
-use tokio::net::UdpSocket;
+use openspeak_dataplane::EndpointStats;
+use rand::Rng;
+use support::flood::{self, Conversation, Relay};
+use support::{RawUdp, Server, rss, start};
 
 const FLOOD: usize = 100_000;
 /// Datagrams per burst, one burst per millisecond at most: about 20,000 a
-/// second, far beyond any client, yet paced so that the kernel's receive
-/// buffer, not the data plane, is never what gives.
+/// second, far beyond any client.
 const BURST: usize = 20;
 
-/// One flood datagram: random bytes, and a third of them posing as sealed
-/// packets of the two real sessions with fresh counters, so they reach the
+/// A random datagram, and a third of them posing as sealed packets of the
+/// sessions in `sessions` with fresh counters, so that they reach the
 /// replay check and the decryption rather than stopping at the type byte.
-fn garbage(rng: &mut StdRng) -> Vec<u8> {
-    let len = rng.random_range(0..1200);
-    let mut packet: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-    if len >= 30 && rng.random_ratio(1, 3) {
+fn garbage(rng: &mut rand::rngs::StdRng, sessions: &Range<u32>) -> Vec<u8> {
+    let mut packet = flood::random(rng);
+    if packet.len() >= 30 && rng.random_ratio(1, 3) {
         packet[0] = 0x02;
-        packet[1..5].copy_from_slice(&rng.random_range(1u32..=2).to_be_bytes());
+        packet[1..5].copy_from_slice(&rng.random_range(sessions.clone()).to_be_bytes());
         packet[5..13].copy_from_slice(&rng.random_range(1_000_000u64..u64::MAX).to_be_bytes());
     }
     packet
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_random_datagrams_leaves_the_conversation_whole() {
-    let server = start();
-    server.member(1, "c1", false).await;
-    server.member(2, "c1", false).await;
-    let mut talker = RawUdp::new(1).await;
-    talker.join(server.udp_addr, &server.ticket(1, 60)).await;
-    let mut listener = RawUdp::new(2).await;
-    listener.join(server.udp_addr, &server.ticket(2, 60)).await;
-    let before = rss();
+/// Sessions `talker` and `talker + 1` join a channel of their own, the
+/// talker through a relay, and talk through the flood that `flood` starts
+/// (given the relay, once the talker has sent some voice for it to copy).
+async fn converse(
+    server: &Server,
+    talker_id: u32,
+    flood: impl FnOnce(&Relay) -> tokio::task::JoinHandle<()>,
+) -> Conversation {
+    let channel = format!("c{talker_id}");
+    server.member(talker_id, &channel, false).await;
+    server.member(talker_id + 1, &channel, false).await;
+    let relay = Relay::start(server.udp_addr).await;
+    let mut talker = RawUdp::new(talker_id).await;
+    talker.join(relay.addr, &server.ticket(talker_id, 60)).await;
+    let mut listener = RawUdp::new(talker_id + 1).await;
+    listener
+        .join(server.udp_addr, &server.ticket(talker_id + 1, 60))
+        .await;
 
-    // The flood, on a task of its own.
-    let target = server.udp_addr;
-    let flood = tokio::spawn(async move {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut rng = StdRng::seed_from_u64(0x0F100D);
-        for _ in 0..FLOOD / BURST {
-            for _ in 0..BURST {
-                let packet = garbage(&mut rng);
-                socket.send_to(&packet, target).await.unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    });
+    // Some voice first, heard in full, for the relay to copy.
+    relay.forget();
+    for sequence in 0..50 {
+        let packet = talker.voice(sequence);
+        talker.socket.send_to(&packet, relay.addr).await.unwrap();
+        assert_eq!(listener.forwarded().await.sequence, sequence);
+    }
 
-    // The conversation: a packet every 20 ms until the flood is over.
+    let flood = flood(&relay);
     let heard = tokio::spawn(async move {
         let mut heard = 0u32;
         while tokio::time::timeout(Duration::from_secs(2), listener.forwarded())
@@ -68,47 +72,96 @@ async fn a_flood_of_random_datagrams_leaves_the_conversation_whole() {
         }
         heard
     });
-    let mut sent = 0u32;
-    let mut ticker = tokio::time::interval(Duration::from_millis(20));
-    while !flood.is_finished() {
-        ticker.tick().await;
-        let packet = talker.voice(sent);
-        talker
-            .socket
-            .send_to(&packet, server.udp_addr)
-            .await
-            .unwrap();
-        sent += 1;
-        assert!(sent < 50 * 120, "the flood takes more than two minutes");
-    }
-    flood.await.unwrap();
-    let heard = within("the listener's count", heard).await.unwrap();
+    flood::converse_through(
+        flood,
+        async |n| {
+            let packet = talker.voice(50 + n);
+            talker.socket.send_to(&packet, relay.addr).await.unwrap();
+        },
+        heard,
+    )
+    .await
+}
 
-    let lost = sent - heard;
-    assert!(
-        sent >= 100,
-        "the conversation ran through the flood: {sent}"
-    );
-    assert!(
-        f64::from(lost) / f64::from(sent) < 0.001,
-        "lost {lost} of {sent}"
-    );
-    let grown = rss().saturating_sub(before);
-    assert!(grown < 16 << 20, "memory grew by {grown} bytes");
+/// What the endpoint dropped or refused on its UDP port between two
+/// snapshots, and the voice datagrams it took.
+fn turned_away(before: &EndpointStats, after: &EndpointStats) -> (u64, u64) {
+    let sum =
+        |s: &EndpointStats| s.udp_dropped.iter().sum::<u64>() + s.rejected.iter().sum::<u64>();
+    (
+        sum(after) - sum(before),
+        after.datagrams_in - before.datagrams_in,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_random_and_of_mutated_datagrams_leave_the_conversation_whole() {
+    let server = start();
+    let target = server.udp_addr;
+    let before = rss();
+
+    let sources = flood::sources(1).await;
     let stats = server.handle.stats();
-    let dropped: u64 = stats.udp_dropped.iter().sum();
+    let random = converse(&server, 1, |_| {
+        let mut rng = flood::rng(0x0F100D);
+        flood::spawn(target, sources, FLOOD, BURST, move |_| {
+            garbage(&mut rng, &(1..3))
+        })
+    })
+    .await;
+    random.assert_whole("random flood");
+    let after_random = server.handle.stats();
+    let (dropped, voice) = turned_away(&stats, &after_random);
     assert!(
         dropped >= FLOOD as u64 * 9 / 10,
-        "the flood reached the data plane and was dropped: {:?} of {} read",
-        stats.udp_dropped,
-        stats.udp_received
+        "the random flood reached the data plane and was dropped: {dropped} of {FLOOD}"
     );
+    assert!(
+        voice <= u64::from(random.sent) + 50,
+        "nothing of the flood was taken as voice: {voice} datagrams for {} sent",
+        random.sent + 50
+    );
+
+    let mutants = converse(&server, 3, |relay| {
+        let copies = relay.copies();
+        assert!(copies.len() >= 50, "the relay copied the talker's voice");
+        let mut rng = flood::rng(0x3A7A);
+        flood::spawn(
+            target,
+            vec![relay.upstream.clone()],
+            FLOOD,
+            BURST,
+            move |_| flood::mutant(&mut rng, &copies),
+        )
+    })
+    .await;
+    mutants.assert_whole("flood of mutants");
+    let after_mutants = server.handle.stats();
+    let (dropped, voice) = turned_away(&after_random, &after_mutants);
+    assert!(
+        dropped >= FLOOD as u64 * 9 / 10,
+        "the mutants reached the data plane and were dropped: {dropped} of {FLOOD}"
+    );
+    assert!(
+        voice <= u64::from(mutants.sent) + 50,
+        "no mutant was taken as voice: {voice} datagrams for {} sent",
+        mutants.sent + 50
+    );
+    assert!(
+        mutants.heard <= mutants.sent,
+        "no replay was heard twice: {mutants:?}"
+    );
+
+    let grown = rss().saturating_sub(before);
+    assert!(grown < 16 << 20, "memory grew by {grown} bytes");
     assert!(!server.handle.is_closed(), "the endpoint is still running");
     eprintln!(
-        "flood: {sent} voice packets sent, {heard} heard; {} UDP packets read, dropped by reason \
-         (malformed, unknown_session, bad_seal, replay) {:?}; RSS grew {} KiB",
-        stats.udp_received,
-        stats.udp_dropped,
+        "UDP floods: random {random:?}, mutants {mutants:?}; {} UDP packets read, dropped by \
+         reason (malformed, unknown_session, bad_seal, replay) {:?}, tickets refused {:?}; RSS \
+         grew {} KiB",
+        after_mutants.udp_received,
+        after_mutants.udp_dropped,
+        after_mutants.rejected,
         grown / 1024
     );
 }

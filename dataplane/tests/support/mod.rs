@@ -9,6 +9,7 @@
 )]
 
 pub mod control;
+pub mod flood;
 
 use std::future::Future;
 use std::net::SocketAddr;
