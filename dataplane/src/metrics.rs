@@ -60,8 +60,11 @@ use prometheus_client::registry::{Registry, Unit};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, warn};
 
+use openspeak_shared::gate::{self, GateLimits, GatedStream};
 use openspeak_voice::RejectCode;
 
 use crate::{
@@ -419,11 +422,47 @@ async fn healthz(State(source): State<Source>) -> impl IntoResponse {
     health(source.handle.is_closed(), &source.link.borrow())
 }
 
+/// Connections the metrics listener holds at once: a few scrapers and
+/// health checks, with room to spare; more are closed at once.
+pub const METRICS_MAX_CONNECTIONS: usize = 64;
+
+/// How long a metrics connection may stay silent before it is closed.
+pub const METRICS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The bound HTTP listener, before it serves.
 #[derive(Debug)]
 pub(crate) struct MetricsListener {
     listener: TcpListener,
     addr: SocketAddr,
+}
+
+/// The connections the gate lets through, as axum takes them.
+struct Gated {
+    incoming: ReceiverStream<io::Result<GatedStream>>,
+    addr: SocketAddr,
+}
+
+impl axum::serve::Listener for Gated {
+    type Io = GatedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(stream)) => match stream.peer_addr() {
+                    Ok(peer) => return (stream, peer),
+                    Err(_) => continue,
+                },
+                Some(Err(_)) => continue,
+                // The gate stopped: nothing more will come.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
 }
 
 impl MetricsListener {
@@ -456,7 +495,16 @@ impl MetricsListener {
             shutdown.await;
             let _ = begun.send(());
         };
-        let serving = axum::serve(self.listener, routes)
+        let limits = GateLimits {
+            max_connections: METRICS_MAX_CONNECTIONS,
+            handshake_timeout: METRICS_HANDSHAKE_TIMEOUT,
+        };
+        let (incoming, _) = gate::open(self.listener, limits, "metrics");
+        let listener = Gated {
+            incoming,
+            addr: self.addr,
+        };
+        let serving = axum::serve(listener, routes)
             .with_graceful_shutdown(signal)
             .into_future();
         tokio::pin!(serving);

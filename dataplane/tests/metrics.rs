@@ -7,14 +7,16 @@ mod support;
 
 use std::net::SocketAddr;
 
-use openspeak_dataplane::{Dataplane, LinkState, StartError};
+use openspeak_dataplane::{Dataplane, LinkState, METRICS_MAX_CONNECTIONS, StartError};
 use openspeak_shared::pb::cluster::TicketKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use support::control::{Attached, Harness, SECRET, config, key, member, snapshot, start};
 
-use support::{Answer, connect, eventually, hears_nothing, join, present, talk, voice, within};
+use support::{
+    Answer, QUIET, WAIT, connect, eventually, hears_nothing, join, present, talk, voice, within,
+};
 
 /// Attaches the data plane with `key` and sessions 1 and 2 in `c1`, and
 /// waits until it has applied them. The returned `Attached` is the control
@@ -276,6 +278,48 @@ async fn health_says_ok_attached_or_away_and_other_paths_are_404() {
     for path in ["/", "/metrics/", "/health", "/favicon.ico"] {
         assert_eq!(get_path(&h, path).await.status, 404, "{path}");
     }
+}
+
+/// Connections that never send a byte hold the metrics port's places only
+/// up to its limit: one more is closed at once, and scrapes work again as
+/// soon as places are free. (The gate's own tests close silent
+/// connections after the handshake timeout.)
+#[tokio::test]
+async fn silent_connections_cannot_lock_scrapers_out() {
+    let h = start(SECRET).await;
+    let mut silent = Vec::new();
+    for _ in 0..METRICS_MAX_CONNECTIONS {
+        silent.push(TcpStream::connect(h.metrics).await.unwrap());
+    }
+    // The gate takes them in order; once all hold a place, the next is
+    // closed without a word. Bounded: each try is a fresh connection.
+    let mut turned_away = false;
+    for _ in 0..50 {
+        let mut extra = TcpStream::connect(h.metrics).await.unwrap();
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(QUIET, extra.read(&mut buf)).await;
+        if matches!(read, Ok(Ok(0)) | Ok(Err(_))) {
+            turned_away = true;
+            break;
+        }
+    }
+    assert!(turned_away, "a connection beyond the limit was closed");
+
+    drop(silent);
+    let addr = h.metrics;
+    eventually("a scrape gets through again", || async move {
+        let Ok(Ok(mut stream)) = tokio::time::timeout(QUIET, TcpStream::connect(addr)).await else {
+            return false;
+        };
+        let request = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        if stream.write_all(request.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut response = String::new();
+        let read = tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await;
+        matches!(read, Ok(Ok(_))) && response.starts_with("HTTP/1.1 200")
+    })
+    .await;
 }
 
 #[tokio::test]

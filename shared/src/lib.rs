@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 mod encoded;
 mod error;
+pub mod gate;
 pub mod pb;
 pub mod persist;
 pub mod shutdown;
