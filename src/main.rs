@@ -3,26 +3,15 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use openspeak_server::System;
 use openspeak_shared::Config;
-use openspeak_shared::cli::{self, Runtime, ServeArgs, Shutdown};
+use openspeak_shared::cli::{self, Shutdown};
 use tracing::info;
 
-/// OpenSpeak server: everything a single box needs, in one process.
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    config: ServeArgs,
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse();
-    cli::serve_main(
+    cli::serve_api_main(
         "openspeak-server",
-        &args.config,
-        Runtime::MultiThread,
+        "OpenSpeak server: everything a single box needs, in one process.",
         serve,
     )
 }

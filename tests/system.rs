@@ -28,8 +28,8 @@ use openspeak_client::{
     Call, Client, GONE_AFTER, PresenceUpdate, Session, TokenLifetime, Transport, VoiceClient,
 };
 use support::{
-    Control, DataplaneProcess, FRAME, Home, Process, Talker, WAIT, binary, check_packet, hear_all,
-    hear_nothing, join, payload, within_for,
+    Control, DataplaneProcess, FRAME, Home, Process, Talker, WAIT, check_packet,
+    dataplane_on_loopback, hear_all, hear_nothing, join, payload, within_for,
 };
 use tokio::sync::watch;
 
@@ -52,6 +52,16 @@ async fn member(admin: &Client, name: &str) -> Session {
         .unwrap_or_else(|e| panic!("{name} cannot start a session: {e:?}"))
 }
 
+/// A new channel, and members `a` and `b` in it.
+async fn a_and_b_in_a_room(admin: &Client) -> (pb::Channel, Session, Session) {
+    let room = admin.create_channel("Room").await.unwrap();
+    let mut a = member(admin, "a").await;
+    let mut b = member(admin, "b").await;
+    join(&mut a, &room.id).await;
+    join(&mut b, &room.id).await;
+    (room, a, b)
+}
+
 /// Opens voice for `session`, checks that the grant names `expected` (a
 /// data plane's QUIC endpoint and certificate) when given, and connects.
 async fn open_voice(session: &Session, expected: Option<(&str, &str)>) -> VoiceClient {
@@ -71,8 +81,13 @@ async fn open_voice(session: &Session, expected: Option<(&str, &str)>) -> VoiceC
     voice
 }
 
-/// Waits for `session`'s own presence to show `self_deaf == deaf`.
-async fn wait_for_deaf(session: &mut Session, deaf: bool) {
+/// Sets `session`'s `self_deaf`, waits for its own presence to show it,
+/// and then for the data plane to have heard of it too ([`SETTLE`]).
+async fn set_deaf(session: &mut Session, deaf: bool) {
+    session
+        .update_presence(PresenceUpdate::new().self_deaf(deaf))
+        .await
+        .unwrap();
     let id = session.id();
     session
         .wait_for(
@@ -81,6 +96,7 @@ async fn wait_for_deaf(session: &mut Session, deaf: bool) {
         )
         .await
         .unwrap_or_else(|e| panic!("session {id}: no presence_changed with self_deaf={deaf}: {e:?}"));
+    tokio::time::sleep(SETTLE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,22 +134,14 @@ async fn three_clients_hear_a_speaker_until_one_moves_away_and_one_deafens() {
     hear_nothing(&b_voice, "B moved to another channel").await;
 
     // C deafens: nobody hears A any more.
-    c.update_presence(PresenceUpdate::new().self_deaf(true))
-        .await
-        .unwrap();
-    wait_for_deaf(&mut c, true).await;
-    tokio::time::sleep(SETTLE).await;
+    set_deaf(&mut c, true).await;
     speaker.talk(10).await;
     hear_nothing(&c_voice, "C is deafened").await;
     hear_nothing(&b_voice, "B is in another channel").await;
 
     // And hears again once undeafened: the silence was the deafening, not
     // a broken connection.
-    c.update_presence(PresenceUpdate::new().self_deaf(false))
-        .await
-        .unwrap();
-    wait_for_deaf(&mut c, false).await;
-    tokio::time::sleep(SETTLE).await;
+    set_deaf(&mut c, false).await;
     let again = speaker.talk(10).await;
     hear_all(&c_voice, a_id, again).await;
 }
@@ -145,11 +153,7 @@ async fn voice_outlives_a_killed_control_plane_and_a_restart_adopts_it() {
     let (quic, cert) = (dataplane.quic.clone(), dataplane.cert_sha256.clone());
     let pin = Some((quic.as_str(), cert.as_str()));
     let admin = control.admin().await;
-    let room = admin.create_channel("Room").await.unwrap();
-    let mut a = member(&admin, "a").await;
-    let mut b = member(&admin, "b").await;
-    join(&mut a, &room.id).await;
-    join(&mut b, &room.id).await;
+    let (room, a, b) = a_and_b_in_a_room(&admin).await;
     let speaker = Talker::new(open_voice(&a, pin).await);
     let b_voice = open_voice(&b, pin).await;
     let (a_id, b_id) = (a.id(), b.id());
@@ -298,11 +302,7 @@ async fn calls_come_back_by_themselves_when_their_data_plane_is_killed_and_resta
     let control = Control::start().await;
     let mut dataplane = DataplaneProcess::start(&control).await;
     let admin = control.admin().await;
-    let room = admin.create_channel("Room").await.unwrap();
-    let mut a = member(&admin, "a").await;
-    let mut b = member(&admin, "b").await;
-    join(&mut a, &room.id).await;
-    join(&mut b, &room.id).await;
+    let (_, a, b) = a_and_b_in_a_room(&admin).await;
     // One call over each transport: A talks over QUIC, B listens over UDP.
     let a_call = Arc::new(
         Call::start(a.voice_opener(), Transport::Quic)
@@ -446,25 +446,13 @@ async fn channels_spread_over_two_data_planes_and_each_routes_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openspeak_server_alone_serves_voice_and_exits_zero_on_sigterm() {
     let home = Home::new();
-    let env = [
+    let mut env = dataplane_on_loopback();
+    env.extend([
         ("OPENSPEAK_SERVER__HOST", "127.0.0.1".to_owned()),
         ("OPENSPEAK_SERVER__PORT", "0".to_owned()),
         ("OPENSPEAK_CLUSTER__LISTEN", "127.0.0.1:0".to_owned()),
-        ("OPENSPEAK_DATAPLANE__HOST", "127.0.0.1".to_owned()),
-        ("OPENSPEAK_DATAPLANE__QUIC_PORT", "0".to_owned()),
-        ("OPENSPEAK_DATAPLANE__UDP_PORT", "0".to_owned()),
-        (
-            "OPENSPEAK_DATAPLANE__METRICS_LISTEN",
-            "127.0.0.1:0".to_owned(),
-        ),
-        ("OPENSPEAK_STORAGE__DATA_DIR", home.data_dir()),
-    ];
-    let mut server = Process::spawn(
-        "openspeak-server",
-        &binary("openspeak-server"),
-        home.path(),
-        &env,
-    );
+    ]);
+    let mut server = Process::spawn("openspeak-server", &home, &env);
     // The token is printed on stderr (a plain line), never logged.
     let token_line = server.wait_for_log("admin token:").await;
     assert!(
@@ -599,27 +587,13 @@ async fn openspeak_server_alone_serves_voice_and_exits_zero_on_sigterm() {
 #[tokio::test]
 async fn a_data_plane_without_the_cluster_secret_refuses_to_start() {
     let home = Home::new();
-    let env = [
-        ("OPENSPEAK_DATAPLANE__HOST", "127.0.0.1".to_owned()),
-        ("OPENSPEAK_DATAPLANE__QUIC_PORT", "0".to_owned()),
-        ("OPENSPEAK_DATAPLANE__UDP_PORT", "0".to_owned()),
-        (
-            "OPENSPEAK_DATAPLANE__METRICS_LISTEN",
-            "127.0.0.1:0".to_owned(),
-        ),
-        (
-            "OPENSPEAK_CLUSTER__CONTROL_ADDR",
-            "http://127.0.0.1:9".to_owned(),
-        ),
-        ("OPENSPEAK_STORAGE__DATA_DIR", home.data_dir()),
-    ];
+    let mut env = dataplane_on_loopback();
+    env.push((
+        "OPENSPEAK_CLUSTER__CONTROL_ADDR",
+        "http://127.0.0.1:9".to_owned(),
+    ));
     let started = Instant::now();
-    let mut process = Process::spawn(
-        "openspeak-dataplane",
-        &binary("openspeak-dataplane"),
-        home.path(),
-        &env,
-    );
+    let mut process = Process::spawn("openspeak-dataplane", &home, &env);
     let status = process.wait_exit().await;
     assert!(
         !status.success(),

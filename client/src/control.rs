@@ -21,7 +21,7 @@ use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response};
 
-use crate::error::ClientError;
+use crate::error::{ClientError, within};
 use crate::session::Session;
 
 /// How long [`Client::connect`] may take to open the connection.
@@ -305,12 +305,8 @@ impl Client {
             }
             Ok((started, first.sequence, events))
         };
-        let (started, sequence, events) = tokio::time::timeout(SESSION_START_TIMEOUT, start)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                what: "session_started",
-                after: SESSION_START_TIMEOUT,
-            })??;
+        let (started, sequence, events) =
+            within(SESSION_START_TIMEOUT, "session_started", start).await??;
         Ok(Session::new(self.clone(), started, sequence, events))
     }
 
@@ -343,13 +339,9 @@ impl Client {
         call: &'static str,
         response: impl Future<Output = Result<Response<R>, tonic::Status>>,
     ) -> Result<R, ClientError> {
-        match tokio::time::timeout(self.request_timeout, response).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(ClientError::status(call, status)),
-            Err(_) => Err(ClientError::Timeout {
-                what: call,
-                after: self.request_timeout,
-            }),
+        match within(self.request_timeout, call, response).await? {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(ClientError::status(call, status)),
         }
     }
 

@@ -158,6 +158,18 @@ fn reason_of(status: &tonic::Status) -> Option<String> {
     (info.domain == DOMAIN).then(|| info.reason.clone())
 }
 
+/// Awaits `future` for at most `limit`: its output, or
+/// [`ClientError::Timeout`] naming `what` when it takes longer.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    what: &'static str,
+    future: impl Future<Output = T>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(limit, future)
+        .await
+        .map_err(|_| ClientError::Timeout { what, after: limit })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

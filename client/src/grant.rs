@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use openspeak_shared::pb;
 
-use crate::error::ClientError;
+use crate::error::{ClientError, within};
 use crate::udp::UdpVoiceClient;
 use crate::voice::VoiceClient;
 
@@ -115,12 +115,8 @@ async fn resolve(endpoint: &str) -> Result<SocketAddr, ClientError> {
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
     };
-    tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
-        .await
-        .map_err(|_| ClientError::Timeout {
-            what: "the voice endpoint to resolve",
-            after: RESOLVE_TIMEOUT,
-        })?
+    within(RESOLVE_TIMEOUT, "the voice endpoint to resolve", lookup)
+        .await?
         .map_err(|source| ClientError::Resolve {
             endpoint: endpoint.to_owned(),
             source,

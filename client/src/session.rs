@@ -15,7 +15,7 @@ use tonic::Streaming;
 
 use crate::call::VoiceOpener;
 use crate::control::{Client, missing};
-use crate::error::ClientError;
+use crate::error::{ClientError, within};
 use crate::grant::VoiceGrant;
 
 /// One session and its event stream.
@@ -106,12 +106,7 @@ impl Session {
     pub async fn next_event_within(&mut self, limit: Duration) -> Result<pb::Event, ClientError> {
         // `Streaming::message` keeps its state in the stream, so giving up
         // on it half way loses no event.
-        tokio::time::timeout(limit, self.next_event())
-            .await
-            .map_err(|_| ClientError::Timeout {
-                what: "the next event",
-                after: limit,
-            })?
+        within(limit, "the next event", self.next_event()).await?
     }
 
     /// Reads events until one matches `matches`, for at most `limit`, and
@@ -130,12 +125,7 @@ impl Session {
                 }
             }
         };
-        tokio::time::timeout(limit, wait)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                what: "a matching event",
-                after: limit,
-            })?
+        within(limit, "a matching event", wait).await?
     }
 
     // ----- session-scoped calls -------------------------------------------

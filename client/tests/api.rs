@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use openspeak_client::pb::{self, event::Event as Ev};
 use openspeak_client::{
-    Call, CallEnded, Client, ClientError, Code, NewChannel, PresenceUpdate, TokenLifetime,
+    Call, CallEnded, Client, ClientError, Code, NewChannel, PresenceUpdate, Session, TokenLifetime,
     Transport,
 };
 use openspeak_control::ControlPlane;
@@ -126,6 +126,20 @@ fn refused<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (String, Code)
 
 fn is_member_joined(session: u32, channel: &str) -> impl Fn(&Ev) -> bool + '_ {
     move |e| matches!(e, Ev::MemberJoined(m) if m.session_id == session && m.channel_id == channel)
+}
+
+/// Sessions `a` and `b`, both in a new channel named `name`, once `a`
+/// has seen `b` join it (so that `b` is placed where `a` is).
+async fn two_in_a_new_channel(admin: &Client, name: &str) -> (Session, Session) {
+    let room = admin.create_channel(name).await.unwrap();
+    let mut a = admin.start_session("a").await.unwrap();
+    let b = admin.start_session("b").await.unwrap();
+    a.join(&room.id, "").await.unwrap();
+    b.join(&room.id, "").await.unwrap();
+    a.wait_for(is_member_joined(b.id(), &room.id), WAIT)
+        .await
+        .unwrap();
+    (a, b)
 }
 
 #[tokio::test]
@@ -406,14 +420,7 @@ async fn a_session_follows_the_server_s_events() {
 async fn voice_is_granted_only_with_a_data_plane_and_then_flows() {
     let server = start().await;
     let admin = server.admin().await;
-    let room = admin.create_channel("Voice").await.unwrap();
-    let mut a = admin.start_session("a").await.unwrap();
-    let b = admin.start_session("b").await.unwrap();
-    a.join(&room.id, "").await.unwrap();
-    b.join(&room.id, "").await.unwrap();
-    a.wait_for(is_member_joined(b.id(), &room.id), WAIT)
-        .await
-        .unwrap();
+    let (a, b) = two_in_a_new_channel(&admin, "Voice").await;
 
     assert_eq!(
         refused(a.open_voice().await),
@@ -447,14 +454,7 @@ async fn voice_is_granted_only_with_a_data_plane_and_then_flows() {
 async fn a_call_carries_voice_and_ends_when_its_session_ends() {
     let server = start().await;
     let admin = server.admin().await;
-    let room = admin.create_channel("Call").await.unwrap();
-    let mut a = admin.start_session("a").await.unwrap();
-    let b = admin.start_session("b").await.unwrap();
-    a.join(&room.id, "").await.unwrap();
-    b.join(&room.id, "").await.unwrap();
-    a.wait_for(is_member_joined(b.id(), &room.id), WAIT)
-        .await
-        .unwrap();
+    let (a, b) = two_in_a_new_channel(&admin, "Call").await;
 
     // Without a data plane the first attempt fails as OpenVoice does.
     assert_eq!(

@@ -41,6 +41,14 @@ impl Caller {
             })
     }
 
+    /// The caller of an admin-only RPC: [`of`](Self::of), refused unless
+    /// it is an admin.
+    pub fn admin_of<T>(request: &Request<T>, what: &str) -> Result<Caller, Status> {
+        let caller = Self::of(request)?;
+        caller.require_admin(what)?;
+        Ok(caller)
+    }
+
     /// Refuses callers that are not admins.
     pub fn require_admin(&self, what: &str) -> Result<(), Status> {
         if self.token.is_admin() {

@@ -162,14 +162,18 @@ fn add_details(headers: &mut http::HeaderMap) {
 mod tests {
     use super::*;
 
+    /// `status` as a trailers-only response carries it, after
+    /// [`add_details`], read back.
+    fn with_details(status: Status) -> Status {
+        let mut headers = http::HeaderMap::new();
+        status.add_header(&mut headers).unwrap();
+        add_details(&mut headers);
+        Status::from_header_map(&headers).unwrap()
+    }
+
     #[test]
     fn a_bare_out_of_range_becomes_invalid_request() {
-        let mut headers = http::HeaderMap::new();
-        Status::out_of_range("decoded message length too large")
-            .add_header(&mut headers)
-            .unwrap();
-        add_details(&mut headers);
-        let status = Status::from_header_map(&headers).unwrap();
+        let status = with_details(Status::out_of_range("decoded message length too large"));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "decoded message length too large");
         assert_eq!(Reason::of(&status), Some(Reason::InvalidRequest));
@@ -177,12 +181,9 @@ mod tests {
 
     #[test]
     fn a_bare_internal_is_an_undecodable_request_without_the_decoder_text() {
-        let mut headers = http::HeaderMap::new();
-        Status::internal("failed to decode Protobuf message: buffer underflow")
-            .add_header(&mut headers)
-            .unwrap();
-        add_details(&mut headers);
-        let status = Status::from_header_map(&headers).unwrap();
+        let status = with_details(Status::internal(
+            "failed to decode Protobuf message: buffer underflow",
+        ));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), UNDECODABLE);
         assert_eq!(Reason::of(&status), Some(Reason::InvalidRequest));

@@ -18,14 +18,14 @@ use std::{
 
 use openspeak_shared::{
     config::Config,
-    pb, persist,
+    gate, pb, persist,
     ticket::{TicketError, TicketIssuer, TicketKey},
 };
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::{
     server::NamedService,
     service::interceptor::InterceptedService,
-    transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming},
+    transport::{Identity, Server, ServerTlsConfig},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
@@ -239,7 +239,8 @@ impl ControlPlane {
 
         let mut builder = Server::builder()
             .http2_keepalive_interval(Some(config.server.keepalive_interval.get()))
-            .http2_keepalive_timeout(Some(config.server.keepalive_timeout.get()));
+            .http2_keepalive_timeout(Some(config.server.keepalive_timeout.get()))
+            .max_concurrent_streams(config.server.max_concurrent_streams);
         if let Some(tls) = tls {
             builder = builder
                 .tls_config(tls)
@@ -296,6 +297,7 @@ impl ControlPlane {
         let cluster = Server::builder()
             .http2_keepalive_interval(Some(config.server.keepalive_interval.get()))
             .http2_keepalive_timeout(Some(config.server.keepalive_timeout.get()))
+            .max_concurrent_streams(config.server.max_concurrent_streams)
             .add_service(
                 pb::cluster::cluster_service_server::ClusterServiceServer::new(ClusterApi {
                     broker: broker.clone(),
@@ -307,7 +309,9 @@ impl ControlPlane {
                 })
                 .max_decoding_message_size(max),
             )
-            .serve_with_incoming(TcpIncoming::from(cluster_listener).with_nodelay(Some(true)));
+            .serve_with_incoming(
+                gate::open(cluster_listener, config.server.gate_limits(), "cluster").0,
+            );
         // Its streams last as long as the data planes run, so a graceful
         // stop would wait for ever: it is aborted once the public side has
         // drained.
@@ -316,7 +320,9 @@ impl ControlPlane {
         info!(%cluster_addr, "accepting data planes on the internal link");
 
         let (stop_accepting, stop_rx) = oneshot::channel::<()>();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Connections that never speak are closed, and there is a cap on
+        // how many are open (`openspeak_shared::gate`).
+        let (incoming, _) = gate::open(listener, config.server.gate_limits(), "grpc");
         let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         }));

@@ -310,10 +310,7 @@ async fn an_expired_token_is_refused_and_its_sessions_end() {
 async fn members_may_not_call_admin_rpcs() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let (token, _) = admin
-        .create_token("member", pb::Role::Member, TokenLifetime::ServerDefault)
-        .await
-        .unwrap();
+    let token = admin.member_token("member").await;
     let member = admin.with_token(&token).unwrap();
     let games = admin.create_channel("Games").await.unwrap();
     let session = member.session("m").await;

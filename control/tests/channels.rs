@@ -482,9 +482,7 @@ async fn the_default_channel_stays_a_top_level_channel_that_is_never_temporary()
 
 #[tokio::test]
 async fn join_and_leave_move_a_session_and_count_members() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (_server, admin, member) = TestServer::start_with_member().await;
     let lobby = lobby_id(&admin).await;
     let games = create_named(&admin, "Games", "").await.unwrap();
     let session = member.session("player").await;
@@ -529,9 +527,7 @@ async fn join_and_leave_move_a_session_and_count_members() {
 
 #[tokio::test]
 async fn members_need_the_password_and_room_but_admins_and_move_member_do_not() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (_server, admin, member) = TestServer::start_with_member().await;
     let locked = admin
         .create_channel_with(NewChannel::new("Locked").password("open sesame"))
         .await
@@ -590,9 +586,7 @@ async fn members_need_the_password_and_room_but_admins_and_move_member_do_not() 
 
 #[tokio::test]
 async fn move_member_moves_another_session() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (_server, admin, member) = TestServer::start_with_member().await;
     let games = create_named(&admin, "Games", "").await.unwrap();
     let session = member.session("moved").await;
 

@@ -8,21 +8,20 @@ use std::time::SystemTime;
 
 use openspeak_client::PresenceUpdate;
 use openspeak_shared::{
-    Reason, metadata, pb,
+    Reason, pb,
     pb::cluster::{
-        ControlMessage, DataplaneMessage, Member, Register, Speaking,
-        cluster_service_client::ClusterServiceClient, control_message::Kind,
+        ControlMessage, DataplaneMessage, Member, Speaking, control_message::Kind,
         dataplane_message::Kind as Report,
     },
     ticket::{TicketKey, TicketVerifier},
 };
 use pb::event::Event as Ev;
 use support::{
-    ClientExt, TestServer, connect_to, expect_err, expect_reason, random_secret, within,
+    ClientExt, TestServer, attach_dataplane, expect_err, expect_reason, random_secret, register,
+    within,
 };
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Status, Streaming, metadata::MetadataValue};
+use tonic::{Code, Status, Streaming};
 
 const CERT: &str = "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd";
 
@@ -35,27 +34,8 @@ struct FakeDataplane {
 }
 
 async fn attach(server: &TestServer, secret: &str) -> Result<FakeDataplane, Status> {
-    let (reports, rx) = mpsc::channel(16);
-    reports
-        .send(DataplaneMessage {
-            kind: Some(Report::Register(Register {
-                dataplane_id: "dp-1".into(),
-                quic_endpoint: "127.0.0.1:50052".into(),
-                udp_endpoint: "127.0.0.1:50053".into(),
-                cert_sha256: CERT.into(),
-                capacity: 100,
-                channels: vec![],
-            })),
-        })
-        .await
-        .unwrap();
-    let mut request = Request::new(ReceiverStream::new(rx));
-    request.metadata_mut().insert(
-        metadata::AUTHORIZATION,
-        MetadataValue::try_from(format!("Bearer {secret}")).unwrap(),
-    );
-    let mut client = ClusterServiceClient::new(connect_to(server.cluster_addr).await);
-    let mut messages = within("Attach", client.attach(request)).await?.into_inner();
+    let (reports, mut messages) =
+        attach_dataplane(server, secret, register("dp-1", CERT, 100)).await?;
     let first = within("the snapshot", messages.message()).await?;
     let Some(Kind::Snapshot(snapshot)) = first.and_then(|m| m.kind) else {
         panic!("the first message is a snapshot");
@@ -107,9 +87,7 @@ async fn server_with_secret(secret: &str) -> TestServer {
 #[tokio::test]
 async fn a_data_plane_gets_a_snapshot_then_member_deltas() {
     let secret = random_secret("test");
-    let server = server_with_secret(&secret).await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (server, admin, member) = server_with_secret(&secret).await.with_member().await;
     let early = member.session("early").await;
 
     let mut dp = attach(&server, &secret)
@@ -168,9 +146,7 @@ async fn a_wrong_or_missing_secret_is_refused() {
 #[tokio::test]
 async fn open_voice_issues_a_ticket_for_the_attached_data_plane() {
     let secret = random_secret("test");
-    let server = server_with_secret(&secret).await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (server, _, member) = server_with_secret(&secret).await.with_member().await;
     let talker = member.session("talker").await;
     let mut listener = member.session("listener").await;
     expect_reason(talker.open_voice().await, Reason::NoDataplane);

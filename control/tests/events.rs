@@ -54,9 +54,7 @@ async fn until_marker(session: &mut Session, marker: &str) -> Vec<pb::Event> {
 
 #[tokio::test]
 async fn session_started_comes_first_and_others_get_user_online() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (_server, admin, member) = TestServer::start_with_member().await;
     let games = admin.create_channel("Games").await.unwrap();
 
     let mut a = admin.session("A").await;
@@ -126,9 +124,7 @@ async fn session_started_comes_first_and_others_get_user_online() {
 
 #[tokio::test]
 async fn moves_send_member_left_then_member_joined() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (_server, admin, member) = TestServer::start_with_member().await;
     let games = admin.create_channel("Games").await.unwrap();
     let music = admin.create_channel("Music").await.unwrap();
     let mut watcher = admin.session("watcher").await;
@@ -171,9 +167,7 @@ async fn moves_send_member_left_then_member_joined() {
 
 #[tokio::test]
 async fn a_dropped_stream_sends_only_user_offline() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (_server, admin, member) = TestServer::start_with_member().await;
     let games = admin.create_channel("Games").await.unwrap();
     let mut watcher = admin.session("watcher").await;
     let leaver = member.session("leaver").await;
@@ -197,21 +191,12 @@ async fn a_dropped_stream_sends_only_user_offline() {
     );
     assert_eq!(admin.member_ids(&games.id).await, Vec::<u32>::new());
     assert_eq!(admin.get_channel(&games.id).await.unwrap().member_count, 0);
-    assert!(
-        admin
-            .list_online()
-            .await
-            .unwrap()
-            .iter()
-            .all(|u| u.session_id != id)
-    );
+    assert!(!admin.online_ids().await.contains(&id));
 }
 
 #[tokio::test]
 async fn channel_changes_are_announced_with_the_channel() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (server, admin, member) = TestServer::start_with_member().await;
     let mut session = member.session("watcher").await;
 
     let created = admin.create_channel("News").await.unwrap();
@@ -250,9 +235,7 @@ async fn channel_changes_are_announced_with_the_channel() {
 
 #[tokio::test]
 async fn presence_changes_are_announced_to_everyone() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (_server, admin, member) = TestServer::start_with_member().await;
     let mut watcher = admin.session("watcher").await;
     let mut bob = member.session("bob").await;
 
@@ -278,9 +261,7 @@ async fn presence_changes_are_announced_to_everyone() {
 
 #[tokio::test]
 async fn deleting_a_channel_moves_its_members_up_and_deletes_its_subchannels() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (_server, admin, member) = TestServer::start_with_member().await;
     let top = admin.create_channel("Top").await.unwrap();
     let mid = admin
         .create_channel_with(NewChannel::new("Mid").parent(&top.id))
@@ -353,9 +334,7 @@ async fn deleting_a_channel_moves_its_members_up_and_deletes_its_subchannels() {
 
 #[tokio::test]
 async fn a_temporary_channel_goes_with_its_last_member() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (_server, admin, member) = TestServer::start_with_member().await;
     let mut watcher = admin.session("watcher").await;
     let temporary = |name: &str| NewChannel::new(name).temporary(true);
 
@@ -436,13 +415,7 @@ async fn revoking_a_token_kicks_its_sessions_and_ends_their_streams() {
             .wait_for("user_offline of a kicked session", |e| is_offline(e, id))
             .await;
     }
-    let online: Vec<u32> = admin
-        .list_online()
-        .await
-        .unwrap()
-        .iter()
-        .map(|u| u.session_id)
-        .collect();
+    let online = admin.online_ids().await;
     assert!(!online.contains(&first.id()) && !online.contains(&second.id()));
     assert!(online.contains(&bystander.id()));
 
@@ -459,9 +432,7 @@ async fn revoking_a_token_kicks_its_sessions_and_ends_their_streams() {
 
 #[tokio::test]
 async fn every_session_sees_the_same_numbered_events_and_can_rebuild_the_state() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (server, admin, member) = TestServer::start_with_member().await;
     let games = admin.create_channel("Games").await.unwrap();
     let mut early = admin.session("early").await;
     let a = member.session("a").await;

@@ -14,22 +14,20 @@
 mod support;
 
 use bytes::{Buf, BufMut, Bytes};
+use http::uri::PathAndQuery;
 use openspeak_control::{ControlPlane, StartError};
-use openspeak_shared::pb::cluster::{
-    ControlMessage, DataplaneMessage, Register, cluster_service_client::ClusterServiceClient,
-    control_message::Kind, dataplane_message::Kind as Report,
-};
+use openspeak_shared::pb::cluster::{ControlMessage, control_message::Kind};
 use openspeak_shared::{Reason, pb};
 use support::{
-    ClientExt, TestServer, assert_status, connect_to, expect_reason, random_secret, test_config,
-    within,
+    ClientExt, TestServer, assert_status, attach_dataplane, expect_reason, random_secret, register,
+    test_config, within,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{
     Code, Request, Status,
+    client::Grpc,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
     metadata::MetadataValue,
+    transport::Channel,
 };
 
 /// The longest error message these tests accept for any input, however
@@ -77,14 +75,24 @@ impl Decoder for RawCodec {
     }
 }
 
-/// `bytes` as the request of the unary `path`, with the admin token.
-async fn raw_unary(server: &TestServer, path: &'static str, bytes: &[u8]) -> Status {
-    let mut grpc = tonic::client::Grpc::new(server.connection().await);
+/// A new connection, ready, for a call of `path` with `bytes` as its
+/// request and the admin token.
+async fn raw_call(
+    server: &TestServer,
+    path: &'static str,
+    bytes: &[u8],
+) -> (Grpc<Channel>, Request<Bytes>, PathAndQuery) {
+    let mut grpc = Grpc::new(server.connection().await);
     within("the connection to be ready", grpc.ready())
         .await
         .expect("the connection is ready");
     let request = authorized(&server.admin_token, Bytes::copy_from_slice(bytes));
-    let path = http::uri::PathAndQuery::from_static(path);
+    (grpc, request, PathAndQuery::from_static(path))
+}
+
+/// `bytes` as the request of the unary `path`, with the admin token.
+async fn raw_unary(server: &TestServer, path: &'static str, bytes: &[u8]) -> Status {
+    let (mut grpc, request, path) = raw_call(server, path, bytes).await;
     match within(path.as_str(), grpc.unary(request, path.clone(), RawCodec)).await {
         Ok(response) => panic!("{path}: undecodable bytes were accepted: {response:?}"),
         Err(status) => status,
@@ -94,12 +102,7 @@ async fn raw_unary(server: &TestServer, path: &'static str, bytes: &[u8]) -> Sta
 /// `bytes` as the request of the server-streaming `path`, with the admin
 /// token; the status the call (or its stream's first item) ends with.
 async fn raw_streaming(server: &TestServer, path: &'static str, bytes: &[u8]) -> Status {
-    let mut grpc = tonic::client::Grpc::new(server.connection().await);
-    within("the connection to be ready", grpc.ready())
-        .await
-        .expect("the connection is ready");
-    let request = authorized(&server.admin_token, Bytes::copy_from_slice(bytes));
-    let path = http::uri::PathAndQuery::from_static(path);
+    let (mut grpc, request, path) = raw_call(server, path, bytes).await;
     let call = grpc.server_streaming(request, path.clone(), RawCodec);
     match within(path.as_str(), call).await {
         Ok(response) => {
@@ -184,6 +187,15 @@ fn expect_short<T: std::fmt::Debug>(result: Result<T, Status>, reason: Reason, w
     );
 }
 
+/// [`expect_short`] on the answer to `call`, awaited for a bounded time.
+async fn expect_short_within<T: std::fmt::Debug>(
+    call: impl Future<Output = Result<T, Status>>,
+    reason: Reason,
+    what: &str,
+) {
+    expect_short(within(what, call).await, reason, what);
+}
+
 #[tokio::test]
 async fn errors_do_not_echo_a_huge_id() {
     // Above the default limit, so that the id reaches the handlers.
@@ -196,11 +208,7 @@ async fn errors_do_not_echo_a_huge_id() {
     let id = || huge.clone();
 
     let get = channels.get_channel(raw.req(pb::GetChannelRequest { channel_id: id() }));
-    expect_short(
-        within("GetChannel", get).await,
-        Reason::ChannelNotFound,
-        "GetChannel",
-    );
+    expect_short_within(get, Reason::ChannelNotFound, "GetChannel").await;
 
     let join = channels.join_channel(raw.sreq(
         session.id(),
@@ -209,21 +217,13 @@ async fn errors_do_not_echo_a_huge_id() {
             password: String::new(),
         },
     ));
-    expect_short(
-        within("JoinChannel", join).await,
-        Reason::ChannelNotFound,
-        "JoinChannel",
-    );
+    expect_short_within(join, Reason::ChannelNotFound, "JoinChannel").await;
 
     let moved = channels.move_member(raw.req(pb::MoveMemberRequest {
         session_id: session.id(),
         channel_id: id(),
     }));
-    expect_short(
-        within("MoveMember", moved).await,
-        Reason::ChannelNotFound,
-        "MoveMember",
-    );
+    expect_short_within(moved, Reason::ChannelNotFound, "MoveMember").await;
 
     let update = raw.update_channel(pb::UpdateChannelRequest {
         channel_id: id(),
@@ -233,48 +233,28 @@ async fn errors_do_not_echo_a_huge_id() {
     expect_short(update.await, Reason::ChannelNotFound, "UpdateChannel");
 
     let delete = channels.delete_channel(raw.req(pb::DeleteChannelRequest { channel_id: id() }));
-    expect_short(
-        within("DeleteChannel", delete).await,
-        Reason::ChannelNotFound,
-        "DeleteChannel",
-    );
+    expect_short_within(delete, Reason::ChannelNotFound, "DeleteChannel").await;
 
     let create = channels.create_channel(raw.req(pb::CreateChannelRequest {
         name: "Child".into(),
         parent_id: id(),
         ..Default::default()
     }));
-    expect_short(
-        within("CreateChannel", create).await,
-        Reason::ChannelNotFound,
-        "CreateChannel",
-    );
+    expect_short_within(create, Reason::ChannelNotFound, "CreateChannel").await;
 
     let members =
         presence.list_channel_members(raw.req(pb::ListChannelMembersRequest { channel_id: id() }));
-    expect_short(
-        within("ListChannelMembers", members).await,
-        Reason::ChannelNotFound,
-        "ListChannelMembers",
-    );
+    expect_short_within(members, Reason::ChannelNotFound, "ListChannelMembers").await;
 
     let revoke = auth.revoke_token(raw.req(pb::RevokeTokenRequest { token_id: id() }));
-    expect_short(
-        within("RevokeToken", revoke).await,
-        Reason::TokenNotFound,
-        "RevokeToken",
-    );
+    expect_short_within(revoke, Reason::TokenNotFound, "RevokeToken").await;
 
     // Over-long text fields are refused by length, not quoted back.
     let named = channels.create_channel(raw.req(pb::CreateChannelRequest {
         name: id(),
         ..Default::default()
     }));
-    expect_short(
-        within("CreateChannel", named).await,
-        Reason::InvalidRequest,
-        "a huge name",
-    );
+    expect_short_within(named, Reason::InvalidRequest, "a huge name").await;
     let connect = presence.connect(raw.req(pb::ConnectRequest { display_name: id() }));
     expect_short(
         within("Connect", connect).await.map(|_| ()),
@@ -344,17 +324,12 @@ async fn invisible_and_direction_changing_names_are_refused() {
         expect_bad_name(rename.await, "name", name);
     }
     // Nothing was created or renamed.
-    let names: Vec<_> = within(
-        "ListChannels",
-        channels.list_channels(raw.req(pb::ListChannelsRequest {})),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .channels
-    .into_iter()
-    .map(|c| c.name)
-    .collect();
+    let names: Vec<_> = raw
+        .list_channels()
+        .await
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
     assert_eq!(names, ["Lobby", "Games"]);
 }
 
@@ -396,26 +371,9 @@ async fn names_are_stored_in_nfkc_and_compared_that_way() {
 
 /// Attaches a data plane with `secret`; the first message when it is let in.
 async fn attach(server: &TestServer, secret: &str) -> Result<ControlMessage, Status> {
-    let (reports, rx) = mpsc::channel(1);
-    reports
-        .try_send(DataplaneMessage {
-            kind: Some(Report::Register(Register {
-                dataplane_id: "dp-hostile".into(),
-                quic_endpoint: "127.0.0.1:50052".into(),
-                udp_endpoint: "127.0.0.1:50053".into(),
-                cert_sha256: "ab".repeat(32),
-                capacity: 10,
-                channels: vec![],
-            })),
-        })
-        .expect("room for the Register");
-    let mut request = Request::new(ReceiverStream::new(rx));
-    request.metadata_mut().insert(
-        openspeak_shared::metadata::AUTHORIZATION,
-        MetadataValue::try_from(format!("Bearer {secret}")).expect("secrets are ASCII"),
-    );
-    let mut client = ClusterServiceClient::new(connect_to(server.cluster_addr).await);
-    let mut messages = within("Attach", client.attach(request)).await?.into_inner();
+    let cert = "ab".repeat(32);
+    let (_reports, mut messages) =
+        attach_dataplane(server, secret, register("dp-hostile", &cert, 10)).await?;
     let first = within("the first control message", messages.message()).await?;
     Ok(first.expect("the stream starts with a message"))
 }

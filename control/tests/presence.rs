@@ -3,7 +3,7 @@
 
 mod support;
 
-use openspeak_client::{PresenceUpdate, TokenLifetime, pb};
+use openspeak_client::{PresenceUpdate, pb};
 use openspeak_shared::{Reason, metadata};
 use pb::event::Event as Ev;
 use support::{ClientExt, Raw, Session, TestServer, expect_err, expect_reason, within};
@@ -22,9 +22,11 @@ fn raw_session<T>(client: &Raw, value: Option<&str>, message: T) -> Request<T> {
     request
 }
 
-fn required<T>(result: Result<tonic::Response<T>, Status>) {
+/// Awaits the call `what` (bounded): it must be refused with
+/// SESSION_REQUIRED.
+async fn required<T>(what: &str, call: impl Future<Output = Result<tonic::Response<T>, Status>>) {
     expect_err(
-        result.map(|_| ()),
+        within(what, call).await.map(|_| ()),
         Reason::SessionRequired,
         Code::FailedPrecondition,
     );
@@ -33,64 +35,25 @@ fn required<T>(result: Result<tonic::Response<T>, Status>) {
 /// Calls every session-scoped RPC with `client`'s token and the session
 /// header `value`; each must be refused with SESSION_REQUIRED.
 async fn session_required_everywhere(client: &Raw, value: Option<&str>) {
-    required(
-        within(
-            "UpdatePresence",
-            client.presence().update_presence(raw_session(
-                client,
-                value,
-                pb::UpdatePresenceRequest {
-                    self_mute: Some(true),
-                    ..Default::default()
-                },
-            )),
-        )
-        .await,
-    );
-    let lobby = within(
-        "ListChannels",
-        client
-            .channels()
-            .list_channels(client.req(pb::ListChannelsRequest {})),
-    )
-    .await
-    .expect("ListChannels succeeds")
-    .into_inner()
-    .channels[0]
-        .id
-        .clone();
-    required(
-        within(
-            "JoinChannel",
-            client.channels().join_channel(raw_session(
-                client,
-                value,
-                pb::JoinChannelRequest {
-                    channel_id: lobby,
-                    password: String::new(),
-                },
-            )),
-        )
-        .await,
-    );
-    required(
-        within(
-            "LeaveChannel",
-            client
-                .channels()
-                .leave_channel(raw_session(client, value, pb::LeaveChannelRequest {})),
-        )
-        .await,
-    );
-    required(
-        within(
-            "OpenVoice",
-            client
-                .voice()
-                .open_voice(raw_session(client, value, pb::OpenVoiceRequest {})),
-        )
-        .await,
-    );
+    let (mut presence, mut channels) = (client.presence(), client.channels());
+    let update = pb::UpdatePresenceRequest {
+        self_mute: Some(true),
+        ..Default::default()
+    };
+    let update = presence.update_presence(raw_session(client, value, update));
+    required("UpdatePresence", update).await;
+    let lobby = client.list_channels().await[0].id.clone();
+    let join = pb::JoinChannelRequest {
+        channel_id: lobby,
+        password: String::new(),
+    };
+    let join = channels.join_channel(raw_session(client, value, join));
+    required("JoinChannel", join).await;
+    let leave = channels.leave_channel(raw_session(client, value, pb::LeaveChannelRequest {}));
+    required("LeaveChannel", leave).await;
+    let mut voice = client.voice();
+    let open = voice.open_voice(raw_session(client, value, pb::OpenVoiceRequest {}));
+    required("OpenVoice", open).await;
 }
 
 fn me(session: &Session) -> pb::UserPresence {
@@ -105,9 +68,7 @@ fn me(session: &Session) -> pb::UserPresence {
 
 #[tokio::test]
 async fn connect_starts_a_session_in_the_default_channel() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (_server, admin, member) = TestServer::start_with_member().await;
     let session = member.session("  Alice  ").await;
 
     let lobby = &session.started().channels;
@@ -155,10 +116,7 @@ async fn display_names_have_limits() {
 async fn update_presence_changes_the_fields_given() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let (token, _) = admin
-        .create_token("m", pb::Role::Member, TokenLifetime::ServerDefault)
-        .await
-        .unwrap();
+    let token = admin.member_token("m").await;
     let session = admin.with_token(&token).unwrap().session("Bob").await;
 
     let away = session
@@ -244,10 +202,8 @@ async fn update_presence_changes_the_fields_given() {
 async fn session_scoped_calls_need_a_live_session_of_the_same_token() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let member_token =
-        |label| admin.create_token(label, pb::Role::Member, TokenLifetime::ServerDefault);
-    let (token, _) = member_token("m").await.unwrap();
-    let (other_token, _) = member_token("other").await.unwrap();
+    let token = admin.member_token("m").await;
+    let other_token = admin.member_token("other").await;
     let mut watcher = admin.session("watcher").await;
     let session = admin.with_token(&token).unwrap().session("mine").await;
     // Raw: these send the session header as given.
@@ -291,21 +247,12 @@ async fn session_scoped_calls_need_a_live_session_of_the_same_token() {
         )
         .await;
     session_required_everywhere(&member, Some(&ended_id.to_string())).await;
-    assert!(
-        admin
-            .list_online()
-            .await
-            .unwrap()
-            .iter()
-            .all(|u| u.session_id != ended_id)
-    );
+    assert!(!admin.online_ids().await.contains(&ended_id));
 }
 
 #[tokio::test]
 async fn list_channel_members_lists_who_is_in_a_channel() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (_server, admin, member) = TestServer::start_with_member().await;
     let games = admin.create_channel("Games").await.unwrap();
     let a = member.session("a").await;
     let b = member.session("b").await;
@@ -329,9 +276,7 @@ async fn list_channel_members_lists_who_is_in_a_channel() {
 
 #[tokio::test]
 async fn open_voice_needs_a_channel_and_a_data_plane() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (member, _) = admin.new_member("m").await;
+    let (_server, _, member) = TestServer::start_with_member().await;
     let session = member.session("talker").await;
 
     // In a channel, but no data plane is registered.

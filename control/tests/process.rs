@@ -26,26 +26,66 @@ const PROCESS_WAIT: Duration = Duration::from_secs(20);
 /// A running control plane process and what it printed so far.
 struct Process {
     child: Child,
-    stdout: mpsc::UnboundedReceiver<String>,
-    stderr: mpsc::UnboundedReceiver<String>,
-    /// Every stdout line read so far.
-    seen: Vec<String>,
-    /// Every stderr line read so far.
-    stderr_seen: Vec<String>,
+    stdout: Pipe,
+    stderr: Pipe,
 }
 
-/// Forwards each line of `reader` to a channel, until the pipe closes.
-fn lines(reader: impl AsyncRead + Unpin + Send + 'static) -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(strip_ansi(&line)).is_err() {
-                break;
+/// One output pipe of the process: its lines as they come, and every line
+/// read so far (kept for [`Process::exit`] and for failure messages).
+struct Pipe {
+    /// `stdout` or `stderr`.
+    name: &'static str,
+    lines: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl Pipe {
+    /// Forwards each line of `reader` to a channel, until the pipe closes.
+    fn new(name: &'static str, reader: impl AsyncRead + Unpin + Send + 'static) -> Pipe {
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(reader).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(strip_ansi(&line)).is_err() {
+                    break;
+                }
             }
+        });
+        Pipe {
+            name,
+            lines,
+            seen: Vec::new(),
         }
-    });
-    rx
+    }
+
+    /// Reads until a line contains `needle`; returns that line.
+    async fn line_containing(&mut self, needle: &str) -> String {
+        let Pipe { name, lines, seen } = self;
+        within(&format!("a {name} line containing {needle:?}"), async {
+            loop {
+                let line = lines
+                    .recv()
+                    .await
+                    .unwrap_or_else(|| panic!("{name} closed before {needle:?}; got {seen:#?}"));
+                seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Every line: those read so far, then the rest until the pipe closes.
+    async fn all(mut self) -> Vec<String> {
+        within_process(&format!("{} to close", self.name), async {
+            while let Some(line) = self.lines.recv().await {
+                self.seen.push(line);
+            }
+        })
+        .await;
+        self.seen
+    }
 }
 
 /// Drops ANSI colour sequences, in case the log is coloured.
@@ -92,60 +132,18 @@ fn command(data_dir: &Path, cwd: &Path) -> Command {
 impl Process {
     fn spawn(mut command: Command) -> Process {
         let mut child = command.spawn().expect("the binary starts");
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
+        let stdout = Pipe::new("stdout", child.stdout.take().unwrap());
+        let stderr = Pipe::new("stderr", child.stderr.take().unwrap());
         Process {
             child,
             stdout,
             stderr,
-            seen: Vec::new(),
-            stderr_seen: Vec::new(),
         }
-    }
-
-    /// Reads stderr until a line contains `needle`; returns that line.
-    /// What it read is kept for [`exit`](Self::exit).
-    async fn stderr_line_containing(&mut self, needle: &str) -> String {
-        let Process {
-            stderr,
-            stderr_seen,
-            ..
-        } = self;
-        within(&format!("a stderr line containing {needle:?}"), async {
-            loop {
-                let line = stderr.recv().await.unwrap_or_else(|| {
-                    panic!("stderr closed before {needle:?}; got {stderr_seen:#?}")
-                });
-                stderr_seen.push(line.clone());
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-        })
-        .await
-    }
-
-    /// Reads stdout until a line contains `needle`; returns that line.
-    async fn line_containing(&mut self, needle: &str) -> String {
-        let Process { stdout, seen, .. } = self;
-        within(&format!("a log line containing {needle:?}"), async {
-            loop {
-                let line = stdout
-                    .recv()
-                    .await
-                    .unwrap_or_else(|| panic!("stdout closed before {needle:?}; got {seen:#?}"));
-                seen.push(line.clone());
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-        })
-        .await
     }
 
     /// Reads stdout up to the listening line; returns the bound address.
     async fn listening(&mut self) -> SocketAddr {
-        let line = self.line_containing("listening").await;
+        let line = self.stdout.line_containing("listening").await;
         let addr = line
             .split_whitespace()
             .find_map(|word| word.strip_prefix("addr="))
@@ -175,20 +173,8 @@ impl Process {
         let status = within_process("the process to exit", self.child.wait())
             .await
             .expect("waiting for the child works");
-        let mut stdout = self.seen;
-        within_process("stdout to close", async {
-            while let Some(line) = self.stdout.recv().await {
-                stdout.push(line);
-            }
-        })
-        .await;
-        let mut stderr = self.stderr_seen;
-        within_process("stderr to close", async {
-            while let Some(line) = self.stderr.recv().await {
-                stderr.push(line);
-            }
-        })
-        .await;
+        let stdout = self.stdout.all().await;
+        let stderr = self.stderr.all().await;
         (status, stdout, stderr)
     }
 }
@@ -205,6 +191,38 @@ fn config_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// Opens a session as `token`, sends `signal` (`TERM`, `INT`), waits for
+/// the session to hear `server_shutdown`, hangs up and waits for the
+/// process to exit; returns what [`Process::exit`] returns.
+async fn stop_with_a_session_open(
+    process: Process,
+    addr: SocketAddr,
+    token: &str,
+    signal: &str,
+) -> (ExitStatus, Vec<String>, Vec<String>) {
+    let admin = client_at(addr, token).await;
+    let mut session = admin.session("until the end").await;
+    process.signal(signal);
+    session
+        .wait_for("server_shutdown", |e| {
+            matches!(e, pb::event::Event::ServerShutdown(_))
+        })
+        .await;
+    drop((session, admin));
+    process.exit().await
+}
+
+/// Runs `command`, whose configuration is bad: start-up must fail with a
+/// message, on stdout or stderr, that names the `key` at fault and the
+/// `source` of its value.
+async fn fails_naming(command: Command, key: &str, source: &str) {
+    let (status, stdout, stderr) = Process::spawn(command).exit().await;
+    let all = [stdout, stderr].concat().join("\n");
+    assert!(!status.success(), "a bad configuration must fail start-up");
+    assert!(all.contains(key), "the key is named: {all}");
+    assert!(all.contains(source), "the source is named: {all}");
+}
+
 async fn who_am_i(addr: SocketAddr, token: &str) -> Result<pb::TokenInfo, ClientError> {
     client_at(addr, token).await.whoami().await
 }
@@ -219,7 +237,7 @@ async fn first_start_prints_and_writes_the_admin_token_and_sigterm_exits_zero() 
     command.arg("--config").arg(&config);
     let mut process = Process::spawn(command);
     // Printed on stderr, once; the log (stdout) never has it.
-    let token_line = process.stderr_line_containing("admin token:").await;
+    let token_line = process.stderr.line_containing("admin token:").await;
     let token = token_line
         .split("admin token:")
         .nth(1)
@@ -245,16 +263,7 @@ async fn first_start_prints_and_writes_the_admin_token_and_sigterm_exits_zero() 
 
     // SIGTERM with a session open: it hears `server_shutdown`, hangs up,
     // and the process exits 0 without waiting out the 30 s grace.
-    let admin = client_at(addr, &token).await;
-    let mut session = admin.session("until the end").await;
-    process.signal("TERM");
-    session
-        .wait_for("server_shutdown", |e| {
-            matches!(e, pb::event::Event::ServerShutdown(_))
-        })
-        .await;
-    drop((session, admin));
-    let (status, stdout, stderr) = process.exit().await;
+    let (status, stdout, stderr) = stop_with_a_session_open(process, addr, &token, "TERM").await;
     assert!(
         status.success(),
         "exit status {status:?}; stdout {stdout:#?} stderr {stderr:#?}"
@@ -281,9 +290,13 @@ async fn first_start_prints_and_writes_the_admin_token_and_sigterm_exits_zero() 
     let mut again = Process::spawn(command);
     let addr = again.listening().await;
     assert!(
-        again.seen.iter().all(|l| !l.contains("admin token:")),
+        again
+            .stdout
+            .seen
+            .iter()
+            .all(|l| !l.contains("admin token:")),
         "{:#?}",
-        again.seen
+        again.stdout.seen
     );
     assert!(!file.exists(), "no second admin_token file");
     let admin = client_at(addr, &token).await;
@@ -319,16 +332,7 @@ async fn a_configured_bootstrap_token_is_neither_logged_nor_written() {
     );
 
     // SIGINT stops it as gracefully as SIGTERM.
-    let admin = client_at(addr, &token).await;
-    let mut session = admin.session("until the end").await;
-    process.signal("INT");
-    session
-        .wait_for("server_shutdown", |e| {
-            matches!(e, pb::event::Event::ServerShutdown(_))
-        })
-        .await;
-    drop((session, admin));
-    let (status, stdout, stderr) = process.exit().await;
+    let (status, stdout, stderr) = stop_with_a_session_open(process, addr, &token, "INT").await;
     assert!(
         status.success(),
         "exit status {status:?}; stderr {stderr:#?}"
@@ -344,19 +348,7 @@ async fn an_unknown_config_key_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = command(&dir.path().join("data"), dir.path());
     command.env("OPENSPEAK_SERVER__PORTT", "1");
-    let (status, stdout, stderr) = Process::spawn(command).exit().await;
-    assert!(!status.success(), "an unknown key must fail start-up");
-    let all = stdout
-        .iter()
-        .chain(&stderr)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(all.contains("server.portt"), "the key is named: {all}");
-    assert!(
-        all.contains("OPENSPEAK_SERVER__PORTT"),
-        "the source is named: {all}"
-    );
+    fails_naming(command, "server.portt", "OPENSPEAK_SERVER__PORTT").await;
     assert!(
         !dir.path().join("data").join("tokens.json").exists(),
         "nothing was started"
@@ -370,19 +362,7 @@ async fn a_wrong_type_stops_start_up_naming_the_key() {
     std::fs::write(&config, "server:\n  shutdown_grace: soon\n").unwrap();
     let mut command = command(&dir.path().join("data"), dir.path());
     command.arg("--config").arg(&config);
-    let (status, stdout, stderr) = Process::spawn(command).exit().await;
-    assert!(!status.success());
-    let all = stdout
-        .iter()
-        .chain(&stderr)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(
-        all.contains("server.shutdown_grace"),
-        "the key is named: {all}"
-    );
-    assert!(all.contains("bad.yaml"), "the source is named: {all}");
+    fails_naming(command, "server.shutdown_grace", "bad.yaml").await;
 }
 
 #[tokio::test]
@@ -390,22 +370,12 @@ async fn an_impossible_value_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = command(&dir.path().join("data"), dir.path());
     command.env("OPENSPEAK_SERVER__MAX_MESSAGE_BYTES", "10");
-    let (status, stdout, stderr) = Process::spawn(command).exit().await;
-    assert!(!status.success());
-    let all = stdout
-        .iter()
-        .chain(&stderr)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(
-        all.contains("server.max_message_bytes"),
-        "the key is named: {all}"
-    );
-    assert!(
-        all.contains("OPENSPEAK_SERVER__MAX_MESSAGE_BYTES"),
-        "the source is named: {all}"
-    );
+    fails_naming(
+        command,
+        "server.max_message_bytes",
+        "OPENSPEAK_SERVER__MAX_MESSAGE_BYTES",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -23,15 +23,23 @@ fn self_signed(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path:
     (cert_pem, cert_path, key_path)
 }
 
+/// A control plane whose public listener serves TLS with a
+/// [`self_signed`] certificate in `dir`; returns it and the certificate's
+/// PEM.
+async fn tls_server(dir: &std::path::Path) -> (TestServer, String) {
+    let (cert_pem, cert, key) = self_signed(dir);
+    let server = TestServer::start_with(|c| {
+        c.server.tls_cert = Some(cert);
+        c.server.tls_key = Some(key);
+    })
+    .await;
+    (server, cert_pem)
+}
+
 #[tokio::test]
 async fn a_client_trusting_the_certificate_is_served_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert_pem, cert, key) = self_signed(dir.path());
-    let server = TestServer::start_with(|c| {
-        c.server.tls_cert = Some(cert.clone());
-        c.server.tls_key = Some(key.clone());
-    })
-    .await;
+    let (server, cert_pem) = tls_server(dir.path()).await;
 
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(cert_pem))
@@ -54,12 +62,7 @@ async fn a_client_trusting_the_certificate_is_served_over_tls() {
 #[tokio::test]
 async fn a_plaintext_client_is_not_served_by_a_tls_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, cert, key) = self_signed(dir.path());
-    let server = TestServer::start_with(|c| {
-        c.server.tls_cert = Some(cert.clone());
-        c.server.tls_key = Some(key.clone());
-    })
-    .await;
+    let (server, _) = tls_server(dir.path()).await;
 
     let plain = Endpoint::from_shared(format!("http://127.0.0.1:{}", server.addr.port()))
         .unwrap()

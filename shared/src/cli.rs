@@ -2,7 +2,8 @@
 //! to read and overrides of single keys. Flatten [`ConfigArgs`] into a
 //! binary's `clap` parser, or [`ServeArgs`] where the binary serves the
 //! public gRPC API (it adds `--host` and `--port`), and hand it to
-//! [`serve_main`].
+//! [`serve_main`]; [`serve_api_main`] does both for a binary with no flags
+//! but [`ServeArgs`].
 //!
 //! Environment variables are not clap's business: [`Config::load`] reads
 //! `OPENSPEAK_<SECTION>__<KEY>` itself, so that every key has one.
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use clap::Args;
+use clap::{Args, FromArgMatches};
 
 use crate::config::{Config, ConfigError, LoadOptions, Override};
 
@@ -116,6 +117,32 @@ where
         })
     };
     exit_code(program, run())
+}
+
+/// The whole `main` of a binary whose flags are [`ServeArgs`] alone (the
+/// control plane, the one-box server): parses the command line, with
+/// `about` as what `--help` says, and hands it to [`serve_main`] on the
+/// multi-threaded runtime that the public API's many streams want.
+pub fn serve_api_main<Fut>(
+    program: &'static str,
+    about: &'static str,
+    body: impl FnOnce(Config, Shutdown) -> Fut,
+) -> ExitCode
+where
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    // `about` after the flags, which would otherwise bring their own doc
+    // comment as the binary's description.
+    let mut command = ServeArgs::augment_args(clap::Command::new(program))
+        .about(about)
+        .long_about(None)
+        // Every crate of the workspace has the workspace's version, so this
+        // crate's is the binary's.
+        .version(env!("CARGO_PKG_VERSION"));
+    let matches = command.get_matches_mut();
+    let args =
+        ServeArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit());
+    serve_main(program, &args, Runtime::MultiThread, body)
 }
 
 /// The end of a binary's `main`: `Ok` exits 0; an error prints one line,

@@ -139,12 +139,14 @@ fn forward(reader: impl AsyncRead + Unpin + Send + 'static, tx: mpsc::UnboundedS
 }
 
 impl Process {
-    /// Starts `binary` in `cwd` with only the `OPENSPEAK_*` variables of
+    /// Starts the workspace binary `name` (see [`binary`]) in `home`, with
+    /// its state in [`Home::data_dir`], only the `OPENSPEAK_*` variables of
     /// `env`, JSON logs at level info, and its pipes read in the background.
-    pub fn spawn(name: &str, binary: &Path, cwd: &Path, env: &[(&str, String)]) -> Process {
-        let mut command = Command::new(binary);
+    pub fn spawn(name: &str, home: &Home, env: &[(&str, String)]) -> Process {
+        let binary = binary(name);
+        let mut command = Command::new(&binary);
         command
-            .current_dir(cwd)
+            .current_dir(home.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -156,7 +158,8 @@ impl Process {
         }
         command
             .env("OPENSPEAK_LOGGING__OUTPUT_FORMAT", "json")
-            .env("OPENSPEAK_LOGGING__LEVEL", "info");
+            .env("OPENSPEAK_LOGGING__LEVEL", "info")
+            .env("OPENSPEAK_STORAGE__DATA_DIR", home.data_dir());
         for (key, value) in env {
             command.env(key, value);
         }
@@ -350,14 +353,8 @@ impl Control {
             ("OPENSPEAK_CLUSTER__LISTEN", cluster_listen.to_owned()),
             ("OPENSPEAK_CLUSTER__SECRET", secret.clone()),
             ("OPENSPEAK_AUTH__BOOTSTRAP_TOKEN", token.clone()),
-            ("OPENSPEAK_STORAGE__DATA_DIR", home.data_dir()),
         ];
-        let mut process = Process::spawn(
-            "openspeak-control",
-            &binary("openspeak-control"),
-            home.path(),
-            &env,
-        );
+        let mut process = Process::spawn("openspeak-control", &home, &env);
         let cluster = process
             .wait_for_log("accepting data planes on the internal link")
             .await
@@ -412,24 +409,12 @@ impl DataplaneProcess {
     /// [`start`](Self::start) on `home`'s state: the same id and
     /// certificate as the data plane that ran there before (new ports).
     pub async fn start_in(control: &Control, home: Home) -> DataplaneProcess {
-        let env = [
-            ("OPENSPEAK_DATAPLANE__HOST", "127.0.0.1".to_owned()),
-            ("OPENSPEAK_DATAPLANE__QUIC_PORT", "0".to_owned()),
-            ("OPENSPEAK_DATAPLANE__UDP_PORT", "0".to_owned()),
-            (
-                "OPENSPEAK_DATAPLANE__METRICS_LISTEN",
-                "127.0.0.1:0".to_owned(),
-            ),
+        let mut env = dataplane_on_loopback();
+        env.extend([
             ("OPENSPEAK_CLUSTER__CONTROL_ADDR", control.control_addr()),
             ("OPENSPEAK_CLUSTER__SECRET", control.secret.clone()),
-            ("OPENSPEAK_STORAGE__DATA_DIR", home.data_dir()),
-        ];
-        let mut process = Process::spawn(
-            "openspeak-dataplane",
-            &binary("openspeak-dataplane"),
-            home.path(),
-            &env,
-        );
+        ]);
+        let mut process = Process::spawn("openspeak-dataplane", &home, &env);
         let routing = process
             .wait_for_log("data plane routing voice over QUIC and plain UDP")
             .await;
@@ -442,6 +427,21 @@ impl DataplaneProcess {
             home,
         }
     }
+}
+
+/// The environment that puts a data plane's listeners (QUIC, plain UDP
+/// and metrics) on loopback, each on a free port, so that tests run side
+/// by side.
+pub fn dataplane_on_loopback() -> Vec<(&'static str, String)> {
+    vec![
+        ("OPENSPEAK_DATAPLANE__HOST", "127.0.0.1".to_owned()),
+        ("OPENSPEAK_DATAPLANE__QUIC_PORT", "0".to_owned()),
+        ("OPENSPEAK_DATAPLANE__UDP_PORT", "0".to_owned()),
+        (
+            "OPENSPEAK_DATAPLANE__METRICS_LISTEN",
+            "127.0.0.1:0".to_owned(),
+        ),
+    ]
 }
 
 /// A logged address, checked to be a bound loopback one.

@@ -2,24 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use openspeak_control::ControlPlane;
-use openspeak_shared::cli::{self, Runtime, ServeArgs};
-
-/// OpenSpeak control plane: access tokens, channels, sessions and presence over gRPC.
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    config: ServeArgs,
-}
+use openspeak_shared::cli;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    cli::serve_main(
+    cli::serve_api_main(
         "openspeak-control",
-        &args.config,
-        Runtime::MultiThread,
+        "OpenSpeak control plane: access tokens, channels, sessions and presence over gRPC.",
         |config, shutdown| async move {
             ControlPlane::bind(config).await?.serve(shutdown).await?;
             Ok(())

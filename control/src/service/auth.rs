@@ -28,8 +28,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        caller.require_admin("CreateToken")?;
+        let caller = Caller::admin_of(&request, "CreateToken")?;
         let req = request.into_inner();
         let label = limits::text("label", &req.label, limits::SHORT_TEXT_MAX)
             .map_err(|e| Reason::InvalidRequest.status(e.to_string()))?;
@@ -57,8 +56,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        caller.require_admin("RevokeToken")?;
+        let caller = Caller::admin_of(&request, "RevokeToken")?;
         let id = request.into_inner().token_id;
         let revoked = self
             .0
@@ -89,8 +87,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        caller.require_admin("ListTokens")?;
+        Caller::admin_of(&request, "ListTokens")?;
         let tokens = self
             .0
             .tokens

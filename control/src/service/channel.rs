@@ -73,8 +73,7 @@ impl pb::channel_service_server::ChannelService for ChannelApi {
         &self,
         request: Request<pb::UpdateChannelRequest>,
     ) -> Result<Response<pb::Channel>, Status> {
-        let caller = Caller::of(&request)?;
-        caller.require_admin("UpdateChannel")?;
+        let caller = Caller::admin_of(&request, "UpdateChannel")?;
         let req = request.into_inner();
         let id = convert::channel_id("channel_id", &req.channel_id)?;
         let patch = ChannelPatch {
@@ -97,8 +96,7 @@ impl pb::channel_service_server::ChannelService for ChannelApi {
         &self,
         request: Request<pb::DeleteChannelRequest>,
     ) -> Result<Response<pb::DeleteChannelResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        caller.require_admin("DeleteChannel")?;
+        let caller = Caller::admin_of(&request, "DeleteChannel")?;
         let id = convert::channel_id("channel_id", &request.get_ref().channel_id)?;
         self.0
             .broker
@@ -138,8 +136,7 @@ impl pb::channel_service_server::ChannelService for ChannelApi {
         &self,
         request: Request<pb::MoveMemberRequest>,
     ) -> Result<Response<pb::MoveMemberResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        caller.require_admin("MoveMember")?;
+        let caller = Caller::admin_of(&request, "MoveMember")?;
         let req = request.into_inner();
         let channel = convert::channel_id("channel_id", &req.channel_id)?;
         let session = SessionId(req.session_id);

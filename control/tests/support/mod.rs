@@ -30,14 +30,22 @@ use openspeak_client::{Client, ClientError, TokenLifetime};
 use openspeak_control::{ControlPlane, ServeError};
 use openspeak_shared::{Reason, config::Config, metadata, pb};
 pub use openspeak_testkit::{WAIT, random_secret, test_config, within, within_for};
+use pb::cluster::{
+    ControlMessage, DataplaneMessage, Register, cluster_service_client::ClusterServiceClient,
+    dataplane_message::Kind as Report,
+};
 use pb::{
     auth_service_client::AuthServiceClient, channel_service_client::ChannelServiceClient,
     event::Event as Ev, presence_service_client::PresenceServiceClient,
     voice_service_client::VoiceServiceClient,
 };
 use tempfile::TempDir;
-use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::{Code, Request, Status, metadata::MetadataValue, transport::Channel};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Status, Streaming, metadata::MetadataValue, transport::Channel};
 use tonic_types::StatusExt;
 
 /// Most events a wait looks at before giving up (a second bound besides time).
@@ -71,6 +79,20 @@ impl TestServer {
         let mut server = Self::serve(config).await;
         server.data_dir = Some(dir);
         server
+    }
+
+    /// A fresh control plane, a client with its admin token and one with a
+    /// new member token: where most tests begin.
+    pub async fn start_with_member() -> (TestServer, Client, Client) {
+        Self::start().await.with_member().await
+    }
+
+    /// This server, a client with its admin token and one with a new
+    /// member token.
+    pub async fn with_member(self) -> (TestServer, Client, Client) {
+        let admin = self.admin().await;
+        let (member, _) = admin.new_member("m").await;
+        (self, admin, member)
     }
 
     /// Binds and serves `config` as given (for restarts on the same data dir).
@@ -177,6 +199,39 @@ pub fn with_token<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
+/// A data plane's first message on the internal link: it registers as
+/// `dataplane_id`, with `cert_sha256` and room for `capacity` sessions, at
+/// fixed loopback endpoints (nothing listens there; these tests only
+/// check what the control plane does with them).
+pub fn register(dataplane_id: &str, cert_sha256: &str, capacity: u32) -> DataplaneMessage {
+    DataplaneMessage {
+        kind: Some(Report::Register(Register {
+            dataplane_id: dataplane_id.into(),
+            quic_endpoint: "127.0.0.1:50052".into(),
+            udp_endpoint: "127.0.0.1:50053".into(),
+            cert_sha256: cert_sha256.into(),
+            capacity,
+            channels: vec![],
+        })),
+    }
+}
+
+/// Attaches to `server`'s internal link as a data plane with `secret`,
+/// sending `register` first; returns the sender for its further reports
+/// and the control plane's messages, or the status it was refused with.
+pub async fn attach_dataplane(
+    server: &TestServer,
+    secret: &str,
+    register: DataplaneMessage,
+) -> Result<(mpsc::Sender<DataplaneMessage>, Streaming<ControlMessage>), Status> {
+    let (reports, rx) = mpsc::channel(16);
+    reports.send(register).await.expect("room for the Register");
+    let request = with_token(secret, ReceiverStream::new(rx));
+    let mut client = ClusterServiceClient::new(connect_to(server.cluster_addr).await);
+    let messages = within("Attach", client.attach(request)).await?.into_inner();
+    Ok((reports, messages))
+}
+
 /// The generated tonic clients on one connection, and a token, for the
 /// requests the library does not send (see the module's header).
 #[derive(Clone)]
@@ -216,6 +271,20 @@ impl Raw {
         request
     }
 
+    /// Every channel (`ListChannels` on this connection); panics if the
+    /// call fails.
+    pub async fn list_channels(&self) -> Vec<pb::Channel> {
+        within(
+            "ListChannels",
+            self.channels()
+                .list_channels(self.req(pb::ListChannelsRequest {})),
+        )
+        .await
+        .expect("ListChannels succeeds")
+        .into_inner()
+        .channels
+    }
+
     /// `UpdateChannel`, which the library does not offer.
     pub async fn update_channel(
         &self,
@@ -236,11 +305,17 @@ pub trait ClientExt {
     /// A client on the same connection with a new member token.
     async fn new_member(&self, label: &str) -> (Client, pb::TokenInfo);
 
+    /// A new member token, for tests that also send raw requests with it.
+    async fn member_token(&self, label: &str) -> String;
+
     /// Opens a session, whose events are then checked as they are read.
     async fn session(&self, display_name: &str) -> Session;
 
     /// Session ids of the members of `channel_id`, sorted.
     async fn member_ids(&self, channel_id: &str) -> Vec<u32>;
+
+    /// Session ids of every online session, sorted.
+    async fn online_ids(&self) -> Vec<u32>;
 }
 
 impl ClientExt for Client {
@@ -250,6 +325,14 @@ impl ClientExt for Client {
             .await
             .expect("CreateToken succeeds");
         (self.with_token(&token).expect("tokens are ASCII"), info)
+    }
+
+    async fn member_token(&self, label: &str) -> String {
+        let (token, _) = self
+            .create_token(label, pb::Role::Member, TokenLifetime::ServerDefault)
+            .await
+            .expect("CreateToken succeeds");
+        token
     }
 
     async fn session(&self, display_name: &str) -> Session {
@@ -265,16 +348,19 @@ impl ClientExt for Client {
     }
 
     async fn member_ids(&self, channel_id: &str) -> Vec<u32> {
-        let mut ids: Vec<u32> = self
-            .list_channel_members(channel_id)
-            .await
-            .expect("ListChannelMembers succeeds")
-            .iter()
-            .map(|u| u.session_id)
-            .collect();
-        ids.sort_unstable();
-        ids
+        let members = self.list_channel_members(channel_id).await;
+        sorted_ids(&members.expect("ListChannelMembers succeeds"))
     }
+
+    async fn online_ids(&self) -> Vec<u32> {
+        sorted_ids(&self.list_online().await.expect("ListOnline succeeds"))
+    }
+}
+
+fn sorted_ids(users: &[pb::UserPresence]) -> Vec<u32> {
+    let mut ids: Vec<u32> = users.iter().map(|u| u.session_id).collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// How a session's event stream ended.

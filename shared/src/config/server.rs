@@ -29,6 +29,13 @@ pub struct ServerConfig {
     pub keepalive_interval: Seconds,
     /// How long a keepalive ping may go unanswered before the connection is closed.
     pub keepalive_timeout: Seconds,
+    /// Connections open at once on each listener (the public one and the
+    /// internal link's); one more is closed at once.
+    pub max_connections: usize,
+    /// How long a new connection may stay silent before it is closed.
+    pub handshake_timeout: Seconds,
+    /// Calls and streams open at once on one connection.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +49,9 @@ impl Default for ServerConfig {
             max_message_bytes: 64 * 1024,
             keepalive_interval: Seconds(30),
             keepalive_timeout: Seconds(10),
+            max_connections: 10_000,
+            handshake_timeout: Seconds(10),
+            max_concurrent_streams: 100,
         }
     }
 }
@@ -71,7 +81,29 @@ impl ServerConfig {
             },
         )?;
         check_seconds("server.keepalive_interval", self.keepalive_interval)?;
-        check_seconds("server.keepalive_timeout", self.keepalive_timeout)
+        check_seconds("server.keepalive_timeout", self.keepalive_timeout)?;
+        check(self.max_connections >= 1, "server.max_connections", || {
+            "must be at least 1".into()
+        })?;
+        check_seconds("server.handshake_timeout", self.handshake_timeout)?;
+        check(
+            self.max_concurrent_streams >= 2,
+            "server.max_concurrent_streams",
+            || {
+                format!(
+                    "must be at least 2 (a session's event stream and one call), got {}",
+                    self.max_concurrent_streams
+                )
+            },
+        )
+    }
+
+    /// What the gate in front of each listener allows.
+    pub fn gate_limits(&self) -> crate::gate::GateLimits {
+        crate::gate::GateLimits {
+            max_connections: self.max_connections,
+            handshake_timeout: self.handshake_timeout.get(),
+        }
     }
 }
 
@@ -94,12 +126,20 @@ mod tests {
             ("server.keepalive_interval", "0"),
             ("server.keepalive_timeout", "0"),
             ("server.max_message_bytes", "1023"),
+            ("server.max_connections", "0"),
+            ("server.handshake_timeout", "0"),
+            ("server.max_concurrent_streams", "1"),
         ]);
     }
 
     #[test]
     fn boundary_values_are_accepted() {
-        assert_accepted(&[("server.max_message_bytes", "1024"), ("server.host", "::")]);
+        assert_accepted(&[
+            ("server.max_message_bytes", "1024"),
+            ("server.host", "::"),
+            ("server.max_connections", "1"),
+            ("server.max_concurrent_streams", "2"),
+        ]);
     }
 
     #[test]
