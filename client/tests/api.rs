@@ -490,3 +490,107 @@ async fn a_call_carries_voice_and_ends_when_its_session_ends() {
     assert_eq!(b_call.reconnects(), 0);
     assert!(a_call.connected(), "a's call is not affected");
 }
+
+/// Revoking a token cuts its live sessions out of voice within a second,
+/// on both transports: the data plane ends the QUIC connection and sends
+/// the UDP client a CLOSED, and nothing either sends afterwards is heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_cuts_its_voice_within_a_second() {
+    const CUT_WITHIN: Duration = Duration::from_secs(1);
+    let server = start().await;
+    let admin = server.admin().await;
+    let _dataplane = server.attach_dataplane().await;
+    let room = admin.create_channel("Revoked").await.unwrap();
+    let listener = admin.start_session("listener").await.unwrap();
+    listener.join(&room.id, "").await.unwrap();
+    let (token, info) = admin
+        .create_token("doomed", pb::Role::Member, TokenLifetime::Never)
+        .await
+        .unwrap();
+    let doomed = admin.with_token(&token).unwrap();
+    let (over_quic, over_udp) = (
+        doomed.start_session("quic").await.unwrap(),
+        doomed.start_session("udp").await.unwrap(),
+    );
+    over_quic.join(&room.id, "").await.unwrap();
+    over_udp.join(&room.id, "").await.unwrap();
+    let hears = within("the listener's voice", async {
+        listener
+            .open_voice()
+            .await
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    })
+    .await;
+    let quic = within("QUIC voice", async {
+        over_quic
+            .open_voice()
+            .await
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    })
+    .await;
+    let udp = within("UDP voice", async {
+        over_udp
+            .open_voice()
+            .await
+            .unwrap()
+            .connect_udp()
+            .await
+            .unwrap()
+    })
+    .await;
+
+    // Both are heard before.
+    let payload = Bytes::from_static(b"\xfc frame");
+    quic.send(0, 0, payload.clone()).unwrap();
+    let heard = within("the QUIC speaker", hears.recv()).await.unwrap();
+    assert_eq!(heard.speaker, over_quic.id());
+    udp.send(0, 0, payload.clone()).unwrap();
+    let heard = within("the UDP speaker", hears.recv()).await.unwrap();
+    assert_eq!(heard.speaker, over_udp.id());
+
+    let revoked = tokio::time::Instant::now();
+    admin.revoke_token(&info.id).await.unwrap();
+    let quic_cut = async {
+        // Anything still in flight is read first; the end is an error.
+        for _ in 0..1000 {
+            if quic.recv().await.is_err() {
+                return revoked.elapsed();
+            }
+        }
+        panic!("the QUIC voice connection was never closed");
+    };
+    let udp_cut = async {
+        for _ in 0..1000 {
+            if let Err(e) = udp.recv().await {
+                assert!(
+                    matches!(e, openspeak_client::UdpVoiceError::Closed { .. }),
+                    "{e:?}"
+                );
+                return revoked.elapsed();
+            }
+        }
+        panic!("the UDP voice session was never closed");
+    };
+    let (quic_after, udp_after) = tokio::join!(
+        openspeak_testkit::within_for(CUT_WITHIN, "QUIC voice to be cut", quic_cut),
+        openspeak_testkit::within_for(CUT_WITHIN, "UDP voice to be cut", udp_cut),
+    );
+    eprintln!("voice cut {quic_after:?} (QUIC) and {udp_after:?} (UDP) after the revoke began");
+
+    // What they send now reaches no one.
+    assert!(
+        quic.send(1, 20, payload.clone()).is_err(),
+        "the connection is gone"
+    );
+    udp.send(1, 20, payload).unwrap();
+    assert!(
+        tokio::time::timeout(QUIET, hears.recv()).await.is_err(),
+        "nothing of the revoked token's sessions is heard"
+    );
+}

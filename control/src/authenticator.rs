@@ -3,7 +3,8 @@
 //! Runs as a tonic interceptor in front of each OpenSpeak service (health
 //! and reflection stay open). A caller that passes gets a [`Caller`] in the
 //! request's extensions; one that fails gets UNAUTHENTICATED, and the
-//! failure counts against its IP address in the [`BanList`].
+//! failure counts against its IP address in the [`BanList`]. A member
+//! token calling faster than its [`RequestRate`] allows gets RATE_LIMITED.
 
 use std::{
     net::SocketAddr,
@@ -17,6 +18,7 @@ use tracing::{Span, warn};
 
 use crate::{
     ban_list::BanList,
+    request_rate::RequestRate,
     tokens::{TokenInfo, TokenStore},
 };
 
@@ -63,13 +65,15 @@ impl Caller {
 pub struct Authenticator {
     tokens: Arc<RwLock<TokenStore>>,
     bans: Arc<Mutex<BanList>>,
+    rate: Arc<RequestRate>,
 }
 
 impl Authenticator {
-    pub fn new(tokens: Arc<RwLock<TokenStore>>, bans: BanList) -> Self {
+    pub fn new(tokens: Arc<RwLock<TokenStore>>, bans: BanList, rate: RequestRate) -> Self {
         Self {
             tokens,
             bans: Arc::new(Mutex::new(bans)),
+            rate: Arc::new(rate),
         }
     }
 
@@ -136,6 +140,9 @@ impl Authenticator {
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let caller = self.authenticate(&request)?;
+        if !caller.token.is_admin() {
+            self.rate.check(&caller.token.id)?;
+        }
         request.extensions_mut().insert(caller);
         Ok(request)
     }

@@ -64,6 +64,11 @@ pub enum HubError {
     Channel(#[from] ChannelError),
     #[error(transparent)]
     Invalid(#[from] LimitError),
+    #[error(
+        "this token already has {0} sessions open, as many as one member token may have \
+         (auth.max_sessions_per_token); end one first"
+    )]
+    TooManySessions(u32),
 }
 
 /// Cloning is how `Broker` tries a change before saving it.
@@ -73,6 +78,8 @@ pub struct Hub {
     /// Ordered by id so listings are stable.
     sessions: BTreeMap<SessionId, Session>,
     idle_timeout: Duration,
+    /// Sessions one member token may have open; 0 = no limit.
+    max_sessions_per_token: u32,
     outbox: VecDeque<Event>,
 }
 
@@ -82,8 +89,17 @@ impl Hub {
             channels,
             sessions: BTreeMap::new(),
             idle_timeout,
+            max_sessions_per_token: 0,
             outbox: VecDeque::new(),
         }
+    }
+
+    /// Caps the sessions one member token may have open (0: no cap), so
+    /// that one token cannot fill the server with sessions. Admin tokens
+    /// are not capped: they may do anything anyway.
+    pub fn with_session_cap(mut self, max_sessions_per_token: u32) -> Self {
+        self.max_sessions_per_token = max_sessions_per_token;
+        self
     }
 
     /// The channel tree as records, for saving.
@@ -167,6 +183,20 @@ impl Hub {
         now: Instant,
     ) -> Result<User, HubError> {
         let display_name = limits::name("display_name", display_name)?;
+        let cap = self.max_sessions_per_token;
+        // A scan rather than a count per token: it runs once per new
+        // session, and there is no second count to keep right.
+        if cap > 0
+            && !token.is_admin()
+            && self
+                .sessions
+                .values()
+                .filter(|s| s.token_id == token.id)
+                .count()
+                >= cap as usize
+        {
+            return Err(HubError::TooManySessions(cap));
+        }
         let lobby = self.channels.default_id().clone();
         let user = User {
             id,
@@ -588,6 +618,31 @@ mod tests {
         assert_eq!(user.channel, Some(lobby()));
         assert_eq!(f.events(), vec![Event::UserOnline(user)]);
         assert_eq!(f.hub.members(lobby().as_str()).unwrap()[0].id, id);
+    }
+
+    #[test]
+    fn a_member_token_may_have_only_so_many_sessions_and_an_admin_token_any() {
+        let mut f = fixture();
+        f.hub = f.hub.with_session_cap(2);
+        let (first, _) = (f.start(1, false), f.start(2, false));
+        let third = f
+            .hub
+            .start_session(SessionId(3), &f.member.clone(), "user3", f.t0);
+        assert_eq!(third, Err(HubError::TooManySessions(2)));
+        assert!(!f.hub.contains(SessionId(3)), "nothing of it was kept");
+
+        // Another member token has places of its own; admins have no cap.
+        let other = token("m2", Role::Member);
+        f.hub
+            .start_session(SessionId(4), &other, "user4", f.t0)
+            .unwrap();
+        for id in 5..10 {
+            f.start(id, true);
+        }
+
+        // A session that ends frees its place.
+        assert!(f.hub.end_session(first));
+        f.start(3, false);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod event;
 mod hub;
 mod ids;
 mod limits;
+mod request_rate;
 mod server;
 mod service;
 mod session_ids;

@@ -39,6 +39,7 @@ use crate::{
     cluster::{AttachGuard, ClusterApi, Registry},
     edge::EdgeLayer,
     hub::Hub,
+    request_rate::RequestRate,
     service::{AuthApi, ChannelApi, PresenceApi, Shared, VoiceApi},
     session_ids::{SessionIds, SessionIdsError},
     tokens::{Role, StoreError, TokenStore},
@@ -129,7 +130,8 @@ impl ControlPlane {
                 source,
             },
         )?;
-        let hub = Hub::new(tree, config.presence.idle_timeout.get());
+        let hub = Hub::new(tree, config.presence.idle_timeout.get())
+            .with_session_cap(config.auth.max_sessions_per_token);
         let broker = Arc::new(Broker::new(
             hub,
             ids,
@@ -225,6 +227,7 @@ impl ControlPlane {
                 config.auth.failure_window.get(),
                 config.auth.ban_duration.get(),
             ),
+            RequestRate::new(config.auth.requests_per_second, config.auth.request_burst),
         );
         let max = config.server.max_message_bytes;
 

@@ -21,7 +21,9 @@ use tokio::{
 const SESSIONS: usize = 200;
 const CHANNELS: usize = 5;
 const CONNECTIONS: usize = 8;
-const TOKENS: usize = 4;
+/// Member tokens the sessions share: eight sessions each, within the
+/// default `auth.max_sessions_per_token`.
+const TOKENS: usize = 25;
 const MARKER: &str = "everyone is done";
 /// A bound on the events one stream may carry in this test.
 const MAX_EVENTS: usize = 1_000_000;

@@ -28,9 +28,7 @@ pub use endpoint::{
     HandleError, MAX_UNADMITTED, RETRY_ABOVE, Resynced, UDP_DROP_REASONS, VoiceEndpoint,
 };
 pub use link::{Link, LinkConfig, LinkState, Registration};
-pub use metrics::{
-    METRICS_HANDSHAKE_TIMEOUT, METRICS_MAX_CONNECTIONS, METRICS_PREFIX, SCRAPE_TIMEOUT,
-};
+pub use metrics::{METRICS_PREFIX, SCRAPE_TIMEOUT};
 pub use openspeak_router::{
     ChannelKey, FRAME, ListenerStats, MalformedStats, Member, MembershipError, Router,
     RouterConfig, RouterEvent, RouterStats, SessionId, SpeakerStats, Transmit,

@@ -1,5 +1,8 @@
-//! The data plane's HTTP face for operators, on `dataplane.metrics_listen`:
-//! `GET /metrics` in the Prometheus text format and `GET /healthz`.
+//! The data plane's HTTP face for operators, on `dataplane.metrics_listen`
+//! (served by `openspeak_shared::ops`): `GET /metrics` in the Prometheus
+//! text format, `GET /healthz` (alive: the voice endpoint runs) and
+//! `GET /readyz` (ready for new calls: attached to the control plane with
+//! its membership loaded).
 //!
 //! Nothing here counts. The endpoint and the router already keep every
 //! counter ([`EndpointStats`], [`RouterStats`]); a scrape takes a
@@ -9,7 +12,9 @@
 //! path pays nothing for metrics, and one scrape sees one router state.
 //! The mapping from snapshot to samples is pure, and tested as such.
 //!
-//! Every name starts with `openspeak_dataplane_`. Every datagram the data
+//! Every name of its own starts with `openspeak_dataplane_`; before them
+//! come the `process_*` metrics and `openspeak_build_info` that every
+//! OpenSpeak process reports. Every datagram the data
 //! plane drops is counted once in `datagrams_dropped_total`, under one
 //! `reason`:
 //!
@@ -39,32 +44,23 @@
 //! (failed authentication), `replay` (a counter already taken or too old).
 
 use std::fmt;
-use std::future::{Future, IntoFuture};
-use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router as Routes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeGaugeValue, EncodeMetric, NoLabelSet, prometheus_text,
-};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Unit;
 use thiserror::Error;
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
-use tracing::{debug, warn};
+use tokio::sync::watch;
 
-use openspeak_shared::gate::{self, GateLimits, GatedStream};
+use openspeak_shared::ops;
 use openspeak_voice::RejectCode;
 
 use crate::{
@@ -78,10 +74,6 @@ pub const METRICS_PREFIX: &str = "openspeak_dataplane";
 /// takes longer is overloaded or stuck; a prompt 503 tells the scraper so,
 /// where hanging would only look like a network problem.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long open HTTP connections get to finish once shutdown begins. The
-/// listener has no read timeout, so a client that never sends its request
-/// would otherwise hold the shutdown up.
-const DRAIN: Duration = Duration::from_secs(2);
 
 /// Every reject code, in code order, with its `reason` label.
 const REJECT_REASONS: [(RejectCode, &str); 9] = [
@@ -151,11 +143,7 @@ impl Snapshot {
 
     /// The snapshot in the Prometheus text format (version 0.0.4).
     pub(crate) fn encode(self) -> Result<String, fmt::Error> {
-        let mut registry = Registry::with_prefix(METRICS_PREFIX);
-        registry.register_collector(Box::new(self));
-        let mut text = String::new();
-        prometheus_text::encode(&mut text, &registry)?;
-        Ok(text)
+        ops::encode(METRICS_PREFIX, "dataplane", Box::new(self))
     }
 }
 
@@ -278,19 +266,6 @@ impl Collector for Snapshot {
     }
 }
 
-/// This process's user + system CPU time so far, from `getrusage`; 0 if
-/// the call fails (it does not, for `RUSAGE_SELF`).
-fn process_cpu_seconds() -> f64 {
-    // SAFETY: `getrusage` only writes into the struct we pass, which is
-    // zero-initialised plain data of the right type.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0.0;
-    }
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
-
 fn counter(out: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
     let metric = ConstCounter::new(value);
     metric.encode(out.encode_descriptor(name, help, None, metric.metric_type())?)
@@ -404,123 +379,55 @@ impl Source {
             endpoint: self.handle.stats(),
             router,
             link: self.link.borrow().clone(),
-            cpu_seconds: process_cpu_seconds(),
+            cpu_seconds: ops::cpu_seconds().unwrap_or(0.0),
         })
     }
 }
 
 async fn metrics(State(source): State<Source>) -> Result<Response, ScrapeError> {
-    let text = source.snapshot().await?.encode()?;
-    Ok((
-        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
-        text,
-    )
-        .into_response())
+    Ok(ops::metrics_response(source.snapshot().await?.encode()?))
 }
 
 async fn healthz(State(source): State<Source>) -> impl IntoResponse {
     health(source.handle.is_closed(), &source.link.borrow())
 }
 
-/// Connections the metrics listener holds at once: a few scrapers and
-/// health checks, with room to spare; more are closed at once.
-pub const METRICS_MAX_CONNECTIONS: usize = 64;
-
-/// How long a metrics connection may stay silent before it is closed.
-pub const METRICS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The bound HTTP listener, before it serves.
-#[derive(Debug)]
-pub(crate) struct MetricsListener {
-    listener: TcpListener,
-    addr: SocketAddr,
+async fn readyz(State(source): State<Source>) -> impl IntoResponse {
+    readiness(source.handle.is_closed(), &source.link.borrow())
 }
 
-/// The connections the gate lets through, as axum takes them.
-struct Gated {
-    incoming: ReceiverStream<io::Result<GatedStream>>,
-    addr: SocketAddr,
-}
-
-impl axum::serve::Listener for Gated {
-    type Io = GatedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.incoming.next().await {
-                Some(Ok(stream)) => match stream.peer_addr() {
-                    Ok(peer) => return (stream, peer),
-                    Err(_) => continue,
-                },
-                Some(Err(_)) => continue,
-                // The gate stopped: nothing more will come.
-                None => std::future::pending().await,
-            }
+/// The answer to `/readyz`: ready for new calls once attached to the
+/// control plane with its snapshot applied. A data plane that is away
+/// keeps routing the calls it has (so it stays healthy) but gets no new
+/// ones, which a balancer should know.
+fn readiness(stopped: bool, link: &LinkState) -> (StatusCode, &'static str) {
+    match (stopped, link) {
+        (true, _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the voice endpoint is not running\n",
+        ),
+        (false, LinkState::Attached { .. }) => {
+            (StatusCode::OK, "ready: attached, membership loaded\n")
         }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.addr)
+        (false, LinkState::Connecting) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: connecting to the control plane\n",
+        ),
+        (false, LinkState::Away) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the control plane is away; calls in progress are still routed\n",
+        ),
     }
 }
 
-impl MetricsListener {
-    /// Binds `addr`, so that a taken port stops start-up.
-    pub(crate) async fn bind(addr: SocketAddr) -> io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        Ok(Self { listener, addr })
-    }
-
-    /// The bound address (the real port when 0 was asked for).
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Answers `/metrics` and `/healthz` (anything else is 404) until
-    /// `shutdown` resolves, then gives open requests [`DRAIN`] to finish.
-    pub(crate) async fn serve(
-        self,
-        handle: Handle,
-        link: watch::Receiver<LinkState>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) {
-        let routes = Routes::new()
-            .route("/metrics", get(metrics))
-            .route("/healthz", get(healthz))
-            .with_state(Source { handle, link });
-        let (begun, draining) = oneshot::channel::<()>();
-        let signal = async move {
-            shutdown.await;
-            let _ = begun.send(());
-        };
-        let limits = GateLimits {
-            max_connections: METRICS_MAX_CONNECTIONS,
-            handshake_timeout: METRICS_HANDSHAKE_TIMEOUT,
-        };
-        let (incoming, _) = gate::open(self.listener, limits, "metrics");
-        let listener = Gated {
-            incoming,
-            addr: self.addr,
-        };
-        let serving = axum::serve(listener, routes)
-            .with_graceful_shutdown(signal)
-            .into_future();
-        tokio::pin!(serving);
-        tokio::select! {
-            served = &mut serving => {
-                if let Err(e) = served {
-                    warn!(error = %e, "metrics listener failed");
-                }
-                return;
-            }
-            _ = draining => {}
-        }
-        if tokio::time::timeout(DRAIN, serving).await.is_err() {
-            debug!("metrics connections still open after the drain; leaving them");
-        }
-    }
+/// The routes of the data plane's operators' listener: `/metrics`,
+/// `/healthz` and `/readyz` (anything else is 404).
+pub(crate) fn routes(handle: Handle, link: watch::Receiver<LinkState>) -> Routes {
+    Routes::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Source { handle, link })
 }
 
 #[cfg(test)]
@@ -691,11 +598,20 @@ mod tests {
             .map(|(i, le)| (le, (i as u64 + 1) * (i as u64 + 2) / 2))
             .collect();
         assert_eq!(buckets, want, "{text}");
-        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+        // The data plane's own samples; the process metrics before them
+        // are `openspeak_shared::ops`'s, and tested there.
+        let samples = text
+            .lines()
+            .filter(|l| l.starts_with(METRICS_PREFIX))
+            .count();
         assert_eq!(
             samples,
             expected.len() + buckets.len(),
             "no sample unaccounted for"
+        );
+        assert!(
+            text.contains("openspeak_build_info{component=\"dataplane\""),
+            "{text}"
         );
         for family in ["tickets_rejected_total", "datagrams_dropped_total"] {
             assert!(text.contains(&format!("# TYPE {} counter\n", p(family))));
@@ -738,7 +654,10 @@ mod tests {
             sample(&text, "openspeak_dataplane_link_attached"),
             Some("0".into())
         );
-        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(METRICS_PREFIX))
+            .collect();
         assert_eq!(samples.len(), 62, "{text}");
         let zero = |l: &&str| l.rsplit_once(' ').map(|(_, v)| v.parse::<f64>()) == Some(Ok(0.0));
         assert!(samples.iter().all(zero), "{text}");

@@ -20,8 +20,9 @@ use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use crate::link::{Link, LinkConfig, LinkState, Registration};
-use crate::metrics::MetricsListener;
+use crate::metrics;
 use crate::{BindError, CertError, DataplaneCert, Handle, RouterConfig, VoiceEndpoint};
+use openspeak_shared::ops::OpsListener;
 
 /// The file, in `storage.data_dir`, that keeps a generated data plane id.
 pub const ID_FILE: &str = "dataplane_id";
@@ -67,7 +68,7 @@ pub struct Dataplane {
     udp_addr: SocketAddr,
     registration: Registration,
     /// `None` when `dataplane.metrics_listen` is empty.
-    metrics: Option<MetricsListener>,
+    metrics: Option<OpsListener>,
     /// See `DataplaneConfig::advertised_only_locally`.
     advertised_only_locally: bool,
 }
@@ -151,7 +152,7 @@ impl Dataplane {
         .expect("a new endpoint still holds its event receiver");
         let metrics = match metrics_addr {
             Some(addr) => Some(
-                MetricsListener::bind(addr)
+                OpsListener::bind(addr, "metrics")
                     .await
                     .map_err(|source| StartError::Metrics { addr, source })?,
             ),
@@ -183,7 +184,7 @@ impl Dataplane {
     /// The metrics listener's bound address (`/metrics`, `/healthz`);
     /// `None` when `dataplane.metrics_listen` is empty.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().map(MetricsListener::local_addr)
+        self.metrics.as_ref().map(OpsListener::local_addr)
     }
 
     /// SHA-256 of the certificate, as clients pin it.
@@ -251,9 +252,11 @@ impl Dataplane {
         }));
         let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
         let metrics = metrics.map(|metrics| {
-            tokio::spawn(metrics.serve(handle.clone(), state, async {
-                let _ = metrics_stopped.await;
-            }))
+            tokio::spawn(
+                metrics.serve(metrics::routes(handle.clone(), state), async {
+                    let _ = metrics_stopped.await;
+                }),
+            )
         });
         let mut endpoint = tokio::spawn(endpoint.run());
         tokio::select! {

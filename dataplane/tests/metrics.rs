@@ -1,4 +1,4 @@
-//! The data plane's `/metrics` and `/healthz` over real sockets on
+//! The data plane's `/metrics`, `/healthz` and `/readyz` over real sockets on
 //! 127.0.0.1: a data plane attached to a scripted control plane, raw QUIC
 //! voice clients making traffic, and plain HTTP/1.1 requests reading the
 //! exact samples before and after.
@@ -7,7 +7,8 @@ mod support;
 
 use std::net::SocketAddr;
 
-use openspeak_dataplane::{Dataplane, LinkState, METRICS_MAX_CONNECTIONS, StartError};
+use openspeak_dataplane::{Dataplane, LinkState, StartError};
+use openspeak_shared::ops::MAX_CONNECTIONS as METRICS_MAX_CONNECTIONS;
 use openspeak_shared::pb::cluster::TicketKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -245,12 +246,17 @@ async fn scrapes_count_tickets_voice_and_drops() {
 }
 
 #[tokio::test]
-async fn health_says_ok_attached_or_away_and_other_paths_are_404() {
+async fn health_and_readiness_follow_the_link_and_other_paths_are_404() {
     let mut h = start(SECRET).await;
     let connecting = get_path(&h, "/healthz").await;
     assert_eq!(
         (connecting.status, connecting.body.as_str()),
         (200, "ok: link connecting\n")
+    );
+    let not_ready = get_path(&h, "/readyz").await;
+    assert_eq!(
+        (not_ready.status, not_ready.body.as_str()),
+        (503, "not ready: connecting to the control plane\n")
     );
 
     let (k, _issuer) = key(1);
@@ -259,6 +265,11 @@ async fn health_says_ok_attached_or_away_and_other_paths_are_404() {
     assert_eq!(
         (attached.status, attached.body.as_str()),
         (200, "ok: link attached\n")
+    );
+    let ready = get_path(&h, "/readyz").await;
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (200, "ready: attached, membership loaded\n")
     );
 
     // The control plane goes away: the data plane still routes voice, so
@@ -273,6 +284,15 @@ async fn health_says_ok_attached_or_away_and_other_paths_are_404() {
     let away = get_path(&h, "/healthz").await;
     assert_eq!(away.status, 200);
     assert!(away.body.starts_with("ok: link away"), "{}", away.body);
+    let away_ready = get_path(&h, "/readyz").await;
+    assert_eq!(away_ready.status, 503, "{}", away_ready.body);
+    assert!(
+        away_ready
+            .body
+            .starts_with("not ready: the control plane is away"),
+        "{}",
+        away_ready.body
+    );
     assert_eq!(scrape(&h).await.value("link_attached"), 0.0);
 
     for path in ["/", "/metrics/", "/health", "/favicon.ico"] {

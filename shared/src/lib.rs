@@ -10,6 +10,7 @@ pub mod config;
 mod encoded;
 mod error;
 pub mod gate;
+pub mod ops;
 pub mod pb;
 pub mod persist;
 pub mod shutdown;

@@ -97,6 +97,7 @@ impl From<HubError> for Status {
                 Reason::ChannelNotFound.status(message)
             }
             HubError::Channel(_) | HubError::Invalid(_) => Reason::InvalidRequest.status(message),
+            HubError::TooManySessions(_) => Reason::RateLimited.status(message),
         }
     }
 }

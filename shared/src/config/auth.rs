@@ -28,6 +28,15 @@ pub struct AuthConfig {
     pub failure_window: Seconds,
     /// How long a banned address is refused with `RATE_LIMITED`.
     pub ban_duration: Seconds,
+    /// Sessions one member token may have open at once; 0 = no limit.
+    /// Admin tokens have none.
+    pub max_sessions_per_token: u32,
+    /// Calls a second one member token may make, over time (each session's
+    /// `Connect` included); 0 = no limit. Admin tokens have none.
+    pub requests_per_second: u32,
+    /// Calls one member token may make at once after a quiet spell, above
+    /// `requests_per_second`.
+    pub request_burst: u32,
 }
 
 impl Default for AuthConfig {
@@ -40,6 +49,9 @@ impl Default for AuthConfig {
             max_failures: 10,
             failure_window: Seconds(120),
             ban_duration: Seconds(300),
+            max_sessions_per_token: 16,
+            requests_per_second: 50,
+            request_burst: 200,
         }
     }
 }
@@ -57,7 +69,12 @@ impl AuthConfig {
             "must be at least 1".into()
         })?;
         check_seconds("auth.failure_window", self.failure_window)?;
-        check_seconds("auth.ban_duration", self.ban_duration)
+        check_seconds("auth.ban_duration", self.ban_duration)?;
+        check(
+            self.requests_per_second == 0 || self.request_burst >= 1,
+            "auth.request_burst",
+            || "must be at least 1 while auth.requests_per_second limits calls".into(),
+        )
     }
 }
 
@@ -74,11 +91,17 @@ mod tests {
             ("auth.ban_duration", "0"),
             ("auth.tokens_file", ""),
             ("auth.bootstrap_token_file", ""),
+            ("auth.request_burst", "0"),
         ]);
     }
 
     #[test]
     fn boundary_values_are_accepted() {
-        assert_accepted(&[("auth.max_failures", "1"), ("auth.token_ttl", "0")]);
+        assert_accepted(&[
+            ("auth.max_failures", "1"),
+            ("auth.token_ttl", "0"),
+            ("auth.max_sessions_per_token", "0"),
+            ("auth.requests_per_second", "0"),
+        ]);
     }
 }
