@@ -8,7 +8,9 @@
 #                      data planes attached to the control plane
 #   5. loadtest        the `loadtest` profile (fanout, 10 s, --strict):
 #                      exit 0, and 0 lost, 0 wrong, 0 malformed in its JSON;
-#                      Prometheus has scraped both data planes
+#                      Prometheus has scraped both data planes, and
+#                      `promtool check metrics` passes on the control
+#                      plane's and both data planes' /metrics
 #   6. lose dp1        kill dp1: control and dp2 stay healthy; once the
 #                      control plane has seen dp1 go, a short second load
 #                      test puts voice through dp2
@@ -294,6 +296,23 @@ do_prometheus() {
     STAGE_DETAIL="up{job=openspeak-dataplane} = 1 for dp1 and dp2"
 }
 
+# Each process's /metrics passes `promtool check metrics` (the Prometheus
+# image has Debian's promtool): fetched and checked from inside the
+# Prometheus container, which is on the private network they serve on.
+do_promtool() {
+    local target out
+    for target in control-internal:9100 dp1-internal:9101 dp2-internal:9101; do
+        out="$(docker exec -i "$(cid prometheus)" bash -c '
+            exec 3<>"/dev/tcp/${1%:*}/${1#*:}" || exit 1
+            printf "GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n" "$1" >&3
+            body="$(sed "1,/^\r\{0,1\}$/d" <&3)"
+            [ -n "$body" ] || { echo "empty /metrics"; exit 1; }
+            printf "%s\n" "$body" | promtool check metrics 2>&1' _ "$target")" \
+            || { STAGE_DETAIL="$target: ${out:-promtool failed}"; return 1; }
+    done
+    STAGE_DETAIL="promtool check metrics clean for control, dp1 and dp2"
+}
+
 # steady SECONDS SERVICE...: each must stay running and healthy that long.
 steady() {
     local limit="$1"; shift
@@ -353,6 +372,7 @@ stage "image builds (openspeak, prometheus)" do_images
 stage "compose up (healthy, attached)" do_up
 stage "loadtest fanout 10 s (--strict, 0 loss)" do_loadtest
 stage "prometheus scrapes dp1 and dp2" do_prometheus
+stage "promtool check metrics (control, dp1, dp2)" do_promtool
 stage "kill dp1: control and dp2 stay healthy" do_kill_dp1
 stage "voice through dp2 after losing dp1" do_voice_via_dp2
 stage "kill control: dp2 keeps running" do_kill_control

@@ -18,6 +18,7 @@ use tracing::{Span, warn};
 
 use crate::{
     ban_list::BanList,
+    metrics::Refusals,
     request_rate::RequestRate,
     tokens::{TokenInfo, TokenStore},
 };
@@ -66,14 +67,21 @@ pub struct Authenticator {
     tokens: Arc<RwLock<TokenStore>>,
     bans: Arc<Mutex<BanList>>,
     rate: Arc<RequestRate>,
+    refusals: Arc<Refusals>,
 }
 
 impl Authenticator {
-    pub fn new(tokens: Arc<RwLock<TokenStore>>, bans: BanList, rate: RequestRate) -> Self {
+    pub fn new(
+        tokens: Arc<RwLock<TokenStore>>,
+        bans: BanList,
+        rate: RequestRate,
+        refusals: Arc<Refusals>,
+    ) -> Self {
         Self {
             tokens,
             bans: Arc::new(Mutex::new(bans)),
             rate: Arc::new(rate),
+            refusals,
         }
     }
 
@@ -124,6 +132,9 @@ impl Authenticator {
     fn failure(&self, peer: Option<SocketAddr>, now: Instant, why: &str) -> Status {
         let peer_text = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
         warn!(peer = %peer_text, reason = why, "authentication failed");
+        self.refusals
+            .auth_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(addr) = peer
             && let Some(ban) = lock(&self.bans).record_failure(addr.ip(), now)
         {
@@ -140,8 +151,13 @@ impl Authenticator {
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let caller = self.authenticate(&request)?;
-        if !caller.token.is_admin() {
-            self.rate.check(&caller.token.id)?;
+        if !caller.token.is_admin()
+            && let Err(refused) = self.rate.check(&caller.token.id)
+        {
+            self.refusals
+                .rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(refused);
         }
         request.extensions_mut().insert(caller);
         Ok(request)

@@ -309,7 +309,6 @@ impl ChannelTree {
         self.channels.get(id)
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.channels.len()
     }

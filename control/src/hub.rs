@@ -122,6 +122,11 @@ impl Hub {
         self.sessions.len()
     }
 
+    /// Channels that exist, the default one included.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
     /// The session `id` if it belongs to `token_id`.
     pub fn session_of(&self, id: SessionId, token_id: &str) -> Result<&Session, HubError> {
         self.sessions

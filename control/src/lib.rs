@@ -19,6 +19,7 @@ mod event;
 mod hub;
 mod ids;
 mod limits;
+mod metrics;
 mod request_rate;
 mod server;
 mod service;
@@ -27,4 +28,5 @@ mod snapshot;
 mod tokens;
 
 pub use hub::Hub;
+pub use metrics::METRICS_PREFIX;
 pub use server::{CLUSTER_SECRET_MIN, ControlPlane, ServeError, StartError};

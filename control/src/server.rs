@@ -12,13 +12,18 @@ use std::{
     fs, io,
     net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
 use openspeak_shared::{
     config::Config,
-    gate, pb, persist,
+    gate,
+    ops::OpsListener,
+    pb, persist,
     ticket::{TicketError, TicketIssuer, TicketKey},
 };
 use tokio::{net::TcpListener, sync::oneshot};
@@ -39,6 +44,7 @@ use crate::{
     cluster::{AttachGuard, ClusterApi, Registry},
     edge::EdgeLayer,
     hub::Hub,
+    metrics::{self, Refusals},
     request_rate::RequestRate,
     service::{AuthApi, ChannelApi, PresenceApi, Shared, VoiceApi},
     session_ids::{SessionIds, SessionIdsError},
@@ -82,6 +88,10 @@ pub enum StartError {
     Address(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: io::Error },
+    #[error("metrics.listen `{0}` is not an IP address and port")]
+    MetricsAddress(String),
+    #[error("cannot serve metrics on {addr} (metrics.listen): {source}")]
+    Metrics { addr: SocketAddr, source: io::Error },
     #[error("cannot generate the voice ticket key: {0}")]
     TicketKey(TicketError),
     #[error(
@@ -112,6 +122,9 @@ pub struct ControlPlane {
     /// Seals voice tickets; sent to every data plane. One key for the
     /// process's life until rotation exists.
     ticket_key: TicketKey,
+    /// `/metrics`, `/healthz`, `/readyz`; `None` when `metrics.listen` is
+    /// empty.
+    ops: Option<OpsListener>,
 }
 
 impl ControlPlane {
@@ -174,6 +187,15 @@ impl ControlPlane {
         // fails as "unknown key", which says what happened, not "forged".
         let ticket_key =
             TicketKey::generate(rand::random::<u32>().max(1)).map_err(StartError::TicketKey)?;
+        let ops = match config.metrics.addr() {
+            Ok(Some(addr)) => Some(
+                OpsListener::bind(addr, "metrics")
+                    .await
+                    .map_err(|source| StartError::Metrics { addr, source })?,
+            ),
+            Ok(None) => None,
+            Err(_) => return Err(StartError::MetricsAddress(config.metrics.listen.clone())),
+        };
         Ok(Self {
             config,
             listener,
@@ -184,6 +206,7 @@ impl ControlPlane {
             cluster_listener,
             cluster_addr,
             ticket_key,
+            ops,
         })
     }
 
@@ -198,6 +221,12 @@ impl ControlPlane {
         self.cluster_addr
     }
 
+    /// The operators' listener's address actually bound (`metrics.listen`);
+    /// `None` when that is empty.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().map(OpsListener::local_addr)
+    }
+
     /// Serves until `shutdown` resolves, then drains and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let ControlPlane {
@@ -210,8 +239,10 @@ impl ControlPlane {
             cluster_listener,
             cluster_addr,
             ticket_key,
+            ops,
         } = self;
         let registry = Arc::new(Registry::default());
+        let refusals = Arc::new(Refusals::default());
         let shared = Arc::new(Shared {
             registry: registry.clone(),
             tickets: TicketIssuer::new(ticket_key.clone()),
@@ -219,6 +250,7 @@ impl ControlPlane {
             tokens: tokens.clone(),
             token_ttl: Some(config.auth.token_ttl.get()).filter(|d| !d.is_zero()),
             members_can_create: config.channels.members_can_create,
+            refusals: refusals.clone(),
         });
         let auth = Authenticator::new(
             tokens,
@@ -228,6 +260,7 @@ impl ControlPlane {
                 config.auth.ban_duration.get(),
             ),
             RequestRate::new(config.auth.requests_per_second, config.auth.request_burst),
+            refusals.clone(),
         );
         let max = config.server.max_message_bytes;
 
@@ -297,6 +330,8 @@ impl ControlPlane {
                  unavailable; set cluster.secret on both planes"
             );
         }
+        let (cluster_incoming, cluster_gate) =
+            gate::open(cluster_listener, config.server.gate_limits(), "cluster");
         let cluster = Server::builder()
             .http2_keepalive_interval(Some(config.server.keepalive_interval.get()))
             .http2_keepalive_timeout(Some(config.server.keepalive_timeout.get()))
@@ -304,7 +339,7 @@ impl ControlPlane {
             .add_service(
                 pb::cluster::cluster_service_server::ClusterServiceServer::new(ClusterApi {
                     broker: broker.clone(),
-                    registry,
+                    registry: registry.clone(),
                     key: ticket_key,
                     secret,
                     guard: AttachGuard::default(),
@@ -312,9 +347,7 @@ impl ControlPlane {
                 })
                 .max_decoding_message_size(max),
             )
-            .serve_with_incoming(
-                gate::open(cluster_listener, config.server.gate_limits(), "cluster").0,
-            );
+            .serve_with_incoming(cluster_incoming);
         // Its streams last as long as the data planes run, so a graceful
         // stop would wait for ever: it is aborted once the public side has
         // drained.
@@ -325,7 +358,7 @@ impl ControlPlane {
         let (stop_accepting, stop_rx) = oneshot::channel::<()>();
         // Connections that never speak are closed, and there is a cap on
         // how many are open (`openspeak_shared::gate`).
-        let (incoming, _) = gate::open(listener, config.server.gate_limits(), "grpc");
+        let (incoming, grpc_gate) = gate::open(listener, config.server.gate_limits(), "grpc");
         let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         }));
@@ -336,10 +369,27 @@ impl ControlPlane {
         };
         info!(addr = %local_addr, transport = scheme, "control plane listening for gRPC");
 
+        let draining = Arc::new(AtomicBool::new(false));
+        let (stop_ops, ops_stopped) = oneshot::channel::<()>();
+        let ops = ops.map(|ops| {
+            info!(addr = %ops.local_addr(), "serving /metrics, /healthz and /readyz");
+            let source = metrics::Source {
+                broker: broker.clone(),
+                registry: registry.clone(),
+                refusals,
+                gates: [("grpc", grpc_gate), ("cluster", cluster_gate)],
+                draining: draining.clone(),
+            };
+            tokio::spawn(ops.serve(metrics::routes(source), async {
+                let _ = ops_stopped.await;
+            }))
+        });
+
         tokio::select! {
             () = shutdown => {}
             result = &mut server => {
                 cluster.abort();
+                let _ = stop_ops.send(());
                 ticker.abort();
                 flusher.abort();
                 return match result {
@@ -354,6 +404,7 @@ impl ControlPlane {
             sessions,
             "shutting down: no new connections; telling sessions"
         );
+        draining.store(true, Ordering::Relaxed);
         set_health(&health_reporter, ServingStatus::NotServing).await;
         let _ = stop_accepting.send(());
         broker.update(|hub| hub.shutdown("the server is shutting down"));
@@ -379,6 +430,10 @@ impl ControlPlane {
         cluster.abort();
         ticker.abort();
         flusher.abort();
+        let _ = stop_ops.send(());
+        if let Some(ops) = ops {
+            let _ = ops.await;
+        }
         info!("control plane stopped");
         Ok(())
     }

@@ -124,8 +124,11 @@ fn command(data_dir: &Path, cwd: &Path) -> Command {
             command.env_remove(name);
         }
     }
-    // Tests run side by side: the internal link takes any free port too.
-    command.env("OPENSPEAK_CLUSTER__LISTEN", "127.0.0.1:0");
+    // Tests run side by side: the internal link and the metrics listener
+    // take any free port too.
+    command
+        .env("OPENSPEAK_CLUSTER__LISTEN", "127.0.0.1:0")
+        .env("OPENSPEAK_METRICS__LISTEN", "127.0.0.1:0");
     command
 }
 

@@ -246,8 +246,9 @@ impl Collector for Snapshot {
             &mut out,
             "speaker_jitter_max",
             "The largest current interarrival jitter estimate among speakers (RFC 3550).",
-            Some(&Unit::Other("milliseconds".into())),
-            r.speakers.jitter_ms,
+            // Base units, as Prometheus asks: seconds.
+            Some(&Unit::Seconds),
+            r.speakers.jitter_ms / 1000.0,
         )?;
         forward_delay(&mut out, &e.forward_delay)?;
         counter(
@@ -565,7 +566,7 @@ mod tests {
             ("datagrams_lost_total", "22"),
             ("datagrams_reordered_total", "23"),
             ("listener_queued", "29"),
-            ("speaker_jitter_max_milliseconds", "2.5"),
+            ("speaker_jitter_max_seconds", "0.0025"),
             ("events_dropped_total", "8"),
             ("forward_delay_seconds_count", "171"),
             ("forward_delay_seconds_sum", "0.0025"),

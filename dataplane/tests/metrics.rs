@@ -169,7 +169,7 @@ async fn scrapes_count_tickets_voice_and_drops() {
         "datagrams_forwarded_total",
         "datagrams_lost_total",
         "datagrams_reordered_total",
-        "speaker_jitter_max_milliseconds",
+        "speaker_jitter_max_seconds",
     ] {
         assert_eq!(before.value(name), 0.0, "{name}");
     }
@@ -213,7 +213,7 @@ async fn scrapes_count_tickets_voice_and_drops() {
     assert_eq!(talked.value("datagrams_forwarded_total"), 10.0);
     assert_eq!(talked.total("datagrams_dropped_total"), 0.0);
     assert_eq!(talked.value("datagrams_lost_total"), 0.0);
-    assert!(talked.value("speaker_jitter_max_milliseconds") >= 0.0);
+    assert!(talked.value("speaker_jitter_max_seconds") >= 0.0);
     // Every forwarded datagram left in a packet whose delay was measured;
     // datagrams for one listener may share a packet.
     let measured = talked.value("forward_delay_seconds_count");

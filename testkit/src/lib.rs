@@ -58,6 +58,8 @@ pub fn test_config(data_dir: &Path, bootstrap_token: Option<&str>) -> Config {
     config.server.port = 0;
     config.server.shutdown_grace = Seconds(5);
     config.cluster.listen = "127.0.0.1:0".into();
+    // Tests run side by side: each control plane's metrics on a port of its own.
+    config.metrics.listen = "127.0.0.1:0".into();
     config.storage.data_dir = data_dir.to_owned();
     config.auth.bootstrap_token = bootstrap_token.map(str::to_owned);
     config.auth.max_failures = 1_000_000;

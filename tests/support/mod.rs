@@ -159,7 +159,9 @@ impl Process {
         command
             .env("OPENSPEAK_LOGGING__OUTPUT_FORMAT", "json")
             .env("OPENSPEAK_LOGGING__LEVEL", "info")
-            .env("OPENSPEAK_STORAGE__DATA_DIR", home.data_dir());
+            .env("OPENSPEAK_STORAGE__DATA_DIR", home.data_dir())
+            // Tests run side by side: a control plane's metrics on any free port.
+            .env("OPENSPEAK_METRICS__LISTEN", "127.0.0.1:0");
         for (key, value) in env {
             command.env(key, value);
         }

@@ -20,6 +20,7 @@ use tokio::{sync::mpsc, task::AbortHandle};
 use tonic::Status;
 
 use crate::ids::{ChannelId, SessionId};
+use crate::metrics::PlaneSample;
 
 /// Where clients reach a data plane, as it registered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +143,23 @@ impl Registry {
     /// How many data planes are attached.
     pub fn attached(&self) -> usize {
         self.lock().planes.len()
+    }
+
+    /// Each attached data plane's id and last report, for `/metrics`,
+    /// ordered by id so that scrapes list them alike.
+    pub fn samples(&self) -> Vec<PlaneSample> {
+        let mut samples: Vec<PlaneSample> = self
+            .lock()
+            .planes
+            .values()
+            .map(|plane| PlaneSample {
+                id: plane.dataplane.id.clone(),
+                sessions: u64::from(plane.dataplane.report.sessions),
+                forwarded: plane.dataplane.report.forwarded_total,
+            })
+            .collect();
+        samples.sort_by(|a, b| a.id.cmp(&b.id));
+        samples
     }
 
     /// Places `session`'s voice in `channel`: on the data plane the channel

@@ -26,6 +26,7 @@ use crate::{
     cluster::Registry,
     hub::{Hub, HubError},
     ids::SessionId,
+    metrics::Refusals,
     tokens::TokenStore,
 };
 
@@ -40,6 +41,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     /// Seals voice tickets with the key the data planes hold.
     pub tickets: TicketIssuer,
+    /// Refusals counted for `/metrics`.
+    pub refusals: Arc<Refusals>,
 }
 
 impl Shared {

@@ -1,6 +1,10 @@
 //! `PresenceService`: sessions, their event streams, and presence.
 
-use std::{pin::Pin, sync::Arc, time::Instant};
+use std::{
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
 
 use futures::Stream;
 use openspeak_shared::{Encoded, Reason, pb};
@@ -11,10 +15,10 @@ use tracing::{info, warn};
 use super::Shared;
 use crate::{
     authenticator::Caller,
-    broker::{Broker, Dispatch, Started},
+    broker::{Broker, Dispatch, StartError, Started},
     convert,
     event::{Event, KickCause},
-    hub::PresencePatch,
+    hub::{HubError, PresencePatch},
     ids::SessionId,
 };
 
@@ -35,7 +39,12 @@ impl pb::fanout::presence_service_server::PresenceService for PresenceApi {
         let started = self
             .0
             .broker
-            .start_session(&caller.token, display_name, Instant::now())?;
+            .start_session(&caller.token, display_name, Instant::now())
+            .inspect_err(|e| {
+                if matches!(e, StartError::Hub(HubError::TooManySessions(_))) {
+                    self.0.refusals.session_cap.fetch_add(1, Ordering::Relaxed);
+                }
+            })?;
         let guard = SessionGuard {
             broker: self.0.broker.clone(),
             id: started.id,

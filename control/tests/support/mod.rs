@@ -56,6 +56,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The internal link for data planes (`cluster.listen`).
     pub cluster_addr: SocketAddr,
+    /// `/metrics`, `/healthz` and `/readyz` (`metrics.listen`).
+    pub metrics_addr: Option<SocketAddr>,
     /// The bootstrap admin token (`auth.bootstrap_token`), when one was set.
     pub admin_token: String,
     /// Kept so the state directory lives as long as the server.
@@ -103,6 +105,7 @@ impl TestServer {
             .expect("the control plane binds");
         let addr = cp.local_addr();
         let cluster_addr = cp.cluster_addr();
+        let metrics_addr = cp.metrics_addr();
         assert!(addr.ip().is_loopback(), "tests serve on loopback only");
         let (tx, rx) = oneshot::channel::<()>();
         let serve = tokio::spawn(cp.serve(async {
@@ -111,6 +114,7 @@ impl TestServer {
         TestServer {
             addr,
             cluster_addr,
+            metrics_addr,
             admin_token,
             data_dir: None,
             shutdown: Some(tx),

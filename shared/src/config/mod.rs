@@ -26,6 +26,7 @@ mod dataplane;
 mod error;
 mod load;
 mod logging;
+mod metrics;
 mod options;
 mod server;
 mod storage;
@@ -39,6 +40,7 @@ pub use cluster::ClusterConfig;
 pub use dataplane::DataplaneConfig;
 pub use error::{ConfigError, InvalidValue, Origin};
 pub use logging::{LogFormat, LoggingConfig};
+pub use metrics::MetricsConfig;
 pub use options::{
     DEFAULT_CONFIG_PATH, ENV_PREFIX, ENV_SEPARATOR, EnvSource, LoadOptions, Override,
 };
@@ -72,6 +74,7 @@ pub struct Config {
     pub audio: AudioConfig,
     pub voice: VoiceConfig,
     pub logging: LoggingConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Config {
@@ -90,7 +93,8 @@ impl Config {
         self.dataplane.validate()?;
         self.audio.validate()?;
         self.voice.validate()?;
-        self.logging.validate()
+        self.logging.validate()?;
+        self.metrics.validate()
     }
 
     /// Where tokens are stored: `auth.tokens_file`, by default
