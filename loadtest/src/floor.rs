@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 
+use crate::common::report::JsonReport;
+use crate::common::stats::{micros_per, per_second};
+
 /// The flags of `floor`.
 #[derive(Debug, Clone, Args)]
 pub struct FloorArgs {
@@ -78,6 +81,8 @@ pub struct FloorReport {
     /// Packets sent per second of wall time.
     pub packets_per_second: f64,
 }
+
+impl JsonReport for FloorReport {}
 
 impl FloorReport {
     /// The report as text, one fact a line.
@@ -148,16 +153,8 @@ pub fn run_floor(args: &FloorArgs) -> io::Result<FloorReport> {
         send_errors: sent.errors,
         received: received.load(Ordering::Relaxed),
         cpu_seconds,
-        cpu_us_per_packet: if sent.packets == 0 {
-            0.0
-        } else {
-            cpu_seconds * 1e6 / sent.packets as f64
-        },
-        packets_per_second: if seconds > 0.0 {
-            sent.packets as f64 / seconds
-        } else {
-            0.0
-        },
+        cpu_us_per_packet: micros_per(Some(cpu_seconds), sent.packets).unwrap_or(0.0),
+        packets_per_second: per_second(sent.packets, sent.wall),
     })
 }
 
@@ -224,13 +221,7 @@ fn drain_until(listeners: &[UdpSocket], done: &AtomicBool, received: &AtomicU64)
 /// The CPU time of the calling thread, user and system.
 #[cfg(target_os = "linux")]
 fn thread_cpu() -> io::Result<Duration> {
-    // SAFETY: getrusage writes one rusage into the zeroed value it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
-    Ok(time(usage.ru_utime) + time(usage.ru_stime))
+    crate::metrics::process::rusage_cpu(libc::RUSAGE_THREAD)
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -42,12 +42,12 @@ pub use audio::opus_file::{
 pub use audio::recorder::{RecordReport, RecordStarted, RecordStop, RecordTally, run_record};
 pub use audio::talker::{TalkReport, TalkStarted, run_talk};
 pub use common::error::{
-    ConnectError, JoinVoiceError, PlanError, RecordError, SessionsError, SetupError, TalkError,
-    VoiceRunError,
+    ConnectError, JoinVoiceError, PlanError, RecordError, RunError, SetupError, TalkError,
 };
 pub use common::flags::{RunFlags, ServerFlags, parse_addr};
-pub use common::report::Outcome;
-pub use common::stats::{LatencyPercentiles, LatencySummary};
+pub use common::report::{JsonReport, Outcome};
+pub use common::stats::LatencyPercentiles;
+pub use common::task::error_chain;
 pub use floor::{FloorArgs, FloorReport, run_floor};
 pub use metrics::text::DataplaneCounters;
 pub use sessions::flags::SessionsArgs;

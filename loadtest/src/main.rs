@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use openspeak_loadtest::{
-    FloorArgs, Outcome, RecordArgs, RecordStop, SessionsArgs, SessionsError, TalkArgs, VoiceArgs,
-    VoiceRunError, run_floor, run_record, run_sessions, run_talk, run_voice,
+    FloorArgs, JsonReport, Outcome, RecordArgs, RecordStop, RunError, SessionsArgs, TalkArgs,
+    VoiceArgs, error_chain, run_floor, run_record, run_sessions, run_talk, run_voice,
 };
 
 /// Exit status for flags that contradict each other (clap uses it too).
@@ -58,12 +58,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("openspeak-loadtest: error: {}", describe(&e));
+            eprintln!("openspeak-loadtest: error: {}", error_chain(e.as_ref()));
             let timed_out = e
-                .downcast_ref::<SessionsError>()
-                .is_some_and(SessionsError::is_timeout)
-                || e.downcast_ref::<VoiceRunError>()
-                    .is_some_and(VoiceRunError::is_timeout);
+                .downcast_ref::<RunError>()
+                .is_some_and(RunError::is_timeout);
             ExitCode::from(if timed_out { TIMED_OUT } else { 1 })
         }
     }
@@ -80,7 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = run_floor(&args).context("the floor measurement failed")?;
             print!("{}", report.table());
             if let Some(path) = &args.json {
-                std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+                report.write_json(path)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -122,13 +120,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 run_voice(&plan, interrupt).await
             })?;
             print!("{}", report.table());
-            if let Some(path) = &plan.json {
+            if let Some(path) = &plan.run.json {
                 report.write_json(path)?;
             }
             if report.outcome == Outcome::Interrupted {
                 return Ok(ExitCode::from(INTERRUPTED));
             }
-            if plan.strict && !report.clean() {
+            if plan.run.strict && !report.clean() {
                 eprintln!(
                     "openspeak-loadtest: a routing check, the setup or a call failed (--strict)"
                 );
@@ -189,21 +187,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
-}
-
-/// The error and its causes on one line, without the repeats that nested
-/// transport errors produce ("tcp connect error: tcp connect error: ...")
-/// or that errors quoting their cause produce ("x.opus: not found: not
-/// found").
-fn describe(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !parts.last().is_some_and(|last| last.ends_with(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
 }
 
 /// A flag that turns true on the first Ctrl-C; the second one exits at once.

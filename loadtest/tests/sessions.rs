@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use openspeak_control::ControlPlane;
 use openspeak_loadtest::{
-    ConnectError, Outcome, RunFlags, ServerFlags, SessionsArgs, SessionsError, SetupError,
-    run_sessions,
+    ConnectError, JsonReport, Outcome, RunError, RunFlags, SessionsArgs, SetupError, run_sessions,
 };
 use openspeak_shared::metadata::AUTHORIZATION;
 use openspeak_shared::pb;
@@ -54,22 +53,12 @@ async fn start_server() -> Server {
 }
 
 fn args(server: &Server, clients: u32, channels: u32) -> SessionsArgs {
+    let mut run = RunFlags::new(&server.addr.to_string(), &server.admin_token);
+    run.connections = 4;
+    run.ramp_concurrency = 8;
+    run.quiet = true;
     SessionsArgs {
-        run: RunFlags {
-            server: ServerFlags {
-                addr: server.addr.to_string(),
-                token: server.admin_token.clone(),
-            },
-            connections: 4,
-            streams_per_connection: 100,
-            ramp_concurrency: 8,
-            json: None,
-            keep: false,
-            quiet: true,
-            strict: false,
-            run_id: None,
-            server_pid: None,
-        },
+        run,
         clients,
         channels,
         timeout: 30,
@@ -229,7 +218,7 @@ async fn a_bad_token_or_address_is_a_clear_error() {
         a.run.server.token = "not-a-token".into();
         let err = run_sessions(&a, no_interrupt()).await.unwrap_err();
         assert!(
-            matches!(err, SessionsError::Setup(SetupError::WhoAmI { .. })),
+            matches!(err, RunError::Setup(SetupError::WhoAmI { .. })),
             "{err:?}"
         );
         assert!(err.to_string().contains(&server.addr.to_string()), "{err}");
@@ -242,10 +231,7 @@ async fn a_bad_token_or_address_is_a_clear_error() {
         a.run.server.addr = addr.clone();
         let err = run_sessions(&a, no_interrupt()).await.unwrap_err();
         assert!(
-            matches!(
-                err,
-                SessionsError::Connect(ConnectError::Unreachable { .. })
-            ),
+            matches!(err, RunError::Connect(ConnectError::Unreachable { .. })),
             "{err:?}"
         );
         assert_eq!(err.to_string(), format!("cannot connect to {addr}"));

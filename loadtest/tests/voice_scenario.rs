@@ -15,7 +15,9 @@ mod support;
 
 use std::time::Duration;
 
-use openspeak_loadtest::{JitterDist, LossModel, Outcome, Transport, VoicePlan, run_voice};
+use openspeak_loadtest::{
+    JitterDist, JsonReport, LossModel, Outcome, Transport, VoicePlan, VoiceReport, run_voice,
+};
 use openspeak_shared::metadata::AUTHORIZATION;
 use openspeak_shared::pb;
 use support::{System, bearer, connection, no_interrupt, start_system, start_system_with, within};
@@ -28,10 +30,20 @@ fn plan(system: &System, clients: u32, channels: u32) -> VoicePlan {
     p.speakers = 1;
     p.duration = Duration::from_secs(2);
     p.seed = 42;
-    p.quiet = true;
-    p.connections = 4;
+    p.run.quiet = true;
+    p.run.connections = 4;
     p.setup_timeout = Duration::from_secs(20);
     p
+}
+
+/// Runs `p` and checks that it completed with every check passed; returns
+/// the report and its table, for the messages of the caller's assertions.
+async fn run_clean(p: &VoicePlan) -> (VoiceReport, String) {
+    let report = run_voice(p, no_interrupt()).await.expect("the run starts");
+    let table = report.table();
+    assert_eq!(report.outcome, Outcome::Completed, "{table}");
+    assert!(report.clean(), "{table}");
+    (report, table)
 }
 
 /// The names of the channels the server still holds.
@@ -57,29 +69,27 @@ async fn a_clean_run_delivers_everything_in_order_to_the_right_listeners() {
         let dir = tempfile::tempdir().unwrap();
         let json = dir.path().join("voice.json");
         let mut p = plan(&system, 6, 2);
-        p.json = Some(json.clone());
+        p.run.json = Some(json.clone());
         // Both planes run in this very process.
-        p.server_pid = Some(std::process::id());
-        let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
-        let table = report.table();
+        p.run.server_pid = Some(std::process::id());
+        let (report, table) = run_clean(&p).await;
+        let d = report.delivery;
 
-        assert_eq!(report.outcome, Outcome::Completed, "{table}");
-        assert!(report.clean(), "{table}");
         assert_eq!((report.sessions, report.voice_connected), (6, 6), "{table}");
         assert_eq!(report.warmup.paths, 4, "{table}");
         assert_eq!(report.warmup.paths_heard, 4, "{table}");
         // Two speakers at 50 packets/s for 2 s; each packet is owed to the
         // two other members of its channel.
-        assert!((150..=210).contains(&report.sent), "{table}");
-        assert_eq!(report.expected, 2 * report.sent, "{table}");
-        assert_eq!(report.delivered, report.expected, "{table}");
-        assert_eq!(report.lost, 0, "{table}");
+        assert!((150..=210).contains(&d.sent), "{table}");
+        assert_eq!(d.expected, 2 * d.sent, "{table}");
+        assert_eq!(d.delivered, d.expected, "{table}");
+        assert_eq!(d.lost, 0, "{table}");
         assert_eq!(report.loss_ratio, 0.0, "{table}");
-        assert_eq!((report.wrong, report.malformed), (0, 0), "{table}");
-        assert_eq!((report.duplicates, report.reordered), (0, 0), "{table}");
-        assert_eq!(report.latency_us.count, report.delivered, "{table}");
+        assert_eq!((d.wrong, d.malformed), (0, 0), "{table}");
+        assert_eq!((d.duplicates, d.reordered), (0, 0), "{table}");
+        assert_eq!(report.latency_us.count, d.delivered, "{table}");
         assert!(report.latency_us.p50 > 0, "{table}");
-        assert_eq!(report.received_datagrams, report.delivered, "{table}");
+        assert_eq!(report.received_datagrams, d.delivered, "{table}");
         assert_eq!(report.impairment.uplink_dropped, 0);
 
         report.write_json(&json).unwrap();
@@ -109,19 +119,17 @@ async fn a_clean_run_over_plain_udp_delivers_everything() {
         let mut p = plan(&system, 6, 2);
         p.transport = Transport::Udp;
         p.metrics = Some(system.metrics_addr.to_string());
-        let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
-        let table = report.table();
+        let (report, table) = run_clean(&p).await;
+        let d = report.delivery;
 
-        assert_eq!(report.outcome, Outcome::Completed, "{table}");
-        assert!(report.clean(), "{table}");
         assert_eq!(report.transport, "udp", "{table}");
         assert_eq!((report.sessions, report.voice_connected), (6, 6), "{table}");
-        assert!((150..=210).contains(&report.sent), "{table}");
-        assert_eq!(report.expected, 2 * report.sent, "{table}");
-        assert_eq!(report.delivered, report.expected, "{table}");
-        assert_eq!(report.lost, 0, "{table}");
-        assert_eq!((report.wrong, report.malformed), (0, 0), "{table}");
-        assert_eq!((report.duplicates, report.reordered), (0, 0), "{table}");
+        assert!((150..=210).contains(&d.sent), "{table}");
+        assert_eq!(d.expected, 2 * d.sent, "{table}");
+        assert_eq!(d.delivered, d.expected, "{table}");
+        assert_eq!(d.lost, 0, "{table}");
+        assert_eq!((d.wrong, d.malformed), (0, 0), "{table}");
+        assert_eq!((d.duplicates, d.reordered), (0, 0), "{table}");
         let drops = report.server_drops.as_ref().expect("scraped");
         assert_eq!(drops.total, 0, "{table}");
     })
@@ -141,38 +149,33 @@ async fn ten_percent_uplink_loss_shows_as_ten_percent_loss() {
         p.uplink.loss = 0.10;
         p.uplink.loss_model = LossModel::Bernoulli;
         p.metrics = Some(system.metrics_addr.to_string());
-        let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
-        let table = report.table();
+        let (report, table) = run_clean(&p).await;
+        let d = report.delivery;
 
-        assert_eq!(report.outcome, Outcome::Completed, "{table}");
-        assert!(report.clean(), "{table}");
         // Speakers keep to the wall clock, so a loaded machine sends fewer
         // than planned; the bound below widens with fewer samples.
-        assert!(report.sent >= 1_000, "{table}");
-        assert_eq!(report.expected, report.sent, "one listener per channel");
-        let ratio = report.delivered as f64 / report.expected as f64;
+        assert!(d.sent >= 1_000, "{table}");
+        assert_eq!(d.expected, d.sent, "one listener per channel");
+        let ratio = d.delivered as f64 / d.expected as f64;
         // Five standard deviations of the delivered share: 0.022 at 4,800
         // packets; a run this far off by chance is one in 1.7 million.
-        let bound = 5.0 * (0.1 * 0.9 / report.expected as f64).sqrt();
+        let bound = 5.0 * (0.1 * 0.9 / d.expected as f64).sqrt();
         assert!(
             (ratio - 0.90).abs() <= bound,
             "delivered/expected {ratio}, more than {bound:.4} from 0.90:\n{table}"
         );
-        assert_eq!(report.lost, report.expected - report.delivered);
+        assert_eq!(d.lost, d.expected - d.delivered);
         // Every loss is the simulated uplink's.
-        assert_eq!(report.lost, report.impairment.uplink_dropped, "{table}");
-        assert_eq!((report.wrong, report.duplicates), (0, 0), "{table}");
+        assert_eq!(d.lost, report.impairment.uplink_dropped, "{table}");
+        assert_eq!((d.wrong, d.duplicates), (0, 0), "{table}");
 
         // The data plane waited for the missing packets and dropped none of
         // those that came. Its window may also hold the last warm-ups.
         let drops = report.server_drops.as_ref().expect("scraped");
         assert_eq!(drops.total, 0, "{table}");
-        let arrived = report.sent - report.impairment.uplink_dropped;
+        let arrived = d.sent - report.impairment.uplink_dropped;
         assert!(report.server_received.unwrap() >= arrived, "{table}");
-        assert!(
-            report.server_forwarded.unwrap() >= report.delivered,
-            "{table}"
-        );
+        assert!(report.server_forwarded.unwrap() >= d.delivered, "{table}");
         // It timed the packets that carried them: at most one each, as two
         // datagrams for one listener may share a packet.
         let delay = report.server_forward_delay_us.expect("measured");
@@ -201,17 +204,15 @@ async fn the_data_plane_puts_a_jittered_reordered_uplink_back_in_order() {
         p.uplink.jitter_dist = JitterDist::Uniform;
         p.uplink.reorder = 0.05;
         p.metrics = Some(format!("http://{}", system.metrics_addr));
-        let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
-        let table = report.table();
+        let (report, table) = run_clean(&p).await;
+        let d = report.delivery;
 
-        assert_eq!(report.outcome, Outcome::Completed, "{table}");
-        assert!(report.clean(), "{table}");
-        assert!(report.sent >= 400, "{table}");
-        assert_eq!(report.expected, report.sent, "one listener per channel");
+        assert!(d.sent >= 400, "{table}");
+        assert_eq!(d.expected, d.sent, "one listener per channel");
         // The listeners get every packet, once, in order...
-        assert_eq!(report.delivered, report.expected, "{table}");
-        assert_eq!(report.lost, 0, "{table}");
-        assert_eq!((report.reordered, report.duplicates), (0, 0), "{table}");
+        assert_eq!(d.delivered, d.expected, "{table}");
+        assert_eq!(d.lost, 0, "{table}");
+        assert_eq!((d.reordered, d.duplicates), (0, 0), "{table}");
         // ...because the data plane put back what the network swapped.
         assert!(report.server_reordered.unwrap() > 0, "{table}");
         assert_eq!(report.server_lost, Some(0), "{table}");
@@ -237,15 +238,13 @@ async fn with_20_ms_jitter_listeners_still_hear_in_order() {
         p.uplink.jitter_dist = JitterDist::Uniform;
         p.uplink.reorder = 0.05;
         p.metrics = Some(system.metrics_addr.to_string());
-        let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
-        let table = report.table();
+        let (report, table) = run_clean(&p).await;
+        let d = report.delivery;
 
-        assert_eq!(report.outcome, Outcome::Completed, "{table}");
-        assert!(report.clean(), "{table}");
-        assert!(report.sent >= 400, "{table}");
-        assert_eq!((report.reordered, report.duplicates), (0, 0), "{table}");
+        assert!(d.sent >= 400, "{table}");
+        assert_eq!((d.reordered, d.duplicates), (0, 0), "{table}");
         assert!(report.server_reordered.unwrap() > 0, "{table}");
-        assert_eq!(Some(report.lost), report.server_lost, "{table}");
+        assert_eq!(Some(d.lost), report.server_lost, "{table}");
         let drops = report.server_drops.as_ref().expect("scraped");
         assert_eq!(
             drops.total, drops.late,
@@ -269,22 +268,20 @@ async fn packets_held_beyond_the_max_age_are_dropped_as_stale() {
         p.duration = Duration::from_secs(4);
         p.uplink.reorder = 0.25;
         p.metrics = Some(system.metrics_addr.to_string());
-        let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
-        let table = report.table();
+        let (report, table) = run_clean(&p).await;
+        let d = report.delivery;
 
-        assert_eq!(report.outcome, Outcome::Completed, "{table}");
-        assert!(report.clean(), "{table}");
-        assert!(report.sent >= 60, "{table}");
-        assert_eq!(report.expected, report.sent, "one listener per channel");
+        assert!(d.sent >= 60, "{table}");
+        assert_eq!(d.expected, d.sent, "one listener per channel");
         assert_eq!(report.impairment.uplink_dropped, 0, "{table}");
         let drops = report.server_drops.as_ref().expect("scraped");
         assert!(drops.stale > 0, "{table}");
         assert_eq!(drops.total, drops.stale, "only stale drops: {table}");
         // Exactly the stale packets are missing, one listener each: every
         // other packet arrived.
-        assert_eq!(report.lost, drops.stale, "{table}");
-        assert_eq!(report.delivered + drops.stale, report.expected, "{table}");
-        assert_eq!((report.wrong, report.duplicates), (0, 0), "{table}");
+        assert_eq!(d.lost, drops.stale, "{table}");
+        assert_eq!(d.delivered + drops.stale, d.expected, "{table}");
+        assert_eq!((d.wrong, d.duplicates), (0, 0), "{table}");
     })
     .await;
 }
@@ -300,11 +297,8 @@ async fn an_unreachable_metrics_listener_is_a_warning_not_a_failure() {
         let mut p = plan(&system, 4, 2);
         p.duration = Duration::from_secs(1);
         p.metrics = Some(addr.to_string());
-        let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
-        let table = report.table();
+        let (report, table) = run_clean(&p).await;
 
-        assert_eq!(report.outcome, Outcome::Completed, "{table}");
-        assert!(report.clean(), "{table}");
         assert_eq!(report.server_drops, None);
         assert_eq!(report.server_forwarded, None);
         assert!(
@@ -328,20 +322,18 @@ async fn churning_listeners_are_owed_only_what_was_sent_while_they_were_in() {
         let mut p = plan(&system, 8, 2);
         p.duration = Duration::from_secs(3);
         p.churn_every = Some(Duration::from_secs(1));
-        let report = run_voice(&p, no_interrupt()).await.expect("the run starts");
-        let table = report.table();
+        let (report, table) = run_clean(&p).await;
+        let d = report.delivery;
 
-        assert_eq!(report.outcome, Outcome::Completed, "{table}");
-        assert!(report.clean(), "{table}");
         let churn = report.churn.expect("churn is reported");
         assert_eq!(churn.churners, 6);
         assert!(churn.cycles >= 6, "{table}");
         assert_eq!(churn.failed, 0, "{table}");
-        assert!(report.outside_window > 0, "{table}");
-        assert!(report.expected < 3 * report.sent, "{table}");
-        assert_eq!(report.lost, 0, "{table}");
-        assert_eq!(report.delivered, report.expected, "{table}");
-        assert_eq!(report.wrong, 0, "{table}");
+        assert!(d.outside_window > 0, "{table}");
+        assert!(d.expected < 3 * d.sent, "{table}");
+        assert_eq!(d.lost, 0, "{table}");
+        assert_eq!(d.delivered, d.expected, "{table}");
+        assert_eq!(d.wrong, 0, "{table}");
         assert_eq!(channel_names(&system).await, ["Lobby"]);
     })
     .await;
@@ -355,8 +347,9 @@ async fn an_interrupted_run_still_reports_and_cleans_up() {
         // Interrupted before it begins: the setup stops at once.
         let (_tx, interrupt) = watch::channel(true);
         let report = run_voice(&p, interrupt).await.expect("the run starts");
+        let d = report.delivery;
         assert_eq!(report.outcome, Outcome::Interrupted, "{}", report.table());
-        assert_eq!(report.sent, 0);
+        assert_eq!(d.sent, 0);
         assert!(!report.clean());
         assert_eq!(channel_names(&system).await, ["Lobby"]);
     })

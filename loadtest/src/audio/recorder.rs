@@ -25,7 +25,7 @@ use crate::audio::opus_file::{OpusHead, OpusWriter, packet_samples};
 use crate::audio::session::AudioSession;
 use crate::audio::talker::samples_to_duration;
 use crate::common::error::RecordError;
-use crate::common::task::interrupted;
+use crate::common::task::{error_chain, interrupted};
 
 /// The TOC byte's stereo flag (RFC 6716, section 3.1).
 const TOC_STEREO: u8 = 0x04;
@@ -350,31 +350,16 @@ async fn listen(
                         out.push(&packet.payload)?;
                     }
                 }
-                Err(e) => return Ok(RecordStop::VoiceLost(chain(&e))),
+                Err(e) => return Ok(RecordStop::VoiceLost(error_chain(&e))),
             },
             event = audio.session.next_event() => {
                 // Presence and speaking events need no answer here.
                 if let Err(e) = event {
-                    return Ok(RecordStop::SessionEnded(chain(&e)));
+                    return Ok(RecordStop::SessionEnded(error_chain(&e)));
                 }
             }
         }
     }
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let part = c.to_string();
-        if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]

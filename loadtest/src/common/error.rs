@@ -72,40 +72,6 @@ pub enum SetupError {
     TimedOut,
 }
 
-/// The `sessions` scenario could not run or could not write its report.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionsError {
-    /// The connection pool could not be opened.
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    /// Channels or the member token could not be made.
-    #[error(transparent)]
-    Setup(#[from] SetupError),
-    /// A token cannot be sent as gRPC metadata.
-    #[error("the token cannot be sent as gRPC metadata")]
-    BadToken,
-    /// The JSON report could not be written.
-    #[error("cannot write the JSON report to {}", path.display())]
-    WriteJson {
-        /// Where it was to go.
-        path: PathBuf,
-        /// Why it failed.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl SessionsError {
-    /// Whether the run's deadline, rather than a failure, stopped it.
-    pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            SessionsError::Connect(ConnectError::TimedOut { .. })
-                | SessionsError::Setup(SetupError::TimedOut)
-        )
-    }
-}
-
 /// The `voice` flags contradict each other or ask for the impossible.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -164,10 +130,11 @@ pub enum PlanError {
     MetricsAddress(String),
 }
 
-/// The `voice` scenario could not run or could not write its report.
+/// The `sessions` or `voice` scenario could not run or could not write its
+/// report.
 #[derive(Debug, thiserror::Error)]
-pub enum VoiceRunError {
-    /// The plan is invalid.
+pub enum RunError {
+    /// The `voice` plan is invalid.
     #[error(transparent)]
     Plan(#[from] PlanError),
     /// The connection pool could not be opened.
@@ -179,7 +146,7 @@ pub enum VoiceRunError {
     /// A token cannot be sent as gRPC metadata.
     #[error("the token cannot be sent as gRPC metadata")]
     BadToken,
-    /// The shared QUIC sockets (`--sockets`) could not be opened.
+    /// The shared QUIC sockets (`voice --sockets`) could not be opened.
     #[error("cannot open the shared QUIC sockets")]
     Sockets(#[source] openspeak_client::voice::VoiceError),
     /// The JSON report could not be written.
@@ -193,26 +160,15 @@ pub enum VoiceRunError {
     },
 }
 
-impl VoiceRunError {
-    /// Whether the setup deadline, rather than a failure, stopped it.
+impl RunError {
+    /// Whether the run's (for `voice`, the setup's) deadline, rather than a
+    /// failure, stopped it.
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
-            VoiceRunError::Connect(ConnectError::TimedOut { .. })
-                | VoiceRunError::Setup(SetupError::TimedOut)
+            RunError::Connect(ConnectError::TimedOut { .. })
+                | RunError::Setup(SetupError::TimedOut)
         )
-    }
-}
-
-impl From<SessionsError> for VoiceRunError {
-    /// Only the token's conversion is shared with `sessions`.
-    fn from(e: SessionsError) -> Self {
-        match e {
-            SessionsError::Connect(c) => VoiceRunError::Connect(c),
-            SessionsError::Setup(s) => VoiceRunError::Setup(s),
-            SessionsError::BadToken => VoiceRunError::BadToken,
-            SessionsError::WriteJson { path, source } => VoiceRunError::WriteJson { path, source },
-        }
     }
 }
 

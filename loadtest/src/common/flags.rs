@@ -84,12 +84,37 @@ pub struct RunFlags {
     pub run_id: Option<String>,
 }
 
-/// How many HTTP/2 connections a run opens: `connections`, but no more than
-/// one per client and enough that no connection carries more than
-/// `streams_per_connection` event streams.
-pub fn connection_count(clients: u32, connections: u32, streams_per_connection: u32) -> u32 {
-    let needed = clients.div_ceil(streams_per_connection.max(1));
-    connections.min(clients).max(needed).max(1)
+impl RunFlags {
+    /// The flags' defaults for a run against `addr` with `token`, for
+    /// callers without a command line (tests, [`VoicePlan::new`]).
+    ///
+    /// [`VoicePlan::new`]: crate::VoicePlan::new
+    pub fn new(addr: &str, token: &str) -> Self {
+        RunFlags {
+            server: ServerFlags {
+                addr: addr.to_owned(),
+                token: token.to_owned(),
+            },
+            connections: 64,
+            streams_per_connection: 100,
+            ramp_concurrency: 200,
+            json: None,
+            keep: false,
+            quiet: false,
+            strict: false,
+            server_pid: None,
+            run_id: None,
+        }
+    }
+
+    /// How many HTTP/2 connections a run of `clients` opens:
+    /// `--connections`, but no more than one per client and enough that no
+    /// connection carries more than `--streams-per-connection` event
+    /// streams.
+    pub fn connections_for(&self, clients: u32) -> u32 {
+        let needed = clients.div_ceil(self.streams_per_connection.max(1));
+        self.connections.min(clients).max(needed).max(1)
+    }
 }
 
 /// Accepts `HOST:PORT` (or `http://HOST:PORT`) and returns `HOST:PORT`.
@@ -130,6 +155,22 @@ fn parse_run_id(s: &str) -> Result<String, String> {
     } else {
         Err("1 to 32 letters, digits or dashes".into())
     }
+}
+
+/// Parses `--addr 127.0.0.1:50051 --token t0k` and `extra` into `A`, as a
+/// subcommand that flattens `A` would: for the tests of the flags.
+#[cfg(test)]
+pub(crate) fn parse_flags<A: Args + clap::FromArgMatches>(
+    extra: &[&str],
+) -> Result<A, clap::Error> {
+    #[derive(clap::Parser)]
+    struct Cli<A: Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    let mut argv = vec!["x", "--addr", "127.0.0.1:50051", "--token", "t0k"];
+    argv.extend_from_slice(extra);
+    <Cli<A> as clap::Parser>::try_parse_from(argv).map(|c| c.args)
 }
 
 #[cfg(test)]

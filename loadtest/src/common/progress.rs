@@ -11,49 +11,27 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-/// What a run is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a run is doing, named in lower case on the progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::FromRepr, strum::IntoStaticStr)]
+#[cfg_attr(test, derive(strum::EnumIter))]
+#[strum(serialize_all = "lowercase")]
 #[repr(u8)]
 pub enum Phase {
     /// `voice`: sessions, joins, tickets and QUIC connections.
-    Setup = 0,
+    Setup,
     /// `sessions`: clients connect, join and update presence.
-    Ramp = 1,
+    Ramp,
     /// `voice`: speakers send unmeasured packets until every path carries
     /// voice.
-    Warmup = 2,
+    Warmup,
     /// `voice`: the measured sending.
-    Send = 3,
+    Send,
     /// `sessions`: waiting until every session has every event.
-    Settle = 4,
+    Settle,
     /// `voice`: waiting for the last packets.
-    Drain = 5,
+    Drain,
     /// Closing the sessions and cleaning up.
-    Close = 6,
-}
-
-impl Phase {
-    const ALL: [Phase; 7] = [
-        Phase::Setup,
-        Phase::Ramp,
-        Phase::Warmup,
-        Phase::Send,
-        Phase::Settle,
-        Phase::Drain,
-        Phase::Close,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Phase::Setup => "setup",
-            Phase::Ramp => "ramp",
-            Phase::Warmup => "warmup",
-            Phase::Send => "send",
-            Phase::Settle => "settle",
-            Phase::Drain => "drain",
-            Phase::Close => "close",
-        }
-    }
+    Close,
 }
 
 /// A [`Phase`] that one task sets and the progress line reads.
@@ -68,10 +46,7 @@ impl PhaseCell {
 
     /// The phase now.
     pub fn get(&self) -> Phase {
-        Phase::ALL
-            .get(usize::from(self.0.load(Ordering::Relaxed)))
-            .copied()
-            .unwrap_or(Phase::Setup)
+        Phase::from_repr(self.0.load(Ordering::Relaxed)).unwrap_or(Phase::Setup)
     }
 }
 
@@ -96,7 +71,8 @@ pub trait Progress: Send + Sync + 'static {
 
 /// How every progress line starts: the time into the run and the phase.
 pub fn line_start(elapsed: Duration, phase: Phase) -> String {
-    format!("[{:>6.1}s] {:<6}", elapsed.as_secs_f64(), phase.name())
+    let name: &str = phase.into();
+    format!("[{:>6.1}s] {name:<6}", elapsed.as_secs_f64())
 }
 
 /// Prints a progress line every second until `stop` turns true.
@@ -127,13 +103,15 @@ pub async fn print_progress<P: Progress>(
 
 #[cfg(test)]
 mod tests {
+    use strum::IntoEnumIterator;
+
     use super::*;
 
     #[test]
     fn phases_read_back_as_set() {
         let cell = PhaseCell::default();
         assert_eq!(cell.get(), Phase::Setup);
-        for phase in Phase::ALL {
+        for phase in Phase::iter() {
             cell.set(phase);
             assert_eq!(cell.get(), phase);
         }

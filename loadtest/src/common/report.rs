@@ -4,47 +4,43 @@
 //! The JSON field names are an interface (scripts and benchmarks compare
 //! runs with them): add fields freely, rename none.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
 
+use crate::common::error::RunError;
 use crate::common::stats::format_micros;
+use crate::common::tally::ErrorTally;
 
-/// How the run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How the run ended: `timed_out` in the JSON, `timed out` in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::Display)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "lowercase")]
 pub enum Outcome {
     /// Every step finished (individual calls may still have failed).
     Completed,
     /// The `--timeout` expired; the numbers cover what happened until then.
+    #[strum(to_string = "timed out")]
     TimedOut,
     /// Interrupted (Ctrl-C); the numbers cover what happened until then.
     Interrupted,
 }
 
-impl Outcome {
-    /// The name shown in the table.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Completed => "completed",
-            Outcome::TimedOut => "timed out",
-            Outcome::Interrupted => "interrupted",
-        }
-    }
-}
-
 /// A report's table: `rows` as `key  value` lines with the keys aligned,
-/// then one line per error reason (with an example) and per warning.
+/// then the error count, one line per error reason (with an example) and
+/// per warning.
 pub fn render_table(
     mut rows: Vec<(&str, String)>,
-    errors: &BTreeMap<String, u64>,
-    examples: &BTreeMap<String, String>,
+    failures: &ErrorTally,
     warnings: &[String],
 ) -> String {
-    for (reason, n) in errors {
-        let example = examples.get(reason).map_or("", String::as_str);
+    rows.push(("errors", failures.errors_total.to_string()));
+    for (reason, n) in &failures.errors {
+        let example = failures
+            .error_examples
+            .get(reason)
+            .map_or("", String::as_str);
         rows.push(("", format!("{reason}: {n}  e.g. {example}")));
     }
     for w in warnings {
@@ -85,16 +81,22 @@ pub fn unknown() -> String {
     "unknown".into()
 }
 
-/// A report as pretty JSON, with a final newline.
-pub fn to_json(report: &impl Serialize) -> String {
-    // Plain fields and string-keyed maps always serialize; a NaN would
-    // become null, and no ratio of a report can be NaN.
-    serde_json::to_string_pretty(report).expect("report serializes") + "\n"
-}
+/// A report written as JSON: every scenario's, for scripts.
+pub trait JsonReport: Serialize {
+    /// The report as pretty JSON, with a final newline.
+    fn to_json(&self) -> String {
+        // Plain fields and string-keyed maps always serialize; a NaN would
+        // become null, and no ratio of a report can be NaN.
+        serde_json::to_string_pretty(self).expect("report serializes") + "\n"
+    }
 
-/// Writes a report as JSON to `path`.
-pub fn write_json(report: &impl Serialize, path: &Path) -> std::io::Result<()> {
-    std::fs::write(path, to_json(report))
+    /// Writes the JSON report to `path`.
+    fn write_json(&self, path: &Path) -> Result<(), RunError> {
+        std::fs::write(path, self.to_json()).map_err(|source| RunError::WriteJson {
+            path: path.to_owned(),
+            source,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! What the admin token prepares before a run and removes after it: the
-//! run's channels and the clients' member token.
+//! run's channels and the clients' member tokens (one for every
+//! `CLIENTS_PER_TOKEN` clients).
 
 use std::time::Duration;
 
@@ -11,21 +12,22 @@ use openspeak_shared::pb::presence_service_client::PresenceServiceClient;
 use tokio::time::{Instant, timeout_at};
 use tonic::transport::Channel;
 
-use crate::common::credentials::Credentials;
-use crate::common::error::SetupError;
+use crate::common::credentials::{ClientTokens, Credentials};
+use crate::common::error::{RunError, SetupError};
+use crate::common::pool::Pool;
 use crate::common::tally::describe_status;
 
 /// Setup calls in flight at once (channel creation can be many calls).
 const SETUP_CONCURRENCY: usize = 16;
 
-/// Time for deleting channels and revoking the token.
+/// Time for deleting channels and revoking the tokens.
 pub const CLEANUP_GRACE: Duration = Duration::from_secs(10);
 
-/// How long the member token outlives the run's bound, should the run fail
-/// to revoke it.
+/// How long the member tokens outlive the run's bound, should the run fail
+/// to revoke them.
 pub const TOKEN_SPARE_LIFE: Duration = Duration::from_secs(600);
 
-/// The label of the member token a run creates.
+/// The label of the member tokens a run creates.
 pub const TOKEN_LABEL: &str = "loadtest";
 
 /// What a run made and must clean up.
@@ -33,9 +35,9 @@ pub const TOKEN_LABEL: &str = "loadtest";
 pub struct Fixtures {
     /// The run's channel ids, in order (client i joins `channel_ids[i % C]`).
     pub channel_ids: Vec<String>,
-    /// The member token's id and plaintext, unless the clients use the
-    /// admin token.
-    pub member_token: Option<(String, String)>,
+    /// The member tokens' ids and plaintexts; none when the clients use
+    /// the admin token.
+    pub member_tokens: Vec<(String, String)>,
 }
 
 /// The admin's view of the server.
@@ -55,18 +57,74 @@ pub fn channel_name(run_id: &str, i: u32) -> String {
 }
 
 impl Admin {
-    /// An admin client on `channel`.
-    pub fn new(channel: Channel, creds: Credentials, addr: &str) -> Admin {
-        Admin {
-            channel,
+    /// Opens `size` connections to `addr` and checks that `token` is an
+    /// admin token, before `deadline`.
+    pub async fn connect(
+        addr: &str,
+        token: &str,
+        size: u32,
+        deadline: Instant,
+    ) -> Result<(Pool, Admin), RunError> {
+        let creds = Credentials::new(token)?;
+        let pool = Pool::connect(addr, size, deadline).await?;
+        let admin = Admin {
+            channel: pool.any(),
             creds,
             addr: addr.to_owned(),
+        };
+        admin.check(deadline).await?;
+        Ok((pool, admin))
+    }
+
+    /// Makes the run's `channels` channels and, with `member_ttl`, member
+    /// tokens for its `clients` clients, before `deadline`; returns them
+    /// and the credentials the clients use (the admin's without member
+    /// tokens). A setup that fails half-way removes what it made, unless
+    /// `keep`.
+    pub async fn prepare(
+        &self,
+        run_id: &str,
+        channels: u32,
+        clients: u32,
+        member_ttl: Option<Duration>,
+        keep: bool,
+        deadline: Instant,
+    ) -> Result<(Fixtures, ClientTokens), RunError> {
+        let mut fixtures = Fixtures::default();
+        let made = async {
+            self.create_channels(run_id, channels, &mut fixtures, deadline)
+                .await?;
+            if let Some(ttl) = member_ttl {
+                for _ in 0..ClientTokens::needed(clients) {
+                    let token = self.create_member_token(ttl, deadline).await?;
+                    fixtures.member_tokens.push(token);
+                }
+            }
+            Ok::<_, SetupError>(())
+        }
+        .await;
+        let creds = if fixtures.member_tokens.is_empty() {
+            Ok(ClientTokens::new(vec![self.creds.clone()]))
+        } else {
+            fixtures
+                .member_tokens
+                .iter()
+                .map(|(_, token)| Credentials::new(token))
+                .collect::<Result<Vec<_>, _>>()
+                .map(ClientTokens::new)
+        };
+        match made.map_err(RunError::from).and(creds) {
+            Ok(creds) => Ok((fixtures, creds)),
+            Err(e) => {
+                self.abandon(&fixtures, keep).await;
+                Err(e)
+            }
         }
     }
 
     /// Checks that the token is an admin token, so that a wrong token fails
     /// with a clear message before anything is created.
-    pub async fn check(&self, deadline: Instant) -> Result<(), SetupError> {
+    async fn check(&self, deadline: Instant) -> Result<(), SetupError> {
         let mut auth = AuthServiceClient::new(self.channel.clone());
         let info = timeout_at(
             deadline,
@@ -91,7 +149,7 @@ impl Admin {
     /// Creates channels `load-<run_id>-0 ..` (top level, no limit), adding
     /// their ids to `fixtures` as they come so that a failure half-way still
     /// lets the caller remove what was made.
-    pub async fn create_channels(
+    async fn create_channels(
         &self,
         run_id: &str,
         count: u32,
@@ -131,9 +189,9 @@ impl Admin {
         result
     }
 
-    /// Creates the member token the clients use. It expires on its own a
+    /// Creates a member token for the clients. It expires on its own a
     /// while after the run, in case the run cannot revoke it.
-    pub async fn create_member_token(
+    async fn create_member_token(
         &self,
         ttl: Duration,
         deadline: Instant,
@@ -170,7 +228,7 @@ impl Admin {
 
     /// Removes what a setup that failed half-way made (unless `keep`), with
     /// its warnings on stderr: there is no report to carry them.
-    pub async fn abandon(&self, fixtures: &Fixtures, keep: bool) {
+    async fn abandon(&self, fixtures: &Fixtures, keep: bool) {
         if keep {
             return;
         }
@@ -182,7 +240,7 @@ impl Admin {
         }
     }
 
-    /// Deletes the run's channels and revokes its token, before `deadline`.
+    /// Deletes the run's channels and revokes its tokens, before `deadline`.
     /// Returns warnings; a failed cleanup does not fail the run.
     pub async fn clean_up(&self, fixtures: &Fixtures, deadline: Instant) -> Vec<String> {
         let deletions = stream::iter(fixtures.channel_ids.iter().cloned())
@@ -206,7 +264,7 @@ impl Admin {
             Ok(w) => w,
             Err(_) => vec!["timed out deleting the run's channels".into()],
         };
-        if let Some((id, _)) = &fixtures.member_token {
+        for (id, _) in &fixtures.member_tokens {
             let mut auth = AuthServiceClient::new(self.channel.clone());
             let req = self.creds.request(pb::RevokeTokenRequest {
                 token_id: id.clone(),
@@ -217,7 +275,10 @@ impl Admin {
                     "cannot revoke the member token {id}: {}",
                     describe_status(&s)
                 )),
-                Err(_) => warnings.push("timed out revoking the member token".into()),
+                Err(_) => {
+                    warnings.push("timed out revoking the member tokens".into());
+                    break;
+                }
             }
         }
         warnings

@@ -48,38 +48,7 @@ pub fn record_all(histogram: &mut Histogram<u64>, micros: &[u64]) {
     }
 }
 
-/// What the report shows of one histogram.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct LatencySummary {
-    /// Median, µs.
-    pub p50: u64,
-    /// 99th percentile, µs.
-    pub p99: u64,
-    /// Largest, µs.
-    pub max: u64,
-    /// Mean, µs (rounded).
-    pub mean: u64,
-    /// Number of samples; 0 means the other fields mean nothing.
-    pub count: u64,
-}
-
-impl LatencySummary {
-    /// The summary of `h`; all zero for an empty histogram.
-    pub fn of(h: &Histogram<u64>) -> LatencySummary {
-        if h.is_empty() {
-            return LatencySummary::default();
-        }
-        LatencySummary {
-            p50: h.value_at_quantile(0.50),
-            p99: h.value_at_quantile(0.99),
-            max: h.max(),
-            mean: h.mean().round() as u64,
-            count: h.len(),
-        }
-    }
-}
-
-/// The fuller summary the voice report gives: the tail matters for audio.
+/// What a report shows of one histogram: the tail matters, for audio most.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct LatencyPercentiles {
     /// Median, µs.
@@ -151,7 +120,7 @@ mod tests {
         let samples: Vec<u64> = (1..=1000).collect();
         record_all(&mut h, &samples);
         record_all(&mut h, &[0, MAX_MICROS * 10]);
-        let s = LatencySummary::of(&h);
+        let s = LatencyPercentiles::of(&h);
         assert_eq!(s.count, 1002);
         assert_eq!(s.p50, 500);
         assert_eq!(s.p99, 991, "the 992nd of 0..=1000 and the outlier");
@@ -173,14 +142,6 @@ mod tests {
         assert_eq!(
             LatencyPercentiles::of(&new_histogram()),
             LatencyPercentiles::default()
-        );
-    }
-
-    #[test]
-    fn empty_summary_is_zero() {
-        assert_eq!(
-            LatencySummary::of(&new_histogram()),
-            LatencySummary::default()
         );
     }
 

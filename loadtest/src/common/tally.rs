@@ -10,12 +10,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use openspeak_shared::Reason;
+use serde::Serialize;
 use tonic::{Code, Status};
 
 use crate::common::task::lock;
 
-/// The client step during which something failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// The client step during which something failed, named in the report in
+/// snake case (`open_voice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, strum::Display)]
+#[strum(serialize_all = "snake_case")]
 pub enum Step {
     /// The `Connect` call itself.
     Connect,
@@ -41,25 +44,6 @@ pub enum Step {
     Setup,
 }
 
-impl Step {
-    /// The name used in the report.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Connect => "connect",
-            Step::SessionStarted => "session_started",
-            Step::Join => "join",
-            Step::Presence => "presence",
-            Step::Stream => "stream",
-            Step::OpenVoice => "open_voice",
-            Step::VoiceConnect => "voice_connect",
-            Step::VoiceSend => "voice_send",
-            Step::VoiceRecv => "voice_recv",
-            Step::Leave => "leave",
-            Step::Setup => "setup",
-        }
-    }
-}
-
 /// What went wrong, as a report key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ErrorKind(String);
@@ -76,12 +60,8 @@ impl ErrorKind {
         ErrorKind("protocol".into())
     }
 
-    /// The server kicked the session or announced its shutdown.
-    pub fn ended_by_server(what: &str) -> ErrorKind {
-        ErrorKind(what.into())
-    }
-
-    /// A failure the tool names itself (`timed_out`, `bad_endpoint`).
+    /// A failure the tool names itself (`timed_out`, `bad_endpoint`), or
+    /// how the server ended a session (`kicked`, `server_shutdown`).
     pub fn named(name: &str) -> ErrorKind {
         ErrorKind(name.into())
     }
@@ -154,31 +134,30 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// Failure counts. Kept behind one mutex: failures are rare next to events,
-/// so contention does not matter, and one lock keeps both maps consistent.
-#[derive(Debug, Default, Clone)]
+/// Failure counts, as every report gives them (flattened into it). Kept
+/// behind one mutex: failures are rare next to events, so contention does
+/// not matter, and one lock keeps the counts consistent.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct ErrorTally {
-    /// Count per reason.
-    pub by_reason: BTreeMap<String, u64>,
-    /// Count per step.
-    pub by_step: BTreeMap<String, u64>,
+    /// Count per reason (an OpenSpeak reason, `grpc:<CODE>`, or the tool's own).
+    pub errors: BTreeMap<String, u64>,
+    /// All failures.
+    pub errors_total: u64,
+    /// Count per client step.
+    pub errors_by_step: BTreeMap<String, u64>,
     /// The first message seen for each reason, to show a person.
-    pub examples: BTreeMap<String, String>,
+    pub error_examples: BTreeMap<String, String>,
 }
 
 impl ErrorTally {
     /// Counts one failure.
     pub fn record(&mut self, step: Step, kind: &ErrorKind, message: &str) {
-        *self.by_reason.entry(kind.as_str().to_owned()).or_default() += 1;
-        *self.by_step.entry(step.as_str().to_owned()).or_default() += 1;
-        self.examples
+        *self.errors.entry(kind.as_str().to_owned()).or_default() += 1;
+        self.errors_total += 1;
+        *self.errors_by_step.entry(step.to_string()).or_default() += 1;
+        self.error_examples
             .entry(kind.as_str().to_owned())
-            .or_insert_with(|| format!("{}: {message}", step.as_str()));
-    }
-
-    /// All failures.
-    pub fn total(&self) -> u64 {
-        self.by_reason.values().sum()
+            .or_insert_with(|| format!("{step}: {message}"));
     }
 }
 
@@ -259,10 +238,10 @@ mod tests {
         t.record(Step::Join, &full, "first");
         t.record(Step::Join, &full, "second");
         t.record(Step::Stream, &ErrorKind::stream_ended(), "eof");
-        assert_eq!(t.total(), 3);
-        assert_eq!(t.by_reason["CHANNEL_FULL"], 2);
-        assert_eq!(t.by_step["join"], 2);
-        assert_eq!(t.by_step["stream"], 1);
-        assert_eq!(t.examples["CHANNEL_FULL"], "join: first");
+        assert_eq!(t.errors_total, 3);
+        assert_eq!(t.errors["CHANNEL_FULL"], 2);
+        assert_eq!(t.errors_by_step["join"], 2);
+        assert_eq!(t.errors_by_step["stream"], 1);
+        assert_eq!(t.error_examples["CHANNEL_FULL"], "join: first");
     }
 }

@@ -1,7 +1,6 @@
 //! Small helpers every run's tasks share: locks, the interrupt, random
 //! names and seeds, and errors as one line.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -19,37 +18,31 @@ pub async fn interrupted(interrupt: &mut watch::Receiver<bool>) {
     }
 }
 
-/// A random number: the standard library's randomly seeded hasher, mixed
-/// with the clock and the process id, is random enough to keep runs apart.
-fn random_u64() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    h.write_u128(nanos);
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
 /// A short random name for a run.
 pub fn random_run_id() -> String {
-    format!("{:010x}", random_u64() & 0xff_ffff_ffff)
+    format!("{:010x}", rand::random::<u64>() & 0xff_ffff_ffff)
 }
 
 /// A seed for a run that was not given one; the report shows it, so the
 /// run can be repeated.
 pub fn random_seed() -> u64 {
     // Small enough to type back in by hand.
-    random_u64() % 1_000_000_000
+    rand::random::<u64>() % 1_000_000_000
 }
 
-/// An error and its causes on one line.
+/// An error and its causes on one line, without the repeats that nested
+/// transport errors produce ("tcp connect error: tcp connect error: ...")
+/// or that errors quoting their cause produce ("x.opus: not found: not
+/// found").
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let part = s.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
         source = s.source();
     }
     text

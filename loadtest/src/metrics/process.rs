@@ -61,12 +61,19 @@ pub fn peak_rss_kb(pid: u32) -> Result<u64, ProcessStatsError> {
 /// CPU time (user plus system) this process has used so far.
 #[cfg(unix)]
 pub fn own_cpu_time() -> Result<Duration, ProcessStatsError> {
+    rusage_cpu(libc::RUSAGE_SELF).map_err(ProcessStatsError::OwnUsage)
+}
+
+/// CPU time (user plus system) that `who` has used so far: this process
+/// (`RUSAGE_SELF`) or, on Linux, the calling thread (`RUSAGE_THREAD`).
+#[cfg(unix)]
+pub fn rusage_cpu(who: libc::c_int) -> io::Result<Duration> {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes only into the `rusage` we hand it, which is
     // of the right type and lives across the call.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    let rc = unsafe { libc::getrusage(who, usage.as_mut_ptr()) };
     if rc != 0 {
-        return Err(ProcessStatsError::OwnUsage(io::Error::last_os_error()));
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: zeroed is a valid `rusage` (plain integers), and getrusage
     // succeeded, so it is filled in.

@@ -4,8 +4,9 @@
 //! One request per run phase does not need an HTTP client library: the
 //! request is a fixed string with `Connection: close`, and the response is
 //! read to its end, bounded in size and, with the connecting, by
-//! [`SCRAPE_TIMEOUT`]. Making sense of the response ([`parse_response`])
-//! is pure and tested apart from the socket.
+//! [`SCRAPE_TIMEOUT`]. `httparse` reads the response's head and chunk
+//! sizes; making sense of it ([`parse_response`]) is pure and tested apart
+//! from the socket.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::common::flags::parse_addr;
 use crate::metrics::text::{DataplaneCounters, MetricsTextError, parse_samples};
 
 /// Bound on one scrape, connecting included. The data plane answers from
@@ -51,20 +53,12 @@ pub enum ScrapeError {
     Format(#[from] MetricsTextError),
 }
 
-/// `HOST:PORT` from `--metrics`, which may also be given as a URL.
+/// `HOST:PORT` from `--metrics`, which may also be given as a URL, read as
+/// `--addr` is.
 pub fn metrics_authority(given: &str) -> Result<String, ScrapeError> {
-    let bad = || ScrapeError::BadAddress(given.to_owned());
-    let rest = given.strip_prefix("http://").unwrap_or(given);
     // A path other than `/metrics` (or none) would be a different endpoint.
-    let authority = rest
-        .strip_suffix("/metrics")
-        .or_else(|| rest.strip_suffix('/'))
-        .unwrap_or(rest);
-    let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
-    if host.is_empty() || host.contains('/') || port.parse::<u16>().is_err() {
-        return Err(bad());
-    }
-    Ok(authority.to_owned())
+    let address = given.strip_suffix("/metrics").unwrap_or(given);
+    parse_addr(address).map_err(|_| ScrapeError::BadAddress(given.to_owned()))
 }
 
 /// Scrapes `http://{authority}/metrics` once.
@@ -90,38 +84,31 @@ pub async fn scrape(authority: &str) -> Result<DataplaneCounters, ScrapeError> {
 /// The body of a complete HTTP/1.x response (the connection closed after
 /// it), when the status is 200.
 pub fn parse_response(response: &[u8]) -> Result<String, ScrapeError> {
-    let head_end = find(response, b"\r\n\r\n").ok_or(ScrapeError::NotHttp)?;
-    let head = std::str::from_utf8(&response[..head_end]).map_err(|_| ScrapeError::NotHttp)?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or(ScrapeError::NotHttp)?;
-    let mut parts = status_line.split_whitespace();
-    let version = parts.next().ok_or(ScrapeError::NotHttp)?;
-    if !version.starts_with("HTTP/1.") {
+    // The data plane sends a handful of headers; more than this is not it.
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut head = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head_len) =
+        head.parse(response).map_err(|_| ScrapeError::NotHttp)?
+    else {
         return Err(ScrapeError::NotHttp);
+    };
+    match head.code {
+        Some(200) => {}
+        Some(status) => return Err(ScrapeError::Status(status)),
+        None => return Err(ScrapeError::NotHttp),
     }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or(ScrapeError::NotHttp)?;
-    if status != 200 {
-        return Err(ScrapeError::Status(status));
-    }
-    let (mut length, mut chunked) = (None, false);
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse::<usize>().map_err(|_| ScrapeError::NotHttp)?);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.to_ascii_lowercase().contains("chunked");
-        }
-    }
-    let raw = &response[head_end + 4..];
-    let body = if chunked {
+    let header = |name: &str| {
+        let found = head
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name));
+        found.map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    let raw = &response[head_len..];
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
         dechunk(raw)?
-    } else if let Some(n) = length {
+    } else if let Some(length) = header("content-length") {
+        let n: usize = length.parse().map_err(|_| ScrapeError::NotHttp)?;
         raw.get(..n).ok_or(ScrapeError::NotHttp)?.to_vec()
     } else {
         // Neither: the body runs to the close.
@@ -134,16 +121,16 @@ pub fn parse_response(response: &[u8]) -> Result<String, ScrapeError> {
 fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, ScrapeError> {
     let mut body = Vec::new();
     loop {
-        let line_end = find(raw, b"\r\n").ok_or(ScrapeError::BadChunks)?;
-        let size_text =
-            std::str::from_utf8(&raw[..line_end]).map_err(|_| ScrapeError::BadChunks)?;
-        // Chunk extensions follow a `;`.
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| ScrapeError::BadChunks)?;
-        raw = &raw[line_end + 2..];
+        // The size line, chunk extensions and its CRLF included.
+        let Ok(httparse::Status::Complete((line_len, size))) = httparse::parse_chunk_size(raw)
+        else {
+            return Err(ScrapeError::BadChunks);
+        };
+        raw = &raw[line_len..];
         if size == 0 {
             return Ok(body);
         }
+        let size = usize::try_from(size).map_err(|_| ScrapeError::BadChunks)?;
         let chunk = raw.get(..size).ok_or(ScrapeError::BadChunks)?;
         body.extend_from_slice(chunk);
         raw = raw
@@ -151,10 +138,6 @@ fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, ScrapeError> {
             .and_then(|r| r.strip_prefix(b"\r\n"))
             .ok_or(ScrapeError::BadChunks)?;
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use crate::sessions::observer::ClientSet;
+use fixedbitset::FixedBitSet;
 
 /// One observing session, as the check needs it.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +25,7 @@ pub struct Watcher<'a> {
     /// When `session_started` arrived.
     pub started_at: Instant,
     /// The joins it saw.
-    pub seen: &'a ClientSet,
+    pub seen: &'a FixedBitSet,
 }
 
 /// One joining client, as the check needs it.
@@ -90,7 +90,7 @@ mod tests {
     #[test]
     fn joins_after_the_snapshot_are_owed() {
         let t = Instant::now();
-        let seen = ClientSet::new(4);
+        let seen = FixedBitSet::with_capacity(4);
         let w = Watcher {
             index: 0,
             snapshot_seq: 10,
@@ -128,10 +128,10 @@ mod tests {
     #[test]
     fn missing_counts_per_watcher() {
         let t = Instant::now();
-        let mut all = ClientSet::new(3);
+        let mut all = FixedBitSet::with_capacity(3);
         all.insert(1);
         all.insert(2);
-        let mut some = ClientSet::new(3);
+        let mut some = FixedBitSet::with_capacity(3);
         some.insert(0);
         let joins = [
             Join {

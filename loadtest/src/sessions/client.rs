@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tonic::Streaming;
 
-use crate::common::credentials::Credentials;
+use crate::common::credentials::ClientTokens;
 use crate::common::pool::Pool;
 use crate::common::stats::{micros_between, new_histogram, record_all};
 use crate::common::tally::{ErrorKind, ErrorTally, Failures, Step};
@@ -72,8 +72,8 @@ pub struct Shared {
     pub registry: Registry,
     /// The connections.
     pub pool: Pool,
-    /// The clients' token.
-    pub creds: Credentials,
+    /// The clients' tokens.
+    pub tokens: ClientTokens,
     /// Bounds the clients connecting and joining at once.
     pub ramp: Arc<Semaphore>,
     /// For the progress line.
@@ -122,7 +122,7 @@ pub async fn run_client(index: usize, shared: Arc<Shared>) {
 
     let sent = Instant::now();
     let _ = slot.connect_sent.set(sent);
-    let connect = shared.creds.request(pb::ConnectRequest {
+    let connect = shared.tokens.for_client(index).request(pb::ConnectRequest {
         display_name: format!("load-{index}"),
     });
     let mut stream = match presence.connect(connect).await {
@@ -155,7 +155,7 @@ pub async fn run_client(index: usize, shared: Arc<Shared>) {
     let reader = tokio::spawn(read_events(index, stream, observer, shared.clone()));
     lock(&shared.readers).push(reader);
 
-    let join = shared.creds.session_request(
+    let join = shared.tokens.for_client(index).session_request(
         session_id,
         pb::JoinChannelRequest {
             channel_id: shared.registry.channel_of(index).to_owned(),
@@ -182,7 +182,7 @@ pub async fn run_client(index: usize, shared: Arc<Shared>) {
     drop(permit);
 
     for status in [pb::Status::Away, pb::Status::Online] {
-        let update = shared.creds.session_request(
+        let update = shared.tokens.for_client(index).session_request(
             session_id,
             pb::UpdatePresenceRequest {
                 status: Some(status as i32),
@@ -225,7 +225,7 @@ async fn read_events(
                     }
                     Ok(None) => {
                         let kind = match observer.ended_by_server() {
-                            Some(why) => ErrorKind::ended_by_server(why),
+                            Some(why) => ErrorKind::named(why),
                             None => ErrorKind::stream_ended(),
                         };
                         shared.fail(Step::Stream, &kind, "the server ended the stream");

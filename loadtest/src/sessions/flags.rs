@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::common::flags::{RunFlags, connection_count};
+use crate::common::flags::RunFlags;
 
 /// `openspeak-loadtest sessions`: connect, join, change presence, leave.
 #[derive(Debug, Clone, Args)]
@@ -44,29 +44,17 @@ impl SessionsArgs {
 
     /// How many connections the run opens.
     pub fn effective_connections(&self) -> u32 {
-        connection_count(
-            self.clients,
-            self.run.connections,
-            self.run.streams_per_connection,
-        )
+        self.run.connections_for(self.clients)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: SessionsArgs,
-    }
+    use crate::common::flags::parse_flags;
 
     fn parse(extra: &[&str]) -> Result<SessionsArgs, clap::Error> {
-        let mut argv = vec!["x", "--addr", "127.0.0.1:50051", "--token", "t0k"];
-        argv.extend_from_slice(extra);
-        Cli::try_parse_from(argv).map(|c| c.args)
+        parse_flags(extra)
     }
 
     #[test]

@@ -31,13 +31,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 
-use crate::common::credentials::Credentials;
-use crate::common::error::SessionsError;
-use crate::common::pool::Pool;
+use crate::common::error::RunError;
 use crate::common::progress::{Phase, print_progress};
 use crate::common::report::Outcome;
-use crate::common::setup::{Admin, CLEANUP_GRACE, Fixtures, TOKEN_SPARE_LIFE};
-use crate::common::stats::{LatencySummary, per_second};
+use crate::common::setup::{Admin, CLEANUP_GRACE, TOKEN_SPARE_LIFE};
+use crate::common::stats::{LatencyPercentiles, per_second};
 use crate::common::task::{interrupted, lock, random_run_id};
 use crate::metrics::process::{Usage, UsageProbe};
 use crate::sessions::checks::{Join, Watcher, missing_joins};
@@ -66,11 +64,10 @@ const OFFLINE_GRACE: Duration = Duration::from_secs(5);
 pub async fn run_sessions(
     args: &SessionsArgs,
     mut interrupt: watch::Receiver<bool>,
-) -> Result<Report, SessionsError> {
+) -> Result<Report, RunError> {
     let started = Instant::now();
     let deadline = started + args.timeout();
     let run_id = args.run.run_id.clone().unwrap_or_else(random_run_id);
-    let admin_creds = Credentials::new(&args.run.server.token)?;
     let mut warnings = Vec::new();
 
     let size = args.effective_connections();
@@ -84,30 +81,24 @@ pub async fn run_sessions(
         }
         warnings.push(note);
     }
-    let pool = Pool::connect(&args.run.server.addr, size, deadline).await?;
-    let admin = Admin::new(pool.any(), admin_creds.clone(), &args.run.server.addr);
-    admin.check(deadline).await?;
-
-    let mut fixtures = Fixtures::default();
-    let setup = async {
-        admin
-            .create_channels(&run_id, args.channels, &mut fixtures, deadline)
-            .await?;
-        if !args.as_admin {
-            let ttl = args.timeout() + TOKEN_SPARE_LIFE;
-            fixtures.member_token = Some(admin.create_member_token(ttl, deadline).await?);
-        }
-        Ok::<_, SessionsError>(())
-    }
-    .await;
-    if let Err(e) = setup {
-        admin.abandon(&fixtures, args.run.keep).await;
-        return Err(e);
-    }
-    let creds = match &fixtures.member_token {
-        Some((_, token)) => Credentials::new(token)?,
-        None => admin_creds,
-    };
+    let (pool, admin) = Admin::connect(
+        &args.run.server.addr,
+        &args.run.server.token,
+        size,
+        deadline,
+    )
+    .await?;
+    let ttl = (!args.as_admin).then(|| args.timeout() + TOKEN_SPARE_LIFE);
+    let (fixtures, creds) = admin
+        .prepare(
+            &run_id,
+            args.channels,
+            args.clients,
+            ttl,
+            args.run.keep,
+            deadline,
+        )
+        .await?;
 
     let clients = args.clients as usize;
     let counters = Arc::new(Counters::default());
@@ -116,7 +107,7 @@ pub async fn run_sessions(
     let shared = Arc::new(Shared {
         registry: Registry::new(clients, fixtures.channel_ids.clone()),
         pool: pool.clone(),
-        creds,
+        tokens: creds,
         ramp: Arc::new(Semaphore::new(args.run.ramp_concurrency as usize)),
         counters: counters.clone(),
         tally: Mutex::default(),
@@ -400,7 +391,6 @@ fn build_report(
     }
     let sum = |field: fn(&Findings) -> u64| findings.iter().map(|(f, _)| field(f)).sum::<u64>();
     let events_received = shared.counters.events.load(Ordering::Relaxed);
-    let tally = lock(&shared.tally).clone();
     let h = lock(&shared.histograms);
     Report {
         scenario: "sessions",
@@ -423,10 +413,10 @@ fn build_report(
             .filter(|s| s.acted.load(Ordering::Acquire))
             .count() as u64,
         joins_per_sec: per_second(joins_ok, join_phase),
-        event_delay_us: LatencySummary::of(&h.event_delay),
-        event_delay_from_request_us: LatencySummary::of(&h.event_delay_from_request),
-        connect_us: LatencySummary::of(&h.connect),
-        join_us: LatencySummary::of(&h.join),
+        event_delay_us: LatencyPercentiles::of(&h.event_delay),
+        event_delay_from_request_us: LatencyPercentiles::of(&h.event_delay_from_request),
+        connect_us: LatencyPercentiles::of(&h.connect),
+        join_us: LatencyPercentiles::of(&h.join),
         events_before_join_response: sum(|f| f.early),
         events_received,
         events_per_sec: per_second(events_received, events_window),
@@ -447,10 +437,7 @@ fn build_report(
         sessions_with_sequence_violations: sum(|f| u64::from(f.sequence_violations > 0)),
         sessions_left_online: facts.sessions_left_online,
         settled: facts.settled,
-        errors_total: tally.total(),
-        errors: tally.by_reason,
-        errors_by_step: tally.by_step,
-        error_examples: tally.examples,
+        failures: lock(&shared.tally).clone(),
         warnings: facts.warnings,
     }
 }

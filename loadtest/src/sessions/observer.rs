@@ -21,6 +21,7 @@
 
 use std::time::Instant;
 
+use fixedbitset::FixedBitSet;
 use openspeak_shared::pb;
 use openspeak_shared::pb::event::Event as Kind;
 
@@ -64,37 +65,6 @@ pub enum StartError {
     },
 }
 
-/// A set of client numbers.
-#[derive(Debug, Clone, Default)]
-pub struct ClientSet {
-    /// One bit per client.
-    words: Vec<u64>,
-}
-
-impl ClientSet {
-    /// An empty set for `clients` clients.
-    pub fn new(clients: usize) -> ClientSet {
-        ClientSet {
-            words: vec![0; clients.div_ceil(64)],
-        }
-    }
-
-    /// Adds `i`; false when it was already there.
-    pub fn insert(&mut self, i: usize) -> bool {
-        let (w, b) = (i / 64, 1u64 << (i % 64));
-        let fresh = self.words[w] & b == 0;
-        self.words[w] |= b;
-        fresh
-    }
-
-    /// Whether `i` is in the set.
-    pub fn contains(&self, i: usize) -> bool {
-        self.words
-            .get(i / 64)
-            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
-    }
-}
-
 /// Delays measured but not yet merged into the shared histograms.
 #[derive(Debug, Default)]
 pub struct Delays {
@@ -107,28 +77,14 @@ pub struct Delays {
 /// One session's event stream, checked and measured.
 #[derive(Debug)]
 pub struct Observer {
-    /// The client's number.
-    index: usize,
+    /// What it found so far.
+    found: Findings,
     /// The client's session id.
     session_id: u32,
     /// The last sequence delivered, to check that they increase.
     last_seq: u64,
-    /// Events delivered, per [`KIND_NAMES`] entry.
-    by_kind: [u64; KIND_NAMES.len()],
-    /// Events whose sequence did not increase.
-    sequence_violations: u64,
-    /// Clients whose `member_joined` into their channel this session saw.
-    seen: ClientSet,
-    /// `member_joined` of a client seen more than once.
-    duplicate_joins: u64,
-    /// `member_joined` of one of our clients into a channel it did not ask for.
-    wrong_channel_joins: u64,
-    /// `member_joined` events that arrived before the joiner's response.
-    early: u64,
     /// Early events whose joiner had no t0 yet: (joiner, arrival).
     pending: Vec<(usize, Instant)>,
-    /// `member_joined` seen for a join that never answered OK.
-    seen_without_ok: u64,
     /// Delays waiting to be merged.
     delays: Delays,
     /// The session's own presence went to away; the next own "online" is
@@ -147,15 +103,15 @@ pub struct Findings {
     pub by_kind: [u64; KIND_NAMES.len()],
     /// Events whose sequence did not increase.
     pub sequence_violations: u64,
-    /// Whose joins it saw.
-    pub seen: ClientSet,
-    /// Joins seen twice.
+    /// Clients whose `member_joined` into their channel this session saw.
+    pub seen: FixedBitSet,
+    /// `member_joined` of a client seen more than once.
     pub duplicate_joins: u64,
-    /// Joins into the wrong channel.
+    /// `member_joined` of one of our clients into a channel it did not ask for.
     pub wrong_channel_joins: u64,
-    /// Joins seen before the joiner's response.
+    /// `member_joined` events that arrived before the joiner's response.
     pub early: u64,
-    /// Joins seen that never answered OK.
+    /// `member_joined` seen for a join that never answered OK.
     pub seen_without_ok: u64,
 }
 
@@ -184,17 +140,19 @@ impl Observer {
             .last_seq
             .store(first.sequence, std::sync::atomic::Ordering::Release);
         Ok(Observer {
-            index,
+            found: Findings {
+                index,
+                by_kind,
+                sequence_violations: 0,
+                seen: FixedBitSet::with_capacity(registry.len()),
+                duplicate_joins: 0,
+                wrong_channel_joins: 0,
+                early: 0,
+                seen_without_ok: 0,
+            },
             session_id: started.session_id,
             last_seq: first.sequence,
-            by_kind,
-            sequence_violations: 0,
-            seen: ClientSet::new(registry.len()),
-            duplicate_joins: 0,
-            wrong_channel_joins: 0,
-            early: 0,
             pending: Vec::new(),
-            seen_without_ok: 0,
             delays: Delays::default(),
             saw_away: false,
             ended_by_server: None,
@@ -211,14 +169,14 @@ impl Observer {
         use std::sync::atomic::Ordering;
 
         if event.sequence <= self.last_seq {
-            self.sequence_violations += 1;
+            self.found.sequence_violations += 1;
         }
         self.last_seq = self.last_seq.max(event.sequence);
-        let slot = registry.slot(self.index);
+        let slot = registry.slot(self.found.index);
         slot.last_seq.store(self.last_seq, Ordering::Release);
 
         let kind = event.event.as_ref();
-        self.by_kind[kind_index(kind)] += 1;
+        self.found.by_kind[kind_index(kind)] += 1;
         match kind {
             Some(Kind::MemberJoined(joined)) => {
                 self.on_member_joined(now, event.sequence, joined, registry)
@@ -260,19 +218,19 @@ impl Observer {
             return;
         };
         if joined.channel_id != registry.channel_of(joiner) {
-            self.wrong_channel_joins += 1;
+            self.found.wrong_channel_joins += 1;
             return;
         }
         let slot = registry.slot(joiner);
         let _ = slot
             .join_seq
             .compare_exchange(0, sequence, Ordering::AcqRel, Ordering::Acquire);
-        if joiner == self.index {
+        if joiner == self.found.index {
             // Our own join tells nothing about propagation to others.
             return;
         }
-        if !self.seen.insert(joiner) {
-            self.duplicate_joins += 1;
+        if self.found.seen.put(joiner) {
+            self.found.duplicate_joins += 1;
             return;
         }
         if let Some(&sent) = slot.join_sent.get() {
@@ -286,7 +244,7 @@ impl Observer {
 
     fn record_from_response(&mut self, arrival: Instant, t0: Instant) {
         if arrival < t0 {
-            self.early += 1;
+            self.found.early += 1;
         }
         self.delays.from_response.push(micros_between(t0, arrival));
     }
@@ -299,7 +257,7 @@ impl Observer {
         for (joiner, arrival) in pending {
             match registry.slot(joiner).join_done.get() {
                 Some(&t0) => self.record_from_response(arrival, t0),
-                None if last => self.seen_without_ok += 1,
+                None if last => self.found.seen_without_ok += 1,
                 None => self.pending.push((joiner, arrival)),
             }
         }
@@ -322,16 +280,7 @@ impl Observer {
 
     /// What it found, once the stream is done.
     pub fn into_findings(self) -> Findings {
-        Findings {
-            index: self.index,
-            by_kind: self.by_kind,
-            sequence_violations: self.sequence_violations,
-            seen: self.seen,
-            duplicate_joins: self.duplicate_joins,
-            wrong_channel_joins: self.wrong_channel_joins,
-            early: self.early,
-            seen_without_ok: self.seen_without_ok,
-        }
+        self.found
     }
 }
 
@@ -515,10 +464,10 @@ mod tests {
 
     #[test]
     fn client_set_counts_bits() {
-        let mut s = ClientSet::new(130);
-        assert!(s.insert(0));
-        assert!(s.insert(129));
-        assert!(!s.insert(129));
+        let mut s = FixedBitSet::with_capacity(130);
+        assert!(!s.put(0));
+        assert!(!s.put(129));
+        assert!(s.put(129));
         assert!(s.contains(129) && s.contains(0) && !s.contains(64));
         assert!(!s.contains(1000));
     }

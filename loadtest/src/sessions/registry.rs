@@ -13,17 +13,17 @@ use std::sync::{OnceLock, RwLock};
 use std::time::Instant;
 
 /// Where a client's event reader is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::FromRepr)]
 #[repr(u8)]
 pub enum ReaderState {
     /// No stream yet (or it never got `session_started`).
-    NotStarted = 0,
+    NotStarted,
     /// Reading events.
-    Running = 1,
+    Running,
     /// The stream broke or ended on the server's side.
-    Failed = 2,
+    Failed,
     /// Closed by the tool at the end of the run.
-    Closed = 3,
+    Closed,
 }
 
 /// One client's shared facts.
@@ -61,12 +61,8 @@ pub struct Slot {
 impl Slot {
     /// The reader's state.
     pub fn reader(&self) -> ReaderState {
-        match self.reader.load(Ordering::Acquire) {
-            1 => ReaderState::Running,
-            2 => ReaderState::Failed,
-            3 => ReaderState::Closed,
-            _ => ReaderState::NotStarted,
-        }
+        ReaderState::from_repr(self.reader.load(Ordering::Acquire))
+            .unwrap_or(ReaderState::NotStarted)
     }
 
     /// Sets the reader's state.

@@ -2,18 +2,19 @@
 //! JSON (see `common::report`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::Serialize;
 
-use crate::common::error::SessionsError;
-use crate::common::report::{Outcome, latency_row, render_table, seconds, unknown};
-use crate::common::stats::{LatencySummary, micros_per};
+use crate::common::report::{JsonReport, Outcome, latency_row, render_table, seconds, unknown};
+use crate::common::stats::{LatencyPercentiles, micros_per};
+use crate::common::tally::ErrorTally;
 use crate::metrics::process::ServerUsage;
 
-/// How the wait for the last events ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How the wait for the last events ended, named alike in the table and
+/// the JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::Display)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Settled {
     /// Every open session received the last client's last event.
     Sequence,
@@ -24,18 +25,6 @@ pub enum Settled {
     Timeout,
     /// An interrupt came first.
     Interrupted,
-}
-
-impl Settled {
-    /// The name shown in the table.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Settled::Sequence => "sequence",
-            Settled::Quiet => "quiet",
-            Settled::Timeout => "timeout",
-            Settled::Interrupted => "interrupted",
-        }
-    }
 }
 
 /// The server process over the run (`--server-pid`): from the start of the
@@ -105,13 +94,13 @@ pub struct Report {
     pub joins_per_sec: f64,
     /// Arrival of another session's `member_joined` minus the joiner's
     /// `JoinChannel` response (µs; clamped at 0, see `events_before_join_response`).
-    pub event_delay_us: LatencySummary,
+    pub event_delay_us: LatencyPercentiles,
     /// The same, measured from the `JoinChannel` request (µs).
-    pub event_delay_from_request_us: LatencySummary,
+    pub event_delay_from_request_us: LatencyPercentiles,
     /// `Connect` sent to `session_started` received (µs).
-    pub connect_us: LatencySummary,
+    pub connect_us: LatencyPercentiles,
     /// `JoinChannel` round trip (µs).
-    pub join_us: LatencySummary,
+    pub join_us: LatencyPercentiles,
     /// `member_joined` events that arrived before the joiner's response.
     pub events_before_join_response: u64,
     /// Events received by all sessions together.
@@ -146,14 +135,9 @@ pub struct Report {
     pub sessions_left_online: Option<u64>,
     /// How the wait for the last events ended.
     pub settled: Settled,
-    /// Failures by reason (an OpenSpeak reason, `grpc:<CODE>`, or the tool's own).
-    pub errors: BTreeMap<String, u64>,
-    /// All failures.
-    pub errors_total: u64,
-    /// Failures by client step.
-    pub errors_by_step: BTreeMap<String, u64>,
-    /// One message per reason, for a person.
-    pub error_examples: BTreeMap<String, String>,
+    /// Failures by reason and by step, with an example of each reason.
+    #[serde(flatten)]
+    pub failures: ErrorTally,
     /// Cleanup problems and other notes.
     pub warnings: Vec<String>,
 }
@@ -162,7 +146,7 @@ impl Report {
     /// Whether every correctness check passed and nothing failed.
     pub fn clean(&self) -> bool {
         self.outcome == Outcome::Completed
-            && self.errors_total == 0
+            && self.failures.errors_total == 0
             && self.missing_events == 0
             && self.duplicate_events == 0
             && self.wrong_channel_events == 0
@@ -173,7 +157,7 @@ impl Report {
     /// The report as a table for a person.
     pub fn table(&self) -> String {
         let mut rows: Vec<(&str, String)> = vec![
-            ("outcome", self.outcome.as_str().to_owned()),
+            ("outcome", self.outcome.to_string()),
             ("server", self.addr.clone()),
             ("run id", self.run_id.clone()),
             (
@@ -245,25 +229,13 @@ impl Report {
                 self.sessions_left_online
                     .map_or_else(|| "not checked".into(), |n| n.to_string()),
             ),
-            ("settled by", self.settled.as_str().to_owned()),
-            ("errors", self.errors_total.to_string()),
+            ("settled by", self.settled.to_string()),
         ]);
-        render_table(rows, &self.errors, &self.error_examples, &self.warnings)
-    }
-
-    /// The report as pretty JSON.
-    pub fn to_json(&self) -> String {
-        crate::common::report::to_json(self)
-    }
-
-    /// Writes the JSON report to `path`.
-    pub fn write_json(&self, path: &Path) -> Result<(), SessionsError> {
-        crate::common::report::write_json(self, path).map_err(|source| SessionsError::WriteJson {
-            path: path.to_owned(),
-            source,
-        })
+        render_table(rows, &self.failures, &self.warnings)
     }
 }
+
+impl JsonReport for Report {}
 
 fn server_rows(s: &ServerStats) -> [(&'static str, String); 3] {
     let cpu = match (s.cpu_s, s.cpu_us_per_event) {
@@ -283,7 +255,7 @@ fn server_rows(s: &ServerStats) -> [(&'static str, String); 3] {
     ]
 }
 
-fn latency(s: &LatencySummary) -> String {
+fn latency(s: &LatencyPercentiles) -> String {
     latency_row(s.count, &[("p50", s.p50), ("p99", s.p99), ("max", s.max)])
 }
 
@@ -307,16 +279,18 @@ pub(crate) mod tests {
             joins_ok: 50,
             presence_ok: 50,
             joins_per_sec: 100.0,
-            event_delay_us: LatencySummary {
+            event_delay_us: LatencyPercentiles {
                 p50: 100,
+                p90: 500,
                 p99: 900,
+                p999: 990,
                 max: 1000,
                 mean: 150,
                 count: 1225,
             },
-            event_delay_from_request_us: LatencySummary::default(),
-            connect_us: LatencySummary::default(),
-            join_us: LatencySummary::default(),
+            event_delay_from_request_us: LatencyPercentiles::default(),
+            connect_us: LatencyPercentiles::default(),
+            join_us: LatencyPercentiles::default(),
             events_before_join_response: 3,
             events_received: 10_000,
             events_per_sec: 5_000.0,
@@ -333,10 +307,7 @@ pub(crate) mod tests {
             sessions_with_sequence_violations: 0,
             sessions_left_online: Some(0),
             settled: Settled::Sequence,
-            errors: BTreeMap::new(),
-            errors_total: 0,
-            errors_by_step: BTreeMap::new(),
-            error_examples: BTreeMap::new(),
+            failures: ErrorTally::default(),
             warnings: vec![],
         }
     }
@@ -436,16 +407,17 @@ pub(crate) mod tests {
         r.missing_events = 1;
         assert!(!r.clean());
         let mut r = sample();
-        r.errors_total = 1;
+        r.failures.errors_total = 1;
         assert!(!r.clean());
     }
 
     #[test]
     fn table_lists_errors_with_examples() {
         let mut r = sample();
-        r.errors.insert("CHANNEL_FULL".into(), 2);
-        r.errors_total = 2;
-        r.error_examples
+        r.failures.errors.insert("CHANNEL_FULL".into(), 2);
+        r.failures.errors_total = 2;
+        r.failures
+            .error_examples
             .insert("CHANNEL_FULL".into(), "join: full".into());
         let t = r.table();
         assert!(t.contains("CHANNEL_FULL: 2  e.g. join: full"), "{t}");

@@ -5,50 +5,23 @@
 //! constant delay never reorders; only differing delays do, as on a real
 //! network.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// Items waiting for their due time.
 #[derive(Debug)]
 pub struct DelayLine<T> {
-    /// Earliest due first (a min-heap through `Reverse`).
-    heap: BinaryHeap<Reverse<Entry<T>>>,
-    /// Insertion counter: breaks ties between equal due times.
+    /// By due time, then by insertion order (which breaks ties between
+    /// equal due times): the first entry is the next to leave.
+    held: BTreeMap<(Instant, u64), T>,
+    /// Insertion counter.
     next_order: u64,
-}
-
-#[derive(Debug)]
-struct Entry<T> {
-    due: Instant,
-    order: u64,
-    item: T,
-}
-
-impl<T> PartialEq for Entry<T> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.due, self.order) == (other.due, other.order)
-    }
-}
-
-impl<T> Eq for Entry<T> {}
-
-impl<T> PartialOrd for Entry<T> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl<T> Ord for Entry<T> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.due, self.order).cmp(&(other.due, other.order))
-    }
 }
 
 impl<T> Default for DelayLine<T> {
     fn default() -> Self {
         DelayLine {
-            heap: BinaryHeap::new(),
+            held: BTreeMap::new(),
             next_order: 0,
         }
     }
@@ -57,23 +30,20 @@ impl<T> Default for DelayLine<T> {
 impl<T> DelayLine<T> {
     /// Holds `item` until `due`.
     pub fn push(&mut self, due: Instant, item: T) {
-        let order = self.next_order;
+        self.held.insert((due, self.next_order), item);
         self.next_order += 1;
-        self.heap.push(Reverse(Entry { due, order, item }));
     }
 
     /// The next item whose time has come, if any; call until `None`.
     #[must_use]
     pub fn pop_due(&mut self, now: Instant) -> Option<T> {
-        if self.heap.peek()?.0.due > now {
-            return None;
-        }
-        self.heap.pop().map(|Reverse(e)| e.item)
+        let entry = self.held.first_entry().filter(|e| e.key().0 <= now)?;
+        Some(entry.remove())
     }
 
     /// When the next item is due.
     pub fn next_due(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse(e)| e.due)
+        self.held.first_key_value().map(|(&(due, _), _)| due)
     }
 }
 

@@ -15,6 +15,9 @@
 //! each verdict is final when it is made. Losses are counted per stream as
 //! owed minus delivered, at the end, after the drain grace.
 
+use fixedbitset::FixedBitSet;
+use serde::Serialize;
+
 use crate::voice::layout::Layout;
 use crate::voice::probe::Probe;
 
@@ -73,8 +76,8 @@ impl SendLog {
 /// One speaker's stream as one listener saw it.
 #[derive(Debug, Clone, Default)]
 pub struct StreamTally {
-    /// Sequences received, one bit each.
-    seen: Vec<u64>,
+    /// Sequences received, one bit each, grown as they come.
+    seen: FixedBitSet,
     /// The highest sequence received.
     highest: Option<u32>,
     /// Distinct packets received that were owed.
@@ -95,13 +98,9 @@ pub struct StreamTally {
 impl StreamTally {
     /// Records `seq` once; whether it is new.
     fn mark(&mut self, seq: u32) -> bool {
-        let (word, bit) = ((seq / 64) as usize, seq % 64);
-        if word >= self.seen.len() {
-            self.seen.resize(word + 1, 0);
-        }
-        let fresh = self.seen[word] & (1 << bit) == 0;
-        self.seen[word] |= 1 << bit;
-        fresh
+        let seq = seq as usize;
+        self.seen.grow(seq + 1);
+        !self.seen.put(seq)
     }
 
     /// Judges one owed packet; returns its verdict.
@@ -263,8 +262,8 @@ impl ListenerTally {
     }
 }
 
-/// The run's delivery numbers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The run's delivery numbers, as the report gives them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
     /// Measured packets the speakers made (uplink losses included: the
     /// simulated network lost them after they were sent).
@@ -281,13 +280,15 @@ pub struct Totals {
     pub duplicates: u64,
     /// Came after a packet with a higher sequence.
     pub reordered: u64,
-    /// Routing errors.
+    /// Routing errors: own packets, another channel's, a non-speaker's, or
+    /// a speaker id that is not the sender's. Must be 0.
     pub wrong: u64,
-    /// Not ours, damaged, or out of range.
+    /// Payloads not ours, damaged, or out of range. Must be 0.
     pub malformed: u64,
-    /// Sent while the listener was away.
+    /// Packets sent while a churning listener was away (not judged).
     pub outside_window: u64,
-    /// Listeners judged.
+    /// Listeners judged (not in the report).
+    #[serde(skip)]
     pub listeners: u64,
 }
 
@@ -597,6 +598,6 @@ mod tests {
         assert!(s.mark(999));
         assert!(!s.mark(999));
         assert!(s.mark(0));
-        assert_eq!(s.seen.len(), 16);
+        assert_eq!(s.seen.len(), 1_000);
     }
 }

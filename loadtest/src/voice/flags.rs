@@ -17,23 +17,14 @@ use crate::metrics::scrape::metrics_authority;
 use crate::voice::impairment::{JitterDist, LossModel};
 use crate::voice::plan::{Preset, TalkSpec, VoicePlan};
 
-/// The voice transport to the data plane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The voice transport to the data plane, named in reports in lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Transport {
     /// QUIC with DATAGRAM frames.
     Quic,
     /// Plain UDP sealed with the session key.
     Udp,
-}
-
-impl Transport {
-    /// Its name in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Quic => "quic",
-            Transport::Udp => "udp",
-        }
-    }
 }
 
 /// Where `--delay-ms`, `--jitter-ms`, `--reorder` and `--duplicate` apply.
@@ -318,17 +309,9 @@ impl VoiceArgs {
             .or(p.churn_every_ms)
             .map(Duration::from_millis);
         plan.sockets = self.sockets.or(p.sockets).unwrap_or(0);
-        plan.connections = self.run.connections;
-        plan.streams_per_connection = self.run.streams_per_connection;
-        plan.ramp_concurrency = self.run.ramp_concurrency;
+        plan.run = self.run.clone();
         plan.setup_timeout = Duration::from_secs(self.timeout);
-        plan.json = self.run.json.clone();
-        plan.keep = self.run.keep;
-        plan.quiet = self.run.quiet;
-        plan.strict = self.run.strict;
-        plan.server_pid = self.run.server_pid;
         plan.metrics = self.metrics.clone();
-        plan.run_id = self.run.run_id.clone();
         plan.validate()?;
         Ok(plan)
     }
@@ -365,18 +348,10 @@ fn parse_burst_len(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: VoiceArgs,
-    }
+    use crate::common::flags::parse_flags;
 
     fn parse(extra: &[&str]) -> Result<VoiceArgs, clap::Error> {
-        let mut argv = vec!["x", "--addr", "127.0.0.1:50051", "--token", "t0k"];
-        argv.extend_from_slice(extra);
-        Cli::try_parse_from(argv).map(|c| c.args)
+        parse_flags(extra)
     }
 
     fn plan(extra: &[&str]) -> Result<VoicePlan, PlanError> {

@@ -33,7 +33,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-use crate::common::credentials::Credentials;
+use crate::common::credentials::ClientTokens;
 use crate::common::pool::Pool;
 use crate::common::stats::{duration_micros, micros_between, record_all};
 use crate::common::tally::{ErrorKind, ErrorTally, Failures, Step};
@@ -84,8 +84,8 @@ pub struct Ctx {
     pub epoch: StdInstant,
     /// Connections to the control plane.
     pub pool: Pool,
-    /// The clients' token.
-    pub creds: Credentials,
+    /// The clients' tokens.
+    pub tokens: ClientTokens,
     /// The run's channels, by index.
     pub channel_ids: Vec<String>,
     /// Bounds the clients setting up at once.
@@ -189,9 +189,12 @@ pub async fn set_up(index: u32, ctx: Arc<Ctx>) -> Option<Member> {
     };
     let channel = ctx.pool.for_client(index as usize);
     let mut presence = PresenceServiceClient::new(channel.clone());
-    let connect = ctx.creds.request(pb::ConnectRequest {
-        display_name: format!("voice-{index}"),
-    });
+    let connect = ctx
+        .tokens
+        .for_client(index as usize)
+        .request(pb::ConnectRequest {
+            display_name: format!("voice-{index}"),
+        });
     let mut stream = match presence.connect(connect).await {
         Ok(resp) => resp.into_inner(),
         Err(status) => {
@@ -243,7 +246,7 @@ async fn join_and_connect(
     ctx: &Ctx,
 ) -> Option<VoiceConn> {
     let mut channels = ChannelServiceClient::new(channel.clone());
-    let join = ctx.creds.session_request(
+    let join = ctx.tokens.for_client(index as usize).session_request(
         session_id,
         pb::JoinChannelRequest {
             channel_id: ctx.channel_ids[ctx.layout.channel_of(index) as usize].clone(),
@@ -253,7 +256,8 @@ async fn join_and_connect(
     bounded(ctx, Step::Join, "JoinChannel", channels.join_channel(join)).await?;
     let mut voice = VoiceServiceClient::new(channel.clone());
     let open = ctx
-        .creds
+        .tokens
+        .for_client(index as usize)
         .session_request(session_id, pb::OpenVoiceRequest {});
     let ticket = bounded(ctx, Step::OpenVoice, "OpenVoice", voice.open_voice(open)).await?;
     if ctx.plan.transport == Transport::Udp {
@@ -731,7 +735,8 @@ impl Churner {
     async fn rejoin(&self, ctx: &Ctx) -> Option<VoiceConn> {
         let mut channels = ChannelServiceClient::new(self.channel.clone());
         let leave = ctx
-            .creds
+            .tokens
+            .for_client(self.index as usize)
             .session_request(self.session_id, pb::LeaveChannelRequest {});
         bounded(
             ctx,

@@ -7,22 +7,23 @@
 //! [`VoicePlan::validate`] holds every rule that involves more than one
 //! flag.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::common::error::PlanError;
-use crate::common::flags::connection_count;
+use crate::common::flags::RunFlags;
 use crate::metrics::scrape::metrics_authority;
 use crate::voice::flags::Transport;
 use crate::voice::impairment::{Direction, ImpairmentSpec};
 use crate::voice::layout::Layout;
 use crate::voice::probe::HEADER_LEN;
 
-/// The named scenarios of `--scenario`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+/// The named scenarios of `--scenario`, named in reports as on the command
+/// line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum, strum::IntoStaticStr)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Preset {
     /// One channel of 50 clients, 5 of them speaking, for 30 s.
     Fanout,
@@ -34,18 +35,6 @@ pub enum Preset {
     /// 5 % Gilbert-Elliott uplink loss in bursts of 3, 30 ms jitter, 2 %
     /// reordering.
     Impaired,
-}
-
-impl Preset {
-    /// Its name on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Preset::Fanout => "fanout",
-            Preset::ManyChannels => "many-channels",
-            Preset::Churn => "churn",
-            Preset::Impaired => "impaired",
-        }
-    }
 }
 
 /// Talk spurts and silences (both means).
@@ -60,10 +49,9 @@ pub struct TalkSpec {
 /// Every setting of a `voice` run.
 #[derive(Debug, Clone)]
 pub struct VoicePlan {
-    /// Public gRPC address of the control plane, `HOST:PORT`.
-    pub addr: String,
-    /// The admin token.
-    pub token: String,
+    /// The control plane, the admin token, the connections and what to do
+    /// with the results, as `sessions` takes them.
+    pub run: RunFlags,
     /// The preset the values came from, if any (for the report).
     pub preset: Option<Preset>,
     /// Clients (sessions).
@@ -95,33 +83,15 @@ pub struct VoicePlan {
     /// UDP sockets the clients' QUIC connections share; 0: one per client,
     /// as real clients have.
     pub sockets: u32,
-    /// HTTP/2 connections to the control plane.
-    pub connections: u32,
-    /// Most event streams on one HTTP/2 connection.
-    pub streams_per_connection: u32,
-    /// Clients setting up at once.
-    pub ramp_concurrency: u32,
     /// Bound on the setup: connections, channels, sessions, voice.
     pub setup_timeout: Duration,
     /// How long listeners keep listening after the last packet was sent,
     /// beyond the longest simulated delay.
     pub drain_grace: Duration,
-    /// Also write the report as JSON here.
-    pub json: Option<PathBuf>,
-    /// Keep the channels and the member token.
-    pub keep: bool,
-    /// No progress line.
-    pub quiet: bool,
-    /// Exit with status 4 when a check or a call failed.
-    pub strict: bool,
-    /// The data plane's pid, for its CPU time.
-    pub server_pid: Option<u32>,
     /// The data plane's metrics listener (`HOST:PORT` or
     /// `http://HOST:PORT`), scraped before the send phase and after the
     /// drain for the data plane's own counts.
     pub metrics: Option<String>,
-    /// Names the run's channels.
-    pub run_id: Option<String>,
 }
 
 impl VoicePlan {
@@ -130,8 +100,7 @@ impl VoicePlan {
     pub fn new(addr: &str, token: &str) -> Self {
         let frame = Duration::from_millis(20);
         VoicePlan {
-            addr: addr.to_owned(),
-            token: token.to_owned(),
+            run: RunFlags::new(addr, token),
             preset: None,
             clients: 10,
             channels: 2,
@@ -147,18 +116,9 @@ impl VoicePlan {
             churn_every: None,
             transport: Transport::Quic,
             sockets: 0,
-            connections: 64,
-            streams_per_connection: 100,
-            ramp_concurrency: 200,
             setup_timeout: Duration::from_secs(60),
             drain_grace: Duration::from_secs(1),
-            json: None,
-            keep: false,
-            quiet: false,
-            strict: false,
-            server_pid: None,
             metrics: None,
-            run_id: None,
         }
     }
 
@@ -196,7 +156,7 @@ impl VoicePlan {
 
     /// How many HTTP/2 connections the run opens (as in `sessions`).
     pub fn effective_connections(&self) -> u32 {
-        connection_count(self.clients, self.connections, self.streams_per_connection)
+        self.run.connections_for(self.clients)
     }
 
     /// Checks the rules that tie flags together.
@@ -324,11 +284,11 @@ mod tests {
 
     #[test]
     fn connections_follow_the_sessions_rule() {
-        let p = VoicePlan {
+        let mut p = VoicePlan {
             clients: 2_000,
-            connections: 4,
             ..plan()
         };
+        p.run.connections = 4;
         assert_eq!(p.effective_connections(), 20);
         assert_eq!(plan().effective_connections(), 10);
     }

@@ -2,14 +2,14 @@
 //! JSON (see `common::report`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::Serialize;
 
-use crate::common::error::VoiceRunError;
-use crate::common::report::{Outcome, latency_row, render_table, seconds, unknown};
-use crate::common::stats::{LatencyPercentiles, micros_per};
+use crate::common::report::{JsonReport, Outcome, latency_row, render_table, seconds, unknown};
+use crate::common::stats::LatencyPercentiles;
+use crate::common::tally::ErrorTally;
 use crate::metrics::text::{DataplaneCounters, DelayBounds, NAMED_DROP_REASONS};
+use crate::voice::delivery::Totals;
 use crate::voice::impairment::ImpairmentSpec;
 
 /// The simulated network, as the run applied it.
@@ -152,28 +152,9 @@ pub struct VoiceReport {
     pub setup_s: f64,
     /// The measured sending as it happened, seconds.
     pub send_phase_s: f64,
-    /// Measured packets the speakers made.
-    pub sent: u64,
-    /// Deliveries the routing rule calls for: each packet to every other
-    /// member of its channel in voice.
-    pub expected: u64,
-    /// Distinct packets delivered of those.
-    pub delivered: u64,
-    /// `expected - delivered`, per stream.
-    pub lost: u64,
-    /// Delivered after their playout time.
-    pub late: u64,
-    /// Extra copies received.
-    pub duplicates: u64,
-    /// Received after a packet with a higher sequence.
-    pub reordered: u64,
-    /// Routing errors: own packets, another channel's, a non-speaker's, or
-    /// a speaker id that is not the sender's. Must be 0.
-    pub wrong: u64,
-    /// Payloads not ours, damaged or out of range. Must be 0.
-    pub malformed: u64,
-    /// Packets sent while a churning listener was away (not judged).
-    pub outside_window: u64,
+    /// What the listeners received against what they were owed.
+    #[serde(flatten)]
+    pub delivery: Totals,
     /// `lost / expected`.
     pub loss_ratio: f64,
     /// `late / expected`.
@@ -223,21 +204,11 @@ pub struct VoiceReport {
     pub server_forward_delay_us: Option<DelayBounds>,
     /// Presence events all sessions received.
     pub events_received: u64,
-    /// Failures by reason.
-    pub errors: BTreeMap<String, u64>,
-    /// All failures.
-    pub errors_total: u64,
-    /// Failures by step.
-    pub errors_by_step: BTreeMap<String, u64>,
-    /// One message per reason.
-    pub error_examples: BTreeMap<String, String>,
+    /// Failures by reason and by step, with an example of each reason.
+    #[serde(flatten)]
+    pub failures: ErrorTally,
     /// Notes for the reader.
     pub warnings: Vec<String>,
-}
-
-/// `cpu_seconds` in µs per forwarded packet; `None` without CPU or packets.
-pub fn cpu_us_per_packet(cpu_seconds: Option<f64>, packets: u64) -> Option<f64> {
-    micros_per(cpu_seconds, packets)
 }
 
 impl VoiceReport {
@@ -246,17 +217,17 @@ impl VoiceReport {
     /// simulated bad network it is the point.
     pub fn clean(&self) -> bool {
         self.outcome == Outcome::Completed
-            && self.wrong == 0
-            && self.malformed == 0
+            && self.delivery.wrong == 0
+            && self.delivery.malformed == 0
             && self.setup_failures == 0
-            && self.errors_total == 0
+            && self.failures.errors_total == 0
     }
 
     /// The report as a table for a person.
     pub fn table(&self) -> String {
         let pct = |r: f64| format!("{:.3}%", r * 100.0);
         let mut rows: Vec<(&str, String)> = vec![
-            ("outcome", self.outcome.as_str().to_owned()),
+            ("outcome", self.outcome.to_string()),
             ("server", self.addr.clone()),
             ("run id / seed", format!("{} / {}", self.run_id, self.seed)),
             (
@@ -317,18 +288,21 @@ impl VoiceReport {
                 "sent / expected",
                 format!(
                     "{} / {} ({:.0} sent/s)",
-                    self.sent, self.expected, self.sent_per_sec
+                    self.delivery.sent, self.delivery.expected, self.sent_per_sec
                 ),
             ),
             (
                 "delivered",
-                format!("{} ({:.0}/s)", self.delivered, self.delivered_per_sec),
+                format!(
+                    "{} ({:.0}/s)",
+                    self.delivery.delivered, self.delivered_per_sec
+                ),
             ),
             (
                 "lost",
                 format!(
                     "{} ({}; simulated drops: uplink {}, downlink {})",
-                    self.lost,
+                    self.delivery.lost,
                     pct(self.loss_ratio),
                     self.impairment.uplink_dropped,
                     self.impairment.downlink_dropped
@@ -338,7 +312,7 @@ impl VoiceReport {
                 "late (playout)",
                 format!(
                     "{} ({}; lost + late {}, playout {} ms)",
-                    self.late,
+                    self.delivery.late,
                     pct(self.late_ratio),
                     pct(self.playout_loss_ratio),
                     self.playout_ms
@@ -346,11 +320,11 @@ impl VoiceReport {
             ),
             (
                 "duplicates / reordered",
-                format!("{} / {}", self.duplicates, self.reordered),
+                format!("{} / {}", self.delivery.duplicates, self.delivery.reordered),
             ),
             (
                 "wrong / malformed",
-                format!("{} / {}", self.wrong, self.malformed),
+                format!("{} / {}", self.delivery.wrong, self.delivery.malformed),
             ),
             ("one-way delay", latency(&self.latency_us)),
         ];
@@ -359,7 +333,7 @@ impl VoiceReport {
                 "churn",
                 format!(
                     "{} listeners every ~{} ms: {} cycles, {} failed; {} packets sent while away",
-                    c.churners, c.every_ms, c.cycles, c.failed, self.outside_window
+                    c.churners, c.every_ms, c.cycles, c.failed, self.delivery.outside_window
                 ),
             ));
         }
@@ -386,9 +360,8 @@ impl VoiceReport {
                 format!("{} / {}", self.received_datagrams, self.send_errors),
             ),
             ("events received", self.events_received.to_string()),
-            ("errors", self.errors_total.to_string()),
         ]);
-        render_table(rows, &self.errors, &self.error_examples, &self.warnings)
+        render_table(rows, &self.failures, &self.warnings)
     }
 
     /// The "data plane" section: its own counts next to the clients'.
@@ -446,8 +419,8 @@ impl VoiceReport {
                     "{} / {} (clients: lost {}, reordered {})",
                     self.server_lost.unwrap_or(0),
                     self.server_reordered.unwrap_or(0),
-                    self.lost,
-                    self.reordered
+                    self.delivery.lost,
+                    self.delivery.reordered
                 ),
             ),
             (
@@ -456,20 +429,9 @@ impl VoiceReport {
             ),
         ]
     }
-
-    /// The report as pretty JSON.
-    pub fn to_json(&self) -> String {
-        crate::common::report::to_json(self)
-    }
-
-    /// Writes the JSON report to `path`.
-    pub fn write_json(&self, path: &Path) -> Result<(), VoiceRunError> {
-        crate::common::report::write_json(self, path).map_err(|source| VoiceRunError::WriteJson {
-            path: path.to_owned(),
-            source,
-        })
-    }
 }
+
+impl JsonReport for VoiceReport {}
 
 fn describe_link(s: &ImpairmentSpec) -> String {
     if s.is_clean() {
@@ -553,6 +515,7 @@ pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::common::stats::micros_per;
     use crate::voice::impairment::LossModel;
 
     pub(crate) fn sample() -> VoiceReport {
@@ -602,16 +565,16 @@ pub(crate) mod tests {
             elapsed_s: 3.5,
             setup_s: 0.3,
             send_phase_s: 2.0,
-            sent: 200,
-            expected: 400,
-            delivered: 380,
-            lost: 20,
-            late: 4,
-            duplicates: 0,
-            reordered: 3,
-            wrong: 0,
-            malformed: 0,
-            outside_window: 0,
+            delivery: Totals {
+                sent: 200,
+                expected: 400,
+                delivered: 380,
+                lost: 20,
+                late: 4,
+                reordered: 3,
+                listeners: 4,
+                ..Totals::default()
+            },
             loss_ratio: 0.05,
             late_ratio: 0.01,
             playout_loss_ratio: 0.06,
@@ -629,7 +592,7 @@ pub(crate) mod tests {
                 count: 380,
             },
             cpu_seconds: Some(0.19),
-            cpu_us_per_forwarded_packet: cpu_us_per_packet(Some(0.19), 380),
+            cpu_us_per_forwarded_packet: micros_per(Some(0.19), 380),
             server: Some(VoiceServerStats {
                 pid: 42,
                 peak_rss_kb: Some(30_000),
@@ -643,10 +606,7 @@ pub(crate) mod tests {
             server_reordered: None,
             server_forward_delay_us: None,
             events_received: 100,
-            errors: BTreeMap::new(),
-            errors_total: 0,
-            errors_by_step: BTreeMap::new(),
-            error_examples: BTreeMap::new(),
+            failures: ErrorTally::default(),
             warnings: vec![],
         }
     }
@@ -693,12 +653,12 @@ pub(crate) mod tests {
     fn without_server_pid_cpu_is_null() {
         let mut r = sample();
         r.cpu_seconds = None;
-        r.cpu_us_per_forwarded_packet = cpu_us_per_packet(None, 380);
+        r.cpu_us_per_forwarded_packet = micros_per(None, 380);
         r.server = None;
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert!(v["cpu_seconds"].is_null());
         assert!(v["cpu_us_per_forwarded_packet"].is_null());
-        assert_eq!(cpu_us_per_packet(Some(1.0), 0), None);
+        assert_eq!(micros_per(Some(1.0), 0), None);
         assert!(!r.table().contains("server CPU"));
     }
 
@@ -804,7 +764,7 @@ pub(crate) mod tests {
     fn clean_ignores_loss_but_not_routing_errors() {
         assert!(sample().clean());
         let mut r = sample();
-        r.wrong = 1;
+        r.delivery.wrong = 1;
         assert!(!r.clean());
         let mut r = sample();
         r.setup_failures = 1;

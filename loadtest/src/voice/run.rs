@@ -29,13 +29,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 
-use crate::common::credentials::Credentials;
-use crate::common::error::VoiceRunError;
-use crate::common::pool::Pool;
+use crate::common::error::RunError;
 use crate::common::progress::{Phase, print_progress};
 use crate::common::report::Outcome;
-use crate::common::setup::{Admin, CLEANUP_GRACE, Fixtures, TOKEN_SPARE_LIFE};
-use crate::common::stats::{LatencyPercentiles, new_histogram, per_second};
+use crate::common::setup::{Admin, CLEANUP_GRACE, TOKEN_SPARE_LIFE};
+use crate::common::stats::{LatencyPercentiles, micros_per, new_histogram, per_second};
 use crate::common::tally::{ErrorKind, Failures, Step};
 use crate::common::task::{self, error_chain, lock, random_run_id};
 use crate::metrics::process::UsageProbe;
@@ -49,7 +47,6 @@ use crate::voice::member::{Ctx, Member, MemberResult, Signals, run_member, set_u
 use crate::voice::plan::VoicePlan;
 use crate::voice::report::{
     ChurnReport, ImpairmentReport, ServerDrops, VoiceReport, VoiceServerStats, WarmupReport,
-    cpu_us_per_packet,
 };
 
 /// The longest the warm-up may take before measuring starts anyway.
@@ -67,40 +64,32 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub async fn run_voice(
     plan: &VoicePlan,
     mut interrupt: watch::Receiver<bool>,
-) -> Result<VoiceReport, VoiceRunError> {
+) -> Result<VoiceReport, RunError> {
     plan.validate()?;
     let started = Instant::now();
     let setup_deadline = started + plan.setup_timeout;
-    let run_id = plan.run_id.clone().unwrap_or_else(random_run_id);
+    let run_id = plan.run.run_id.clone().unwrap_or_else(random_run_id);
     let layout = plan.layout();
-    let admin_creds = Credentials::new(&plan.token)?;
     let mut warnings = Vec::new();
 
-    let pool = Pool::connect(&plan.addr, plan.effective_connections(), setup_deadline).await?;
-    let admin = Admin::new(pool.any(), admin_creds, &plan.addr);
-    admin.check(setup_deadline).await?;
-    let mut fixtures = Fixtures::default();
-    let made = async {
-        admin
-            .create_channels(&run_id, plan.channels, &mut fixtures, setup_deadline)
-            .await?;
-        let ttl = plan.setup_timeout + plan.duration + TOKEN_SPARE_LIFE;
-        fixtures.member_token = Some(admin.create_member_token(ttl, setup_deadline).await?);
-        Ok::<_, VoiceRunError>(())
-    }
-    .await;
-    let creds = match (made, &fixtures.member_token) {
-        (Ok(()), Some((_, token))) => Credentials::new(token).map_err(VoiceRunError::from),
-        (Err(e), _) => Err(e),
-        (Ok(()), None) => Err(VoiceRunError::BadToken),
-    };
-    let creds = match creds {
-        Ok(c) => c,
-        Err(e) => {
-            admin.abandon(&fixtures, plan.keep).await;
-            return Err(e);
-        }
-    };
+    let (pool, admin) = Admin::connect(
+        &plan.run.server.addr,
+        &plan.run.server.token,
+        plan.effective_connections(),
+        setup_deadline,
+    )
+    .await?;
+    let ttl = plan.setup_timeout + plan.duration + TOKEN_SPARE_LIFE;
+    let (fixtures, creds) = admin
+        .prepare(
+            &run_id,
+            plan.channels,
+            plan.clients,
+            Some(ttl),
+            plan.run.keep,
+            setup_deadline,
+        )
+        .await?;
 
     let counters = Arc::new(VoiceCounters::default());
     let (close_tx, close_rx) = watch::channel(false);
@@ -109,9 +98,9 @@ pub async fn run_voice(
         layout,
         epoch: started.into_std(),
         pool: pool.clone(),
-        creds,
+        tokens: creds,
         channel_ids: fixtures.channel_ids.clone(),
-        ramp: Semaphore::new(plan.ramp_concurrency as usize),
+        ramp: Semaphore::new(plan.run.ramp_concurrency as usize),
         counters: counters.clone(),
         tally: Mutex::default(),
         latency: Mutex::new(new_histogram()),
@@ -129,7 +118,7 @@ pub async fn run_voice(
         churn_failures: AtomicU64::new(0),
     });
     let (printer_stop, printer_rx) = watch::channel(false);
-    let printer = (!plan.quiet).then(|| {
+    let printer = (!plan.run.quiet).then(|| {
         tokio::spawn(print_progress(
             counters.clone(),
             u64::from(plan.clients),
@@ -203,7 +192,7 @@ pub async fn run_voice(
     } else {
         scrape_dataplane(plan, "before the send phase", &mut warnings).await
     };
-    let probe = UsageProbe::start(plan.server_pid, &mut warnings);
+    let probe = UsageProbe::start(plan.run.server_pid, &mut warnings);
     let send_start = Instant::now();
     let mut send_end = send_start;
     if !interrupted {
@@ -295,7 +284,7 @@ pub async fn run_voice(
             reader.abort();
         }
     }
-    if !plan.keep {
+    if !plan.run.keep {
         warnings.extend(
             admin
                 .clean_up(&fixtures, Instant::now() + CLEANUP_GRACE)
@@ -463,15 +452,14 @@ fn build_report(
         .iter()
         .filter(|s| s.load(Ordering::Acquire) != 0)
         .count() as u64;
-    let tally = lock(&ctx.tally).clone();
     let latency = LatencyPercentiles::of(&lock(&ctx.latency));
     VoiceReport {
         scenario: "voice",
-        preset: plan.preset.map(|p| p.as_str()),
+        preset: plan.preset.map(<&str>::from),
         run_id: facts.run_id,
-        addr: plan.addr.clone(),
+        addr: plan.run.server.addr.clone(),
         outcome: facts.outcome,
-        transport: plan.transport.as_str(),
+        transport: plan.transport.into(),
         seed: plan.seed,
         clients: u64::from(plan.clients),
         channels: u64::from(plan.channels),
@@ -503,16 +491,7 @@ fn build_report(
         elapsed_s: facts.elapsed.as_secs_f64(),
         setup_s: facts.setup.as_secs_f64(),
         send_phase_s: facts.sending.as_secs_f64(),
-        sent: t.sent,
-        expected: t.expected,
-        delivered: t.delivered,
-        lost: t.lost,
-        late: t.late,
-        duplicates: t.duplicates,
-        reordered: t.reordered,
-        wrong: t.wrong,
-        malformed: t.malformed,
-        outside_window: t.outside_window,
+        delivery: t,
         loss_ratio: t.loss_ratio(),
         late_ratio: t.late_ratio(),
         playout_loss_ratio: t.playout_loss_ratio(),
@@ -522,7 +501,7 @@ fn build_report(
         delivered_per_sec: per_second(t.delivered, facts.sending),
         latency_us: latency,
         cpu_seconds,
-        cpu_us_per_forwarded_packet: cpu_us_per_packet(cpu_seconds, received),
+        cpu_us_per_forwarded_packet: micros_per(cpu_seconds, received),
         server: facts.usage.server.as_ref().map(|s| VoiceServerStats {
             pid: s.pid,
             peak_rss_kb: s.peak_rss_kb,
@@ -539,10 +518,7 @@ fn build_report(
             .as_ref()
             .and_then(|d| d.forward_delay_bounds()),
         events_received: ctx.events.load(Ordering::Relaxed),
-        errors_total: tally.total(),
-        errors: tally.by_reason,
-        errors_by_step: tally.by_step,
-        error_examples: tally.examples,
+        failures: lock(&ctx.tally).clone(),
         warnings: facts.warnings,
     }
 }
