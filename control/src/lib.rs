@@ -25,8 +25,10 @@ mod server;
 mod service;
 mod session_ids;
 mod snapshot;
+mod state_files;
 mod tokens;
 
 pub use hub::Hub;
 pub use metrics::METRICS_PREFIX;
 pub use server::{CLUSTER_SECRET_MIN, ControlPlane, ServeError, StartError};
+pub use state_files::MARKER as STATE_MARKER;

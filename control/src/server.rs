@@ -48,6 +48,7 @@ use crate::{
     request_rate::RequestRate,
     service::{AuthApi, ChannelApi, PresenceApi, Shared, VoiceApi},
     session_ids::{SessionIds, SessionIdsError},
+    state_files::{StateError, StateFiles},
     tokens::{Role, StoreError, TokenStore},
 };
 
@@ -88,6 +89,8 @@ pub enum StartError {
     Address(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: io::Error },
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("metrics.listen `{0}` is not an IP address and port")]
     MetricsAddress(String),
     #[error("cannot serve metrics on {addr} (metrics.listen): {source}")]
@@ -131,18 +134,41 @@ impl ControlPlane {
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         check_cluster_secret(&config)?;
         let now = Instant::now();
+        let data_dir = &config.storage.data_dir;
+        let (channels_file, ids_file) =
+            (data_dir.join("channels.json"), data_dir.join("session_ids"));
+        let state = StateFiles::new(
+            data_dir,
+            config.tokens_file(),
+            channels_file.clone(),
+            ids_file.clone(),
+        );
+        state.check()?;
+        let fresh = state.missing()?.len() == 3;
         let mut tokens = TokenStore::open(&config.tokens_file())?;
         if tokens.is_empty() {
             bootstrap(&config, &mut tokens)?;
         }
-        let ids = SessionIds::open(&config.storage.data_dir.join("session_ids"))?;
-        let store = JsonChannelStore::new(&config.storage.data_dir.join("channels.json"));
+        let mut ids = SessionIds::open(&ids_file)?;
+        let mut store = JsonChannelStore::new(&channels_file);
         let tree = ChannelTree::restore(&config.channels.default, store.load()?, now).map_err(
             |source| StartError::Channels {
-                path: config.storage.data_dir.join("channels.json"),
+                path: channels_file.clone(),
                 source,
             },
         )?;
+        // Every state file exists from the first start on, so that the
+        // marker can tell a lost one from one never written.
+        ids.ensure_written()?;
+        if !channels_file.try_exists().unwrap_or(true) {
+            store.save(&tree.records())?;
+        }
+        if state.missing()?.is_empty() {
+            state.seal()?;
+        }
+        if fresh {
+            info!(data_dir = %data_dir.display(), "a new data directory: state files created");
+        }
         let hub = Hub::new(tree, config.presence.idle_timeout.get())
             .with_session_cap(config.auth.max_sessions_per_token);
         let broker = Arc::new(Broker::new(

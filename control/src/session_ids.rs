@@ -80,6 +80,19 @@ impl SessionIds {
         }
     }
 
+    /// Writes the mark now if its file does not exist yet, so that a new
+    /// data directory holds every state file from its first start.
+    pub fn ensure_written(&mut self) -> Result<(), SessionIdsError> {
+        match self.path.try_exists() {
+            Ok(true) => Ok(()),
+            Ok(false) => self.reserve(self.next),
+            Err(source) => Err(SessionIdsError::Read {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
     fn reserve(&mut self, from: u32) -> Result<(), SessionIdsError> {
         let until = from.saturating_add(BLOCK);
         persist::write_atomic(&self.path, format!("{until}\n").as_bytes(), 0o644).map_err(

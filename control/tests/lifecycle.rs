@@ -221,3 +221,76 @@ async fn a_generated_bootstrap_token_is_written_once_with_mode_0600() {
     let tokens_after = admin.list_tokens().await.unwrap();
     assert_eq!(tokens_after, tokens_before);
 }
+
+/// A state file lost from a data directory that had it stops start-up,
+/// naming the file, instead of passing for a new server (which would make
+/// a new admin token and forget every user). The first start creates all
+/// of them, so that a lost one can be told from one never written.
+#[tokio::test]
+async fn a_lost_state_file_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path(), Some(&random_secret("test")));
+    let mut first = TestServer::serve(config.clone()).await;
+    first.stop().await;
+    for name in [
+        "tokens.json",
+        "channels.json",
+        "session_ids",
+        openspeak_control::STATE_MARKER,
+    ] {
+        assert!(
+            dir.path().join(name).exists(),
+            "{name} after the first start"
+        );
+    }
+
+    for name in ["tokens.json", "channels.json", "session_ids"] {
+        let path = dir.path().join(name);
+        let kept = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let refused = openspeak_control::ControlPlane::bind(config.clone()).await;
+        let Err(error) = refused else {
+            panic!("started without {name}");
+        };
+        let message = error.to_string();
+        assert!(message.contains(name), "{message}");
+        assert!(message.contains("restore"), "{message}");
+        assert!(!path.exists(), "nothing was written in its place");
+        std::fs::write(&path, kept).unwrap();
+    }
+    // Everything back: it starts.
+    let mut again = TestServer::serve(config).await;
+    again.stop().await;
+}
+
+/// A data directory written before the marker existed (state files, no
+/// marker) starts as it is, and gets the marker and its missing files.
+#[tokio::test]
+async fn a_data_directory_from_before_the_marker_is_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path(), Some(&random_secret("test")));
+    let mut first = TestServer::serve(config.clone()).await;
+    first.stop().await;
+    for name in [
+        "channels.json",
+        "session_ids",
+        openspeak_control::STATE_MARKER,
+    ] {
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+    }
+    let mut adopted = TestServer::serve(config).await;
+    let who = adopted.admin().await.whoami().await.unwrap();
+    assert_eq!(
+        who.role,
+        pb::Role::Admin as i32,
+        "the old tokens still work"
+    );
+    adopted.stop().await;
+    for name in [
+        "channels.json",
+        "session_ids",
+        openspeak_control::STATE_MARKER,
+    ] {
+        assert!(dir.path().join(name).exists(), "{name} was created");
+    }
+}
