@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(config.validate(), Ok(()));
-    let yaml = serde_yaml::to_string(&config).expect("a config serializes");
+    let yaml = serde_yaml_ng::to_string(&config).expect("a config serializes");
     match load(yaml.as_bytes()) {
         Ok(again) => assert_eq!(again, config, "written back:\n{yaml}"),
         Err(e) => panic!("a loaded config written back does not load: {e}\n{yaml}"),

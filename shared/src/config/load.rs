@@ -7,7 +7,7 @@ use std::{collections::HashMap, fs, io, path::Path};
 use figment::{
     Figment, Metadata, Profile, Provider,
     error::{Actual, Kind},
-    providers::{Format, Serialized, Yaml},
+    providers::Serialized,
     value::{Dict, Map, Value},
 };
 
@@ -137,13 +137,10 @@ fn parse_yaml(path: &Path, text: &str) -> Result<Dict, ConfigError> {
     if !has_content {
         return Ok(Dict::new());
     }
-    let mut dict = Yaml::string(text)
-        .data()
-        .map(|mut profiles| profiles.remove(&Profile::Default).unwrap_or_default())
-        .map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.kind.to_string(),
-        })?;
+    let mut dict: Dict = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
     // `server:` with every key commented out is an empty section.
     for value in dict.values_mut() {
         if matches!(value, Value::Empty(..)) {
