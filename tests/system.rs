@@ -6,10 +6,12 @@
 //! They check what no single crate's tests can: that voice routes by the
 //! membership the control plane sends over the internal link (moves and
 //! deafening included), that voice outlives a control plane killed with
-//! SIGKILL and a restarted one adopts it, that channels spread over two
-//! data planes, that a call comes back by itself when its data plane is
-//! killed and restarted, that the one-process server works alone, and
-//! that a data plane without its secret refuses to start.
+//! SIGKILL and a restarted one adopts it, that sessions and their calls
+//! come back by themselves (new ids, same channel) when the control plane
+//! is killed and restarted, that channels spread over two data planes,
+//! that a call comes back by itself when its data plane is killed and
+//! restarted, that the one-process server works alone, and that a data
+//! plane without its secret refuses to start.
 //!
 //! `cargo test --workspace` builds every binary first. With
 //! `cargo test -p openspeak-server` alone, build them first with
@@ -25,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use openspeak_client::pb::{self, event::Event as Ev};
 use openspeak_client::{
-    Call, Client, GONE_AFTER, PresenceUpdate, Session, TokenLifetime, Transport, VoiceClient,
+    Call, Client, GONE_AFTER, PresenceUpdate, Rejoin, ResumingSession, Session, SessionEvent,
+    TokenLifetime, Transport, VoiceClient,
 };
 use support::{
     Control, DataplaneProcess, FRAME, Home, Process, Talker, WAIT, check_packet,
@@ -273,6 +276,182 @@ async fn voice_outlives_a_killed_control_plane_and_a_restart_adopts_it() {
         .await
         .expect("the talking task does not panic");
     assert!(speaker.session_id() == a_id);
+}
+
+/// A resuming session of a new member token, in `channel`.
+async fn resuming_member(admin: &Client, name: &str, channel: &str) -> ResumingSession {
+    let (token, _) = admin
+        .create_token(name, pb::Role::Member, TokenLifetime::Never)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create a token for {name}: {e:?}"));
+    let client = admin.with_token(&token).expect("a created token is usable");
+    let mut session = client
+        .start_resuming_session(name)
+        .await
+        .unwrap_or_else(|e| panic!("{name} cannot start a session: {e:?}"));
+    session.join(channel, "").await.unwrap();
+    let id = session.id();
+    session
+        .wait_for(
+            |e| matches!(e.server(), Some(Ev::MemberJoined(m)) if m.session_id == id && m.channel_id == channel),
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: no member_joined for {channel}: {e:?}"));
+    session
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_their_calls_come_back_by_themselves_after_the_control_plane_is_killed() {
+    let control = Control::start().await;
+    let dataplane = DataplaneProcess::start(&control).await;
+    let admin = control.admin().await;
+    let room = admin.create_channel("Room").await.unwrap();
+    let mut a = resuming_member(&admin, "a", &room.id).await;
+    let mut b = resuming_member(&admin, "b", &room.id).await;
+    let (old_a, old_b) = (a.id(), b.id());
+    // A talks over QUIC, B listens over plain UDP: both transports follow.
+    let a_call = Arc::new(
+        Call::start(a.voice_opener(), Transport::Quic)
+            .await
+            .unwrap(),
+    );
+    let b_call = Call::start(b.voice_opener(), Transport::Udp).await.unwrap();
+
+    // A talks at 50 packets a second, whatever happens, until stopped. The
+    // payloads are tagged with A's first id, so that every packet can be
+    // checked whole whichever id it arrives under.
+    let (stop, mut stopped) = watch::channel(false);
+    let talking = tokio::spawn({
+        let a_call = a_call.clone();
+        async move {
+            let mut frames = tokio::time::interval(FRAME);
+            // Bounded: the test stops it, and no test outlives a minute.
+            for sequence in 0..(60_000 / FRAME.as_millis() as u32) {
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    _ = frames.tick() => {
+                        let at = sequence * FRAME.as_millis() as u32;
+                        a_call.send(sequence, at, payload(old_a, sequence)).unwrap();
+                    }
+                }
+            }
+        }
+    });
+    // The next packet B hears from `speaker`, while listening under
+    // `listener` (any id: 0), checked whole.
+    let hear = |speaker: u32, listener: u32, what: &'static str| {
+        let b_call = &b_call;
+        within_for(WAIT, what, async move {
+            loop {
+                let got = b_call.recv().await.expect("B's call goes on");
+                if got.speaker == speaker && (listener == 0 || b_call.session_id() == listener) {
+                    assert_eq!(got.payload, payload(old_a, got.sequence), "intact");
+                    return got;
+                }
+            }
+        })
+    };
+    hear(old_a, 0, "A's voice before the kill").await;
+
+    // SIGKILL: no server_shutdown, no goodbye; the sessions' streams
+    // break, and each says it is coming back.
+    let Control {
+        mut process,
+        home,
+        token,
+        secret,
+        cluster,
+        url,
+    } = control;
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the URL ends with the port");
+    let killed = Instant::now();
+    assert!(!process.kill9().await.success());
+    for session in [&mut a, &mut b] {
+        let id = session.id();
+        session
+            .wait_for(|e| matches!(e, SessionEvent::Reconnecting { .. }), WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("session {id} does not notice the kill: {e:?}"));
+    }
+    let noticed = killed.elapsed();
+    // Voice goes on meanwhile, under the old ids: a second of it (50
+    // packets), during which the sessions' attempts to come back fail.
+    for _ in 0..50 {
+        hear(old_a, 0, "A's voice while the control plane is down").await;
+    }
+    let down = killed.elapsed();
+
+    // Back on the same state, public port and internal port.
+    let control = Control::start_on(home, token, secret, &cluster.to_string(), port).await;
+    let restarted = Instant::now();
+    let (resumed_a, resumed_b) = tokio::join!(a.wait_resumed(WAIT), b.wait_resumed(WAIT));
+    let (resumed_a, resumed_b) = (
+        resumed_a.expect("A comes back by itself"),
+        resumed_b.expect("B comes back by itself"),
+    );
+    let sessions_back = restarted.elapsed();
+    let (new_a, new_b) = (a.id(), b.id());
+    assert_eq!(
+        (resumed_a.previous_id, resumed_b.previous_id),
+        (old_a, old_b)
+    );
+    assert_eq!(
+        (resumed_a.session_id(), resumed_b.session_id()),
+        (new_a, new_b)
+    );
+    for (name, new, old) in [("A", new_a, old_a), ("B", new_b, old_b)] {
+        assert!(
+            new != old_a && new != old_b,
+            "{name}: a new id, not {old}: ids are not reused"
+        );
+    }
+    for resumed in [&resumed_a, &resumed_b] {
+        assert!(
+            matches!(&resumed.channel, Rejoin::Rejoined(ch) if ch.id == room.id),
+            "back in the room: {:?}",
+            resumed.channel
+        );
+    }
+
+    // As an admin sees it: the room is still there, with A and B under
+    // their new ids.
+    let admin = control.admin().await;
+    let channels = admin.list_channels().await.unwrap();
+    assert!(channels.iter().any(|ch| ch.id == room.id), "{channels:?}");
+    let members: BTreeSet<u32> = admin
+        .list_channel_members(&room.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.session_id)
+        .collect();
+    assert_eq!(members, BTreeSet::from([new_a, new_b]));
+
+    // B hears A under A's new id, on B's new connection: both calls
+    // followed their sessions.
+    let heard = hear(new_a, new_b, "A's voice under its new id").await;
+    let voice_back = restarted.elapsed();
+    eprintln!(
+        "the sessions noticed the kill after {noticed:?}; the control plane was down for \
+         {down:?}; after the restart the sessions were back in {sessions_back:?} (attempts: A \
+         {}, B {}) and B heard A (packet {}) under its new id in {voice_back:?}",
+        resumed_a.attempts, resumed_b.attempts, heard.sequence
+    );
+    assert!(
+        voice_back <= Duration::from_secs(8),
+        "voice under the new ids {voice_back:?} after the restart\n{}\n{}",
+        control.process.recent(),
+        dataplane.process.recent()
+    );
+    assert_eq!(a_call.session_id(), new_a);
+    assert!(a_call.switches() >= 1 && b_call.switches() >= 1);
+    let _ = stop.send(true);
+    talking.await.unwrap();
 }
 
 /// Checks that `packet` (as `listener` received it) is `speaker`'s, intact

@@ -18,15 +18,27 @@
 //! session ended), or the control plane refusing `OpenVoice` for a reason
 //! that retrying cannot change (the session ended, or left its channel).
 //! `docs/PROTOCOL.md`, "Reconnect", gives the same rules to every client.
+//!
+//! A call made from a [`ResumingSession`](crate::ResumingSession) follows
+//! it: the session's id lives in a `watch` that the session updates when
+//! it comes back under a new id after its control plane went away. The
+//! call then asks for voice under the new id while the old connection
+//! still carries voice (the data plane keeps routing the old id until its
+//! connection ends), switches over once the new one is up, and drops the
+//! old one (QUIC close code 0), so that the others hear the speaker under
+//! the id the control plane now shows. For such a call "the session ended"
+//! (`SESSION_REQUIRED`, close or reject code 9) is final only once the
+//! resuming session has ended for good: until then it is the old id's end,
+//! and the new id is coming.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use openspeak_voice::{Forwarded, WireError};
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -70,20 +82,63 @@ pub enum Transport {
 }
 
 /// What a call needs of its session: asking for voice again. From
-/// [`Session::voice_opener`](crate::Session::voice_opener); it does not
+/// [`Session::voice_opener`](crate::Session::voice_opener) (one session id
+/// for ever) or
+/// [`ResumingSession::voice_opener`](crate::ResumingSession::voice_opener)
+/// (the session's current id, which changes when it resumes); it does not
 /// keep the session alive (dropping the session still ends it).
 #[derive(Debug, Clone)]
 pub struct VoiceOpener {
     pub(crate) client: Client,
-    pub(crate) session: u32,
+    pub(crate) session: SessionRef,
+}
+
+/// Which session a [`VoiceOpener`] asks for voice for.
+#[derive(Debug, Clone)]
+pub(crate) enum SessionRef {
+    /// A plain [`Session`](crate::Session): its id never changes.
+    Fixed(u32),
+    /// A resuming session's current id. Its sender is dropped when the
+    /// session ends for good, which is how a call learns that no new id
+    /// will come.
+    Following(watch::Receiver<u32>),
 }
 
 impl VoiceOpener {
-    /// `VoiceService.OpenVoice` for the session.
+    /// The id of the session voice is asked for now.
+    pub fn session_id(&self) -> u32 {
+        match &self.session {
+            SessionRef::Fixed(id) => *id,
+            SessionRef::Following(ids) => *ids.borrow(),
+        }
+    }
+
+    /// Whether the session may still come back under a new id: `false`
+    /// for a plain session, and for a resuming one that ended for good.
+    pub(crate) fn may_resume(&self) -> bool {
+        match &self.session {
+            SessionRef::Fixed(_) => false,
+            SessionRef::Following(ids) => ids.has_changed().is_ok(),
+        }
+    }
+
+    /// Waits until the session has a new id and returns it; `None` when
+    /// it never will (a plain session, or one that ended for good).
+    pub(crate) async fn changed(&mut self) -> Option<u32> {
+        match &mut self.session {
+            SessionRef::Fixed(_) => None,
+            SessionRef::Following(ids) => {
+                ids.changed().await.ok()?;
+                Some(*ids.borrow_and_update())
+            }
+        }
+    }
+
+    /// `VoiceService.OpenVoice` for the session (its current id).
     pub async fn open(&self) -> Result<VoiceGrant, ClientError> {
         let request = self
             .client
-            .session_request(self.session, openspeak_shared::pb::OpenVoiceRequest {});
+            .session_request(self.session_id(), openspeak_shared::pb::OpenVoiceRequest {});
         let response = self
             .client
             .finish(
@@ -126,7 +181,9 @@ pub struct Call {
 
 #[derive(Debug)]
 struct Shared {
-    session_id: u32,
+    /// The session id of the current connection's grant: it changes when
+    /// a call of a resuming session follows it to its new id.
+    session_id: AtomicU32,
     /// The connection voice goes out on; `None` while reconnecting.
     conn: Mutex<Option<Conn>>,
     /// Whether `conn` is set, for those who wait for a change.
@@ -134,6 +191,8 @@ struct Shared {
     /// Why the call ended, once it has.
     ended: Mutex<Option<CallEnded>>,
     reconnects: AtomicU64,
+    /// Moves to the session's new id after it resumed.
+    switches: AtomicU64,
     /// Forwarded voice dropped because `recv` was not keeping up.
     overflowed: AtomicU64,
 }
@@ -146,11 +205,12 @@ impl Call {
         let grant = opener.open().await?;
         let conn = Conn::connect(&grant, transport).await?;
         let shared = Arc::new(Shared {
-            session_id: grant.session_id,
+            session_id: AtomicU32::new(grant.session_id),
             conn: Mutex::new(Some(conn.clone())),
             up: tokio::sync::watch::Sender::new(true),
             ended: Mutex::new(None),
             reconnects: AtomicU64::new(0),
+            switches: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -162,14 +222,22 @@ impl Call {
         })
     }
 
-    /// The session id; forwarded voice names speakers by such ids.
+    /// The session id voice goes out under now; forwarded voice names
+    /// speakers by such ids. It changes when a call of a
+    /// [`ResumingSession`](crate::ResumingSession) follows it to a new id.
     pub fn session_id(&self) -> u32 {
-        self.shared.session_id
+        self.shared.session_id.load(Ordering::Relaxed)
     }
 
     /// How many times voice came back after its data plane went away.
     pub fn reconnects(&self) -> u64 {
         self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// How many times the call moved its voice to its session's new id,
+    /// after the session resumed (always 0 for a plain session's call).
+    pub fn switches(&self) -> u64 {
+        self.shared.switches.load(Ordering::Relaxed)
     }
 
     /// Forwarded voice dropped because [`recv`](Self::recv) was not called
@@ -243,6 +311,9 @@ enum Lost {
     Gone,
     /// The call was dropped: nobody listens any more.
     HungUp,
+    /// The session resumed under a new id: a connection under it, or why
+    /// there will be none.
+    Switched(Result<Conn, CallEnded>),
 }
 
 /// Why an attempt to get voice back failed.
@@ -291,6 +362,14 @@ impl Conn {
         }
     }
 
+    /// The session id the data plane accepted this connection for.
+    fn session_id(&self) -> u32 {
+        match self {
+            Conn::Quic(c) => c.session_id(),
+            Conn::Udp(c) => c.session_id(),
+        }
+    }
+
     /// Packets received from the data plane so far, of any kind.
     fn heard(&self) -> u64 {
         match self {
@@ -312,7 +391,7 @@ impl Conn {
 /// The call's task: serves each connection until it is lost, then gets
 /// voice back, until the call ends or is dropped.
 async fn supervise(
-    opener: VoiceOpener,
+    mut opener: VoiceOpener,
     transport: Transport,
     shared: Arc<Shared>,
     voice: mpsc::Sender<Forwarded>,
@@ -320,16 +399,40 @@ async fn supervise(
 ) {
     let mut conn = first;
     loop {
-        let lost = serve(&conn, &voice, &shared).await;
-        *lock(&shared.conn) = None;
-        shared.up.send_replace(false);
+        let lost = {
+            // Made afresh for each connection: it resolves only after a
+            // change of id that happens while this connection is served.
+            let switch = follow(&mut opener, conn.session_id(), transport);
+            serve(&conn, &voice, &shared, switch).await
+        };
         match lost {
             Lost::HungUp => return,
-            Lost::Closed(code @ (8 | 9)) => return end(&shared, CallEnded::Closed { code }),
+            Lost::Switched(Ok(new)) => {
+                // Make before break: the new connection is up, so voice
+                // moves to it now; the old one closes (code 0) as its last
+                // handle goes, and the data plane stops routing the old id.
+                install(&shared, &new);
+                shared.switches.fetch_add(1, Ordering::Relaxed);
+                conn = new;
+                continue;
+            }
+            Lost::Switched(Err(why)) => {
+                *lock(&shared.conn) = None;
+                shared.up.send_replace(false);
+                return end(&shared, why);
+            }
+            Lost::Closed(code @ 8) => return end_down(&shared, CallEnded::Closed { code }),
+            // The session ended; for a call that follows a resuming session
+            // only the old id did, unless the session ended for good.
+            Lost::Closed(code @ 9) if !opener.may_resume() => {
+                return end_down(&shared, CallEnded::Closed { code });
+            }
             // 0: that data plane shuts down; others: a connection that
             // broke. Both: voice again, perhaps elsewhere.
             Lost::Closed(_) | Lost::Gone => {}
         }
+        *lock(&shared.conn) = None;
+        shared.up.send_replace(false);
         let mut pause = FIRST_RETRY_PAUSE;
         conn = loop {
             match reconnect(&opener, transport).await {
@@ -341,19 +444,68 @@ async fn supervise(
                 }
             }
         };
-        *lock(&shared.conn) = Some(conn.clone());
+        install(&shared, &conn);
         shared.reconnects.fetch_add(1, Ordering::Relaxed);
-        shared.up.send_replace(true);
     }
 }
 
-/// Passes `conn`'s voice on and watches that the data plane answers.
-async fn serve(conn: &Conn, voice: &mpsc::Sender<Forwarded>, shared: &Shared) -> Lost {
+/// Makes `conn` the call's connection.
+fn install(shared: &Shared, conn: &Conn) {
+    shared
+        .session_id
+        .store(conn.session_id(), Ordering::Relaxed);
+    *lock(&shared.conn) = Some(conn.clone());
+    shared.up.send_replace(true);
+}
+
+/// Resolves once the session the call follows has come back under a new
+/// id and a connection under that id is up (retrying as a lost connection
+/// does), or the call cannot go on; never for a plain session's call.
+async fn follow(
+    opener: &mut VoiceOpener,
+    current: u32,
+    transport: Transport,
+) -> Result<Conn, CallEnded> {
+    loop {
+        match opener.changed().await {
+            // A reconnection after a lost connection may already have
+            // used the new id: nothing to switch then.
+            Some(id) if id == current => continue,
+            Some(_) => break,
+            // No new id will come; the call ends, if it does, by what its
+            // connection says.
+            None => return std::future::pending().await,
+        }
+    }
+    let mut pause = FIRST_RETRY_PAUSE;
+    loop {
+        // Each attempt asks under the id current then, so a session that
+        // resumed twice meanwhile is followed to its latest id.
+        match reconnect(opener, transport).await {
+            Ok(conn) => return Ok(conn),
+            Err(Attempt::Final(why)) => return Err(why),
+            Err(Attempt::Again) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            }
+        }
+    }
+}
+
+/// Passes `conn`'s voice on and watches that the data plane answers,
+/// until the connection is lost or `switch` has a new one.
+async fn serve(
+    conn: &Conn,
+    voice: &mpsc::Sender<Forwarded>,
+    shared: &Shared,
+    switch: impl Future<Output = Result<Conn, CallEnded>>,
+) -> Lost {
     let mut ticks = tokio::time::interval(CHECK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = conn.heard();
     let mut heard_at = Instant::now();
     let mut pinged_at = Instant::now();
+    let mut switch = std::pin::pin!(switch);
     loop {
         tokio::select! {
             got = conn.recv() => match got {
@@ -366,6 +518,7 @@ async fn serve(conn: &Conn, voice: &mpsc::Sender<Forwarded>, shared: &Shared) ->
                 },
                 Err(lost) => return lost,
             },
+            switched = &mut switch => return Lost::Switched(switched),
             _ = ticks.tick() => {
                 if voice.is_closed() {
                     return Lost::HungUp;
@@ -388,6 +541,9 @@ async fn serve(conn: &Conn, voice: &mpsc::Sender<Forwarded>, shared: &Shared) ->
 /// One attempt to get voice back: a new grant, then a new connection.
 async fn reconnect(opener: &VoiceOpener, transport: Transport) -> Result<Conn, Attempt> {
     let grant = opener.open().await.map_err(|e| match e.reason() {
+        // The session is gone, but a resuming session is coming back
+        // under a new id: ask again (under it, once it is there).
+        Some("SESSION_REQUIRED") if opener.may_resume() => Attempt::Again,
         // The session is gone, or no longer in a channel, or the token no
         // longer valid: asking again cannot help.
         Some(reason @ ("SESSION_REQUIRED" | "NOT_IN_CHANNEL" | "UNAUTHORIZED")) => {
@@ -405,11 +561,19 @@ async fn reconnect(opener: &VoiceOpener, transport: Transport) -> Result<Conn, A
             _ => None,
         };
         match code {
-            // The session ended since the grant was issued.
-            Some(9) => Attempt::Final(CallEnded::Closed { code: 9 }),
+            // The session ended since the grant was issued (for a resuming
+            // one, perhaps only its old id did).
+            Some(9) if !opener.may_resume() => Attempt::Final(CallEnded::Closed { code: 9 }),
             _ => Attempt::Again,
         }
     })
+}
+
+/// Ends the call after its connection went down.
+fn end_down(shared: &Shared, why: CallEnded) {
+    *lock(&shared.conn) = None;
+    shared.up.send_replace(false);
+    end(shared, why);
 }
 
 fn end(shared: &Shared, why: CallEnded) {

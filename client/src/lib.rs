@@ -4,11 +4,44 @@
 //! - the control plane's public gRPC API: [`Client`] (a connection and a
 //!   token: tokens, channels, who is online) and [`Session`] (one
 //!   `PresenceService.Connect` stream: its events and the session-scoped
-//!   calls), failing with [`ClientError`];
+//!   calls), failing with [`ClientError`]; or a [`ResumingSession`], which
+//!   comes back by itself when its control plane goes away (killed,
+//!   restarted, unreachable for a while): a new session with the same
+//!   name, back in its channel with its presence, announced as
+//!   [`SessionEvent::Resumed`] with its new id and a fresh snapshot. It
+//!   does not come back when it was ended on purpose (`kicked`, a revoked
+//!   or expired token, or dropped by its owner);
 //! - [`voice`]: the voice protocol of `docs/PROTOCOL.md`, spoken to a data
 //!   plane over QUIC by a [`VoiceClient`] or over plain UDP by a
 //!   [`UdpVoiceClient`], reached from a [`VoiceGrant`]; or a [`Call`],
-//!   which reconnects by itself when its data plane goes away.
+//!   which reconnects by itself when its data plane goes away, and, made
+//!   from a [`ResumingSession`], follows it to its new id.
+//!
+//! A plain [`Session`] is what a tool or a test wants: it ends with its
+//! stream, and the caller decides what next. An application for people
+//! wants the [`ResumingSession`] and a [`Call`], and nothing to do when the
+//! server restarts:
+//!
+//! ```no_run
+//! # async fn demo(channel_id: &str) -> Result<(), openspeak_client::ClientError> {
+//! use openspeak_client::{Call, Client, SessionEvent, Transport};
+//!
+//! let client = Client::connect("http://127.0.0.1:50051", "my-token").await?;
+//! let mut session = client.start_resuming_session("alice").await?;
+//! session.join(channel_id, "").await?;
+//! let call = Call::start(session.voice_opener(), Transport::Quic).await?;
+//! loop {
+//!     match session.next_event().await? {
+//!         SessionEvent::Server(_event) => { /* update the UI */ }
+//!         SessionEvent::Reconnecting { .. } => { /* "reconnecting..." */ }
+//!         SessionEvent::Resumed(resumed) => {
+//!             // Rebuild the UI from `resumed.started`; the call moves to
+//!             // `resumed.session_id()` on its own.
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
 //!
 //! Events, channels, presences and token infos are the protobuf types of
 //! the public contract, re-exported as [`pb`]: the `.proto` files are the
@@ -38,6 +71,7 @@ mod call;
 mod control;
 mod error;
 mod grant;
+mod resume;
 mod session;
 pub mod udp;
 pub mod voice;
@@ -50,6 +84,9 @@ pub use error::ClientError;
 pub use grant::VoiceGrant;
 pub use openspeak_shared::pb;
 pub use openspeak_voice::Forwarded;
+pub use resume::{
+    RESUME_FIRST_PAUSE, RESUME_MAX_PAUSE, Rejoin, Resumed, ResumingSession, SessionEvent,
+};
 pub use session::{PresenceUpdate, Session};
 pub use tonic::Code;
 pub use udp::{UdpVoiceClient, UdpVoiceError};

@@ -3,7 +3,9 @@
 //! which carry `openspeak-session: <id>`.
 //!
 //! The session lives as long as its stream: dropping the [`Session`] hangs
-//! up and the server ends the session. Events are read only when asked
+//! up and the server ends the session. When the stream ends, so does the
+//! session, whatever the cause; [`ResumingSession`](crate::ResumingSession)
+//! is the one that comes back after a control plane went away. Events are read only when asked
 //! for ([`Session::next_event`]); the server queues them meanwhile, up to
 //! its own limit.
 
@@ -13,7 +15,7 @@ use openspeak_shared::pb;
 use pb::event::Event as Ev;
 use tonic::Streaming;
 
-use crate::call::VoiceOpener;
+use crate::call::{SessionRef, VoiceOpener};
 use crate::control::{Client, missing};
 use crate::error::{ClientError, within};
 use crate::grant::VoiceGrant;
@@ -183,7 +185,7 @@ impl Session {
     pub fn voice_opener(&self) -> VoiceOpener {
         VoiceOpener {
             client: self.client.clone(),
-            session: self.id,
+            session: SessionRef::Fixed(self.id),
         }
     }
 }

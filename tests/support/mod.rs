@@ -349,9 +349,22 @@ impl Control {
         secret: String,
         cluster_listen: &str,
     ) -> Control {
+        Control::start_on(home, token, secret, cluster_listen, 0).await
+    }
+
+    /// [`start_in`](Self::start_in) with the public gRPC API on `port` (0:
+    /// any free one): a restart on the port its clients know, so that they
+    /// can come back.
+    pub async fn start_on(
+        home: Home,
+        token: String,
+        secret: String,
+        cluster_listen: &str,
+        port: u16,
+    ) -> Control {
         let env = [
             ("OPENSPEAK_SERVER__HOST", "127.0.0.1".to_owned()),
-            ("OPENSPEAK_SERVER__PORT", "0".to_owned()),
+            ("OPENSPEAK_SERVER__PORT", port.to_string()),
             ("OPENSPEAK_CLUSTER__LISTEN", cluster_listen.to_owned()),
             ("OPENSPEAK_CLUSTER__SECRET", secret.clone()),
             ("OPENSPEAK_AUTH__BOOTSTRAP_TOKEN", token.clone()),
