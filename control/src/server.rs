@@ -453,7 +453,10 @@ impl ControlPlane {
                 server.abort();
             }
         }
+        // Aborting the server task leaves the connections it spawned
+        // serving; ending the streams is what tells the data planes.
         cluster.abort();
+        registry.detach_all();
         ticker.abort();
         flusher.abort();
         let _ = stop_ops.send(());

@@ -206,3 +206,23 @@ async fn open_voice_issues_a_ticket_for_the_attached_data_plane() {
     })
     .await;
 }
+
+/// A control plane that stops ends its data planes' streams, so that each
+/// notices and attaches again to whatever serves next on its address, as
+/// it would after the process died (a restart in the same process, as
+/// `openspeak-server` and tests do, must not leave them fed by nothing).
+#[tokio::test]
+async fn stopping_ends_the_data_planes_streams() {
+    let secret = random_secret("test");
+    let mut server = server_with_secret(&secret).await;
+    let mut dp = attach(&server, &secret)
+        .await
+        .expect("the right secret attaches");
+    server.stop().await;
+    let end = within("the stream to end", dp.messages.message()).await;
+    assert!(
+        matches!(end, Ok(None) | Err(_)),
+        "the stream ended, not another message: {end:?}"
+    );
+    drop(dp.reports);
+}

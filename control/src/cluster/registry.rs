@@ -140,6 +140,17 @@ impl Registry {
         self.lock().detach(attachment)
     }
 
+    /// Detaches every data plane, ending their streams: what the control
+    /// plane does when it stops, so that each data plane notices at once
+    /// and attaches again to whatever serves next.
+    pub fn detach_all(&self) {
+        let mut inner = self.lock();
+        let attached: Vec<Attachment> = inner.planes.keys().copied().collect();
+        for attachment in attached {
+            inner.detach(attachment);
+        }
+    }
+
     /// How many data planes are attached.
     pub fn attached(&self) -> usize {
         self.lock().planes.len()
