@@ -18,7 +18,7 @@ use pb::{
     event::Event as Ev, presence_service_client::PresenceServiceClient,
 };
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response};
 
 use crate::error::{ClientError, within};
@@ -69,15 +69,51 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// Connects to the control plane at `addr` (`http://host:port`, or
-    /// `https://` when it serves TLS) with `token`, the plaintext of an
-    /// access token. Bounded by [`CONNECT_TIMEOUT`].
+    /// `https://` when it serves TLS with a certificate from a public
+    /// authority) with `token`, the plaintext of an access token. Bounded
+    /// by [`CONNECT_TIMEOUT`].
     pub async fn connect(addr: &str, token: &str) -> Result<Client, ClientError> {
-        let authorization = bearer(token)?;
-        let endpoint = Endpoint::from_shared(addr.to_owned())
-            .map_err(|source| ClientError::InvalidAddress {
+        Self::connect_trusting(addr, token, None).await
+    }
+
+    /// [`connect`](Self::connect) to a control plane whose TLS certificate
+    /// is signed by the authority in `ca_pem` (PEM), or is itself that
+    /// certificate: a private authority, or the one
+    /// `server.tls_self_signed` made. `addr` must be `https://`; the name
+    /// in it must be one the certificate names.
+    pub async fn connect_with_ca(
+        addr: &str,
+        token: &str,
+        ca_pem: &[u8],
+    ) -> Result<Client, ClientError> {
+        if !addr.starts_with("https://") {
+            return Err(ClientError::TlsNeedsHttps {
                 addr: addr.to_owned(),
-                source,
-            })?
+            });
+        }
+        Self::connect_trusting(addr, token, Some(ca_pem)).await
+    }
+
+    async fn connect_trusting(
+        addr: &str,
+        token: &str,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Client, ClientError> {
+        let authorization = bearer(token)?;
+        let invalid = |source| ClientError::InvalidAddress {
+            addr: addr.to_owned(),
+            source,
+        };
+        let mut endpoint = Endpoint::from_shared(addr.to_owned()).map_err(invalid)?;
+        if addr.starts_with("https://") {
+            // The public authorities, plus the caller's own when given.
+            let mut tls = ClientTlsConfig::new().with_webpki_roots();
+            if let Some(pem) = ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(invalid)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

@@ -31,6 +31,12 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// A CA certificate was given for an address that is not `https://`.
+    #[error("`{addr}` is not an https:// address: a CA certificate is only for TLS")]
+    TlsNeedsHttps {
+        /// The address as given.
+        addr: String,
+    },
     /// No connection to the control plane could be made.
     #[error("cannot connect to the control plane at {addr}")]
     Connect {
