@@ -84,6 +84,9 @@ async fn a_ca_file_with_a_plaintext_address_is_named_as_the_mistake() {
     let Err(error) = refused else {
         panic!("a CA file with http:// was accepted");
     };
-    assert!(matches!(error, ClientError::TlsNeedsHttps { .. }), "{error:?}");
+    assert!(
+        matches!(error, ClientError::TlsNeedsHttps { .. }),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("https://"), "{error}");
 }
