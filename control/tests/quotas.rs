@@ -107,3 +107,49 @@ async fn a_member_token_calling_too_fast_is_refused_and_no_one_else_is() {
     let who = within("WhoAmI", admin.whoami()).await.unwrap();
     assert_eq!(who.role, pb::Role::Admin as i32);
 }
+
+/// 10,000 wrong tokens from one address: the first `auth.max_failures`
+/// are UNAUTHENTICATED, every one after is RATE_LIMITED without its token
+/// being looked at, the server keeps answering, and a client from another
+/// address (127.0.0.2 on the loopback) still gets in.
+#[tokio::test]
+async fn ten_thousand_wrong_tokens_from_one_address_leave_other_addresses_alone() {
+    const TRIES: usize = 10_000;
+    const MAX_FAILURES: u32 = 10;
+    let server = TestServer::start_with(|config| config.auth.max_failures = MAX_FAILURES).await;
+    let admin_token = server.admin_token.clone();
+    let guesser = server
+        .admin()
+        .await
+        .with_token(&openspeak_testkit::random_secret("wrong"))
+        .unwrap();
+    let (mut unauthenticated, mut limited) = (0, 0);
+    for _ in 0..TRIES {
+        let refused = within("a wrong token's call", guesser.whoami()).await;
+        let status = support::AsStatus::as_status(&refused.unwrap_err()).clone();
+        match status.code() {
+            tonic::Code::Unauthenticated => unauthenticated += 1,
+            tonic::Code::ResourceExhausted => limited += 1,
+            other => panic!("unexpected {other:?}: {status:?}"),
+        }
+    }
+    assert_eq!(unauthenticated, MAX_FAILURES as usize, "refused after the limit");
+    assert_eq!(limited, TRIES - MAX_FAILURES as usize);
+
+    // Another address is not touched by the ban.
+    let other = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()));
+    let channel = within("a connection from 127.0.0.2", other.connect())
+        .await
+        .expect("the server accepts another address");
+    let me = within(
+        "WhoAmI from 127.0.0.2",
+        pb::auth_service_client::AuthServiceClient::new(channel)
+            .who_am_i(support::with_token(&admin_token, pb::WhoAmIRequest {})),
+    )
+    .await
+    .expect("another address gets in")
+    .into_inner();
+    assert_eq!(me.role, pb::Role::Admin as i32);
+}
