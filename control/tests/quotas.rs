@@ -133,7 +133,10 @@ async fn ten_thousand_wrong_tokens_from_one_address_leave_other_addresses_alone(
             other => panic!("unexpected {other:?}: {status:?}"),
         }
     }
-    assert_eq!(unauthenticated, MAX_FAILURES as usize, "refused after the limit");
+    assert_eq!(
+        unauthenticated, MAX_FAILURES as usize,
+        "refused after the limit"
+    );
     assert_eq!(limited, TRIES - MAX_FAILURES as usize);
 
     // Another address is not touched by the ban.
