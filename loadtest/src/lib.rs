@@ -25,7 +25,7 @@
 //!   report table;
 //! - `sessions`, `voice`: the two scenarios;
 //! - `audio`: `talk` and `record`;
-//! - `metrics`: the data plane's `/metrics` and the processes' CPU time.
+//! - `metrics`: the planes' `/metrics` and the processes' CPU time.
 
 mod audio;
 mod common;
@@ -49,7 +49,7 @@ pub use common::report::{JsonReport, Outcome};
 pub use common::stats::LatencyPercentiles;
 pub use common::task::error_chain;
 pub use floor::{FloorArgs, FloorReport, run_floor};
-pub use metrics::text::DataplaneCounters;
+pub use metrics::text::{DataplaneCounters, ProcessGauges};
 pub use sessions::flags::SessionsArgs;
 pub use sessions::report::{Report, ServerStats, Settled};
 pub use sessions::run_sessions;
@@ -61,3 +61,7 @@ pub use voice::report::{
     ChurnReport, ImpairmentReport, ServerDrops, VoiceReport, VoiceServerStats, WarmupReport,
 };
 pub use voice::run::{WARMUP_TIMEOUT, run_voice};
+pub use voice::timeline::{
+    IntervalCounts, IntervalLatency, MAX_FD_GROWTH, MAX_RSS_GROWTH_PCT, P99_MAX_RATIO,
+    P99_SLACK_US, Plane, ProcessSample, SoakProcess, SoakReport, TimelineRow,
+};

@@ -3,7 +3,8 @@
 //! could not run (for `record` also: the connection or the session was
 //! lost; the file holds what came until then), 2 bad flags (clap's, or
 //! flags that contradict each other), 3 it timed out (the report covers
-//! what happened until then), 4 `--strict` and a check or a call failed,
+//! what happened until then), 4 `--strict` and a check or a call failed
+//! (for `voice --timeline`, also a soak criterion),
 //! 130 interrupted (Ctrl-C: the run stops, reports and cleans up; a second
 //! Ctrl-C quits at once).
 
@@ -130,6 +131,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!(
                     "openspeak-loadtest: a routing check, the setup or a call failed (--strict)"
                 );
+                return Ok(ExitCode::from(CHECK_FAILED));
+            }
+            if plan.run.strict && !report.soak_passed() {
+                eprintln!("openspeak-loadtest: the soak criteria were not met (--strict)");
                 return Ok(ExitCode::from(CHECK_FAILED));
             }
             Ok(ExitCode::SUCCESS)

@@ -6,7 +6,9 @@
 //! With `--metrics` the data plane's own counts are set beside the
 //! listeners': it drops nothing of a lossy stream, puts a jittered and
 //! reordered stream back in order, and drops as stale exactly the packets
-//! held back beyond `voice.max_packet_age_ms`.
+//! held back beyond `voice.max_packet_age_ms`. With `--timeline`, the
+//! rows add up to the run's totals and carry both planes' memory and
+//! descriptors, scraped from their `/metrics`.
 //!
 //! Every wait is bounded: the scenario by its own setup timeout and
 //! duration, the whole test by `support::WAIT`.
@@ -16,11 +18,14 @@ mod support;
 use std::time::Duration;
 
 use openspeak_loadtest::{
-    JitterDist, JsonReport, LossModel, Outcome, Transport, VoicePlan, VoiceReport, run_voice,
+    JitterDist, JsonReport, LossModel, Outcome, Plane, Transport, VoicePlan, VoiceReport, run_voice,
 };
 use openspeak_shared::metadata::AUTHORIZATION;
 use openspeak_shared::pb;
-use support::{System, bearer, connection, no_interrupt, start_system, start_system_with, within};
+use support::{
+    System, bearer, connection, no_interrupt, start_system, start_system_with,
+    start_system_with_control_metrics, within,
+};
 use tokio::sync::watch;
 
 fn plan(system: &System, clients: u32, channels: u32) -> VoicePlan {
@@ -335,6 +340,101 @@ async fn churning_listeners_are_owed_only_what_was_sent_while_they_were_in() {
         assert_eq!(d.delivered, d.expected, "{table}");
         assert_eq!(d.wrong, 0, "{table}");
         assert_eq!(channel_names(&system).await, ["Lobby"]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeline_rows_add_up_to_the_totals_and_carry_both_planes_gauges() {
+    within(async {
+        let (system, control_metrics) = start_system_with_control_metrics().await;
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("soak.json");
+        // The soak's shape, small: two channels of four, one speaker each,
+        // the listeners churning; a row every 2 s of a 6 s send phase.
+        let mut p = plan(&system, 8, 2);
+        p.duration = Duration::from_secs(6);
+        p.churn_every = Some(Duration::from_secs(1));
+        p.timeline = Some(Duration::from_secs(2));
+        p.metrics = Some(system.metrics_addr.to_string());
+        p.control_metrics = Some(format!("http://{control_metrics}"));
+        p.run.json = Some(json.clone());
+        let (report, table) = run_clean(&p).await;
+        let d = report.delivery;
+        let rows = &report.timeline;
+
+        // Rows end at 2 and 4 s; the last runs from 4 s to the drain's end.
+        assert_eq!(rows.len(), 3, "{table}");
+        assert_eq!(report.timeline_s, Some(2));
+        for (k, row) in rows.iter().enumerate() {
+            assert_eq!(row.from_s, 2.0 * k as f64, "{table}");
+        }
+        assert_eq!((rows[0].t_s, rows[1].t_s), (2.0, 4.0));
+        assert!(rows[2].t_s >= 6.0, "{}", rows[2].t_s);
+
+        // Sorted by send time, the rows' packets are the run's, exactly.
+        let sum = |f: fn(&openspeak_loadtest::TimelineRow) -> u64| rows.iter().map(f).sum::<u64>();
+        assert!(d.sent > 0 && d.delivered > 0, "{table}");
+        assert_eq!(sum(|r| r.counts.sent), d.sent, "{table}");
+        assert_eq!(sum(|r| r.counts.expected), d.expected, "{table}");
+        assert_eq!(sum(|r| r.counts.delivered), d.delivered, "{table}");
+        assert_eq!(sum(|r| r.counts.lost), d.lost, "{table}");
+        // Sorted by arrival, their delays are the run's histogram's.
+        assert_eq!(sum(|r| r.latency_us.count), report.latency_us.count);
+        assert_eq!(report.latency_us.count, d.delivered, "{table}");
+        for row in rows {
+            assert!(row.counts.sent > 0, "{row:?}");
+            let l = row.latency_us;
+            assert!(l.count > 0 && l.p50 <= l.p99 && l.p99 <= l.max, "{row:?}");
+            assert!(l.max <= report.latency_us.max, "{row:?}");
+
+            // Both planes, scraped at each row's end. They run in this
+            // process, so both read the test process's own numbers.
+            let planes: Vec<_> = row.processes.iter().map(|p| p.plane).collect();
+            assert_eq!(planes, [Plane::Data, Plane::Control], "{row:?}");
+            assert_eq!(row.processes[1].addr, format!("http://{control_metrics}"));
+            for p in &row.processes {
+                assert!(p.rss_bytes.is_some_and(|b| b > 1_000_000), "{row:?}");
+                assert!(p.open_fds.is_some_and(|n| n > 0), "{row:?}");
+            }
+        }
+
+        // The soak section judges those rows: a fifth of 6 s is one row of
+        // warm-up. Whether it passes is this process's business (it holds
+        // the load generator too), so only its arithmetic is checked.
+        let soak = report.soak.as_ref().expect("judged with --timeline");
+        assert_eq!((soak.warm_up_rows, soak.rows), (1, 3));
+        assert_eq!(soak.processes.len(), 2);
+        let data = &soak.processes[0];
+        assert_eq!(data.rss_warm_bytes, rows[0].processes[0].rss_bytes);
+        assert_eq!(data.rss_end_bytes, rows[2].processes[0].rss_bytes);
+        assert!(data.rss_growth_pct.is_some() && data.fd_growth.is_some());
+        assert_eq!(soak.p99_first_us, Some(rows[1].latency_us.p99));
+        assert_eq!(soak.p99_last_us, Some(rows[2].latency_us.p99));
+        assert_eq!(soak.passed, soak.failures.is_empty());
+        assert_eq!(report.soak_passed(), soak.passed);
+        assert!(table.contains("soak"), "{table}");
+        assert!(
+            !report.warnings.iter().any(|w| w.contains("timeline")),
+            "{table}"
+        );
+
+        report.write_json(&json).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let row = &v["timeline"][1];
+        for key in ["from_s", "t_s", "sent", "expected", "delivered", "lost"] {
+            assert!(row[key].is_number(), "{key}: {row}");
+        }
+        for key in ["count", "p50", "p99", "max"] {
+            assert!(row["latency_us"][key].is_u64(), "{key}: {row}");
+        }
+        assert_eq!(row["processes"][0]["plane"], "data");
+        assert!(row["processes"][1]["rss_bytes"].is_u64(), "{row}");
+        assert!(row["processes"][1]["open_fds"].is_u64(), "{row}");
+        assert!(v["soak"]["passed"].is_boolean(), "{}", v["soak"]);
+        assert!(v["soak"]["processes"][1]["fd_growth"].is_i64());
+        assert_eq!(v["timeline_s"], 2);
     })
     .await;
 }

@@ -128,6 +128,24 @@ pub enum PlanError {
     /// `--metrics` is not an address to scrape.
     #[error("--metrics must be HOST:PORT or http://HOST:PORT, not `{0}`")]
     MetricsAddress(String),
+    /// `--control-metrics` is not an address to scrape.
+    #[error("--control-metrics must be HOST:PORT or http://HOST:PORT, not `{0}`")]
+    ControlMetricsAddress(String),
+    /// `--warm-up` or `--control-metrics` without a timeline to use them.
+    #[error("--warm-up and --control-metrics need --timeline (or --scenario soak)")]
+    NeedsTimeline,
+    /// A timeline of fewer than two rows: nothing after the warm-up.
+    #[error(
+        "--timeline {every}s leaves no row after the warm-up of a {duration}s send phase: \
+         --timeline must be shorter than --duration, and --warm-up shorter than \
+         --duration minus one --timeline interval"
+    )]
+    TimelineTooCoarse {
+        /// `--timeline`, seconds.
+        every: u64,
+        /// `--duration`, seconds.
+        duration: u64,
+    },
 }
 
 /// The `sessions` or `voice` scenario could not run or could not write its

@@ -1,9 +1,11 @@
-//! One scrape of the data plane's `GET /metrics` (`--metrics`): a plain
+//! One scrape of an OpenSpeak process's `GET /metrics`: the data plane's
+//! (`--metrics`) or the control plane's (`--control-metrics`), a plain
 //! HTTP/1.1 request over a tokio `TcpStream`.
 //!
-//! One request per run phase does not need an HTTP client library: the
-//! request is a fixed string with `Connection: close`, and the response is
-//! read to its end, bounded in size and, with the connecting, by
+//! A few requests per run (one per phase, one per `--timeline` row) do not
+//! need an HTTP client library: the request is a fixed string with
+//! `Connection: close`, and the response is read to its end, bounded in
+//! size and, with the connecting, by
 //! [`SCRAPE_TIMEOUT`]. `httparse` reads the response's head and chunk
 //! sizes; making sense of it ([`parse_response`]) is pure and tested apart
 //! from the socket.
@@ -15,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::flags::parse_addr;
-use crate::metrics::text::{DataplaneCounters, MetricsTextError, parse_samples};
+use crate::metrics::text::{DataplaneCounters, MetricsTextError, ProcessGauges, parse_samples};
 
 /// Bound on one scrape, connecting included. The data plane answers from
 /// its counters at once (its own bound on asking the router is 2 s too).
@@ -61,8 +63,21 @@ pub fn metrics_authority(given: &str) -> Result<String, ScrapeError> {
     parse_addr(address).map_err(|_| ScrapeError::BadAddress(given.to_owned()))
 }
 
-/// Scrapes `http://{authority}/metrics` once.
+/// Scrapes the data plane's counters at `http://{authority}/metrics` once.
 pub async fn scrape(authority: &str) -> Result<DataplaneCounters, ScrapeError> {
+    let body = scrape_text(authority).await?;
+    Ok(DataplaneCounters::from_samples(&parse_samples(&body)?))
+}
+
+/// Scrapes any OpenSpeak process's `process_*` gauges at
+/// `http://{authority}/metrics` once.
+pub async fn scrape_process(authority: &str) -> Result<ProcessGauges, ScrapeError> {
+    let body = scrape_text(authority).await?;
+    Ok(ProcessGauges::from_samples(&parse_samples(&body)?))
+}
+
+/// The text of `http://{authority}/metrics`, once.
+async fn scrape_text(authority: &str) -> Result<String, ScrapeError> {
     let exchange = async {
         let mut stream = TcpStream::connect(authority).await?;
         let request = format!(
@@ -77,8 +92,7 @@ pub async fn scrape(authority: &str) -> Result<DataplaneCounters, ScrapeError> {
     let response = tokio::time::timeout(SCRAPE_TIMEOUT, exchange)
         .await
         .map_err(|_| ScrapeError::TimedOut)??;
-    let body = parse_response(&response)?;
-    Ok(DataplaneCounters::from_samples(&parse_samples(&body)?))
+    parse_response(&response)
 }
 
 /// The body of a complete HTTP/1.x response (the connection closed after

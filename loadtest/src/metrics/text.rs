@@ -6,6 +6,10 @@
 //! comments (`# HELP`, `# TYPE`, `# EOF`) and blank lines skipped and
 //! anything after the value (a timestamp, an exemplar) ignored. It does
 //! not check metric types or families: the counters are picked by name.
+//!
+//! Every OpenSpeak process (control plane and data plane) also reports the
+//! standard `process_*` metrics, unprefixed; [`ProcessGauges`] picks out
+//! the two a soak run follows: resident memory and open descriptors.
 
 use std::collections::BTreeMap;
 
@@ -167,6 +171,34 @@ pub struct DelayBounds {
     pub p90: Option<u64>,
     /// 99th percentile.
     pub p99: Option<u64>,
+}
+
+/// The standard process gauges a soak follows, from any OpenSpeak
+/// process's `/metrics` (`--metrics`, `--control-metrics`). `None` when the
+/// process did not report one (its platform has no `/proc`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessGauges {
+    /// `process_resident_memory_bytes`.
+    pub rss_bytes: Option<u64>,
+    /// `process_open_fds`.
+    pub open_fds: Option<u64>,
+}
+
+impl ProcessGauges {
+    /// Picks the gauges out of `samples` by their standard names.
+    pub fn from_samples(samples: &[Sample]) -> Self {
+        let mut g = ProcessGauges::default();
+        for s in samples {
+            // Gauges of sizes and counts: whole and non-negative.
+            let v = (s.value.is_finite() && s.value >= 0.0).then_some(s.value as u64);
+            match s.name.as_str() {
+                "process_resident_memory_bytes" => g.rss_bytes = v,
+                "process_open_fds" => g.open_fds = v,
+                _ => {}
+            }
+        }
+        g
+    }
 }
 
 impl DataplaneCounters {
@@ -345,6 +377,21 @@ other_metric{a=\"x\"} 5
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn process_gauges_are_the_unprefixed_standard_ones() {
+        let text = "process_cpu_seconds_total 1.5\n\
+                    process_resident_memory_bytes 5.24288e+07\n\
+                    process_open_fds 42\n\
+                    openspeak_dataplane_process_open_fds 7\n";
+        let g = ProcessGauges::from_samples(&parse_samples(text).unwrap());
+        assert_eq!(g.rss_bytes, Some(52_428_800));
+        assert_eq!(g.open_fds, Some(42));
+        let none = ProcessGauges::from_samples(&parse_samples(TEXT).unwrap());
+        assert_eq!(none, ProcessGauges::default());
+        let bad = ProcessGauges::from_samples(&parse_samples("process_open_fds -1\n").unwrap());
+        assert_eq!(bad.open_fds, None);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::voice::layout::Layout;
 use crate::voice::probe::Probe;
+use crate::voice::timeline::IntervalCounts;
 
 /// A span of send times (µs since the run's epoch) whose packets a listener
 /// is owed.
@@ -350,6 +351,82 @@ pub fn totals(layout: &Layout, logs: &[Option<SendLog>], listeners: &[ListenerTa
     t
 }
 
+/// The same numbers by the send time's interval (`--timeline`): interval
+/// `k` holds the packets sent from `starts_us[k]` (µs since the epoch; the
+/// first interval also holds anything earlier) up to the next start, the
+/// last one everything after its start. Summed over the intervals they are
+/// [`totals`]' `sent`, `expected`, `delivered` and `lost`. `None` when a
+/// speaker kept only a count ([`SendLog::Count`]): its packets have no
+/// times to sort by.
+pub fn by_interval(
+    layout: &Layout,
+    logs: &[Option<SendLog>],
+    listeners: &[ListenerTally],
+    starts_us: &[u64],
+) -> Option<Vec<IntervalCounts>> {
+    let mut out = vec![IntervalCounts::default(); starts_us.len()];
+    if out.is_empty() {
+        return Some(out);
+    }
+    // Per speaker, the index of its first packet in each interval: its
+    // measured sequence numbers are indices into its send times.
+    let mut firsts: Vec<Option<Vec<usize>>> = Vec::with_capacity(logs.len());
+    for log in logs {
+        firsts.push(match log {
+            None => None,
+            Some(SendLog::Count(0)) => Some(vec![0; starts_us.len()]),
+            Some(SendLog::Count(_)) => return None,
+            Some(SendLog::Times(t)) => {
+                let mut f: Vec<usize> = starts_us
+                    .iter()
+                    .map(|&s| t.partition_point(|&x| x < s))
+                    .collect();
+                f[0] = 0;
+                for (k, c) in out.iter_mut().enumerate() {
+                    let end = f.get(k + 1).copied().unwrap_or(t.len());
+                    c.sent += (end - f[k]) as u64;
+                }
+                Some(f)
+            }
+        });
+    }
+    for l in listeners {
+        let channel = layout.channel_of(l.index);
+        for speaker in layout.speakers_of(channel).filter(|&s| s != l.index) {
+            let (Some(stream), Some(Some(SendLog::Times(times))), Some(Some(first))) = (
+                l.stream(speaker),
+                logs.get(speaker as usize),
+                firsts.get(speaker as usize),
+            ) else {
+                continue;
+            };
+            let seen = stream.seen.len();
+            for w in &l.windows {
+                // The packets owed in this window, as indices.
+                let a = times.partition_point(|&x| x < w.from_us);
+                let b = w
+                    .until_us
+                    .map_or(times.len(), |u| times.partition_point(|&x| x < u));
+                for (k, c) in out.iter_mut().enumerate() {
+                    let end = first.get(k + 1).copied().unwrap_or(times.len());
+                    let (from, until) = (a.max(first[k]), b.min(end));
+                    if from >= until {
+                        continue;
+                    }
+                    let owed = (until - from) as u64;
+                    // Only owed packets are marked, and windows do not
+                    // overlap, so each delivery is counted once.
+                    let got = stream.seen.count_ones(from.min(seen)..until.min(seen)) as u64;
+                    c.expected += owed;
+                    c.delivered += got;
+                    c.lost += owed - got;
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,6 +638,74 @@ mod tests {
         assert_eq!(t.expected, 40);
         assert_eq!(t.delivered, 40);
         assert_eq!((t.lost, t.outside_window), (0, 10));
+    }
+
+    #[test]
+    fn intervals_split_by_send_time_and_add_up_to_the_totals() {
+        let layout = Layout {
+            churn: true,
+            ..LAYOUT
+        };
+        // Speaker 0 sends every 20 ms from 0 to 980 ms (50 packets);
+        // intervals start at 0, 400 and 800 ms.
+        let times: Vec<u64> = (0..50).map(|n| n * 20_000).collect();
+        let logs = vec![Some(SendLog::Times(times.clone()))];
+        // Listener 2 is owed 0..300 ms and 500 ms on, and misses 100 and
+        // 600 ms (sequences 5 and 30); listener 4 is owed everything and
+        // gets everything but 900 ms (sequence 45).
+        let mut a = ListenerTally::new(2, layout, PLAYOUT, 1_000);
+        a.open_window(0);
+        a.close_window(300_000);
+        a.open_window(500_000);
+        let mut b = ListenerTally::new(4, layout, PLAYOUT, 1_000);
+        b.open_window(0);
+        for n in 0..50u32 {
+            let sent = u64::from(n) * 20_000;
+            if n != 5 && n != 30 {
+                a.on_probe(sent + 2_000, &probe(0, n, sent), true);
+            }
+            if n != 45 {
+                b.on_probe(sent + 2_000, &probe(0, n, sent), true);
+            }
+        }
+        let listeners = [a, b];
+        let rows = by_interval(&layout, &logs, &listeners, &[0, 400_000, 800_000]).unwrap();
+        let c = |sent, expected, delivered, lost| IntervalCounts {
+            sent,
+            expected,
+            delivered,
+            lost,
+        };
+        assert_eq!(
+            rows,
+            [
+                // 20 sent; a owed 15 (0..300), b 20; a misses one.
+                c(20, 35, 34, 1),
+                // 20 sent; a owed 15 (500..800), b 20; a misses one.
+                c(20, 35, 34, 1),
+                // 10 sent; both owed all; b misses one.
+                c(10, 20, 19, 1),
+            ]
+        );
+        let t = totals(&layout, &logs, &listeners);
+        let sum = |f: fn(&IntervalCounts) -> u64| rows.iter().map(f).sum::<u64>();
+        assert_eq!(sum(|c| c.sent), t.sent);
+        assert_eq!(sum(|c| c.expected), t.expected);
+        assert_eq!(sum(|c| c.delivered), t.delivered);
+        assert_eq!(sum(|c| c.lost), t.lost);
+
+        // Before the first start counts in the first interval; one
+        // interval holds everything; no intervals, no rows.
+        let one = by_interval(&layout, &logs, &listeners, &[500_000]).unwrap();
+        assert_eq!(one, [c(50, 90, 87, 3)]);
+        assert!(
+            by_interval(&layout, &logs, &listeners, &[])
+                .unwrap()
+                .is_empty()
+        );
+        // A count has no times to sort by.
+        let counted = vec![Some(SendLog::Count(50))];
+        assert_eq!(by_interval(&layout, &counted, &listeners, &[0]), None);
     }
 
     #[test]

@@ -174,6 +174,27 @@ pub struct VoiceArgs {
     /// lost, reordered) next to the clients'.
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics)]
     pub metrics: Option<String>,
+
+    /// The control plane's metrics listener (its `metrics.listen`,
+    /// 127.0.0.1:9100 by default): its resident memory and open
+    /// descriptors go into each --timeline row.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics)]
+    pub control_metrics: Option<String>,
+
+    /// Every SECONDS of the send phase, a row: deliveries, losses, latency
+    /// p50/p99/max of the interval, and each scraped process's memory and
+    /// open descriptors; with it, the report's `soak` verdict [default:
+    /// off; 60 with --scenario soak].
+    #[arg(long, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeline: Option<u64>,
+
+    /// The soak's warm-up, seconds: the timeline rows covering it are the
+    /// baseline, not judged [default: 20 % of --duration, at least one
+    /// row].
+    #[arg(long, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub warm_up: Option<u64>,
 }
 
 /// The values a preset gives; `None` leaves the default.
@@ -191,6 +212,7 @@ struct PresetValues {
     reorder: Option<f64>,
     churn_every_ms: Option<u64>,
     sockets: Option<u32>,
+    timeline: Option<u64>,
 }
 
 fn preset_values(preset: Option<Preset>) -> PresetValues {
@@ -235,6 +257,18 @@ fn preset_values(preset: Option<Preset>) -> PresetValues {
             delay_ms: Some(30),
             jitter_ms: Some(30),
             reorder: Some(0.02),
+            ..PresetValues::default()
+        },
+        Some(Preset::Soak) => PresetValues {
+            clients: Some(2_000),
+            channels: Some(200),
+            speakers: Some(1),
+            duration: Some(30 * 60),
+            churn_every_ms: Some(3_000),
+            // As many-channels: 2,000 sockets and endpoint tasks would cost
+            // the load generator more than the server.
+            sockets: Some(64),
+            timeline: Some(60),
             ..PresetValues::default()
         },
     }
@@ -312,6 +346,9 @@ impl VoiceArgs {
         plan.run = self.run.clone();
         plan.setup_timeout = Duration::from_secs(self.timeout);
         plan.metrics = self.metrics.clone();
+        plan.control_metrics = self.control_metrics.clone();
+        plan.timeline = self.timeline.or(p.timeline).map(Duration::from_secs);
+        plan.warm_up = self.warm_up.map(Duration::from_secs);
         plan.validate()?;
         Ok(plan)
     }
@@ -375,6 +412,9 @@ mod tests {
             &["--transport", "tcp"],
             &["--talk-spurt-ms", "400"],
             &["--loss-model", "markov"],
+            &["--timeline", "0"],
+            &["--control-metrics", "localhost"],
+            &["--scenario", "marathon"],
         ] {
             let err = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
             assert_eq!(err.exit_code(), 2, "{bad:?}");
@@ -393,6 +433,14 @@ mod tests {
         assert!(matches!(
             plan(&["--clients", "3", "--channels", "4"]),
             Err(PlanError::MoreChannelsThanClients { .. })
+        ));
+        assert!(matches!(
+            plan(&["--warm-up", "3"]),
+            Err(PlanError::NeedsTimeline)
+        ));
+        assert!(matches!(
+            plan(&["--control-metrics", "127.0.0.1:9100"]),
+            Err(PlanError::NeedsTimeline)
         ));
         assert_eq!(
             plan(&["--transport", "udp"]).unwrap().transport,
@@ -439,6 +487,39 @@ mod tests {
         assert_eq!(p.seed, 5);
         let p = plan(&["--scenario", "impaired", "--uplink-loss", "0"]).unwrap();
         assert_eq!(p.uplink.loss, 0.0);
+
+        let p = plan(&["--scenario", "soak"]).unwrap();
+        assert_eq!((p.clients, p.channels, p.speakers), (2_000, 200, 1));
+        assert_eq!(p.layout().min_members(), 10);
+        assert_eq!(p.duration, Duration::from_secs(1_800));
+        assert_eq!(p.churn_every, Some(Duration::from_secs(3)));
+        assert_eq!(p.timeline, Some(Duration::from_secs(60)));
+        assert_eq!(p.effective_warm_up(), Duration::from_secs(360));
+        assert_eq!(p.warm_up_rows(), 6);
+        assert_eq!(p.sockets, 64);
+        assert_eq!(p.control_metrics, None);
+        // The CI version: a minute, rows of 10 s, the control plane scraped.
+        let p = plan(&[
+            "--scenario",
+            "soak",
+            "--duration",
+            "60",
+            "--timeline",
+            "10",
+            "--warm-up",
+            "10",
+            "--control-metrics",
+            "127.0.0.1:9100",
+        ])
+        .unwrap();
+        assert_eq!(p.timeline, Some(Duration::from_secs(10)));
+        assert_eq!(p.warm_up_rows(), 1);
+        assert_eq!(p.control_metrics.as_deref(), Some("127.0.0.1:9100"));
+        // Too short for its own rows of a minute: refused, not run.
+        assert!(matches!(
+            plan(&["--scenario", "soak", "--duration", "60"]),
+            Err(PlanError::TimelineTooCoarse { .. })
+        ));
     }
 
     #[test]

@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
-use hdrhistogram::Histogram;
 use openspeak_shared::pb;
 use openspeak_shared::pb::channel_service_client::ChannelServiceClient;
 use openspeak_shared::pb::event::Event as Kind;
@@ -35,7 +34,7 @@ use tonic::transport::Channel;
 
 use crate::common::credentials::ClientTokens;
 use crate::common::pool::Pool;
-use crate::common::stats::{duration_micros, micros_between, record_all};
+use crate::common::stats::{duration_micros, micros_between};
 use crate::common::tally::{ErrorKind, ErrorTally, Failures, Step};
 use crate::common::task::{error_chain, lock};
 use crate::voice::conn::{ConnError, VoiceConn};
@@ -48,6 +47,7 @@ use crate::voice::link::Link;
 use crate::voice::plan::VoicePlan;
 use crate::voice::probe::Probe;
 use crate::voice::speaker::{Datagram, Speaker};
+use crate::voice::timeline::LatencyBook;
 use openspeak_client::udp::UdpVoiceClient;
 use openspeak_client::voice::{VoiceClient, VoiceError, client_endpoint};
 
@@ -94,8 +94,12 @@ pub struct Ctx {
     pub counters: Arc<VoiceCounters>,
     /// Failures.
     pub tally: Mutex<ErrorTally>,
-    /// One-way delays, µs.
-    pub latency: Mutex<Histogram<u64>>,
+    /// One-way delays, µs: the run's, and the `--timeline` interval's.
+    pub latency: Mutex<LatencyBook>,
+    /// The current `--timeline` interval's end, µs since the epoch (as the
+    /// book's cut; `u64::MAX`: no timeline): a listener whose buffered
+    /// delays arrived before it hands them in once a later one arrives.
+    pub cut_us: AtomicU64,
     /// Each client's voice session id (0 = none yet): a forwarded packet's
     /// speaker id must be its sender's.
     pub voice_sessions: Vec<AtomicU32>,
@@ -474,8 +478,9 @@ struct Listener {
     tally: ListenerTally,
     /// The simulated downlink.
     downlink: Link<Forwarded>,
-    /// One-way delays not yet merged into the shared histogram.
-    delays: Vec<u64>,
+    /// One-way delays not yet merged into the shared histograms, each with
+    /// its arrival (µs since the epoch).
+    delays: Vec<(u64, u64)>,
 }
 
 impl Listener {
@@ -595,13 +600,17 @@ impl Listener {
             },
             None => true, // Not a client: the tally calls it wrong.
         };
-        match self
-            .tally
-            .on_probe(ctx.micros(arrival), &probe, speaker_matches)
-        {
+        let arrival_us = ctx.micros(arrival);
+        match self.tally.on_probe(arrival_us, &probe, speaker_matches) {
             Verdict::Delivered { delay_us, .. } => {
                 ctx.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                self.delays.push(delay_us);
+                // The buffer's delays belong to an interval that just
+                // ended: hand them in before its row is taken.
+                let cut = ctx.cut_us.load(Ordering::Relaxed);
+                if arrival_us >= cut && self.delays.first().is_some_and(|&(a, _)| a < cut) {
+                    self.merge_delays();
+                }
+                self.delays.push((arrival_us, delay_us));
                 if self.delays.len() >= DELAY_BATCH {
                     self.merge_delays();
                 }
@@ -618,7 +627,7 @@ impl Listener {
     /// Moves the buffered delays into the shared histogram.
     fn merge_delays(&mut self) {
         if !self.delays.is_empty() {
-            record_all(&mut lock(&self.ctx.latency), &self.delays);
+            lock(&self.ctx.latency).record(&self.delays);
             self.delays.clear();
         }
     }
@@ -759,10 +768,12 @@ async fn speak(
     mut go: watch::Receiver<Option<StdInstant>>,
     mut stop: watch::Receiver<bool>,
 ) -> SendLog {
+    // Churn needs each send time to know what a listener was owed, the
+    // timeline to sort the packets into its intervals.
     let mut speaker = Speaker::new(
         index,
         &ctx.plan,
-        ctx.layout.churn,
+        ctx.layout.churn || ctx.plan.timeline.is_some(),
         ctx.epoch,
         StdInstant::now(),
     );

@@ -7,8 +7,10 @@
 //! network, seeded), `delay_line` and `link`
 //! (one direction of it for one client), `talk_pattern` (talk
 //! spurts), `delivery` (per-listener tallies and the totals), `layout` (who
-//! is in which channel and speaks), `plan` (the settled settings), `report`.
-//! `speaker` (one speaker's timing and uplink, in fake time). Drivers:
+//! is in which channel and speaks), `plan` (the settled settings), `report`,
+//! `timeline` (the `--timeline` rows, their latency histogram and the soak
+//! verdict), `speaker` (one speaker's timing and uplink, in fake time).
+//! Drivers:
 //! `member` (one client), `run` (the phases), `counters` (the
 //! progress line's numbers), `flags` (flags and presets).
 
@@ -27,3 +29,4 @@ pub mod report;
 pub mod run;
 pub mod speaker;
 pub mod talk_pattern;
+pub mod timeline;

@@ -18,6 +18,7 @@ use crate::voice::flags::Transport;
 use crate::voice::impairment::{Direction, ImpairmentSpec};
 use crate::voice::layout::Layout;
 use crate::voice::probe::HEADER_LEN;
+use crate::voice::timeline::{row_count, warm_up_rows};
 
 /// The named scenarios of `--scenario`, named in reports as on the command
 /// line.
@@ -35,6 +36,10 @@ pub enum Preset {
     /// 5 % Gilbert-Elliott uplink loss in bursts of 3, 30 ms jitter, 2 %
     /// reordering.
     Impaired,
+    /// 2,000 clients in 200 channels of 10, one speaker each, the listeners
+    /// leaving and rejoining every few seconds, for 30 minutes with a
+    /// timeline row a minute: memory, descriptors and latency over time.
+    Soak,
 }
 
 /// Talk spurts and silences (both means).
@@ -92,6 +97,14 @@ pub struct VoicePlan {
     /// `http://HOST:PORT`), scraped before the send phase and after the
     /// drain for the data plane's own counts.
     pub metrics: Option<String>,
+    /// The control plane's metrics listener (`metrics.listen`), scraped
+    /// for each timeline row.
+    pub control_metrics: Option<String>,
+    /// A timeline row this often during the send phase (`--timeline`);
+    /// `None`: no timeline and no soak verdict.
+    pub timeline: Option<Duration>,
+    /// The soak's warm-up (`--warm-up`); `None`: 20 % of the duration.
+    pub warm_up: Option<Duration>,
 }
 
 impl VoicePlan {
@@ -119,7 +132,22 @@ impl VoicePlan {
             setup_timeout: Duration::from_secs(60),
             drain_grace: Duration::from_secs(1),
             metrics: None,
+            control_metrics: None,
+            timeline: None,
+            warm_up: None,
         }
+    }
+
+    /// The soak's warm-up: `--warm-up`, else 20 % of the duration.
+    pub fn effective_warm_up(&self) -> Duration {
+        self.warm_up.unwrap_or(self.duration / 5)
+    }
+
+    /// How many timeline rows the warm-up takes (at least one); 0 without
+    /// a timeline.
+    pub fn warm_up_rows(&self) -> usize {
+        self.timeline
+            .map_or(0, |every| warm_up_rows(self.effective_warm_up(), every))
     }
 
     /// Who is where.
@@ -205,6 +233,25 @@ impl VoicePlan {
         if let Some(given) = &self.metrics {
             metrics_authority(given).map_err(|_| PlanError::MetricsAddress(given.clone()))?;
         }
+        if let Some(given) = &self.control_metrics {
+            metrics_authority(given)
+                .map_err(|_| PlanError::ControlMetricsAddress(given.clone()))?;
+        }
+        match self.timeline {
+            None if self.warm_up.is_some() || self.control_metrics.is_some() => {
+                return Err(PlanError::NeedsTimeline);
+            }
+            // The soak compares the end of the warm-up with a later row.
+            Some(every)
+                if every.is_zero() || self.warm_up_rows() >= row_count(self.duration, every) =>
+            {
+                return Err(PlanError::TimelineTooCoarse {
+                    every: every.as_secs(),
+                    duration: self.duration.as_secs(),
+                });
+            }
+            _ => {}
+        }
         self.uplink.validate("--uplink-loss")?;
         self.downlink.validate("--downlink-loss")?;
         Ok(())
@@ -265,6 +312,31 @@ mod tests {
                 ..plan()
             },
             VoicePlan {
+                control_metrics: Some("localhost".into()),
+                timeline: Some(Duration::from_secs(2)),
+                ..plan()
+            },
+            // --control-metrics and --warm-up only serve a timeline.
+            VoicePlan {
+                control_metrics: Some("127.0.0.1:9100".into()),
+                ..plan()
+            },
+            VoicePlan {
+                warm_up: Some(Duration::from_secs(2)),
+                ..plan()
+            },
+            // 10 s in rows of 10 s: one row, nothing after the warm-up.
+            VoicePlan {
+                timeline: Some(Duration::from_secs(10)),
+                ..plan()
+            },
+            // 10 s in rows of 2 s, 8 s of them warm-up: nothing after it.
+            VoicePlan {
+                timeline: Some(Duration::from_secs(2)),
+                warm_up: Some(Duration::from_secs(9)),
+                ..plan()
+            },
+            VoicePlan {
                 talk: Some(TalkSpec {
                     spurt: Duration::from_millis(5),
                     silence: Duration::from_millis(500),
@@ -280,6 +352,24 @@ mod tests {
         p.uplink.loss_model = LossModel::Gilbert;
         p.uplink.burst_len = 1.0;
         assert!(matches!(p.validate(), Err(PlanError::Impairment(_))));
+    }
+
+    #[test]
+    fn a_timeline_warms_up_for_a_fifth_of_the_run_at_least_one_row() {
+        let mut p = VoicePlan {
+            timeline: Some(Duration::from_secs(2)),
+            ..plan()
+        };
+        p.validate().unwrap();
+        assert_eq!(p.effective_warm_up(), Duration::from_secs(2));
+        assert_eq!(p.warm_up_rows(), 1);
+        p.warm_up = Some(Duration::from_millis(7_500));
+        p.validate().unwrap();
+        assert_eq!(p.warm_up_rows(), 4, "of 5 rows");
+        p.timeline = Some(Duration::from_secs(3));
+        assert_eq!(p.warm_up_rows(), 3, "of 4 rows, the last one short");
+        p.validate().unwrap();
+        assert_eq!(plan().warm_up_rows(), 0);
     }
 
     #[test]

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::common::report::{JsonReport, Outcome, latency_row, render_table, seconds, unknown};
-use crate::common::stats::LatencyPercentiles;
+use crate::common::stats::{LatencyPercentiles, format_micros};
 use crate::common::tally::ErrorTally;
 use crate::metrics::text::{DataplaneCounters, DelayBounds, NAMED_DROP_REASONS};
 use crate::voice::delivery::Totals;
 use crate::voice::impairment::ImpairmentSpec;
+use crate::voice::timeline::{SoakReport, TimelineRow, format_bytes};
 
 /// The simulated network, as the run applied it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -202,6 +203,16 @@ pub struct VoiceReport {
     /// kernel to written to a listener), over the same window: bucket upper
     /// bounds in µs from its `forward_delay_seconds` histogram.
     pub server_forward_delay_us: Option<DelayBounds>,
+    /// The control plane's metrics listener scraped for the timeline
+    /// (`--control-metrics`).
+    pub control_metrics: Option<String>,
+    /// `--timeline`, seconds (null: off).
+    pub timeline_s: Option<u64>,
+    /// One row per `--timeline` interval (empty without).
+    pub timeline: Vec<TimelineRow>,
+    /// The rows judged against the soak criteria (null without
+    /// `--timeline`).
+    pub soak: Option<SoakReport>,
     /// Presence events all sessions received.
     pub events_received: u64,
     /// Failures by reason and by step, with an example of each reason.
@@ -221,6 +232,11 @@ impl VoiceReport {
             && self.delivery.malformed == 0
             && self.setup_failures == 0
             && self.failures.errors_total == 0
+    }
+
+    /// Whether the soak criteria hold (true without `--timeline`).
+    pub fn soak_passed(&self) -> bool {
+        self.soak.as_ref().is_none_or(|s| s.passed)
     }
 
     /// The report as a table for a person.
@@ -353,6 +369,9 @@ impl VoiceReport {
         if let Some(addr) = &self.metrics {
             rows.extend(self.dataplane_rows(addr));
         }
+        if let Some(soak) = &self.soak {
+            rows.extend(soak_rows(soak, self.timeline_s.unwrap_or(0)));
+        }
         rows.extend([
             ("load generator CPU", seconds(self.loadtest_cpu_s)),
             (
@@ -432,6 +451,54 @@ impl VoiceReport {
 }
 
 impl JsonReport for VoiceReport {}
+
+/// The "soak" section: per process, memory and descriptors from the end of
+/// the warm-up to the end; the p99 after the warm-up and at the end; the
+/// verdict.
+fn soak_rows(s: &SoakReport, every_s: u64) -> Vec<(&'static str, String)> {
+    let opt = |v: Option<u64>, f: fn(u64) -> String| v.map_or_else(unknown, f);
+    let mut rows = vec![(
+        "soak",
+        format!(
+            "{} rows of {every_s}s, warm-up {:.0}s ({} rows): {}",
+            s.rows,
+            s.warm_up_s,
+            s.warm_up_rows,
+            if s.passed { "passed" } else { "FAILED" }
+        ),
+    )];
+    for p in &s.processes {
+        let plane: &str = p.plane.into();
+        rows.push((
+            "  process",
+            format!(
+                "{plane} {}: rss {} -> {} ({}), fds {} -> {} ({})",
+                p.addr,
+                opt(p.rss_warm_bytes, format_bytes),
+                opt(p.rss_end_bytes, format_bytes),
+                p.rss_growth_pct
+                    .map_or_else(unknown, |g| format!("{g:+.2}%")),
+                opt(p.fds_warm, |n| n.to_string()),
+                opt(p.fds_end, |n| n.to_string()),
+                p.fd_growth.map_or_else(unknown, |g| format!("{g:+}")),
+            ),
+        ));
+    }
+    rows.push((
+        "  latency p99",
+        format!(
+            "{} after warm-up -> {} last (x{}, limit {})",
+            opt(s.p99_first_us, format_micros),
+            opt(s.p99_last_us, format_micros),
+            s.p99_ratio.map_or_else(unknown, |r| format!("{r:.2}")),
+            opt(s.p99_limit_us, format_micros),
+        ),
+    ));
+    for f in &s.failures {
+        rows.push(("  not met", f.clone()));
+    }
+    rows
+}
 
 fn describe_link(s: &ImpairmentSpec) -> String {
     if s.is_clean() {
@@ -605,6 +672,10 @@ pub(crate) mod tests {
             server_lost: None,
             server_reordered: None,
             server_forward_delay_us: None,
+            control_metrics: None,
+            timeline_s: None,
+            timeline: vec![],
+            soak: None,
             events_received: 100,
             failures: ErrorTally::default(),
             warnings: vec![],
@@ -749,6 +820,57 @@ pub(crate) mod tests {
         r.server_forwarded = None;
         r.server_drops = None;
         assert!(r.table().contains("no counters"), "{}", r.table());
+    }
+
+    #[test]
+    fn the_soak_section_shows_each_process_and_the_verdict() {
+        use crate::voice::timeline::{Plane, SoakProcess};
+        let mut r = sample();
+        assert!(r.soak_passed(), "no timeline, nothing to fail");
+        r.timeline_s = Some(60);
+        r.soak = Some(SoakReport {
+            warm_up_s: 360.0,
+            warm_up_rows: 6,
+            rows: 30,
+            processes: vec![SoakProcess {
+                plane: Plane::Data,
+                addr: "127.0.0.1:9101".into(),
+                rss_warm_bytes: Some(50_000_000),
+                rss_end_bytes: Some(53_000_000),
+                rss_growth_pct: Some(6.0),
+                fds_warm: Some(2_050),
+                fds_end: Some(2_050),
+                fd_growth: Some(0),
+            }],
+            p99_first_us: Some(4_000),
+            p99_last_us: Some(4_400),
+            p99_ratio: Some(1.1),
+            p99_limit_us: Some(9_000),
+            failures: vec!["data plane 127.0.0.1:9101: resident memory grew 6.0%".into()],
+            passed: false,
+        });
+        assert!(!r.soak_passed());
+        assert!(r.clean(), "the soak verdict is apart from the checks");
+        let t = r.table();
+        assert!(
+            t.contains("30 rows of 60s, warm-up 360s (6 rows): FAILED"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "data 127.0.0.1:9101: rss 50.0 MB -> 53.0 MB (+6.00%), fds 2050 -> 2050 (+0)"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("4.0ms after warm-up -> 4.4ms last (x1.10, limit 9.0ms)"),
+            "{t}"
+        );
+        assert!(t.contains("resident memory grew 6.0%"), "{t}");
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["soak"]["passed"], false);
+        assert_eq!(v["soak"]["processes"][0]["rss_growth_pct"], 6.0);
+        assert_eq!(v["timeline"], serde_json::json!([]));
     }
 
     #[test]

@@ -11,11 +11,13 @@
 //!    [`WARMUP_TIMEOUT`];
 //! 3. send: `--duration` of measured packets (through the simulated
 //!    network), churn if asked; with `--metrics`, the data plane's
-//!    counters are scraped just before;
+//!    counters are scraped just before; with `--timeline`, a recorder
+//!    takes a row every interval (see `timeline`);
 //! 4. drain: the longest simulated delay plus `drain_grace` (1 s), so that
 //!    packets in flight arrive before losses are counted; then the second
 //!    scrape, while every client is still connected;
-//! 5. close: listeners hand back their tallies, voice connections and
+//! 5. close: listeners hand back their tallies (and their last delays, for
+//!    the timeline's last row, which runs to here), voice connections and
 //!    sessions close, the fixtures go, the report is computed.
 //!
 //! Ctrl-C (`interrupt`) skips ahead to the close with what it has.
@@ -30,17 +32,17 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 
 use crate::common::error::RunError;
-use crate::common::progress::{Phase, print_progress};
+use crate::common::progress::{Phase, line_start, print_progress};
 use crate::common::report::Outcome;
 use crate::common::setup::{Admin, CLEANUP_GRACE, TOKEN_SPARE_LIFE};
-use crate::common::stats::{LatencyPercentiles, micros_per, new_histogram, per_second};
+use crate::common::stats::{LatencyPercentiles, duration_micros, micros_per, per_second};
 use crate::common::tally::{ErrorKind, Failures, Step};
 use crate::common::task::{self, error_chain, lock, random_run_id};
 use crate::metrics::process::UsageProbe;
-use crate::metrics::scrape::{metrics_authority, scrape};
+use crate::metrics::scrape::{metrics_authority, scrape, scrape_process};
 use crate::metrics::text::DataplaneCounters;
 use crate::voice::counters::VoiceCounters;
-use crate::voice::delivery::{SendLog, totals};
+use crate::voice::delivery::{SendLog, by_interval, totals};
 use crate::voice::impairment::Direction;
 use crate::voice::layout::Layout;
 use crate::voice::member::{Ctx, Member, MemberResult, Signals, run_member, set_up};
@@ -48,6 +50,7 @@ use crate::voice::plan::VoicePlan;
 use crate::voice::report::{
     ChurnReport, ImpairmentReport, ServerDrops, VoiceReport, VoiceServerStats, WarmupReport,
 };
+use crate::voice::timeline::{Plane, ProcessSample, ROW_GRACE, TimelineRow, judge_soak};
 
 /// The longest the warm-up may take before measuring starts anyway.
 pub const WARMUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,7 +106,8 @@ pub async fn run_voice(
         ramp: Semaphore::new(plan.run.ramp_concurrency as usize),
         counters: counters.clone(),
         tally: Mutex::default(),
-        latency: Mutex::new(new_histogram()),
+        latency: Mutex::default(),
+        cut_us: AtomicU64::new(u64::MAX),
         voice_sessions: (0..plan.clients).map(|_| AtomicU32::new(0)).collect(),
         heard: (0..plan.clients).map(|_| AtomicU32::new(0)).collect(),
         in_voice: (0..plan.channels).map(|_| AtomicU32::new(0)).collect(),
@@ -195,8 +199,23 @@ pub async fn run_voice(
     let probe = UsageProbe::start(plan.run.server_pid, &mut warnings);
     let send_start = Instant::now();
     let mut send_end = send_start;
+    let mut recorder = None;
     if !interrupted {
         counters.phase.set(Phase::Send);
+        if let Some(every) = plan.timeline {
+            // Before go: the first delivery must find its interval's end.
+            let cut = ctx.micros((send_start + every).into_std());
+            lock(&ctx.latency).set_cut(cut);
+            ctx.cut_us.store(cut, Ordering::Relaxed);
+            recorder = Some(tokio::spawn(record_timeline(
+                ctx.clone(),
+                started,
+                send_start,
+                every,
+                // Set on an interrupt, or once the drain is over.
+                signals.stop_sending.clone(),
+            )));
+        }
         let _ = go_tx.send(Some(send_start.into_std()));
         tokio::select! {
             () = sleep_until(send_start + plan.duration) => {}
@@ -271,6 +290,30 @@ pub async fn run_voice(
         ));
     }
     let usage = probe.finish(&mut warnings);
+    // The timeline's last row: from the last interval's start to now, the
+    // drain included, with every listener's last delays handed in.
+    let mut timeline = Vec::new();
+    if let Some(handle) = recorder {
+        let mut recorded = match handle.await {
+            Ok(recorded) => recorded,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Recorded::default(),
+        };
+        let every = plan.timeline.unwrap_or(plan.duration);
+        let from = every * recorded.rows.len() as u32;
+        let latency = lock(&ctx.latency).close_last();
+        let row = TimelineRow {
+            from_s: from.as_secs_f64(),
+            t_s: send_start.elapsed().as_secs_f64(),
+            counts: Default::default(),
+            latency_us: latency,
+            processes: scrape_processes(plan, &mut recorded.failures).await,
+        };
+        print_row(plan, started, &row, &ctx.counters, &mut recorded.live);
+        recorded.rows.push(row);
+        warnings.extend(recorded.failures.warnings());
+        timeline = recorded.rows;
+    }
     counters.phase.set(Phase::Close);
     let voices: Vec<_> = results.iter_mut().filter_map(|r| r.voice.take()).collect();
     let _ =
@@ -310,6 +353,8 @@ pub async fn run_voice(
         warmup,
         usage,
         dataplane,
+        timeline,
+        send_start_us: ctx.micros(send_start.into_std()),
         warnings,
     };
     Ok(build_report(plan, &ctx, results, facts))
@@ -385,6 +430,138 @@ async fn set_up_all(
     (members, timed_out, interrupted)
 }
 
+/// What the timeline recorder hands back.
+#[derive(Debug, Default)]
+struct Recorded {
+    /// The rows of the intervals that ended within the send phase.
+    rows: Vec<TimelineRow>,
+    /// Scrapes that failed.
+    failures: ScrapeFailures,
+    /// The progress counters at the last row, for the live loss estimate.
+    live: (u64, u64),
+}
+
+/// Failed scrapes by address: how many, and the first error.
+#[derive(Debug, Default)]
+struct ScrapeFailures(std::collections::BTreeMap<String, (u64, String)>);
+
+impl ScrapeFailures {
+    fn note(&mut self, addr: &str, error: String) {
+        self.0.entry(addr.to_owned()).or_insert((0, error)).0 += 1;
+    }
+
+    /// One warning per address.
+    fn warnings(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|(addr, (n, first))| {
+                format!(
+                    "timeline: scraping {addr} failed for {n} rows (first: {first}); their \
+                     memory and descriptors are null"
+                )
+            })
+            .collect()
+    }
+}
+
+/// Takes a timeline row every `every` of the send phase, [`ROW_GRACE`]
+/// after each interval's end, until the phase ends or `stop`. The last
+/// row, which runs to the end of the drain, is the run's to take.
+async fn record_timeline(
+    ctx: Arc<Ctx>,
+    started: Instant,
+    send_start: Instant,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Recorded {
+    let plan = &ctx.plan;
+    let send_end = send_start + plan.duration;
+    let mut recorded = Recorded::default();
+    for k in 1u32.. {
+        let end = send_start + every * k;
+        if end >= send_end {
+            break;
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            () = sleep_until(end + ROW_GRACE) => {}
+        }
+        let next_cut = ctx.micros((end + every).into_std());
+        let latency = {
+            let mut book = lock(&ctx.latency);
+            let closed = book.close_interval(next_cut);
+            ctx.cut_us.store(book.cut_us(), Ordering::Relaxed);
+            closed
+        };
+        let row = TimelineRow {
+            from_s: (every * (k - 1)).as_secs_f64(),
+            t_s: (every * k).as_secs_f64(),
+            counts: Default::default(),
+            latency_us: latency,
+            processes: scrape_processes(plan, &mut recorded.failures).await,
+        };
+        print_row(plan, started, &row, &ctx.counters, &mut recorded.live);
+        recorded.rows.push(row);
+    }
+    recorded
+}
+
+/// Prints `row` as a progress-style line (unless `--quiet`), with the
+/// progress counters' loss since the last row as a live estimate.
+fn print_row(
+    plan: &VoicePlan,
+    started: Instant,
+    row: &TimelineRow,
+    counters: &VoiceCounters,
+    live: &mut (u64, u64),
+) {
+    let owed = counters.owed.load(Ordering::Relaxed);
+    let delivered = counters.delivered.load(Ordering::Relaxed);
+    let (d_owed, d_delivered) = (
+        owed.saturating_sub(live.0),
+        delivered.saturating_sub(live.1),
+    );
+    *live = (owed, delivered);
+    if plan.run.quiet {
+        return;
+    }
+    let loss = (d_owed > 0).then(|| (1.0 - d_delivered as f64 / d_owed as f64).max(0.0));
+    eprintln!(
+        "{} {}",
+        line_start(started.elapsed(), counters.phase.get()),
+        row.line(loss)
+    );
+}
+
+/// Every process's gauges now (`--metrics`, then `--control-metrics`),
+/// both scraped at once; a failed scrape leaves its sample's fields null.
+async fn scrape_processes(plan: &VoicePlan, failures: &mut ScrapeFailures) -> Vec<ProcessSample> {
+    let targets: Vec<(Plane, &str)> = [
+        (Plane::Data, plan.metrics.as_deref()),
+        (Plane::Control, plan.control_metrics.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(plane, addr)| Some((plane, addr?)))
+    .collect();
+    let scraped = join_all(targets.iter().map(|&(_, given)| async move {
+        match metrics_authority(given) {
+            Ok(authority) => scrape_process(&authority).await,
+            Err(e) => Err(e),
+        }
+    }))
+    .await;
+    targets
+        .into_iter()
+        .zip(scraped)
+        .map(|((plane, given), result)| {
+            let gauges = result
+                .map_err(|e| failures.note(given, error_chain(&e)))
+                .ok();
+            ProcessSample::new(plane, given, gauges)
+        })
+        .collect()
+}
+
 /// Speaker-to-listener paths among the clients in voice, and how many of
 /// them carried a warm-up packet.
 fn warmup_paths(ctx: &Ctx) -> (u64, u64) {
@@ -416,6 +593,10 @@ struct Facts {
     usage: crate::metrics::process::Usage,
     /// The data plane's counts over the send phase and the drain.
     dataplane: Option<DataplaneCounters>,
+    /// `--timeline` rows, their counts still to fill in.
+    timeline: Vec<TimelineRow>,
+    /// The send phase's start, µs since the epoch.
+    send_start_us: u64,
     warnings: Vec<String>,
 }
 
@@ -436,6 +617,25 @@ fn build_report(
         tallies.push(r.tally);
     }
     let t = totals(&layout, &logs, &tallies);
+    let mut warnings = facts.warnings;
+    let mut timeline = facts.timeline;
+    let soak = plan.timeline.map(|every| {
+        let every_us = duration_micros(every);
+        let starts: Vec<u64> = (0..timeline.len() as u64)
+            .map(|k| facts.send_start_us + k * every_us)
+            .collect();
+        match by_interval(&layout, &logs, &tallies, &starts) {
+            Some(counts) => {
+                for (row, c) in timeline.iter_mut().zip(counts) {
+                    row.counts = c;
+                }
+            }
+            None => warnings.push(
+                "timeline: a speaker kept no send times, so the rows' packet counts are 0".into(),
+            ),
+        }
+        judge_soak(&timeline, plan.warm_up_rows(), plan.effective_warm_up())
+    });
     let c = &ctx.counters;
     let received = c.received.load(Ordering::Relaxed);
     // From `/proc` with `--server-pid`; else from the data plane's own
@@ -452,7 +652,7 @@ fn build_report(
         .iter()
         .filter(|s| s.load(Ordering::Acquire) != 0)
         .count() as u64;
-    let latency = LatencyPercentiles::of(&lock(&ctx.latency));
+    let latency = LatencyPercentiles::of(lock(&ctx.latency).overall());
     VoiceReport {
         scenario: "voice",
         preset: plan.preset.map(<&str>::from),
@@ -518,7 +718,11 @@ fn build_report(
             .as_ref()
             .and_then(|d| d.forward_delay_bounds()),
         events_received: ctx.events.load(Ordering::Relaxed),
+        control_metrics: plan.control_metrics.clone(),
+        timeline_s: plan.timeline.map(|d| d.as_secs()),
+        timeline,
+        soak,
         failures: lock(&ctx.tally).clone(),
-        warnings: facts.warnings,
+        warnings,
     }
 }

@@ -54,6 +54,20 @@ pub async fn start_system_with(configure: impl FnOnce(&mut Config)) -> System {
     }
 }
 
+/// [`start_system`] with the control plane's metrics listener
+/// (`metrics.listen`) on a port picked here, and that address. The test
+/// kit's `TestSystem` does not expose the address the control plane bound
+/// (`ControlPlane::metrics_addr`): its `System` keeps the control plane
+/// inside a task. So the port is one that was free a moment ago; another
+/// process taking it in between would fail the start, not pass a test.
+pub async fn start_system_with_control_metrics() -> (System, SocketAddr) {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = free.local_addr().expect("its address");
+    drop(free);
+    let system = start_system_with(|c| c.metrics.listen = addr.to_string()).await;
+    (system, addr)
+}
+
 pub fn bearer(token: &str) -> AsciiMetadataValue {
     format!("Bearer {token}").parse().expect("a valid header")
 }
