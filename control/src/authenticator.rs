@@ -3,7 +3,8 @@
 //! Runs as a tonic interceptor in front of each OpenSpeak service (health
 //! and reflection stay open). A caller that passes gets a [`Caller`] in the
 //! request's extensions; one that fails gets UNAUTHENTICATED, and the
-//! failure counts against its IP address in the [`BanList`]. A member
+//! failure counts against its IP address in the [`BanList`]; a ban is kept
+//! in the store too. A member
 //! token calling faster than its [`RequestRate`] allows gets RATE_LIMITED.
 
 use std::{
@@ -20,6 +21,7 @@ use crate::{
     ban_list::BanList,
     metrics::Refusals,
     request_rate::RequestRate,
+    store::Store,
     tokens::{TokenInfo, TokenStore},
 };
 
@@ -66,6 +68,8 @@ impl Caller {
 pub struct Authenticator {
     tokens: Arc<RwLock<TokenStore>>,
     bans: Arc<Mutex<BanList>>,
+    /// Where each new ban is kept, so that a restart does not lift it.
+    store: Arc<dyn Store>,
     rate: Arc<RequestRate>,
     refusals: Arc<Refusals>,
 }
@@ -74,12 +78,14 @@ impl Authenticator {
     pub fn new(
         tokens: Arc<RwLock<TokenStore>>,
         bans: BanList,
+        store: Arc<dyn Store>,
         rate: RequestRate,
         refusals: Arc<Refusals>,
     ) -> Self {
         Self {
             tokens,
             bans: Arc::new(Mutex::new(bans)),
+            store,
             rate: Arc::new(rate),
             refusals,
         }
@@ -135,14 +141,24 @@ impl Authenticator {
         self.refusals
             .auth_failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(addr) = peer
-            && let Some(ban) = lock(&self.bans).record_failure(addr.ip(), now)
-        {
+        let banned = peer.and_then(|addr| {
+            let ban = lock(&self.bans).record_failure(addr.ip(), now)?;
+            Some((addr.ip(), ban))
+        });
+        if let Some((addr, ban)) = banned {
+            let secs = ban.until.saturating_duration_since(now).as_secs();
             warn!(
-                peer = %addr.ip(),
-                ban_secs = ban.until.saturating_duration_since(now).as_secs(),
+                peer = %addr,
+                ban_secs = secs,
                 "too many failed authentications; address refused for a while"
             );
+            // Outside the ban list's lock: other addresses need not wait
+            // for the disk. A ban that cannot be kept still holds until
+            // the next restart, so the failure is logged, not answered.
+            let wall = unix_now();
+            if let Err(error) = self.store.put_ban(addr, wall.saturating_add(secs), wall) {
+                tracing::error!(%error, peer = %addr, "cannot save a ban; a restart would lift it");
+            }
         }
         Reason::Unauthorized.status("invalid, expired or revoked token")
     }
@@ -162,6 +178,14 @@ impl Interceptor for Authenticator {
         request.extensions_mut().insert(caller);
         Ok(request)
     }
+}
+
+/// The wall clock in Unix seconds: bans are kept in wall time, since the
+/// monotonic clock starts over with the process.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -2,7 +2,8 @@
 //!
 //! After `max_failures` bad tokens from one IP address within `window`, the
 //! address is refused for `ban` before its token is even looked at. Pure:
-//! the caller passes the time in.
+//! the caller passes the time in, and keeps the bans in the store (see
+//! `Authenticator`) so that a restart does not lift them.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -78,6 +79,14 @@ impl BanList {
         None
     }
 
+    /// Puts back a ban kept across a restart; one that has ended is
+    /// ignored.
+    pub fn restore(&mut self, addr: IpAddr, until: Instant, now: Instant) {
+        if now < until {
+            self.entries.entry(addr).or_default().banned_until = Some(until);
+        }
+    }
+
     /// Forgets addresses with no live ban and no failure inside the window.
     pub fn prune(&mut self, now: Instant) {
         let window = self.window;
@@ -123,6 +132,18 @@ mod tests {
         assert!(bans.check(A, at + Duration::from_secs(300)).is_ok());
         // Other addresses are not affected.
         assert!(bans.check(B, at).is_ok());
+    }
+
+    #[test]
+    fn a_restored_ban_refuses_until_it_ends() {
+        let t0 = Instant::now();
+        let mut bans = list();
+        bans.restore(A, t0 + Duration::from_secs(10), t0);
+        bans.restore(B, t0, t0);
+        assert!(bans.check(A, t0 + Duration::from_secs(9)).is_err());
+        assert!(bans.check(A, t0 + Duration::from_secs(10)).is_ok());
+        assert!(bans.check(B, t0).is_ok());
+        assert_eq!(bans.tracked(), 1, "an ended ban is not kept");
     }
 
     #[test]

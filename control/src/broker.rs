@@ -28,13 +28,13 @@ use openspeak_shared::Encoded;
 use tokio::sync::{Notify, broadcast};
 
 use crate::{
-    channel_store::{ChannelStore, ChannelStoreError},
     convert,
     event::{Event, User},
     hub::{Hub, HubError},
     ids::SessionId,
-    session_ids::{SessionIds, SessionIdsError},
+    session_ids::SessionIds,
     snapshot::Snapshot,
+    store::{Store, StoreError},
     tokens::TokenInfo,
 };
 
@@ -74,7 +74,7 @@ pub enum ChangeError {
     Hub(#[from] HubError),
     /// The change could not be saved, so it was not made.
     #[error(transparent)]
-    Store(#[from] ChannelStoreError),
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +82,7 @@ pub enum StartError {
     #[error(transparent)]
     Hub(#[from] HubError),
     #[error(transparent)]
-    Ids(#[from] SessionIdsError),
+    Ids(#[from] StoreError),
 }
 
 pub struct Broker {
@@ -97,7 +97,8 @@ struct Inner {
     /// The hub's wire form, for `session_started`.
     snapshot: Snapshot,
     ids: SessionIds,
-    channels: Box<dyn ChannelStore>,
+    /// Where the channel tree is saved.
+    channels: Arc<dyn Store>,
     /// Number of the last published event.
     sequence: u64,
     /// Numbered events the flusher has yet to send, oldest first.
@@ -106,7 +107,7 @@ struct Inner {
 
 impl Broker {
     /// `queue` is how far one subscriber may fall behind before it is cut off.
-    pub fn new(hub: Hub, ids: SessionIds, channels: Box<dyn ChannelStore>, queue: usize) -> Self {
+    pub fn new(hub: Hub, ids: SessionIds, channels: Arc<dyn Store>, queue: usize) -> Self {
         let (events, _) = broadcast::channel(queue.max(1));
         Self {
             inner: Mutex::new(Inner {
@@ -155,7 +156,7 @@ impl Broker {
         let result = f(&mut inner.hub);
         if self.publish(&mut inner) {
             let records = inner.hub.channel_records();
-            if let Err(error) = inner.channels.save(&records) {
+            if let Err(error) = inner.channels.save_channels(&records) {
                 tracing::error!(%error, "cannot save the channel tree after a change");
             }
         }
@@ -172,7 +173,7 @@ impl Broker {
         let mut inner = self.lock();
         let mut draft = inner.hub.clone();
         let result = f(&mut draft)?;
-        inner.channels.save(&draft.channel_records())?;
+        inner.channels.save_channels(&draft.channel_records())?;
         inner.hub = draft;
         // `publish` refreshes the snapshot from the events, as for any change.
         self.publish(&mut inner);
@@ -281,23 +282,6 @@ mod tests {
 
     const WINDOW: Duration = Duration::from_millis(50);
 
-    /// Keeps the channel tree in memory; the flusher never touches it.
-    #[derive(Default)]
-    struct Memory(Vec<crate::channels::ChannelRecord>);
-
-    impl ChannelStore for Memory {
-        fn load(&self) -> Result<Vec<crate::channels::ChannelRecord>, ChannelStoreError> {
-            Ok(self.0.clone())
-        }
-        fn save(
-            &mut self,
-            channels: &[crate::channels::ChannelRecord],
-        ) -> Result<(), ChannelStoreError> {
-            self.0 = channels.to_vec();
-            Ok(())
-        }
-    }
-
     struct Fixture {
         broker: Arc<Broker>,
         token: TokenInfo,
@@ -310,8 +294,13 @@ mod tests {
             ChannelTree::new("Lobby", Instant::now()).unwrap(),
             Duration::from_secs(300),
         );
-        let ids = SessionIds::open(&dir.path().join("session_ids")).unwrap();
-        let broker = Arc::new(Broker::new(hub, ids, Box::new(Memory::default()), 64));
+        let store: Arc<dyn Store> = Arc::new(crate::store::JsonStore::new(
+            &dir.path().join("tokens.json"),
+            &dir.path().join("channels.json"),
+            &dir.path().join("session_ids"),
+        ));
+        let ids = SessionIds::open(store.clone()).unwrap();
+        let broker = Arc::new(Broker::new(hub, ids, store, 64));
         let token = TokenInfo {
             id: "t".into(),
             label: "t".into(),

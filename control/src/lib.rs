@@ -10,7 +10,6 @@
 mod authenticator;
 mod ban_list;
 mod broker;
-mod channel_store;
 mod channels;
 mod cluster;
 mod convert;
@@ -26,6 +25,7 @@ mod service;
 mod session_ids;
 mod snapshot;
 mod state_files;
+mod store;
 mod tokens;
 
 pub use hub::Hub;

@@ -197,8 +197,7 @@ impl Collector for Snapshot {
 }
 
 fn gauge(out: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
-    let metric = ConstGauge::new(value as i64);
-    metric.encode(out.encode_descriptor(name, help, None, metric.metric_type())?)
+    ops::gauge(out, name, help, None, value)
 }
 
 /// The routes of the control plane's operators' listener.

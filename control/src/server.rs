@@ -1,8 +1,9 @@
 //! Starting, serving and stopping the control plane.
 //!
-//! [`ControlPlane::bind`] opens the state (tokens, session ids), creates
-//! the bootstrap admin token on first start and binds the listener, so that
-//! every start-up error is reported before anything is served.
+//! [`ControlPlane::bind`] opens the store (tokens, channels, session ids,
+//! bans), creates the bootstrap admin token on first start and binds the
+//! listener, so that every start-up error is reported before anything is
+//! served.
 //! [`ControlPlane::serve`] runs until its shutdown future resolves, then
 //! drains as the contract says: stop accepting, health NOT_SERVING,
 //! `server_shutdown` to every session, wait up to `server.shutdown_grace`
@@ -39,7 +40,6 @@ use crate::{
     authenticator::Authenticator,
     ban_list::BanList,
     broker::Broker,
-    channel_store::{ChannelStore, ChannelStoreError, JsonChannelStore},
     channels::{ChannelError, ChannelTree},
     cluster::{AttachGuard, ClusterApi, Registry},
     edge::EdgeLayer,
@@ -47,9 +47,10 @@ use crate::{
     metrics::{self, Refusals},
     request_rate::RequestRate,
     service::{AuthApi, ChannelApi, PresenceApi, Shared, VoiceApi},
-    session_ids::{SessionIds, SessionIdsError},
-    state_files::{StateError, StateFiles},
-    tokens::{Role, StoreError, TokenStore},
+    session_ids::SessionIds,
+    state_files::StateError,
+    store::{self, OpenError, Store, StoreError},
+    tokens::{Role, TokenStore},
 };
 
 /// How often the hub's clock advances (idle marks, token expiry, temporary
@@ -66,11 +67,9 @@ const FLUSH_WINDOW: Duration = Duration::from_millis(2);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Tokens(#[from] StoreError),
+    Store(#[from] StoreError),
     #[error(transparent)]
-    SessionIds(#[from] SessionIdsError),
-    #[error(transparent)]
-    ChannelStore(#[from] ChannelStoreError),
+    Open(#[from] OpenError),
     #[error("cannot restore the channels in {path}: {source}")]
     Channels { path: PathBuf, source: ChannelError },
     #[error("auth.bootstrap_token is set but empty")]
@@ -118,6 +117,9 @@ pub struct ControlPlane {
     local_addr: SocketAddr,
     broker: Arc<Broker>,
     tokens: Arc<RwLock<TokenStore>>,
+    /// The bans kept across the last restart, put back.
+    bans: BanList,
+    store: Arc<dyn Store>,
     tls: Option<ServerTlsConfig>,
     /// The internal link's listener (`cluster.listen`).
     cluster_listener: TcpListener,
@@ -135,33 +137,30 @@ impl ControlPlane {
         check_cluster_secret(&config)?;
         let now = Instant::now();
         let data_dir = &config.storage.data_dir;
-        let (channels_file, ids_file) =
-            (data_dir.join("channels.json"), data_dir.join("session_ids"));
-        let state = StateFiles::new(
-            data_dir,
-            config.tokens_file(),
-            channels_file.clone(),
-            ids_file.clone(),
-        );
-        state.check()?;
-        let fresh = state.missing()?.len() == 3;
-        let mut tokens = TokenStore::open(&config.tokens_file())?;
+        let store::Opened {
+            store,
+            state,
+            fresh,
+        } = store::open(&config)?;
+        let mut tokens = TokenStore::open(store.clone())?;
         if tokens.is_empty() {
             bootstrap(&config, &mut tokens)?;
         }
-        let mut ids = SessionIds::open(&ids_file)?;
-        let mut store = JsonChannelStore::new(&channels_file);
-        let tree = ChannelTree::restore(&config.channels.default, store.load()?, now).map_err(
-            |source| StartError::Channels {
-                path: channels_file.clone(),
-                source,
-            },
-        )?;
-        // Every state file exists from the first start on, so that the
-        // marker can tell a lost one from one never written.
+        let mut ids = SessionIds::open(store.clone())?;
+        let saved = store.channels()?;
+        let nothing_saved = saved.is_empty();
+        let tree =
+            ChannelTree::restore(&config.channels.default, saved, now).map_err(|source| {
+                StartError::Channels {
+                    path: store.channels_location().to_owned(),
+                    source,
+                }
+            })?;
+        // Every kind of state is stored from the first start on, so that
+        // the marker can tell a lost file from one never written.
         ids.ensure_written()?;
-        if !channels_file.try_exists().unwrap_or(true) {
-            store.save(&tree.records())?;
+        if nothing_saved {
+            store.save_channels(&tree.records())?;
         }
         if state.missing()?.is_empty() {
             state.seal()?;
@@ -169,12 +168,13 @@ impl ControlPlane {
         if fresh {
             info!(data_dir = %data_dir.display(), "a new data directory: state files created");
         }
+        let bans = restore_bans(&config, &*store)?;
         let hub = Hub::new(tree, config.presence.idle_timeout.get())
             .with_session_cap(config.auth.max_sessions_per_token);
         let broker = Arc::new(Broker::new(
             hub,
             ids,
-            Box::new(store),
+            store.clone(),
             config.presence.event_queue,
         ));
         let tls = tls_config(&config)?;
@@ -228,6 +228,8 @@ impl ControlPlane {
             local_addr,
             broker,
             tokens: Arc::new(RwLock::new(tokens)),
+            bans,
+            store,
             tls,
             cluster_listener,
             cluster_addr,
@@ -261,6 +263,8 @@ impl ControlPlane {
             local_addr,
             broker,
             tokens,
+            bans,
+            store,
             tls,
             cluster_listener,
             cluster_addr,
@@ -280,11 +284,8 @@ impl ControlPlane {
         });
         let auth = Authenticator::new(
             tokens,
-            BanList::new(
-                config.auth.max_failures,
-                config.auth.failure_window.get(),
-                config.auth.ban_duration.get(),
-            ),
+            bans,
+            store,
             RequestRate::new(config.auth.requests_per_second, config.auth.request_burst),
             refusals.clone(),
         );
@@ -488,6 +489,21 @@ fn check_cluster_secret(config: &Config) -> Result<(), StartError> {
         }
         _ => Ok(()),
     }
+}
+
+/// The ban list, with the bans the store kept that have not ended yet.
+fn restore_bans(config: &Config, store: &dyn Store) -> Result<BanList, StoreError> {
+    let mut bans = BanList::new(
+        config.auth.max_failures,
+        config.auth.failure_window.get(),
+        config.auth.ban_duration.get(),
+    );
+    let (now, wall) = (Instant::now(), crate::authenticator::unix_now());
+    for (addr, until) in store.bans()? {
+        let left = Duration::from_secs(until.saturating_sub(wall));
+        bans.restore(addr, now + left, now);
+    }
+    Ok(bans)
 }
 
 /// Creates the first admin token on a store that never had one.

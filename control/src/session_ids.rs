@@ -2,63 +2,39 @@
 //!
 //! A data plane may still route an old session when the control plane
 //! restarts, so a restarted control plane must not hand that id to someone
-//! else. The allocator counts up and keeps, in `<data_dir>/session_ids`, a
-//! mark above every id it may have handed out; it reserves ids in blocks so
-//! that the file is written once per block, not once per session.
+//! else. The allocator counts up and keeps, in the store, a mark above
+//! every id it may have handed out; it reserves ids in blocks so that the
+//! mark is written once per block, not once per session.
 
-use std::{
-    fs, io,
-    path::{Path, PathBuf},
+use std::sync::Arc;
+
+use crate::{
+    ids::SessionId,
+    store::{Store, StoreError},
 };
 
-use openspeak_shared::persist;
-
-use crate::ids::SessionId;
-
-/// Ids reserved per write of the mark file.
+/// Ids reserved per write of the mark.
 const BLOCK: u32 = 4096;
 
 #[derive(Debug)]
 pub struct SessionIds {
-    path: PathBuf,
+    store: Arc<dyn Store>,
     next: u32,
-    /// Every id below this may have been handed out (it is on disk).
+    /// Every id below this may have been handed out (it is stored).
     reserved_until: u32,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SessionIdsError {
-    #[error("cannot read session id mark {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("session id mark {path} is corrupt: {text:?}")]
-    Corrupt { path: PathBuf, text: String },
-    #[error("cannot write session id mark {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    /// Whether the store holds a mark at all.
+    written: bool,
 }
 
 impl SessionIds {
-    pub fn open(path: &Path) -> Result<Self, SessionIdsError> {
-        let mark = match fs::read_to_string(path) {
-            Ok(text) => text
-                .trim()
-                .parse::<u32>()
-                .map_err(|_| SessionIdsError::Corrupt {
-                    path: path.to_owned(),
-                    text: text.clone(),
-                })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 1,
-            Err(source) => {
-                return Err(SessionIdsError::Read {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
-        let next = mark.max(1);
+    pub fn open(store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let mark = store.session_mark()?;
+        let next = mark.unwrap_or(1).max(1);
         Ok(Self {
-            path: path.to_owned(),
+            store,
             next,
             reserved_until: next,
+            written: mark.is_some(),
         })
     }
 
@@ -67,7 +43,7 @@ impl SessionIds {
     pub fn allocate(
         &mut self,
         in_use: impl Fn(SessionId) -> bool,
-    ) -> Result<SessionId, SessionIdsError> {
+    ) -> Result<SessionId, StoreError> {
         loop {
             let id = self.next;
             self.next = self.next.checked_add(1).unwrap_or(1);
@@ -80,57 +56,54 @@ impl SessionIds {
         }
     }
 
-    /// Writes the mark now if its file does not exist yet, so that a new
-    /// data directory holds every state file from its first start.
-    pub fn ensure_written(&mut self) -> Result<(), SessionIdsError> {
-        match self.path.try_exists() {
-            Ok(true) => Ok(()),
-            Ok(false) => self.reserve(self.next),
-            Err(source) => Err(SessionIdsError::Read {
-                path: self.path.clone(),
-                source,
-            }),
+    /// Writes the mark now if the store has none yet, so that a new data
+    /// directory holds every kind of state from its first start.
+    pub fn ensure_written(&mut self) -> Result<(), StoreError> {
+        if self.written {
+            return Ok(());
         }
+        self.reserve(self.next)
     }
 
-    fn reserve(&mut self, from: u32) -> Result<(), SessionIdsError> {
+    fn reserve(&mut self, from: u32) -> Result<(), StoreError> {
         let until = from.saturating_add(BLOCK);
-        persist::write_atomic(&self.path, format!("{until}\n").as_bytes(), 0o644).map_err(
-            |source| SessionIdsError::Write {
-                path: self.path.clone(),
-                source,
-            },
-        )?;
+        self.store.save_session_mark(until)?;
         self.reserved_until = until;
+        self.written = true;
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
+    use crate::store::testing::{BOTH, json};
 
     #[test]
     fn ids_start_at_one_and_count_up() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ids = SessionIds::open(&dir.path().join("session_ids")).unwrap();
+        let mut ids = SessionIds::open(json(dir.path())).unwrap();
         assert_eq!(ids.allocate(|_| false).unwrap(), SessionId(1));
         assert_eq!(ids.allocate(|_| false).unwrap(), SessionId(2));
     }
 
     #[test]
     fn a_restart_never_hands_out_an_id_given_before() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("session_ids");
-        let mut before = SessionIds::open(&path).unwrap();
-        let mut last = SessionId(0);
-        for _ in 0..(BLOCK + 10) {
-            last = before.allocate(|_| false).unwrap();
+        for (_, make) in BOTH {
+            let dir = tempfile::tempdir().unwrap();
+            let mut before = SessionIds::open(make(dir.path())).unwrap();
+            before.ensure_written().unwrap();
+            let mut last = SessionId(0);
+            for _ in 0..(BLOCK + 10) {
+                last = before.allocate(|_| false).unwrap();
+            }
+            drop(before);
+            let mut after = SessionIds::open(make(dir.path())).unwrap();
+            let first = after.allocate(|_| false).unwrap();
+            assert!(first > last, "{first} after {last}");
         }
-        drop(before);
-        let mut after = SessionIds::open(&path).unwrap();
-        let first = after.allocate(|_| false).unwrap();
-        assert!(first > last, "{first} after {last}");
     }
 
     #[test]
@@ -138,7 +111,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("session_ids");
         fs::write(&path, format!("{}\n", u32::MAX)).unwrap();
-        let mut ids = SessionIds::open(&path).unwrap();
+        let mut ids = SessionIds::open(json(dir.path())).unwrap();
         assert_eq!(ids.allocate(|_| false).unwrap(), SessionId(u32::MAX));
         // Wrapped: 1 and 2 are still in use, 3 is free; 0 is never given.
         assert_eq!(
@@ -153,8 +126,8 @@ mod tests {
         let path = dir.path().join("session_ids");
         fs::write(&path, "banana").unwrap();
         assert!(matches!(
-            SessionIds::open(&path),
-            Err(SessionIdsError::Corrupt { .. })
+            SessionIds::open(json(dir.path())),
+            Err(StoreError::Corrupt { .. })
         ));
     }
 }

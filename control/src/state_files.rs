@@ -1,7 +1,8 @@
 //! Keeps a lost state file from passing for a new server.
 //!
 //! Each store reads a missing file as "nothing yet", which is right for a
-//! new data directory and wrong for one whose `tokens.json` was deleted:
+//! new data directory and wrong for one whose `tokens.json` (or, with
+//! SQLite, `openspeak.db`) was deleted:
 //! the control plane would start with no tokens, make a new admin token
 //! and forget every user, channel and session id without a word. So the
 //! data directory carries a marker, `control_state`, written once every
@@ -25,11 +26,11 @@ const MARKER_TEXT: &str = "OpenSpeak control plane state: tokens, channels and s
 live in this directory.\nWhile this file exists, the control plane refuses to start if one \
 of them is missing.\n";
 
-/// The control plane's state files.
+/// The control plane's state files: the JSON files, or the database.
 #[derive(Debug, Clone)]
 pub struct StateFiles {
     /// `(what, path)` of each state file, for messages.
-    files: [(&'static str, PathBuf); 3],
+    files: Vec<(&'static str, PathBuf)>,
     marker: PathBuf,
 }
 
@@ -53,13 +54,9 @@ pub enum StateError {
 }
 
 impl StateFiles {
-    pub fn new(data_dir: &Path, tokens: PathBuf, channels: PathBuf, session_ids: PathBuf) -> Self {
+    pub fn new(data_dir: &Path, files: Vec<(&'static str, PathBuf)>) -> Self {
         Self {
-            files: [
-                ("the token store", tokens),
-                ("the channel store", channels),
-                ("the session id mark", session_ids),
-            ],
+            files,
             marker: data_dir.join(MARKER),
         }
     }
@@ -80,6 +77,12 @@ impl StateFiles {
             }
         }
         Ok(())
+    }
+
+    /// Whether the marker says this directory has held state; `Some` with
+    /// the marker's path when it does.
+    pub fn marker(&self) -> Result<Option<&Path>, StateError> {
+        Ok(exists(&self.marker)?.then_some(self.marker.as_path()))
     }
 
     /// Which state files do not exist yet.
@@ -122,9 +125,11 @@ mod tests {
     fn files(dir: &Path) -> StateFiles {
         StateFiles::new(
             dir,
-            dir.join("tokens.json"),
-            dir.join("channels.json"),
-            dir.join("session_ids"),
+            vec![
+                ("the token store", dir.join("tokens.json")),
+                ("the channel store", dir.join("channels.json")),
+                ("the session id mark", dir.join("session_ids")),
+            ],
         )
     }
 

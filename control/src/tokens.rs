@@ -1,15 +1,14 @@
-//! Access tokens: creation, authentication, revocation, and the tokens file.
+//! Access tokens: creation, authentication and revocation.
 //!
-//! Only a SHA-256 hash of each token is kept, in memory and on disk, so a
-//! leaked tokens file lets nobody in. Every change is written to
-//! `auth.tokens_file` atomically before it takes effect; if the write fails
-//! the change is undone and the caller gets the error, so nothing that was
-//! acknowledged can be lost by a crash.
+//! Only a SHA-256 hash of each token is kept, in memory and in the store,
+//! so a leaked store lets nobody in. Every change is made durable in the
+//! [`Store`] before it takes effect; if that fails the change is undone
+//! and the caller gets the error, so nothing that was acknowledged can be
+//! lost by a crash.
 
 use std::{
     collections::HashMap,
-    fs, io,
-    path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -19,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use openspeak_shared::persist;
+use crate::store::{Store, StoreError, TokenRecord as Record};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,20 +57,6 @@ pub enum AuthError {
     Revoked,
 }
 
-/// A failure to read or write the tokens file.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot read tokens file {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("tokens file {path} is corrupt: {source}")]
-    Corrupt {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error("cannot write tokens file {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-}
-
 /// Why a revocation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RevokeError {
@@ -81,77 +66,31 @@ pub enum RevokeError {
     Store(#[from] StoreError),
 }
 
-/// One token as stored on disk.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
-    id: String,
-    label: String,
-    role: Role,
-    /// Hex SHA-256 of the plaintext.
-    sha256: String,
-    /// Unix seconds.
-    created_at: u64,
-    expires_at: Option<u64>,
-    /// Revoked tokens are kept (for the audit trail) but never accepted.
-    revoked_at: Option<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct File {
-    version: u32,
-    tokens: Vec<Record>,
-}
-
-const FILE_VERSION: u32 = 1;
-
 /// The token store: every token ever created, indexed by hash.
 #[derive(Debug)]
 pub struct TokenStore {
-    path: PathBuf,
+    store: Arc<dyn Store>,
     records: Vec<Record>,
     /// Hash → index in `records`.
     by_hash: HashMap<[u8; 32], usize>,
 }
 
 impl TokenStore {
-    /// Opens the store at `path`; a missing file is an empty store.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let records = match fs::read(path) {
-            Ok(bytes) => {
-                let file: File =
-                    serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
-                        path: path.to_owned(),
-                        source,
-                    })?;
-                file.tokens
+    /// Loads every token from `store`, which keeps each change from then on.
+    pub fn open(store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let records = store.tokens()?;
+        let mut by_hash = HashMap::new();
+        for (index, record) in records.iter().enumerate() {
+            // The stores refuse malformed hashes when loading.
+            if let Some(hash) = decode_hash(&record.sha256) {
+                by_hash.insert(hash, index);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => {
-                return Err(StoreError::Read {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
-        let mut store = TokenStore {
-            path: path.to_owned(),
-            records: Vec::new(),
-            by_hash: HashMap::new(),
-        };
-        for record in records {
-            let Some(hash) = decode_hash(&record.sha256) else {
-                return Err(StoreError::Corrupt {
-                    path: path.to_owned(),
-                    source: serde::de::Error::custom(format!(
-                        "token {} has a malformed sha256",
-                        record.id
-                    )),
-                });
-            };
-            store.by_hash.insert(hash, store.records.len());
-            store.records.push(record);
         }
-        Ok(store)
+        Ok(TokenStore {
+            store,
+            records,
+            by_hash,
+        })
     }
 
     /// True when no token was ever created: the moment to bootstrap.
@@ -194,12 +133,9 @@ impl TokenStore {
             expires_at: ttl.map(|ttl| created_at.saturating_add(ttl.as_secs())),
             revoked_at: None,
         };
+        self.store.put_token(&record)?;
         let info = record.info();
         self.records.push(record);
-        if let Err(e) = self.save() {
-            self.records.pop();
-            return Err(e);
-        }
         self.by_hash.insert(hash, self.records.len() - 1);
         Ok(info)
     }
@@ -232,11 +168,10 @@ impl TokenStore {
             .iter()
             .position(|r| r.id == id && r.revoked_at.is_none())
             .ok_or_else(|| RevokeError::NotFound(id.to_owned()))?;
-        self.records[index].revoked_at = Some(unix_secs(now));
-        if let Err(e) = self.save() {
-            self.records[index].revoked_at = None;
-            return Err(e.into());
-        }
+        let mut revoked = self.records[index].clone();
+        revoked.revoked_at = Some(unix_secs(now));
+        self.store.put_token(&revoked)?;
+        self.records[index] = revoked;
         Ok(self.records[index].info())
     }
 
@@ -254,18 +189,6 @@ impl TokenStore {
             .filter(|r| r.revoked_at.is_none())
             .map(Record::info)
             .collect()
-    }
-
-    fn save(&self) -> Result<(), StoreError> {
-        let file = File {
-            version: FILE_VERSION,
-            tokens: self.records.clone(),
-        };
-        let json = serde_json::to_vec_pretty(&file).expect("token records always serialize");
-        persist::write_atomic(&self.path, &json, 0o600).map_err(|source| StoreError::Write {
-            path: self.path.clone(),
-            source,
-        })
     }
 }
 
@@ -285,7 +208,7 @@ fn hash(plaintext: &str) -> [u8; 32] {
     Sha256::digest(plaintext.as_bytes()).into()
 }
 
-fn decode_hash(hex_text: &str) -> Option<[u8; 32]> {
+pub(crate) fn decode_hash(hex_text: &str) -> Option<[u8; 32]> {
     hex::decode(hex_text).ok()?.try_into().ok()
 }
 
@@ -316,11 +239,14 @@ fn from_unix_secs(secs: u64) -> SystemTime {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
+    use crate::store::testing::{BOTH, json, sqlite};
 
     fn store() -> (tempfile::TempDir, TokenStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::open(&dir.path().join("tokens.json")).unwrap();
+        let store = TokenStore::open(sqlite(dir.path())).unwrap();
         (dir, store)
     }
 
@@ -387,49 +313,55 @@ mod tests {
     }
 
     #[test]
-    fn tokens_survive_a_reopen_and_the_file_holds_no_plaintext() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tokens.json");
-        let mut store = TokenStore::open(&path).unwrap();
-        let (kept, _) = store.create("kept", Role::Admin, None, at(0)).unwrap();
-        let (gone, gone_info) = store.create("gone", Role::Member, None, at(0)).unwrap();
-        store.revoke(&gone_info.id, at(1)).unwrap();
-        store
-            .insert("chosen-bootstrap", "boot", Role::Admin, None, at(2))
-            .unwrap();
+    fn tokens_survive_a_reopen_and_the_store_holds_no_plaintext() {
+        for (_, make) in BOTH {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = TokenStore::open(make(dir.path())).unwrap();
+            let (kept, _) = store.create("kept", Role::Admin, None, at(0)).unwrap();
+            let (gone, gone_info) = store.create("gone", Role::Member, None, at(0)).unwrap();
+            store.revoke(&gone_info.id, at(1)).unwrap();
+            store
+                .insert("chosen-bootstrap", "boot", Role::Admin, None, at(2))
+                .unwrap();
+            drop(store);
 
-        let text = fs::read_to_string(&path).unwrap();
-        assert!(!text.contains(&kept) && !text.contains(&gone));
-        assert!(!text.contains("chosen-bootstrap"));
+            for entry in fs::read_dir(dir.path()).unwrap() {
+                let bytes = fs::read(entry.unwrap().path()).unwrap();
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(!text.contains(&kept) && !text.contains(&gone));
+                assert!(!text.contains("chosen-bootstrap"));
+            }
 
-        let reopened = TokenStore::open(&path).unwrap();
-        assert_eq!(reopened.authenticate(&kept, at(3)).unwrap().label, "kept");
-        assert_eq!(reopened.authenticate(&gone, at(3)), Err(AuthError::Revoked));
-        assert!(reopened.authenticate("chosen-bootstrap", at(3)).is_ok());
-        assert_eq!(reopened.list().len(), 2);
-    }
-
-    #[test]
-    fn a_corrupt_file_is_an_error_naming_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tokens.json");
-        fs::write(&path, "{ not json").unwrap();
-        let err = TokenStore::open(&path).unwrap_err();
-        assert!(err.to_string().contains("tokens.json"), "{err}");
+            let reopened = TokenStore::open(make(dir.path())).unwrap();
+            assert_eq!(reopened.authenticate(&kept, at(3)).unwrap().label, "kept");
+            assert_eq!(reopened.authenticate(&gone, at(3)), Err(AuthError::Revoked));
+            assert!(reopened.authenticate("chosen-bootstrap", at(3)).is_ok());
+            assert_eq!(reopened.list().len(), 2);
+        }
     }
 
     #[test]
     fn a_failed_write_undoes_the_change() {
         let dir = tempfile::tempdir().unwrap();
         // A directory where the file should be makes every write fail.
-        let path = dir.path().join("tokens.json");
-        fs::create_dir(&path).unwrap();
+        fs::create_dir(dir.path().join("tokens.json")).unwrap();
         let mut store = TokenStore {
-            path: path.clone(),
+            store: json(dir.path()),
             records: Vec::new(),
             by_hash: HashMap::new(),
         };
         assert!(store.create("x", Role::Admin, None, at(0)).is_err());
         assert!(store.is_empty());
+        // A revocation that cannot be saved is not made either.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = TokenStore::open(json(dir.path())).unwrap();
+        let (token, info) = store.create("y", Role::Member, None, at(0)).unwrap();
+        fs::remove_file(dir.path().join("tokens.json")).unwrap();
+        fs::create_dir(dir.path().join("tokens.json")).unwrap();
+        assert!(matches!(
+            store.revoke(&info.id, at(1)),
+            Err(RevokeError::Store(_))
+        ));
+        assert!(store.authenticate(&token, at(2)).is_ok());
     }
 }

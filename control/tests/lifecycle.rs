@@ -5,11 +5,15 @@ mod support;
 
 use std::{
     os::unix::fs::PermissionsExt,
+    path::Path,
     time::{Duration, Instant},
 };
 
 use openspeak_client::{TokenLifetime, pb};
-use openspeak_shared::{Reason, config::Seconds};
+use openspeak_shared::{
+    Reason,
+    config::{Config, Seconds},
+};
 use pb::{auth_service_client::AuthServiceClient, event::Event as Ev};
 use support::{ClientExt, TestServer, expect_err, random_secret, test_config, with_token, within};
 use tonic::Code;
@@ -144,7 +148,8 @@ async fn tokens_and_session_ids_survive_a_restart_and_bootstrap_happens_once() {
         !dir.path().join("admin_token").exists(),
         "a configured bootstrap token is not written"
     );
-    let stored = std::fs::read_to_string(dir.path().join("tokens.json")).unwrap();
+    let stored = every_file(dir.path());
+    assert!(stored.len() > 1000, "the state is in the data directory");
     for plaintext in [&bootstrap, &member_token, &revoked_token] {
         assert!(
             !stored.contains(plaintext.as_str()),
@@ -222,75 +227,116 @@ async fn a_generated_bootstrap_token_is_written_once_with_mode_0600() {
     assert_eq!(tokens_after, tokens_before);
 }
 
+/// Every file in `dir`, as text, one after the other: where a plaintext
+/// token must not be, whichever store wrote them.
+fn every_file(dir: &Path) -> String {
+    let mut all = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            all.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+        }
+    }
+    all
+}
+
+/// `config` with `storage.backend: json`. Set through serde: the shared
+/// crate does not re-export the backend's enum.
+fn json_backend(mut config: Config) -> Config {
+    config.storage = serde_json::from_value(serde_json::json!({
+        "data_dir": config.storage.data_dir,
+        "backend": "json",
+    }))
+    .unwrap();
+    config
+}
+
+/// The state files of each backend, as a first start leaves them.
+fn state_files(config: &Config) -> &'static [&'static str] {
+    if config.storage.uses_sqlite() {
+        &["openspeak.db"]
+    } else {
+        &["tokens.json", "channels.json", "session_ids"]
+    }
+}
+
 /// A state file lost from a data directory that had it stops start-up,
 /// naming the file, instead of passing for a new server (which would make
 /// a new admin token and forget every user). The first start creates all
 /// of them, so that a lost one can be told from one never written.
 #[tokio::test]
 async fn a_lost_state_file_stops_start_up_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = test_config(dir.path(), Some(&random_secret("test")));
-    let mut first = TestServer::serve(config.clone()).await;
-    first.stop().await;
-    for name in [
-        "tokens.json",
-        "channels.json",
-        "session_ids",
-        openspeak_control::STATE_MARKER,
-    ] {
-        assert!(
-            dir.path().join(name).exists(),
-            "{name} after the first start"
-        );
-    }
+    for json in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path(), Some(&random_secret("test")));
+        if json {
+            config = json_backend(config);
+        }
+        let mut first = TestServer::serve(config.clone()).await;
+        first.stop().await;
+        let files = state_files(&config);
+        for name in files.iter().chain([&openspeak_control::STATE_MARKER]) {
+            assert!(
+                dir.path().join(name).exists(),
+                "{name} after the first start"
+            );
+        }
 
-    for name in ["tokens.json", "channels.json", "session_ids"] {
-        let path = dir.path().join(name);
-        let kept = std::fs::read(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        let refused = openspeak_control::ControlPlane::bind(config.clone()).await;
-        let Err(error) = refused else {
-            panic!("started without {name}");
-        };
-        let message = error.to_string();
-        assert!(message.contains(name), "{message}");
-        assert!(message.contains("restore"), "{message}");
-        assert!(!path.exists(), "nothing was written in its place");
-        std::fs::write(&path, kept).unwrap();
+        for name in files {
+            let path = dir.path().join(name);
+            let kept = std::fs::read(&path).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            let refused = openspeak_control::ControlPlane::bind(config.clone()).await;
+            let Err(error) = refused else {
+                panic!("started without {name}");
+            };
+            let message = error.to_string();
+            assert!(message.contains(name), "{message}");
+            assert!(message.contains("restore"), "{message}");
+            assert!(!path.exists(), "nothing was written in its place");
+            std::fs::write(&path, kept).unwrap();
+        }
+        // Everything back: it starts.
+        let mut again = TestServer::serve(config).await;
+        again.stop().await;
     }
-    // Everything back: it starts.
-    let mut again = TestServer::serve(config).await;
-    again.stop().await;
 }
 
 /// A data directory written before the marker existed (state files, no
-/// marker) starts as it is, and gets the marker and its missing files.
+/// marker) starts as it is, and gets the marker and its missing state; with
+/// SQLite, the JSON files there are imported.
 #[tokio::test]
 async fn a_data_directory_from_before_the_marker_is_adopted() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = test_config(dir.path(), Some(&random_secret("test")));
-    let mut first = TestServer::serve(config.clone()).await;
-    first.stop().await;
-    for name in [
-        "channels.json",
-        "session_ids",
-        openspeak_control::STATE_MARKER,
-    ] {
-        std::fs::remove_file(dir.path().join(name)).unwrap();
-    }
-    let mut adopted = TestServer::serve(config).await;
-    let who = adopted.admin().await.whoami().await.unwrap();
-    assert_eq!(
-        who.role,
-        pb::Role::Admin as i32,
-        "the old tokens still work"
-    );
-    adopted.stop().await;
-    for name in [
-        "channels.json",
-        "session_ids",
-        openspeak_control::STATE_MARKER,
-    ] {
-        assert!(dir.path().join(name).exists(), "{name} was created");
+    for json in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path(), Some(&random_secret("test")));
+        let mut first = TestServer::serve(json_backend(config.clone())).await;
+        first.stop().await;
+        for name in [
+            "channels.json",
+            "session_ids",
+            openspeak_control::STATE_MARKER,
+        ] {
+            std::fs::remove_file(dir.path().join(name)).unwrap();
+        }
+        let config = if json { json_backend(config) } else { config };
+        let mut adopted = TestServer::serve(config.clone()).await;
+        let who = adopted.admin().await.whoami().await.unwrap();
+        assert_eq!(
+            who.role,
+            pb::Role::Admin as i32,
+            "the old tokens still work"
+        );
+        adopted.stop().await;
+        for name in state_files(&config)
+            .iter()
+            .chain([&openspeak_control::STATE_MARKER])
+        {
+            assert!(dir.path().join(name).exists(), "{name} was created");
+        }
+        if !json {
+            assert!(dir.path().join("tokens.json.imported").exists());
+            assert!(!dir.path().join("tokens.json").exists());
+        }
     }
 }

@@ -8,26 +8,11 @@ use std::net::SocketAddr;
 
 use openspeak_shared::Reason;
 use support::{ClientExt, TestServer, expect_reason, within};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// `GET path`: the status code and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    within(&format!("GET {path}"), async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-        let status = head
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|rest| rest.get(..3))
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("a status line: {head}"));
-        (status, body.to_owned())
-    })
-    .await
+    let reply = openspeak_testkit::http::get(addr, path).await;
+    (reply.status, reply.body)
 }
 
 /// The value of the sample `name` (with its labels) in `text`.
