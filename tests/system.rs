@@ -363,6 +363,7 @@ async fn sessions_and_their_calls_come_back_by_themselves_after_the_control_plan
         secret,
         cluster,
         url,
+        ..
     } = control;
     let port: u16 = url
         .rsplit(':')

@@ -491,6 +491,17 @@ async fn a_call_carries_voice_and_ends_when_its_session_ends() {
     assert!(a_call.connected(), "a's call is not affected");
 }
 
+/// Reads with `recv` until the voice connection ends: anything still in
+/// flight is read first, and the end is an error, which is returned.
+async fn until_cut<T, E>(mut recv: impl AsyncFnMut() -> Result<T, E>, what: &str) -> E {
+    for _ in 0..1000 {
+        if let Err(e) = recv().await {
+            return e;
+        }
+    }
+    panic!("{what} was never closed");
+}
+
 /// Revoking a token cuts its live sessions out of voice within a second,
 /// on both transports: the data plane ends the QUIC connection and sends
 /// the UDP client a CLOSED, and nothing either sends afterwards is heard.
@@ -557,25 +568,16 @@ async fn revoking_a_token_cuts_its_voice_within_a_second() {
     let revoked = tokio::time::Instant::now();
     admin.revoke_token(&info.id).await.unwrap();
     let quic_cut = async {
-        // Anything still in flight is read first; the end is an error.
-        for _ in 0..1000 {
-            if quic.recv().await.is_err() {
-                return revoked.elapsed();
-            }
-        }
-        panic!("the QUIC voice connection was never closed");
+        until_cut(async || quic.recv().await, "the QUIC voice connection").await;
+        revoked.elapsed()
     };
     let udp_cut = async {
-        for _ in 0..1000 {
-            if let Err(e) = udp.recv().await {
-                assert!(
-                    matches!(e, openspeak_client::UdpVoiceError::Closed { .. }),
-                    "{e:?}"
-                );
-                return revoked.elapsed();
-            }
-        }
-        panic!("the UDP voice session was never closed");
+        let e = until_cut(async || udp.recv().await, "the UDP voice session").await;
+        assert!(
+            matches!(e, openspeak_client::UdpVoiceError::Closed { .. }),
+            "{e:?}"
+        );
+        revoked.elapsed()
     };
     let (quic_after, udp_after) = tokio::join!(
         openspeak_testkit::within_for(CUT_WITHIN, "QUIC voice to be cut", quic_cut),

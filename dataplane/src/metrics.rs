@@ -52,15 +52,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 use thiserror::Error;
 use tokio::sync::watch;
 
-use openspeak_shared::ops;
+use openspeak_shared::ops::{self, gauge};
 use openspeak_voice::RejectCode;
 
 use crate::{
@@ -270,17 +269,6 @@ impl Collector for Snapshot {
 fn counter(out: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
     let metric = ConstCounter::new(value);
     metric.encode(out.encode_descriptor(name, help, None, metric.metric_type())?)
-}
-
-fn gauge<N: EncodeGaugeValue>(
-    out: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    value: N,
-) -> fmt::Result {
-    let metric = ConstGauge::new(value);
-    metric.encode(out.encode_descriptor(name, help, unit, metric.metric_type())?)
 }
 
 /// The forward delay as a histogram in seconds.

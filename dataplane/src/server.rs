@@ -129,6 +129,9 @@ impl Dataplane {
                 addr: plain,
                 source: e.into(),
             })?;
+        if dp.socket_buffer_bytes > 0 {
+            note_socket_buffers(&endpoint, dp.socket_buffer_bytes);
+        }
         let udp_addr = endpoint.plain_addr().ok_or(StartError::Bind {
             addr: plain,
             source: io::Error::other("the plain UDP socket has no address").into(),
@@ -368,5 +371,24 @@ mod tests {
             (120, 30_000, 500)
         );
         assert_eq!(router_config(&Config::default()), RouterConfig::default());
+    }
+}
+
+/// Asks for `dataplane.socket_buffer_bytes` on the voice sockets and says
+/// what the kernel gave; less than asked is a warning naming the sysctls
+/// that cap it, since a small buffer drops voice in bursts.
+fn note_socket_buffers(endpoint: &VoiceEndpoint, bytes: usize) {
+    match endpoint.set_socket_buffers(bytes) {
+        Ok(sizes) if sizes.iter().all(|&(rx, tx)| rx >= bytes && tx >= bytes) => {
+            tracing::info!(bytes, "voice socket buffers sized");
+        }
+        Ok(sizes) => warn!(
+            asked = bytes,
+            got = ?sizes,
+            "the kernel gave the voice sockets smaller buffers than dataplane.socket_buffer_bytes \
+             asks (receive, send per socket); raise net.core.rmem_max and net.core.wmem_max \
+             (sysctl) to allow more"
+        ),
+        Err(e) => warn!(error = %e, "cannot size the voice socket buffers"),
     }
 }

@@ -30,15 +30,61 @@ pub(crate) struct Received {
 #[cfg(target_os = "linux")]
 pub(crate) fn enable_receive_timestamps(socket: &std::net::UdpSocket) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid fd, and a pointer to an int with its exact size, as
-    // SO_TIMESTAMPNS takes.
+    set_option(socket.as_raw_fd(), libc::SO_TIMESTAMPNS, 1)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn enable_receive_timestamps(_socket: &std::net::UdpSocket) -> io::Result<()> {
+    Ok(())
+}
+
+/// Elsewhere the kernel's defaults stay: (0, 0) says nothing was set.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn size_buffers(_fd: std::os::fd::RawFd, _bytes: usize) -> io::Result<(usize, usize)> {
+    Ok((0, 0))
+}
+
+/// How many bytes each voice socket asks the kernel to buffer, each way,
+/// unless `dataplane.socket_buffer_bytes` says otherwise. The kernel's
+/// default (about 208 KiB) holds a few thousand small packets: a burst of
+/// garbage at the port, or a moment when the data plane is not scheduled,
+/// would then drop real voice with it.
+pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// The buffer sizes the kernel holds for `fd` after asking for `bytes`
+/// each way: (receive, send), as the kernel reports them halved (it
+/// doubles what is asked, for its own bookkeeping). Above
+/// `net.core.rmem_max`/`wmem_max` the request is capped, unless the
+/// process may force it (CAP_NET_ADMIN), which is tried then.
+#[cfg(target_os = "linux")]
+pub(crate) fn size_buffers(fd: std::os::fd::RawFd, bytes: usize) -> io::Result<(usize, usize)> {
+    let asked = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let mut got = [0usize; 2];
+    for (slot, (option, forced)) in got.iter_mut().zip([
+        (libc::SO_RCVBUF, libc::SO_RCVBUFFORCE),
+        (libc::SO_SNDBUF, libc::SO_SNDBUFFORCE),
+    ]) {
+        set_option(fd, option, asked)?;
+        let mut size = get_option(fd, option)? / 2;
+        if (size as usize) < bytes && set_option(fd, forced, asked).is_ok() {
+            size = get_option(fd, option)? / 2;
+        }
+        *slot = usize::try_from(size).unwrap_or(0);
+    }
+    Ok((got[0], got[1]))
+}
+
+/// Sets the `SOL_SOCKET` integer option `name` of `fd`.
+#[cfg(target_os = "linux")]
+fn set_option(fd: std::os::fd::RawFd, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: a pointer to an int with its exact size, as every SOL_SOCKET
+    // integer option takes; a bad fd is an error, not undefined behaviour.
     let rc = unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
+            name,
+            (&value as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -49,9 +95,26 @@ pub(crate) fn enable_receive_timestamps(socket: &std::net::UdpSocket) -> io::Res
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn enable_receive_timestamps(_socket: &std::net::UdpSocket) -> io::Result<()> {
-    Ok(())
+/// Reads the `SOL_SOCKET` integer option `name` of `fd`.
+#[cfg(target_os = "linux")]
+fn get_option(fd: std::os::fd::RawFd, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `value`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Packets read off one socket in one system call (`recvmmsg` on Linux),
@@ -477,6 +540,20 @@ fn write_name(addr: &SocketAddr, name: &mut libc::sockaddr_storage) -> libc::soc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn voice_sockets_get_the_buffers_they_ask_for() {
+        use std::os::fd::AsRawFd;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (default_rx, _) = size_buffers(socket.as_raw_fd(), 0).unwrap_or((0, 0));
+        let (rx, tx) = size_buffers(socket.as_raw_fd(), SOCKET_BUFFER_BYTES).unwrap();
+        // As root (CI) the kernel's caps are lifted; elsewhere they hold.
+        assert!(
+            rx >= SOCKET_BUFFER_BYTES && tx >= SOCKET_BUFFER_BYTES,
+            "asked {SOCKET_BUFFER_BYTES} each way, got {rx} / {tx} (the kernel's floor: {default_rx})"
+        );
+    }
     use std::time::Duration;
 
     /// A voice-style socket on `addr`: stamped, non-blocking, in tokio.

@@ -13,6 +13,7 @@ use openspeak_shared::pb::cluster::TicketKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use openspeak_testkit::http::Reply;
 use support::control::{Attached, Harness, SECRET, config, key, member, snapshot, start};
 
 use support::{
@@ -53,40 +54,15 @@ async fn scrape(h: &Harness) -> Scrape {
     Scrape(reply.body)
 }
 
-/// One HTTP response: status code, the head (lowercased) and the body.
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-/// `GET path` over a fresh connection that the server closes after the
-/// answer, read to its end.
+/// `GET path`, whose body must be of known length (no chunking).
 async fn get(addr: SocketAddr, path: &str) -> Reply {
-    within(&format!("GET {path}"), async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-        let status = head
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|rest| rest.get(..3))
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("a status line: {head}"));
-        let head = head.to_lowercase();
-        assert!(
-            !head.contains("transfer-encoding"),
-            "a body of known length: {head}"
-        );
-        Reply {
-            status,
-            head,
-            body: body.to_owned(),
-        }
-    })
-    .await
+    let reply = openspeak_testkit::http::get(addr, path).await;
+    assert!(
+        !reply.head.contains("transfer-encoding"),
+        "a body of known length: {}",
+        reply.head
+    );
+    reply
 }
 
 /// The text of one scrape.
@@ -248,29 +224,40 @@ async fn scrapes_count_tickets_voice_and_drops() {
 #[tokio::test]
 async fn health_and_readiness_follow_the_link_and_other_paths_are_404() {
     let mut h = start(SECRET).await;
-    let connecting = get_path(&h, "/healthz").await;
-    assert_eq!(
-        (connecting.status, connecting.body.as_str()),
-        (200, "ok: link connecting\n")
-    );
-    let not_ready = get_path(&h, "/readyz").await;
-    assert_eq!(
-        (not_ready.status, not_ready.body.as_str()),
-        (503, "not ready: connecting to the control plane\n")
-    );
+    // (path, status, body) as each answers.
+    let answers = async |h: &Harness, expected: [(&str, u16, &str); 2]| {
+        for (path, status, body) in expected {
+            let reply = get_path(h, path).await;
+            assert_eq!(
+                (reply.status, reply.body.as_str()),
+                (status, body),
+                "{path}"
+            );
+        }
+    };
+    answers(
+        &h,
+        [
+            ("/healthz", 200, "ok: link connecting\n"),
+            (
+                "/readyz",
+                503,
+                "not ready: connecting to the control plane\n",
+            ),
+        ],
+    )
+    .await;
 
     let (k, _issuer) = key(1);
     let control = attach(&mut h, k).await;
-    let attached = get_path(&h, "/healthz").await;
-    assert_eq!(
-        (attached.status, attached.body.as_str()),
-        (200, "ok: link attached\n")
-    );
-    let ready = get_path(&h, "/readyz").await;
-    assert_eq!(
-        (ready.status, ready.body.as_str()),
-        (200, "ready: attached, membership loaded\n")
-    );
+    answers(
+        &h,
+        [
+            ("/healthz", 200, "ok: link attached\n"),
+            ("/readyz", 200, "ready: attached, membership loaded\n"),
+        ],
+    )
+    .await;
 
     // The control plane goes away: the data plane still routes voice, so
     // it stays healthy, and says where its link is.

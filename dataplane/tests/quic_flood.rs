@@ -67,21 +67,10 @@ async fn converse(
     server.member(talker_id, &channel, false).await;
     server.member(talker_id + 1, &channel, false).await;
     let relay = Relay::start(server.addr).await;
-    let (_a_ep, talker) = join(
-        relay.addr,
-        server.pin,
-        &server.ticket(talker_id, 60),
-        talker_id,
-    )
-    .await;
-    let listener_id = talker_id + 1;
-    let (_b_ep, listener) = join(
-        server.addr,
-        server.pin,
-        &server.ticket(listener_id, 60),
-        listener_id,
-    )
-    .await;
+    let join_as =
+        |addr, id| async move { join(addr, server.pin, &server.ticket(id, 60), id).await };
+    let (_a_ep, talker) = join_as(relay.addr, talker_id).await;
+    let (_b_ep, listener) = join_as(server.addr, talker_id + 1).await;
 
     // Some voice first, heard in full, for the relay to copy: packets of
     // an established connection, not of its handshake. One at a time, so
@@ -151,16 +140,7 @@ async fn floods_of_initials_random_and_mutated_datagrams_leave_the_conversation_
     random.assert_whole("random flood");
 
     let mutants = converse(&server, 5, |relay| {
-        let copies = relay.copies();
-        assert!(copies.len() >= 50, "the relay copied the talker's packets");
-        let mut rng = flood::rng(0x3A7A);
-        flood::spawn(
-            target,
-            vec![relay.upstream.clone()],
-            FLOOD,
-            BURST,
-            move |_| flood::mutant(&mut rng, &copies),
-        )
+        flood::mutants(relay, target, FLOOD, BURST)
     })
     .await;
     mutants.assert_whole("flood of mutants");

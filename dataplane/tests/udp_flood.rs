@@ -83,15 +83,28 @@ async fn converse(
     .await
 }
 
-/// What the endpoint dropped or refused on its UDP port between two
-/// snapshots, and the voice datagrams it took.
-fn turned_away(before: &EndpointStats, after: &EndpointStats) -> (u64, u64) {
+/// Between two snapshots around `flood`: at least 90% of it was dropped
+/// or refused on the UDP port (the kernel may lose a little), and no more
+/// voice datagrams were taken than the conversation's 50 + `sent`.
+fn assert_turned_away(
+    before: &EndpointStats,
+    after: &EndpointStats,
+    conversation: &Conversation,
+    flood: &str,
+) {
     let sum =
         |s: &EndpointStats| s.udp_dropped.iter().sum::<u64>() + s.rejected.iter().sum::<u64>();
-    (
-        sum(after) - sum(before),
-        after.datagrams_in - before.datagrams_in,
-    )
+    let dropped = sum(after) - sum(before);
+    assert!(
+        dropped >= FLOOD as u64 * 9 / 10,
+        "the {flood} reached the data plane and was dropped: {dropped} of {FLOOD}"
+    );
+    let voice = after.datagrams_in - before.datagrams_in;
+    let sent = u64::from(conversation.sent) + 50;
+    assert!(
+        voice <= sent,
+        "nothing of the {flood} was taken as voice: {voice} datagrams for {sent} sent"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,42 +124,15 @@ async fn floods_of_random_and_of_mutated_datagrams_leave_the_conversation_whole(
     .await;
     random.assert_whole("random flood");
     let after_random = server.handle.stats();
-    let (dropped, voice) = turned_away(&stats, &after_random);
-    assert!(
-        dropped >= FLOOD as u64 * 9 / 10,
-        "the random flood reached the data plane and was dropped: {dropped} of {FLOOD}"
-    );
-    assert!(
-        voice <= u64::from(random.sent) + 50,
-        "nothing of the flood was taken as voice: {voice} datagrams for {} sent",
-        random.sent + 50
-    );
+    assert_turned_away(&stats, &after_random, &random, "random flood");
 
     let mutants = converse(&server, 3, |relay| {
-        let copies = relay.copies();
-        assert!(copies.len() >= 50, "the relay copied the talker's voice");
-        let mut rng = flood::rng(0x3A7A);
-        flood::spawn(
-            target,
-            vec![relay.upstream.clone()],
-            FLOOD,
-            BURST,
-            move |_| flood::mutant(&mut rng, &copies),
-        )
+        flood::mutants(relay, target, FLOOD, BURST)
     })
     .await;
     mutants.assert_whole("flood of mutants");
     let after_mutants = server.handle.stats();
-    let (dropped, voice) = turned_away(&after_random, &after_mutants);
-    assert!(
-        dropped >= FLOOD as u64 * 9 / 10,
-        "the mutants reached the data plane and were dropped: {dropped} of {FLOOD}"
-    );
-    assert!(
-        voice <= u64::from(mutants.sent) + 50,
-        "no mutant was taken as voice: {voice} datagrams for {} sent",
-        mutants.sent + 50
-    );
+    assert_turned_away(&after_random, &after_mutants, &mutants, "flood of mutants");
     assert!(
         mutants.heard <= mutants.sent,
         "no replay was heard twice: {mutants:?}"

@@ -277,16 +277,20 @@ fn clip_to_descriptors(max: usize, name: &'static str) -> usize {
     max
 }
 
-/// The soft limit on open files after raising it to the hard limit.
-fn raise_descriptor_limit() -> Option<u64> {
+/// This process's limit on open files: soft (what applies) and hard
+/// (how far the soft one may be raised).
+pub(crate) fn open_files_limit() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit)
+}
+
+/// The soft limit on open files after raising it to the hard limit.
+fn raise_descriptor_limit() -> Option<u64> {
+    let mut limit = open_files_limit()?;
     if limit.rlim_cur < limit.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: limit.rlim_max,
@@ -380,13 +384,19 @@ mod tests {
 
         // One closes; the next connection gets its place.
         drop(held.pop());
-        let mut next = TcpStream::connect(addr).await.unwrap();
-        next.write_all(b"y").await.unwrap();
+        speaks_and_gets_in(addr, &mut incoming, "the freed place was used").await;
+    }
+
+    /// A new connection that speaks is let through `incoming`.
+    async fn speaks_and_gets_in(
+        addr: SocketAddr,
+        incoming: &mut ReceiverStream<io::Result<GatedStream>>,
+        what: &str,
+    ) {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"y").await.unwrap();
         let server = tokio::time::timeout(WAIT, incoming.next()).await;
-        assert!(
-            matches!(server, Ok(Some(Ok(_)))),
-            "the freed place was used"
-        );
+        assert!(matches!(server, Ok(Some(Ok(_)))), "{what}");
     }
 
     #[tokio::test]
@@ -400,12 +410,6 @@ mod tests {
             closed_by_server(client).await;
         }
         assert_eq!(counters.silent.load(Ordering::Relaxed), 3);
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        client.write_all(b"z").await.unwrap();
-        let server = tokio::time::timeout(WAIT, incoming.next()).await;
-        assert!(
-            matches!(server, Ok(Some(Ok(_)))),
-            "a speaking client got in"
-        );
+        speaks_and_gets_in(addr, &mut incoming, "a speaking client got in").await;
     }
 }

@@ -22,7 +22,9 @@ use std::time::Duration;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, prometheus_text};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeMetric, prometheus_text,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -240,14 +242,15 @@ impl Collector for ProcessCollector {
     }
 }
 
-fn gauge(
+/// One constant gauge: what a collector that renders a snapshot writes.
+pub fn gauge<N: EncodeGaugeValue>(
     out: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     unit: Option<&Unit>,
-    value: u64,
+    value: N,
 ) -> fmt::Result {
-    let metric = ConstGauge::new(value as i64);
+    let metric = ConstGauge::new(value);
     metric.encode(out.encode_descriptor(name, help, unit, metric.metric_type())?)
 }
 
@@ -283,15 +286,7 @@ fn open_fds() -> Option<u64> {
 
 /// The soft limit on open files.
 fn max_fds() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
-    Some(limit.rlim_cur)
+    Some(gate::open_files_limit()?.rlim_cur)
 }
 
 #[cfg(test)]
@@ -303,7 +298,7 @@ mod tests {
 
     impl Collector for One {
         fn encode(&self, mut out: DescriptorEncoder) -> Result<(), fmt::Error> {
-            gauge(&mut out, "things", "Things now.", None, 7)
+            gauge(&mut out, "things", "Things now.", None, 7u64)
         }
     }
 

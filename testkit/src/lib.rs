@@ -23,6 +23,7 @@ use openspeak_shared::Config;
 use openspeak_shared::config::Seconds;
 use tempfile::TempDir;
 
+pub mod http;
 pub mod voice;
 
 /// The longest any single wait in a test may take before it fails.

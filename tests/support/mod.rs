@@ -322,6 +322,8 @@ impl Home {
 /// An `openspeak-control` process and the addresses it logged.
 pub struct Control {
     pub process: Process,
+    /// Its `/metrics`, `/healthz` and `/readyz` (`metrics.listen`).
+    pub metrics: String,
     /// `http://127.0.0.1:<port>` of the public gRPC API.
     pub url: String,
     /// The internal link for data planes.
@@ -378,7 +380,12 @@ impl Control {
             .wait_for_log("control plane listening for gRPC")
             .await
             .field("addr");
+        let metrics = process
+            .wait_for_log("serving /metrics, /healthz and /readyz")
+            .await
+            .field("addr");
         Control {
+            metrics,
             url: format!("http://{}", loopback(&addr, &process)),
             cluster: loopback(&cluster, &process),
             process,
@@ -412,6 +419,8 @@ pub struct DataplaneProcess {
     pub quic: String,
     pub cert_sha256: String,
     pub id: String,
+    /// Its `/metrics`, `/healthz` and `/readyz`.
+    pub metrics: String,
     pub home: Home,
 }
 
@@ -438,6 +447,7 @@ impl DataplaneProcess {
             quic: routing.field("quic"),
             cert_sha256: routing.field("cert_sha256"),
             id: routing.field("id"),
+            metrics: routing.field("metrics"),
             process,
             home,
         }

@@ -28,6 +28,7 @@ mod plain;
 mod plain_driver;
 mod sessions;
 
+use std::os::fd::AsRawFd;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
@@ -205,6 +206,7 @@ impl VoiceEndpoint {
             tracing::warn!(error = %e, "no kernel receive timestamps: forward delays will start at the read");
         }
         socket.set_nonblocking(true)?;
+        udp::size_buffers(socket.as_raw_fd(), udp::SOCKET_BUFFER_BYTES)?;
         let socket = UdpSocket::from_std(socket)?;
         // Path MTU discovery is off: voice packets are a few hundred bytes
         // at most, and probing needs the don't-fragment bit this plain

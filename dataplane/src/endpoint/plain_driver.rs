@@ -4,6 +4,7 @@
 //! them, the router and the socket.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,8 +33,20 @@ impl VoiceEndpoint {
             tracing::warn!(error = %e, "no kernel receive timestamps on the plain UDP socket");
         }
         plain.set_nonblocking(true)?;
+        socket::size_buffers(plain.as_raw_fd(), socket::SOCKET_BUFFER_BYTES)?;
         self.plain_socket = Some(UdpSocket::from_std(plain)?);
         Ok(self)
+    }
+
+    /// Asks the kernel for `bytes` of buffer each way on every voice
+    /// socket (`dataplane.socket_buffer_bytes`); what each socket got, as
+    /// (receive, send): the QUIC one first, then the plain-UDP one.
+    pub fn set_socket_buffers(&self, bytes: usize) -> io::Result<Vec<(usize, usize)>> {
+        let mut got = vec![socket::size_buffers(self.socket.as_raw_fd(), bytes)?];
+        if let Some(plain) = &self.plain_socket {
+            got.push(socket::size_buffers(plain.as_raw_fd(), bytes)?);
+        }
+        Ok(got)
     }
 
     /// The address of the plain-UDP listener, if there is one.

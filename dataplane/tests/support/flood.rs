@@ -72,6 +72,25 @@ pub fn mutant(rng: &mut StdRng, valid: &[Vec<u8>]) -> Vec<u8> {
     packet
 }
 
+/// `count` mutants of the client's packets that `relay` copied, sent to
+/// `target` from the client's own address, `burst` per millisecond.
+pub fn mutants(relay: &Relay, target: SocketAddr, count: usize, burst: usize) -> JoinHandle<()> {
+    let copies = relay.copies();
+    assert!(
+        copies.len() >= 50,
+        "the relay copied the client's packets: {}",
+        copies.len()
+    );
+    let mut rng = rng(0x3A7A);
+    spawn(
+        target,
+        vec![relay.upstream.clone()],
+        count,
+        burst,
+        move |_| mutant(&mut rng, &copies),
+    )
+}
+
 /// A seeded generator, so that a failing flood can be replayed.
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)

@@ -75,3 +75,14 @@ pub(super) fn check_secret(key: &'static str, secret: Option<&str>) -> Result<()
         || "must be visible ASCII characters without spaces, as it travels in a header".into(),
     )
 }
+
+/// An optional listener address: `None` when `text` is empty (the listener
+/// is off), else `text` parsed as an IP address and port.
+pub(super) fn optional_addr(
+    text: &str,
+) -> Result<Option<std::net::SocketAddr>, std::net::AddrParseError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some)
+}

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     InvalidValue,
-    check::{check, check_secret, check_tls_pair},
+    check::{check, check_secret, check_tls_pair, optional_addr},
 };
 
 /// The data plane's voice listener and how it presents itself to the
@@ -48,6 +48,10 @@ pub struct DataplaneConfig {
     /// Empty: no such listener. Loopback by default, because the counters
     /// are for the operator, not for the clients.
     pub metrics_listen: String,
+    /// Bytes of kernel buffer each voice socket asks for, each way, so
+    /// that a burst (of garbage, or while the data plane is not scheduled)
+    /// does not drop real voice. 0 = the kernel's default.
+    pub socket_buffer_bytes: usize,
 }
 
 impl Default for DataplaneConfig {
@@ -62,6 +66,7 @@ impl Default for DataplaneConfig {
             tls_cert: None,
             tls_key: None,
             metrics_listen: "127.0.0.1:9101".into(),
+            socket_buffer_bytes: 4 << 20,
         }
     }
 }
@@ -70,10 +75,7 @@ impl DataplaneConfig {
     /// The address to serve metrics on: `None` when `metrics_listen` is
     /// empty (metrics off), an error when it is not an IP address and port.
     pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
-        if self.metrics_listen.is_empty() {
-            return Ok(None);
-        }
-        self.metrics_listen.parse().map(Some)
+        optional_addr(&self.metrics_listen)
     }
 
     /// The host clients dial: `public_host`, else `host` unless that is
@@ -108,6 +110,16 @@ impl DataplaneConfig {
 
     /// The first value of the section that parses but cannot work.
     pub(super) fn validate(&self) -> Result<(), InvalidValue> {
+        check(
+            self.socket_buffer_bytes == 0 || self.socket_buffer_bytes >= 65_536,
+            "dataplane.socket_buffer_bytes",
+            || {
+                format!(
+                    "must be 0 (the kernel's default) or at least 65536, got {}",
+                    self.socket_buffer_bytes
+                )
+            },
+        )?;
         check(
             self.host.parse::<IpAddr>().is_ok(),
             "dataplane.host",
@@ -218,6 +230,15 @@ mod tests {
             assert_eq!(err.origin(), Some(&Origin::Flag("--set".into())), "{err}");
             assert!(err.to_string().contains(&format!("`{value}`")), "{err}");
         }
+    }
+
+    #[test]
+    fn socket_buffers_are_the_default_or_at_least_64_kib() {
+        super::super::testing::assert_rejected(&[("dataplane.socket_buffer_bytes", "65535")]);
+        super::super::testing::assert_accepted(&[
+            ("dataplane.socket_buffer_bytes", "0"),
+            ("dataplane.socket_buffer_bytes", "65536"),
+        ]);
     }
 
     #[test]

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{InvalidValue, check::check};
+use super::{
+    InvalidValue,
+    check::{check, optional_addr},
+};
 
 /// The control plane's operators' listener.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,10 +33,7 @@ impl MetricsConfig {
     /// The address to serve on: `None` when `listen` is empty, an error
     /// when it is not an IP address and port.
     pub fn addr(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
-        if self.listen.is_empty() {
-            return Ok(None);
-        }
-        self.listen.parse().map(Some)
+        optional_addr(&self.listen)
     }
 
     /// The first value of the section that parses but cannot work.
