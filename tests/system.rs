@@ -165,15 +165,7 @@ async fn voice_outlives_a_killed_control_plane_and_a_restart_adopts_it() {
     hear_all(&b_voice, a_id, warm_up).await;
 
     // SIGKILL: no goodbye on the link, no server_shutdown to anyone.
-    let Control {
-        mut process,
-        home,
-        token,
-        secret,
-        cluster,
-        ..
-    } = control;
-    let status = process.kill9().await;
+    let (status, killed) = control.kill9().await;
     assert!(!status.success(), "killed, not exited: {status:?}");
     dataplane
         .process
@@ -244,7 +236,7 @@ async fn voice_outlives_a_killed_control_plane_and_a_restart_adopts_it() {
 
     // The control plane comes back on the same state and internal port;
     // the data plane reattaches on its own.
-    let control = Control::start_in(home, token, secret, &cluster.to_string()).await;
+    let control = killed.restart().await;
     dataplane
         .process
         .wait_for_nth_log("attached to the control plane", 2)
@@ -290,15 +282,32 @@ async fn resuming_member(admin: &Client, name: &str, channel: &str) -> ResumingS
         .await
         .unwrap_or_else(|e| panic!("{name} cannot start a session: {e:?}"));
     session.join(channel, "").await.unwrap();
-    let id = session.id();
+    openspeak_testkit::wait_joined(&mut session, channel).await;
     session
-        .wait_for(
-            |e| matches!(e.server(), Some(Ev::MemberJoined(m)) if m.session_id == id && m.channel_id == channel),
-            WAIT,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{name}: no member_joined for {channel}: {e:?}"));
-    session
+}
+
+/// A task in which `call` sends a packet every frame, whatever happens,
+/// each with `speaker`'s tagged payload, until true is sent on the
+/// returned sender.
+fn talk_until_stopped(
+    call: Arc<Call>,
+    speaker: u32,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, mut stopped) = watch::channel(false);
+    let talking = tokio::spawn(async move {
+        let mut frames = tokio::time::interval(FRAME);
+        // Bounded: the test stops it, and no test outlives a minute.
+        for sequence in 0..(60_000 / FRAME.as_millis() as u32) {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                _ = frames.tick() => {
+                    let at = sequence * FRAME.as_millis() as u32;
+                    call.send(sequence, at, payload(speaker, sequence)).unwrap();
+                }
+            }
+        }
+    });
+    (stop, talking)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,23 +330,7 @@ async fn sessions_and_their_calls_come_back_by_themselves_after_the_control_plan
     // A talks at 50 packets a second, whatever happens, until stopped. The
     // payloads are tagged with A's first id, so that every packet can be
     // checked whole whichever id it arrives under.
-    let (stop, mut stopped) = watch::channel(false);
-    let talking = tokio::spawn({
-        let a_call = a_call.clone();
-        async move {
-            let mut frames = tokio::time::interval(FRAME);
-            // Bounded: the test stops it, and no test outlives a minute.
-            for sequence in 0..(60_000 / FRAME.as_millis() as u32) {
-                tokio::select! {
-                    _ = stopped.changed() => break,
-                    _ = frames.tick() => {
-                        let at = sequence * FRAME.as_millis() as u32;
-                        a_call.send(sequence, at, payload(old_a, sequence)).unwrap();
-                    }
-                }
-            }
-        }
-    });
+    let (stop, talking) = talk_until_stopped(a_call.clone(), old_a);
     // The next packet B hears from `speaker`, while listening under
     // `listener` (any id: 0), checked whole.
     let hear = |speaker: u32, listener: u32, what: &'static str| {
@@ -356,22 +349,9 @@ async fn sessions_and_their_calls_come_back_by_themselves_after_the_control_plan
 
     // SIGKILL: no server_shutdown, no goodbye; the sessions' streams
     // break, and each says it is coming back.
-    let Control {
-        mut process,
-        home,
-        token,
-        secret,
-        cluster,
-        url,
-        ..
-    } = control;
-    let port: u16 = url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("the URL ends with the port");
     let killed = Instant::now();
-    assert!(!process.kill9().await.success());
+    let (status, dead) = control.kill9().await;
+    assert!(!status.success());
     for session in [&mut a, &mut b] {
         let id = session.id();
         session
@@ -388,7 +368,7 @@ async fn sessions_and_their_calls_come_back_by_themselves_after_the_control_plan
     let down = killed.elapsed();
 
     // Back on the same state, public port and internal port.
-    let control = Control::start_on(home, token, secret, &cluster.to_string(), port).await;
+    let control = dead.restart_on_its_port().await;
     let restarted = Instant::now();
     let (resumed_a, resumed_b) = tokio::join!(a.wait_resumed(WAIT), b.wait_resumed(WAIT));
     let (resumed_a, resumed_b) = (
@@ -493,23 +473,7 @@ async fn calls_come_back_by_themselves_when_their_data_plane_is_killed_and_resta
     let a_id = a.id();
 
     // A talks at 50 packets a second, whatever happens, until stopped.
-    let (stop, mut stopped) = watch::channel(false);
-    let talking = tokio::spawn({
-        let a_call = a_call.clone();
-        async move {
-            let mut frames = tokio::time::interval(FRAME);
-            // Bounded: the test stops it, and no test outlives a minute.
-            for sequence in 0..(60_000 / FRAME.as_millis() as u32) {
-                tokio::select! {
-                    _ = stopped.changed() => break,
-                    _ = frames.tick() => {
-                        let at = sequence * FRAME.as_millis() as u32;
-                        a_call.send(sequence, at, payload(a_id, sequence)).unwrap();
-                    }
-                }
-            }
-        }
-    });
+    let (stop, talking) = talk_until_stopped(a_call.clone(), a_id);
     // The next packet of A's that B hears, and when.
     let hear_a = |what: &'static str| {
         let b_call = &b_call;

@@ -15,12 +15,13 @@ use bytes::Bytes;
 use openspeak_client::pb::{self, event::Event as Ev};
 use openspeak_client::{
     Call, CallEnded, Client, ClientError, Code, NewChannel, PresenceUpdate, Session, TokenLifetime,
-    Transport,
+    Transport, VoiceClient,
 };
 use openspeak_control::ControlPlane;
-use openspeak_dataplane::{Dataplane, LinkState};
 use openspeak_shared::config::{Config, Seconds};
-use openspeak_testkit::{WAIT, on_loopback, random_secret, test_config, within};
+use openspeak_testkit::{
+    WAIT, random_secret, serve_attached_dataplane, spawn_serving, test_config, within,
+};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -56,10 +57,7 @@ async fn start() -> Server {
         .expect("the control plane binds");
     let url = format!("http://{}", control.local_addr());
     let cluster_url = format!("http://{}", control.cluster_addr());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(control.serve(async {
-        let _ = stopped.await;
-    }));
+    let (stop, _) = spawn_serving(|shutdown| control.serve(shutdown));
     Server {
         url,
         cluster_url,
@@ -85,22 +83,8 @@ impl Server {
         let mut config = config(data.path());
         config.cluster.secret = Some(self.secret.clone());
         config.cluster.control_addr = self.cluster_url.clone();
-        on_loopback(&mut config);
-        let dataplane = Dataplane::bind(&config)
-            .await
-            .expect("the data plane binds");
-        let mut state = dataplane.link_state();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(dataplane.serve(async {
-            let _ = stopped.await;
-        }));
-        within(
-            "the data plane to attach",
-            state.wait_for(|s| matches!(s, LinkState::Attached { .. })),
-        )
-        .await
-        .expect("the data plane runs");
-        (data, stop)
+        let dataplane = serve_attached_dataplane(config).await;
+        (data, dataplane.stop)
     }
 }
 
@@ -502,6 +486,16 @@ async fn until_cut<T, E>(mut recv: impl AsyncFnMut() -> Result<T, E>, what: &str
     panic!("{what} was never closed");
 }
 
+/// `session`'s voice over QUIC, granted and connected within the test's
+/// bound (`what` names it if it is not).
+async fn quic_voice(what: &str, session: &Session) -> VoiceClient {
+    within(what, async {
+        session.open_voice().await.unwrap().connect().await
+    })
+    .await
+    .unwrap()
+}
+
 /// Revoking a token cuts its live sessions out of voice within a second,
 /// on both transports: the data plane ends the QUIC connection and sends
 /// the UDP client a CLOSED, and nothing either sends afterwards is heard.
@@ -525,36 +519,13 @@ async fn revoking_a_token_cuts_its_voice_within_a_second() {
     );
     over_quic.join(&room.id, "").await.unwrap();
     over_udp.join(&room.id, "").await.unwrap();
-    let hears = within("the listener's voice", async {
-        listener
-            .open_voice()
-            .await
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    })
-    .await;
-    let quic = within("QUIC voice", async {
-        over_quic
-            .open_voice()
-            .await
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    })
-    .await;
+    let hears = quic_voice("the listener's voice", &listener).await;
+    let quic = quic_voice("QUIC voice", &over_quic).await;
     let udp = within("UDP voice", async {
-        over_udp
-            .open_voice()
-            .await
-            .unwrap()
-            .connect_udp()
-            .await
-            .unwrap()
+        over_udp.open_voice().await.unwrap().connect_udp().await
     })
-    .await;
+    .await
+    .unwrap();
 
     // Both are heard before.
     let payload = Bytes::from_static(b"\xfc frame");

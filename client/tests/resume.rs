@@ -11,17 +11,15 @@
 //! Every wait is bounded.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use openspeak_client::pb::{self, event::Event as Ev};
 use openspeak_client::{
-    Client, ClientError, Code, NewChannel, PresenceUpdate, Rejoin, ResumingSession, SessionEvent,
-    TokenLifetime,
+    Client, ClientError, Code, NewChannel, PresenceUpdate, Rejoin, SessionEvent, TokenLifetime,
 };
-use openspeak_control::ControlPlane;
-use openspeak_shared::config::{Config, Seconds};
-use openspeak_testkit::{WAIT, random_secret, test_config, within};
+use openspeak_control::{ControlPlane, ServeError};
+use openspeak_shared::config::Seconds;
+use openspeak_testkit::{WAIT, random_secret, spawn_serving, test_config, wait_joined, within};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,34 +28,47 @@ use tokio::task::JoinHandle;
 struct Running {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
-    serving: JoinHandle<()>,
+    serving: JoinHandle<Result<(), ServeError>>,
 }
 
-fn config(data_dir: &Path, admin_token: &str, port: u16) -> Config {
-    let mut config = test_config(data_dir, Some(admin_token));
-    config.server.port = port;
-    config.server.shutdown_grace = Seconds(2);
-    config
+/// A control plane's state directory and admin token, which outlive each
+/// [`Running`] control plane on them.
+struct State {
+    data: TempDir,
+    admin_token: String,
 }
 
-/// Binds a control plane on `data`'s state and `port` (0: any) and serves.
-async fn run(data: &Path, admin_token: &str, port: u16) -> Running {
-    let control = ControlPlane::bind(config(data, admin_token, port))
-        .await
-        .expect("the control plane binds");
-    let addr = control.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn(async move {
-        let _ = control
-            .serve(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    Running {
-        addr,
-        stop,
-        serving,
+impl State {
+    /// A fresh state, and a control plane running on it on any port.
+    async fn start() -> (Self, Running) {
+        let state = State {
+            data: TempDir::new().unwrap(),
+            admin_token: random_secret("admin"),
+        };
+        let running = state.run(0).await;
+        (state, running)
+    }
+
+    /// Binds a control plane on this state and `port` (0: any) and serves.
+    async fn run(&self, port: u16) -> Running {
+        let mut config = test_config(self.data.path(), Some(&self.admin_token));
+        config.server.port = port;
+        config.server.shutdown_grace = Seconds(2);
+        let control = ControlPlane::bind(config)
+            .await
+            .expect("the control plane binds");
+        let addr = control.local_addr();
+        let (stop, serving) = spawn_serving(|shutdown| control.serve(shutdown));
+        Running {
+            addr,
+            stop,
+            serving,
+        }
+    }
+
+    /// A client of the control plane at `addr` with the admin token.
+    async fn admin(&self, addr: SocketAddr) -> Client {
+        connect(addr, &self.admin_token).await
     }
 }
 
@@ -66,7 +77,8 @@ impl Running {
     /// the streams close) and waits until it no longer holds its port.
     async fn stop(self) {
         let _ = self.stop.send(());
-        within("the control plane to stop", self.serving)
+        // Only the end is waited for, not what `serve` answered.
+        let _ = within("the control plane to stop", self.serving)
             .await
             .expect("the serve task does not panic");
     }
@@ -87,25 +99,11 @@ async fn member(admin: &Client, name: &str) -> (Client, pb::TokenInfo) {
     (admin.with_token(&token).unwrap(), info)
 }
 
-/// Waits for `session`'s own `member_joined` in `channel`.
-async fn joined(session: &mut ResumingSession, channel: &str) {
-    let me = session.id();
-    session
-        .wait_for(
-            |e| matches!(e.server(), Some(Ev::MemberJoined(m)) if m.session_id == me && m.channel_id == channel),
-            WAIT,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("session {me}: no member_joined in {channel}: {e:?}"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_resumes_by_itself_after_its_control_plane_restarts() {
-    let data = TempDir::new().unwrap();
-    let admin_token = random_secret("admin");
-    let first = run(data.path(), &admin_token, 0).await;
+    let (state, first) = State::start().await;
     let addr = first.addr;
-    let admin = connect(addr, &admin_token).await;
+    let admin = state.admin(addr).await;
     let room = admin
         .create_channel_with(NewChannel::new("Locked").password("hunter2"))
         .await
@@ -114,7 +112,7 @@ async fn a_session_resumes_by_itself_after_its_control_plane_restarts() {
     let mut alice = alice_client.start_resuming_session("alice").await.unwrap();
     let old_id = alice.id();
     alice.join(&room.id, "hunter2").await.unwrap();
-    joined(&mut alice, &room.id).await;
+    wait_joined(&mut alice, &room.id).await;
     let presence = alice
         .update_presence(
             PresenceUpdate::new()
@@ -143,7 +141,7 @@ async fn a_session_resumes_by_itself_after_its_control_plane_restarts() {
     // Down for a moment (a few failed attempts), then up again on the same
     // state and port.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let second = run(data.path(), &admin_token, addr.port()).await;
+    let second = state.run(addr.port()).await;
     let restarted = Instant::now();
     let resumed = alice
         .wait_resumed(WAIT)
@@ -199,7 +197,7 @@ async fn a_session_resumes_by_itself_after_its_control_plane_restarts() {
     assert_eq!(alice.channel_id().as_deref(), Some(room.id.as_str()));
 
     // And the new stream goes on: its own rejoin is among its events.
-    joined(&mut alice, &room.id).await;
+    wait_joined(&mut alice, &room.id).await;
     // A session-scoped call now carries the new id.
     alice
         .update_presence(PresenceUpdate::new().self_deaf(false))
@@ -210,10 +208,8 @@ async fn a_session_resumes_by_itself_after_its_control_plane_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_whose_token_is_revoked_does_not_come_back() {
-    let data = TempDir::new().unwrap();
-    let admin_token = random_secret("admin");
-    let server = run(data.path(), &admin_token, 0).await;
-    let admin = connect(server.addr, &admin_token).await;
+    let (state, server) = State::start().await;
+    let admin = state.admin(server.addr).await;
     let (bob_client, info) = member(&admin, "bob").await;
     let mut bob = bob_client.start_resuming_session("bob").await.unwrap();
     let id = bob.id();
@@ -240,16 +236,14 @@ async fn a_session_whose_token_is_revoked_does_not_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_left_its_channel_stays_out_after_it_resumes() {
-    let data = TempDir::new().unwrap();
-    let admin_token = random_secret("admin");
-    let first = run(data.path(), &admin_token, 0).await;
+    let (state, first) = State::start().await;
     let addr = first.addr;
-    let admin = connect(addr, &admin_token).await;
+    let admin = state.admin(addr).await;
     let mut carol = admin.start_resuming_session("carol").await.unwrap();
     carol.leave().await.unwrap();
     assert_eq!(carol.channel_id(), None);
     first.stop().await;
-    let second = run(data.path(), &admin_token, addr.port()).await;
+    let second = state.run(addr.port()).await;
     let resumed = carol.wait_resumed(WAIT).await.expect("carol comes back");
     assert!(
         matches!(resumed.channel, Rejoin::NoChannel),

@@ -6,7 +6,7 @@
 
 use openspeak_client::{Client, ClientError, pb};
 use openspeak_control::ControlPlane;
-use openspeak_testkit::{random_secret, test_config, within};
+use openspeak_testkit::{random_secret, spawn_serving, test_config, within};
 use tokio::sync::oneshot;
 
 /// A self-signed certificate for `localhost`: its PEM and its key's PEM.
@@ -30,10 +30,7 @@ async fn tls_server(dir: &std::path::Path) -> (String, String, String, oneshot::
     config.server.tls_key = Some(key);
     let control = ControlPlane::bind(config).await.expect("binds with TLS");
     let url = format!("https://localhost:{}", control.local_addr().port());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(control.serve(async {
-        let _ = stopped.await;
-    }));
+    let (stop, _) = spawn_serving(|shutdown| control.serve(shutdown));
     (url, admin, cert_pem, stop)
 }
 

@@ -7,7 +7,7 @@ mod support;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{ExitStatus, Stdio},
+    process::ExitStatus,
     time::Duration,
 };
 
@@ -110,20 +110,10 @@ fn strip_ansi(line: &str) -> String {
 /// run in `cwd`, with no `OPENSPEAK_*` variable from the test's own
 /// environment.
 fn command(data_dir: &Path, cwd: &Path) -> Command {
-    let mut command = Command::new(BINARY);
+    let mut command = openspeak_testkit::command_in(BINARY, cwd);
     command
         .args(["--host", "127.0.0.1", "--port", "0", "--data-dir"])
-        .arg(data_dir)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("OPENSPEAK_") {
-            command.env_remove(name);
-        }
-    }
+        .arg(data_dir);
     // Tests run side by side: the internal link and the metrics listener
     // take any free port too.
     command
@@ -405,6 +395,35 @@ async fn sigterm_right_after_the_listening_line_exits_zero() {
     }
 }
 
+/// A data directory and a bootstrap admin token that outlive the
+/// process: each [`Restartable::start`] spawns the binary again on the
+/// same directory, as a restart after a crash or a shutdown does.
+struct Restartable {
+    dir: tempfile::TempDir,
+    /// The admin token every start bootstraps.
+    token: String,
+    /// More environment for every start (the store, the ban threshold).
+    env: Vec<(&'static str, String)>,
+}
+
+impl Restartable {
+    fn new(env: &[(&'static str, &str)]) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            token: support::random_secret("test"),
+            env: env.iter().map(|&(k, v)| (k, v.to_owned())).collect(),
+        }
+    }
+
+    fn start(&self) -> Process {
+        let mut command = command(&self.dir.path().join("data"), self.dir.path());
+        command
+            .env("OPENSPEAK_AUTH__BOOTSTRAP_TOKEN", &self.token)
+            .envs(self.env.clone());
+        Process::spawn(command)
+    }
+}
+
 /// SIGTERM while clients keep writing: the process drains and exits 0,
 /// the open session hears `server_shutdown`, and every channel the server
 /// acknowledged creating is there after a restart on the same data
@@ -416,17 +435,11 @@ async fn sigterm_under_load_loses_nothing_that_was_acknowledged() {
     /// Per writer, well under the channel tree's cap for all of them.
     const MAX_WRITES: usize = 200;
 
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let token = support::random_secret("test");
-    let start = || {
-        let mut command = command(&data, dir.path());
-        command.env("OPENSPEAK_AUTH__BOOTSTRAP_TOKEN", &token);
-        Process::spawn(command)
-    };
-    let mut process = start();
+    let server = Restartable::new(&[]);
+    let token = &server.token;
+    let mut process = server.start();
     let addr = process.listening().await;
-    let admin = client_at(addr, &token).await;
+    let admin = client_at(addr, token).await;
     let mut session = admin.session("until the end").await;
 
     // Each writer on a connection of its own, creating channels until the
@@ -434,7 +447,7 @@ async fn sigterm_under_load_loses_nothing_that_was_acknowledged() {
     let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<String>();
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let client = client_at(addr, &token).await;
+        let client = client_at(addr, token).await;
         let acked = acked_tx.clone();
         writers.push(tokio::spawn(async move {
             for n in 0..MAX_WRITES {
@@ -479,9 +492,9 @@ async fn sigterm_under_load_loses_nothing_that_was_acknowledged() {
         "exit status {status:?} after SIGTERM under load; stderr {stderr:#?}"
     );
 
-    let mut restarted = start();
+    let mut restarted = server.start();
     let addr = restarted.listening().await;
-    let admin = client_at(addr, &token).await;
+    let admin = client_at(addr, token).await;
     let names: std::collections::HashSet<String> = within("ListChannels", admin.list_channels())
         .await
         .unwrap()
@@ -520,22 +533,14 @@ async fn sigkill_with(backend: &str) {
     /// Kills per backend, each at another moment of the writes.
     const ROUNDS: usize = 3;
     const WRITERS: usize = 3;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let admin_token = support::random_secret("test");
-    let start = || {
-        let mut command = command(&data, dir.path());
-        command
-            .env("OPENSPEAK_AUTH__BOOTSTRAP_TOKEN", &admin_token)
-            .env("OPENSPEAK_STORAGE__BACKEND", backend);
-        Process::spawn(command)
-    };
+    let server = Restartable::new(&[("OPENSPEAK_STORAGE__BACKEND", backend)]);
+    let admin_token = &server.token;
     let mut acked: Vec<Acked> = Vec::new();
     let mut revoked = None;
     for round in 0..=ROUNDS {
-        let mut process = start();
+        let mut process = server.start();
         let addr = process.listening().await;
-        let admin = client_at(addr, &admin_token).await;
+        let admin = client_at(addr, admin_token).await;
         assert_all_there(backend, addr, &admin, &acked, revoked.as_deref()).await;
         if round == ROUNDS {
             drop(admin);
@@ -558,7 +563,7 @@ async fn sigkill_with(backend: &str) {
         let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<Acked>();
         let mut writers = Vec::new();
         for w in 0..WRITERS {
-            let client = client_at(addr, &admin_token).await;
+            let client = client_at(addr, admin_token).await;
             let acked = acked_tx.clone();
             writers.push(tokio::spawn(async move {
                 for n in 0.. {
@@ -662,31 +667,23 @@ async fn assert_all_there(
 /// store keeps them in memory only).
 #[tokio::test]
 async fn a_ban_survives_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let admin_token = support::random_secret("test");
-    let start = || {
-        let mut command = command(&data, dir.path());
-        command
-            .env("OPENSPEAK_AUTH__BOOTSTRAP_TOKEN", &admin_token)
-            .env("OPENSPEAK_AUTH__MAX_FAILURES", "2");
-        Process::spawn(command)
-    };
-    let mut process = start();
+    let server = Restartable::new(&[("OPENSPEAK_AUTH__MAX_FAILURES", "2")]);
+    let admin_token = &server.token;
+    let mut process = server.start();
     let addr = process.listening().await;
-    who_am_i(addr, &admin_token).await.expect("not banned yet");
+    who_am_i(addr, admin_token).await.expect("not banned yet");
     for _ in 0..2 {
         let refused = who_am_i(addr, "ost_wrong").await.unwrap_err();
         assert_eq!(refused.reason(), Some("UNAUTHORIZED"), "{refused}");
     }
-    let banned = who_am_i(addr, &admin_token).await.unwrap_err();
+    let banned = who_am_i(addr, admin_token).await.unwrap_err();
     assert_eq!(banned.reason(), Some("RATE_LIMITED"), "{banned}");
     process.signal("KILL");
     process.exit().await;
 
-    let mut restarted = start();
+    let mut restarted = server.start();
     let addr = restarted.listening().await;
-    let still = who_am_i(addr, &admin_token).await.unwrap_err();
+    let still = who_am_i(addr, admin_token).await.unwrap_err();
     assert_eq!(
         still.reason(),
         Some("RATE_LIMITED"),

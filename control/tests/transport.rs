@@ -6,8 +6,9 @@ mod support;
 use openspeak_client::{NewChannel, pb};
 use openspeak_shared::{Reason, metadata};
 use prost::Message;
-use support::{AsStatus, ClientExt, TestServer, assert_status, within};
-use tonic::{Code, metadata::MetadataValue};
+use support::{AsStatus, ClientExt, Raw, TestServer, assert_status, within};
+use tonic::Code;
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -94,18 +95,11 @@ async fn request_ids_are_echoed_or_generated() {
     // Raw: request ids are metadata the library neither sets nor shows.
     let admin = server.raw(&server.admin_token).await;
 
-    let mut request = admin.req(pb::WhoAmIRequest {});
-    request.metadata_mut().insert(
-        metadata::REQUEST_ID,
-        MetadataValue::from_static("test-request-0042"),
-    );
+    let request = tagged(&admin, pb::WhoAmIRequest {}, "test-request-0042");
     let response = within("WhoAmI", admin.auth().who_am_i(request))
         .await
         .unwrap();
-    assert_eq!(
-        response.metadata().get(metadata::REQUEST_ID).unwrap(),
-        "test-request-0042"
-    );
+    assert_eq!(request_id(response.metadata()), "test-request-0042");
 
     let mut generated = Vec::new();
     for _ in 0..2 {
@@ -128,35 +122,43 @@ async fn request_ids_are_echoed_or_generated() {
     assert_ne!(generated[0], generated[1], "generated ids differ");
 
     // Errors carry it too, and so does a session stream.
-    let mut request = admin.req(pb::GetChannelRequest {
-        channel_id: "no-such-channel".into(),
-    });
-    request.metadata_mut().insert(
-        metadata::REQUEST_ID,
-        MetadataValue::from_static("test-request-error"),
+    let request = tagged(
+        &admin,
+        pb::GetChannelRequest {
+            channel_id: "no-such-channel".into(),
+        },
+        "test-request-error",
     );
     let status = within("GetChannel", admin.channels().get_channel(request))
         .await
         .unwrap_err();
     assert_status(&status, Reason::ChannelNotFound, Code::NotFound);
-    assert_eq!(
-        status.metadata().get(metadata::REQUEST_ID).unwrap(),
-        "test-request-error"
-    );
-    let mut request = admin.req(pb::ConnectRequest {
-        display_name: "streamer".into(),
-    });
-    request.metadata_mut().insert(
-        metadata::REQUEST_ID,
-        MetadataValue::from_static("test-request-stream"),
+    assert_eq!(request_id(status.metadata()), "test-request-error");
+    let request = tagged(
+        &admin,
+        pb::ConnectRequest {
+            display_name: "streamer".into(),
+        },
+        "test-request-stream",
     );
     let response = within("Connect", admin.presence().connect(request))
         .await
         .unwrap();
-    assert_eq!(
-        response.metadata().get(metadata::REQUEST_ID).unwrap(),
-        "test-request-stream"
-    );
+    assert_eq!(request_id(response.metadata()), "test-request-stream");
+}
+
+/// `message` as `admin`'s request, with request id `id`.
+fn tagged<T>(admin: &Raw, message: T, id: &'static str) -> tonic::Request<T> {
+    let mut request = admin.req(message);
+    request
+        .metadata_mut()
+        .insert(metadata::REQUEST_ID, MetadataValue::from_static(id));
+    request
+}
+
+/// The request id that a response or an error carries.
+fn request_id(metadata: &MetadataMap) -> &MetadataValue<Ascii> {
+    metadata.get(metadata::REQUEST_ID).unwrap()
 }
 
 #[tokio::test]

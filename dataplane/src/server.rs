@@ -322,6 +322,25 @@ fn router_config(config: &Config) -> RouterConfig {
     }
 }
 
+/// Asks for `dataplane.socket_buffer_bytes` on the voice sockets and says
+/// what the kernel gave; less than asked is a warning naming the sysctls
+/// that cap it, since a small buffer drops voice in bursts.
+fn note_socket_buffers(endpoint: &VoiceEndpoint, bytes: usize) {
+    match endpoint.set_socket_buffers(bytes) {
+        Ok(sizes) if sizes.iter().all(|&(rx, tx)| rx >= bytes && tx >= bytes) => {
+            tracing::info!(bytes, "voice socket buffers sized");
+        }
+        Ok(sizes) => warn!(
+            asked = bytes,
+            got = ?sizes,
+            "the kernel gave the voice sockets smaller buffers than dataplane.socket_buffer_bytes \
+             asks (receive, send per socket); raise net.core.rmem_max and net.core.wmem_max \
+             (sysctl) to allow more"
+        ),
+        Err(e) => warn!(error = %e, "cannot size the voice socket buffers"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,24 +390,5 @@ mod tests {
             (120, 30_000, 500)
         );
         assert_eq!(router_config(&Config::default()), RouterConfig::default());
-    }
-}
-
-/// Asks for `dataplane.socket_buffer_bytes` on the voice sockets and says
-/// what the kernel gave; less than asked is a warning naming the sysctls
-/// that cap it, since a small buffer drops voice in bursts.
-fn note_socket_buffers(endpoint: &VoiceEndpoint, bytes: usize) {
-    match endpoint.set_socket_buffers(bytes) {
-        Ok(sizes) if sizes.iter().all(|&(rx, tx)| rx >= bytes && tx >= bytes) => {
-            tracing::info!(bytes, "voice socket buffers sized");
-        }
-        Ok(sizes) => warn!(
-            asked = bytes,
-            got = ?sizes,
-            "the kernel gave the voice sockets smaller buffers than dataplane.socket_buffer_bytes \
-             asks (receive, send per socket); raise net.core.rmem_max and net.core.wmem_max \
-             (sysctl) to allow more"
-        ),
-        Err(e) => warn!(error = %e, "cannot size the voice socket buffers"),
     }
 }

@@ -18,7 +18,8 @@ use support::{Answer, close_code, connect, hears_nothing, join, present, talk, w
 #[tokio::test]
 async fn registers_follows_deltas_and_reports() {
     let mut h = start(SECRET).await;
-    let mut control = h.next_attach().await;
+    let (k, issuer) = key(11);
+    let mut control = h.attach_one(k).await;
     let r = &control.register;
     assert!(r.dataplane_id.starts_with("dp-"), "{}", r.dataplane_id);
     assert_eq!(r.quic_endpoint, format!("127.0.0.1:{}", h.quic.port()));
@@ -26,16 +27,6 @@ async fn registers_follows_deltas_and_reports() {
     assert_eq!(r.udp_endpoint, format!("127.0.0.1:{}", h.udp.port()));
     assert_ne!(h.udp.port(), h.quic.port());
     assert!(r.channels.is_empty());
-
-    let (k, issuer) = key(11);
-    control
-        .send(snapshot(
-            vec![k],
-            vec![member(1, "c1"), member(2, "c1")],
-            "one",
-        ))
-        .await;
-    h.attached_to("one").await;
 
     let (_a_ep, a) = join(h.quic, h.pin, &support::ticket(&issuer, 1, 60), 1).await;
     let (_b_ep, b) = join(h.quic, h.pin, &support::ticket(&issuer, 2, 60), 2).await;
@@ -74,28 +65,14 @@ async fn registers_follows_deltas_and_reports() {
 #[tokio::test]
 async fn reconnects_and_resyncs_by_control_plane_instance() {
     let mut h = start(SECRET).await;
-    let control = h.next_attach().await;
     let (k1, issuer1) = key(1);
-    control
-        .send(snapshot(
-            vec![k1.clone()],
-            vec![member(1, "c1"), member(2, "c1")],
-            "one",
-        ))
-        .await;
-    h.attached_to("one").await;
+    let control = h.attach_one(k1.clone()).await;
     let (_a_ep, a) = join(h.quic, h.pin, &support::ticket(&issuer1, 1, 60), 1).await;
     let (_b_ep, b) = join(h.quic, h.pin, &support::ticket(&issuer1, 2, 60), 2).await;
 
     // The link drops; the data plane comes back by itself, offering the
     // channel it routes. The same instance no longer knows session 2.
-    drop(control);
-    within(
-        "the link notices",
-        h.state.wait_for(|s| *s == LinkState::Away),
-    )
-    .await
-    .unwrap();
+    h.detach(control).await;
     talk(&a, 1, 0..5, &[&b]).await;
     let control = h.next_attach().await;
     assert_eq!(control.register.channels, ["c1"]);

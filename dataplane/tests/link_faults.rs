@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use openspeak_client::{Client, PresenceUpdate, Session};
 use openspeak_control::ControlPlane;
-use openspeak_dataplane::{ChannelKey, Dataplane, Handle, LinkState, SessionId};
-use openspeak_testkit::{WAIT, on_loopback, random_secret, test_config, within};
+use openspeak_dataplane::{ChannelKey, Handle, LinkState, SessionId};
+use openspeak_testkit::{
+    WAIT, random_secret, serve_attached_dataplane, spawn_serving, test_config, within,
+};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -100,39 +102,23 @@ async fn start() -> Planes {
     let url = format!("http://{}", control.local_addr());
     let (fault, faults) = watch::channel(Fault::None);
     let via = proxy(control.cluster_addr(), faults).await;
-    let (stop_control, stopped) = oneshot::channel::<()>();
-    tokio::spawn(control.serve(async {
-        let _ = stopped.await;
-    }));
+    let (stop_control, _) = spawn_serving(|shutdown| control.serve(shutdown));
 
     let dataplane_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dataplane_dir.path(), None);
     config.cluster.secret = Some(secret);
     config.cluster.control_addr = format!("http://{via}");
-    on_loopback(&mut config);
-    let dataplane = Dataplane::bind(&config).await.unwrap();
-    let handle = dataplane.handle();
-    let mut state = dataplane.link_state();
-    let (stop_dataplane, stopped) = oneshot::channel::<()>();
-    tokio::spawn(dataplane.serve(async {
-        let _ = stopped.await;
-    }));
-    within(
-        "the first attach",
-        state.wait_for(|s| matches!(s, LinkState::Attached { .. })),
-    )
-    .await
-    .unwrap();
+    let dataplane = serve_attached_dataplane(config).await;
     let admin = within("the admin", Client::connect(&url, &admin_token))
         .await
         .unwrap();
     Planes {
         admin,
-        handle,
-        state,
+        handle: dataplane.handle,
+        state: dataplane.state,
         fault,
         _dirs: (control_dir, dataplane_dir),
-        _stops: (stop_control, stop_dataplane),
+        _stops: (stop_control, dataplane.stop),
     }
 }
 

@@ -7,34 +7,17 @@ mod support;
 
 use std::net::SocketAddr;
 
-use openspeak_dataplane::{Dataplane, LinkState, StartError};
+use openspeak_dataplane::{Dataplane, StartError};
 use openspeak_shared::ops::MAX_CONNECTIONS as METRICS_MAX_CONNECTIONS;
-use openspeak_shared::pb::cluster::TicketKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use openspeak_testkit::http::Reply;
-use support::control::{Attached, Harness, SECRET, config, key, member, snapshot, start};
+use support::control::{Harness, SECRET, config, key, start};
 
 use support::{
-    Answer, QUIET, WAIT, connect, eventually, hears_nothing, join, present, talk, voice, within,
+    Answer, QUIET, WAIT, connect, eventually, hears_nothing, join, present, talk, voice,
 };
-
-/// Attaches the data plane with `key` and sessions 1 and 2 in `c1`, and
-/// waits until it has applied them. The returned `Attached` is the control
-/// plane's side of the link: dropping it ends the link.
-async fn attach(h: &mut Harness, key: TicketKey) -> Attached {
-    let control = h.next_attach().await;
-    control
-        .send(snapshot(
-            vec![key],
-            vec![member(1, "c1"), member(2, "c1")],
-            "one",
-        ))
-        .await;
-    h.attached_to("one").await;
-    control
-}
 
 async fn get_path(h: &Harness, path: &str) -> Reply {
     get(h.metrics, path).await
@@ -157,7 +140,7 @@ async fn scrapes_count_tickets_voice_and_drops() {
     }
 
     let (k, issuer) = key(11);
-    let _control = attach(&mut h, k).await;
+    let _control = h.attach_one(k).await;
     let attached = scrape(&h).await;
     assert_eq!(attached.value("link_attached"), 1.0);
     assert_eq!(attached.value("members"), 2.0);
@@ -249,7 +232,7 @@ async fn health_and_readiness_follow_the_link_and_other_paths_are_404() {
     .await;
 
     let (k, _issuer) = key(1);
-    let control = attach(&mut h, k).await;
+    let control = h.attach_one(k).await;
     answers(
         &h,
         [
@@ -261,13 +244,7 @@ async fn health_and_readiness_follow_the_link_and_other_paths_are_404() {
 
     // The control plane goes away: the data plane still routes voice, so
     // it stays healthy, and says where its link is.
-    drop(control);
-    within(
-        "the link notices",
-        h.state.wait_for(|s| *s == LinkState::Away),
-    )
-    .await
-    .unwrap();
+    h.detach(control).await;
     let away = get_path(&h, "/healthz").await;
     assert_eq!(away.status, 200);
     assert!(away.body.starts_with("ok: link away"), "{}", away.body);

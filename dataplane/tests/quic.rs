@@ -66,18 +66,38 @@ fn alpn(connection: &Connection) -> Option<Vec<u8>> {
         .protocol
 }
 
+/// A server on a fresh certificate and a client pinned to it, both
+/// handshakes done. The directory and endpoints are kept so that the
+/// connections live as long as this.
+struct Pinned {
+    client: Connection,
+    server: Connection,
+    _endpoints: (Endpoint, Endpoint),
+    _dir: tempfile::TempDir,
+}
+
+impl Pinned {
+    async fn connect() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = DataplaneCert::load_or_generate(dir.path()).unwrap();
+        let (server, addr) = server(&cert);
+        let (client, client_side, server_side) = connect(&server, addr, cert.sha256()).await;
+        Pinned {
+            client: client_side.expect("client handshake"),
+            server: server_side.expect("server handshake"),
+            _endpoints: (client, server),
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test]
 async fn pinned_client_connects_and_exchanges_datagrams() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = DataplaneCert::load_or_generate(dir.path()).unwrap();
-    let (server, addr) = server(&cert);
+    let pinned = Pinned::connect().await;
+    let (client_conn, server_conn) = (&pinned.client, &pinned.server);
 
-    let (_client, client_side, server_side) = connect(&server, addr, cert.sha256()).await;
-    let client_conn = client_side.expect("client handshake");
-    let server_conn = server_side.expect("server handshake");
-
-    assert_eq!(alpn(&client_conn).as_deref(), Some(ALPN));
-    assert_eq!(alpn(&server_conn).as_deref(), Some(ALPN));
+    assert_eq!(alpn(client_conn).as_deref(), Some(ALPN));
+    assert_eq!(alpn(server_conn).as_deref(), Some(ALPN));
     assert_eq!(ALPN, b"openspeak-voice/1");
 
     // Both sides may send the largest voice datagram.
@@ -178,12 +198,8 @@ fn malformed_pins_are_errors() {
 
 #[tokio::test]
 async fn the_server_asks_clients_to_ack_less_often() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = DataplaneCert::load_or_generate(dir.path()).unwrap();
-    let (server, addr) = server(&cert);
-    let (_client, client_side, server_side) = connect(&server, addr, cert.sha256()).await;
-    let client_conn = client_side.expect("client handshake");
-    let server_conn = server_side.expect("server handshake");
+    let pinned = Pinned::connect().await;
+    let (client_conn, server_conn) = (&pinned.client, &pinned.server);
 
     // Voice-like traffic: one small datagram per packet, spaced out so
     // that quinn cannot coalesce them.

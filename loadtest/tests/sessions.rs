@@ -14,7 +14,7 @@ use openspeak_loadtest::{
 };
 use openspeak_shared::metadata::AUTHORIZATION;
 use openspeak_shared::pb;
-use openspeak_testkit::{random_secret, test_config, within_for};
+use openspeak_testkit::within_for;
 use tempfile::TempDir;
 use tokio::sync::{oneshot, watch};
 use tonic::transport::Endpoint;
@@ -33,17 +33,12 @@ struct Server {
 }
 
 async fn start_server() -> Server {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let admin_token = random_secret("test");
-    let config = test_config(dir.path(), Some(&admin_token));
+    let (dir, admin_token, config) = openspeak_testkit::fresh_config();
     let cp = ControlPlane::bind(config)
         .await
         .expect("the control plane binds");
     let addr = cp.local_addr();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(cp.serve(async {
-        let _ = rx.await;
-    }));
+    let (tx, _) = openspeak_testkit::spawn_serving(|shutdown| cp.serve(shutdown));
     Server {
         addr,
         admin_token,

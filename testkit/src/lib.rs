@@ -3,6 +3,10 @@
 //!
 //! - [`within`] and [`within_for`]: every wait is bounded, and a wait that
 //!   runs out fails naming what it waited for.
+//! - [`spawn_serving`]: a plane served as a task until the test drops
+//!   its stop sender.
+//! - [`command_in`]: a workspace binary as a child process, untouched by
+//!   the test's own environment.
 //! - [`random_secret`]: tokens and cluster secrets made per run; none is
 //!   kept in the repository.
 //! - [`test_config`] and [`on_loopback`]: configurations that bind only
@@ -15,13 +19,18 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
-use openspeak_client::{Client, Code};
+use openspeak_client::pb::event::Event as Ev;
+use openspeak_client::{Client, Code, ResumingSession};
+use openspeak_dataplane::{Dataplane, Handle, LinkState};
 use openspeak_server::System;
 use openspeak_shared::Config;
 use openspeak_shared::config::Seconds;
 use tempfile::TempDir;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
 pub mod http;
 pub mod voice;
@@ -42,6 +51,91 @@ pub async fn within_for<T>(limit: Duration, what: &str, future: impl Future<Outp
         Ok(value) => value,
         Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
     }
+}
+
+/// The shutdown signal [`spawn_serving`] gives a plane's `serve`.
+pub type Shutdown = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Spawns a plane's `serve` (`serve` calls it with the shutdown signal it
+/// is to stop at) and returns the task with the sender that stops it: the
+/// signal comes when the sender is sent on or dropped, so a test's server
+/// lives as long as the test keeps the sender.
+pub fn spawn_serving<F>(
+    serve: impl FnOnce(Shutdown) -> F,
+) -> (oneshot::Sender<()>, JoinHandle<F::Output>)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(Box::pin(async {
+        let _ = stopped.await;
+    })));
+    (stop, task)
+}
+
+/// A data plane serving as a task, attached to its control plane.
+pub struct AttachedDataplane {
+    pub handle: Handle,
+    /// Its link to the control plane.
+    pub state: watch::Receiver<LinkState>,
+    /// Stops it when sent on or dropped (see [`spawn_serving`]).
+    pub stop: oneshot::Sender<()>,
+}
+
+/// Binds a data plane on `config`, put [`on_loopback`], serves it, and
+/// waits until it has attached to the control plane `config` names.
+pub async fn serve_attached_dataplane(mut config: Config) -> AttachedDataplane {
+    on_loopback(&mut config);
+    let dataplane = Dataplane::bind(&config)
+        .await
+        .expect("the data plane binds");
+    let handle = dataplane.handle();
+    let mut state = dataplane.link_state();
+    let (stop, _) = spawn_serving(|shutdown| dataplane.serve(shutdown));
+    within(
+        "the data plane to attach",
+        state.wait_for(|s| matches!(s, LinkState::Attached { .. })),
+    )
+    .await
+    .expect("the data plane runs");
+    AttachedDataplane {
+        handle,
+        state,
+        stop,
+    }
+}
+
+/// Waits (for at most [`WAIT`]) until `session` hears its own
+/// `member_joined` in `channel`.
+pub async fn wait_joined(session: &mut ResumingSession, channel: &str) {
+    let me = session.id();
+    session
+        .wait_for(
+            |e| matches!(e.server(), Some(Ev::MemberJoined(m)) if m.session_id == me && m.channel_id == channel),
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("session {me}: no member_joined in {channel}: {e:?}"));
+}
+
+/// A command for `program`, run in `cwd`, for a test that reads what it
+/// writes: no stdin, stdout and stderr piped, killed when dropped, and none
+/// of the test's own `OPENSPEAK_*` variables (only those the test sets).
+pub fn command_in(program: impl AsRef<std::ffi::OsStr>, cwd: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OPENSPEAK_") {
+            command.env_remove(name);
+        }
+    }
+    command
 }
 
 /// A random secret of this test run, `<prefix>_` and 32 hex digits.
@@ -65,6 +159,16 @@ pub fn test_config(data_dir: &Path, bootstrap_token: Option<&str>) -> Config {
     config.auth.bootstrap_token = bootstrap_token.map(str::to_owned);
     config.auth.max_failures = 1_000_000;
     config
+}
+
+/// A fresh state directory, a random admin token, and [`test_config`] on
+/// them: where a test's own server starts. The directory must live as
+/// long as the server.
+pub fn fresh_config() -> (TempDir, String, Config) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let admin_token = random_secret("test");
+    let config = test_config(dir.path(), Some(&admin_token));
+    (dir, admin_token, config)
 }
 
 /// Puts a data plane's listeners on loopback, on any free ports, metrics
@@ -100,9 +204,7 @@ impl TestSystem {
     /// `voice.max_packet_age_ms`). Returns once the data plane is attached
     /// and `OpenVoice` places voice on it.
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestSystem {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let admin_token = random_secret("test");
-        let mut config = test_config(dir.path(), Some(&admin_token));
+        let (dir, admin_token, mut config) = fresh_config();
         on_loopback(&mut config);
         configure(&mut config);
         let system = within_for(

@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use openspeak_client::{Client, Forwarded, Session, VoiceClient};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 
 /// The bound on a process starting, attaching or exiting.
@@ -144,18 +144,7 @@ impl Process {
     /// `env`, JSON logs at level info, and its pipes read in the background.
     pub fn spawn(name: &str, home: &Home, env: &[(&str, String)]) -> Process {
         let binary = binary(name);
-        let mut command = Command::new(&binary);
-        command
-            .current_dir(home.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("OPENSPEAK_") {
-                command.env_remove(key);
-            }
-        }
+        let mut command = openspeak_testkit::command_in(&binary, home.path());
         command
             .env("OPENSPEAK_LOGGING__OUTPUT_FORMAT", "json")
             .env("OPENSPEAK_LOGGING__LEVEL", "info")
@@ -409,6 +398,67 @@ impl Control {
     /// `cluster.control_addr` for a data plane.
     pub fn control_addr(&self) -> String {
         format!("http://{}", self.cluster)
+    }
+
+    /// SIGKILL: no goodbye on the link, no `server_shutdown` to anyone.
+    /// Returns the exit status and what a restart on the same state needs.
+    pub async fn kill9(self) -> (ExitStatus, KilledControl) {
+        let Control {
+            mut process,
+            home,
+            token,
+            secret,
+            cluster,
+            url,
+            ..
+        } = self;
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the URL ends with the port");
+        let status = process.kill9().await;
+        let killed = KilledControl {
+            home,
+            token,
+            secret,
+            cluster,
+            port,
+        };
+        (status, killed)
+    }
+}
+
+/// What a control plane killed by [`Control::kill9`] leaves for its
+/// restart: its state, its secrets and its ports.
+pub struct KilledControl {
+    home: Home,
+    token: String,
+    secret: String,
+    /// The internal link, where its data planes will dial again.
+    cluster: SocketAddr,
+    /// The public gRPC port its clients know.
+    port: u16,
+}
+
+impl KilledControl {
+    /// Back on the same state and internal port, the public API on any
+    /// free port.
+    pub async fn restart(self) -> Control {
+        Control::start_in(
+            self.home,
+            self.token,
+            self.secret,
+            &self.cluster.to_string(),
+        )
+        .await
+    }
+
+    /// Back on the same state, internal port and public port, so that
+    /// its clients can come back by themselves.
+    pub async fn restart_on_its_port(self) -> Control {
+        let cluster = self.cluster.to_string();
+        Control::start_on(self.home, self.token, self.secret, &cluster, self.port).await
     }
 }
 

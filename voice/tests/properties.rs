@@ -46,6 +46,20 @@ fn datagram_bytes() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// Arbitrary bytes of a length in `len` whose first byte, if any, is one
+/// of `kinds`: the kind bytes a parser looks at first.
+fn starting_with(
+    len: std::ops::Range<usize>,
+    kinds: std::ops::Range<u8>,
+) -> impl Strategy<Value = Vec<u8>> {
+    (prop::collection::vec(any::<u8>(), len), kinds).prop_map(|(mut bytes, kind)| {
+        if let Some(first) = bytes.first_mut() {
+            *first = kind;
+        }
+        bytes
+    })
+}
+
 fn seal(
     key: &SessionKey,
     direction: Direction,
@@ -193,13 +207,8 @@ proptest! {
 
     #[test]
     fn udp_parse_never_panics_and_tickets_reencode(
-        bytes in prop::collection::vec(any::<u8>(), 0..200),
-        kind in 0u8..5,
+        bytes in starting_with(0..200, 0..5),
     ) {
-        let mut bytes = bytes;
-        if let Some(first) = bytes.first_mut() {
-            *first = kind;
-        }
         match udp::parse(&bytes) {
             Ok(Packet::Ticket(body)) => {
                 if let Ok(ticket) = exchange::parse_request(body) {
@@ -229,13 +238,8 @@ proptest! {
 
     #[test]
     fn control_parse_accepts_only_what_reencodes(
-        bytes in prop::collection::vec(any::<u8>(), 0..12),
-        kind in 0x0fu8..0x15,
+        bytes in starting_with(0..12, 0x0f..0x15),
     ) {
-        let mut bytes = bytes;
-        if let Some(first) = bytes.first_mut() {
-            *first = kind;
-        }
         if let Some(message) = Control::parse(&bytes) {
             let mut again = Vec::new();
             message.encode(&mut again);

@@ -11,11 +11,28 @@ use crate::{
     authenticator::Caller,
     channels::{ChannelPatch, NewChannel},
     convert,
+    event::ChannelView,
+    hub::{Hub, HubError},
     ids::SessionId,
     limits,
 };
 
 pub struct ChannelApi(pub Arc<Shared>);
+
+impl ChannelApi {
+    /// Makes `change` to the channel tree, logs the channel as `done` by
+    /// `caller`, and answers with the channel as it now is.
+    fn change_channel(
+        &self,
+        caller: &Caller,
+        done: &str,
+        change: impl FnOnce(&mut Hub) -> Result<ChannelView, HubError>,
+    ) -> Result<Response<pb::Channel>, Status> {
+        let view = self.0.broker.change_channels(change)?;
+        info!(channel_id = %view.id, name = %view.name, by = %caller.token.id, "channel {done}");
+        Ok(Response::new(convert::channel(&view)))
+    }
+}
 
 #[tonic::async_trait]
 impl pb::channel_service_server::ChannelService for ChannelApi {
@@ -36,12 +53,9 @@ impl pb::channel_service_server::ChannelService for ChannelApi {
             password: req.password,
             temporary: req.temporary,
         };
-        let view = self
-            .0
-            .broker
-            .change_channels(|hub| hub.create_channel(new, Instant::now()))?;
-        info!(channel_id = %view.id, name = %view.name, by = %caller.token.id, "channel created");
-        Ok(Response::new(convert::channel(&view)))
+        self.change_channel(&caller, "created", |hub| {
+            hub.create_channel(new, Instant::now())
+        })
     }
 
     async fn get_channel(
@@ -84,12 +98,9 @@ impl pb::channel_service_server::ChannelService for ChannelApi {
             password: req.password,
             temporary: req.temporary,
         };
-        let view = self
-            .0
-            .broker
-            .change_channels(|hub| hub.update_channel(id.as_str(), patch, Instant::now()))?;
-        info!(channel_id = %view.id, name = %view.name, by = %caller.token.id, "channel updated");
-        Ok(Response::new(convert::channel(&view)))
+        self.change_channel(&caller, "updated", |hub| {
+            hub.update_channel(id.as_str(), patch, Instant::now())
+        })
     }
 
     async fn delete_channel(

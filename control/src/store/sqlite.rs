@@ -112,14 +112,7 @@ impl SqliteStore {
         migrations: &[&str],
         seed: impl FnOnce() -> Result<Option<Contents>, StoreError>,
     ) -> Result<(Self, Option<Contents>), StoreError> {
-        let fail = |action| {
-            let path = path.to_owned();
-            move |source| StoreError::Database {
-                path,
-                action,
-                source,
-            }
-        };
+        let fail = |action| failed(path, action);
         create_private(path)?;
         let mut conn = Connection::open(path)
             .map_err(fail("open it (if it is damaged, restore it from a backup)"))?;
@@ -153,12 +146,7 @@ impl SqliteStore {
     }
 
     fn fail(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-        let path = self.path.clone();
-        move |source| StoreError::Database {
-            path,
-            action,
-            source,
-        }
+        failed(&self.path, action)
     }
 
     fn corrupt(&self, detail: String) -> StoreError {
@@ -167,6 +155,17 @@ impl SqliteStore {
             path: self.path.clone(),
             detail,
         }
+    }
+}
+
+/// The error for a failed `action` on the database at `path`, for
+/// `map_err`.
+fn failed(path: &Path, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    let path = path.to_owned();
+    move |source| StoreError::Database {
+        path,
+        action,
+        source,
     }
 }
 
@@ -200,14 +199,7 @@ fn migrate(
     migrations: &[&str],
     seed: impl FnOnce() -> Result<Option<Contents>, StoreError>,
 ) -> Result<Option<Contents>, StoreError> {
-    let fail = |action| {
-        let path = path.to_owned();
-        move |source| StoreError::Database {
-            path,
-            action,
-            source,
-        }
-    };
+    let fail = |action| failed(path, action);
     // IMMEDIATE: take the write lock now, so that two processes opening
     // the same new file cannot both migrate it.
     let tx = conn

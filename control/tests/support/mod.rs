@@ -15,8 +15,8 @@
 //! request timeout, set to [`WAIT`]); nothing sleeps to wait for something
 //! that can be awaited.
 
-// Each test file uses its own part of this module.
-#![allow(dead_code)]
+// Each test file uses its own part of this module (the re-exports too).
+#![allow(dead_code, unused_imports)]
 
 use std::{
     collections::BTreeMap,
@@ -74,9 +74,7 @@ impl TestServer {
 
     /// A fresh control plane whose test configuration `adjust` may change.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let token = random_secret("test");
-        let mut config = test_config(dir.path(), Some(&token));
+        let (dir, _, mut config) = openspeak_testkit::fresh_config();
         adjust(&mut config);
         let mut server = Self::serve(config).await;
         server.data_dir = Some(dir);
@@ -107,10 +105,7 @@ impl TestServer {
         let cluster_addr = cp.cluster_addr();
         let metrics_addr = cp.metrics_addr();
         assert!(addr.ip().is_loopback(), "tests serve on loopback only");
-        let (tx, rx) = oneshot::channel::<()>();
-        let serve = tokio::spawn(cp.serve(async {
-            let _ = rx.await;
-        }));
+        let (tx, serve) = openspeak_testkit::spawn_serving(|shutdown| cp.serve(shutdown));
         TestServer {
             addr,
             cluster_addr,

@@ -28,10 +28,10 @@ mod plain;
 mod plain_driver;
 mod sessions;
 
-use std::os::fd::AsRawFd;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};

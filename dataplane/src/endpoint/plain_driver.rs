@@ -4,8 +4,8 @@
 //! them, the router and the socket.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 

@@ -125,6 +125,35 @@ impl Harness {
         .await
         .unwrap();
     }
+
+    /// Takes the next attach and answers it as control plane instance
+    /// "one" with `key` and sessions 1 and 2 in `c1`; waits until the data
+    /// plane has applied them. The returned `Attached` is the control
+    /// plane's side of the link: dropping it ends the link.
+    pub async fn attach_one(&mut self, key: TicketKey) -> Attached {
+        let control = self.next_attach().await;
+        control
+            .send(snapshot(
+                vec![key],
+                vec![member(1, "c1"), member(2, "c1")],
+                "one",
+            ))
+            .await;
+        self.attached_to("one").await;
+        control
+    }
+
+    /// Ends the link from the control plane's side (`control` is dropped)
+    /// and waits until the data plane notices.
+    pub async fn detach(&mut self, control: Attached) {
+        drop(control);
+        within(
+            "the link notices",
+            self.state.wait_for(|s| *s == LinkState::Away),
+        )
+        .await
+        .unwrap();
+    }
 }
 
 pub fn config(dir: &std::path::Path, control: SocketAddr, secret: Option<&str>) -> Config {
@@ -167,10 +196,7 @@ pub async fn start(secret: &str) -> Harness {
         .try_into()
         .unwrap();
     let state = dataplane.link_state();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(dataplane.serve(async {
-        let _ = stopped.await;
-    }));
+    let (stop, _) = openspeak_testkit::spawn_serving(|shutdown| dataplane.serve(shutdown));
     Harness {
         attached,
         refused,

@@ -112,20 +112,21 @@ pub enum ConfigError {
 impl ConfigError {
     /// The dotted key at fault, when one is.
     pub fn key(&self) -> Option<&str> {
-        match self {
-            ConfigError::UnknownKey { key, .. }
-            | ConfigError::WrongType { key, .. }
-            | ConfigError::Invalid { key, .. } => Some(key),
-            _ => None,
-        }
+        self.fault().map(|(key, _)| key)
     }
 
     /// The source of the value at fault, when there is one.
     pub fn origin(&self) -> Option<&Origin> {
+        self.fault().map(|(_, origin)| origin)
+    }
+
+    /// The key at fault and the source of its value: errors about one
+    /// value have both, the others neither.
+    fn fault(&self) -> Option<(&str, &Origin)> {
         match self {
-            ConfigError::UnknownKey { origin, .. }
-            | ConfigError::WrongType { origin, .. }
-            | ConfigError::Invalid { origin, .. } => Some(origin),
+            ConfigError::UnknownKey { key, origin, .. }
+            | ConfigError::WrongType { key, origin, .. }
+            | ConfigError::Invalid { key, origin, .. } => Some((key, origin)),
             _ => None,
         }
     }
