@@ -1,6 +1,8 @@
-//! The soak, one minute of it (`RELIABILITY.md` records the 30-minute
-//! run): the real control plane and data plane as processes, and
-//! `openspeak-loadtest voice` against them with listeners leaving and
+//! The soak, a minute and a half of it (`RELIABILITY.md` records the
+//! 30-minute run; half of this one is warm-up, as a debug build's
+//! allocations settle later than a release build's): the real control
+//! plane and data plane as processes, and `openspeak-loadtest voice`
+//! against them with listeners leaving and
 //! rejoining every ~3 s, its timeline scraping both planes' `/metrics`
 //! every 10 s. The load generator's soak verdict (`--strict`) is what
 //! must hold: each plane's resident memory grows under 5% after the
@@ -14,19 +16,19 @@ use std::time::Duration;
 use support::{Control, DataplaneProcess, binary};
 use tokio::process::Command;
 
-/// Time for the run: setup, 60 s of voice and the drain.
+/// Time for the run: setup, 90 s of voice and the drain.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_minute_of_voice_with_churn_leaves_memory_descriptors_and_latency_flat() {
+async fn voice_with_churn_leaves_memory_descriptors_and_latency_flat() {
     let control = Control::start().await;
     let dataplane = DataplaneProcess::start(&control).await;
     let report = control.home.path().join("soak.json");
     let mut run = Command::new(binary("openspeak-loadtest"));
     run.args(["voice", "--addr", &control.url, "--token", &control.token])
         .args(["--clients", "100", "--channels", "20", "--speakers", "1"])
-        .args(["--churn-every-ms", "3000", "--duration", "60"])
-        .args(["--timeline", "10", "--warm-up", "20"])
+        .args(["--churn-every-ms", "3000", "--duration", "90"])
+        .args(["--timeline", "10", "--warm-up", "45"])
         .args(["--metrics", &dataplane.metrics])
         .args(["--control-metrics", &control.metrics])
         .args(["--strict", "--quiet", "--json"])
@@ -53,7 +55,7 @@ async fn a_minute_of_voice_with_churn_leaves_memory_descriptors_and_latency_flat
         String::from_utf8_lossy(&output.stderr)
     );
     let rows = json["timeline"].as_array().expect("timeline rows");
-    assert!(rows.len() >= 5, "a row every 10 s: {}", rows.len());
+    assert!(rows.len() >= 8, "a row every 10 s: {}", rows.len());
     for row in rows {
         for process in row["processes"].as_array().expect("scraped processes") {
             assert!(process["rss_bytes"].as_u64().is_some(), "{row}");
