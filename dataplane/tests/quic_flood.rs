@@ -63,10 +63,7 @@ async fn converse(
     talker_id: u32,
     flood: impl FnOnce(&Relay) -> tokio::task::JoinHandle<()>,
 ) -> Conversation {
-    let channel = format!("c{talker_id}");
-    server.member(talker_id, &channel, false).await;
-    server.member(talker_id + 1, &channel, false).await;
-    let relay = Relay::start(server.addr).await;
+    let relay = flood::pair_with_relay(server, talker_id, server.addr).await;
     let join_as =
         |addr, id| async move { join(addr, server.pin, &server.ticket(id, 60), id).await };
     let (_a_ep, talker) = join_as(relay.addr, talker_id).await;

@@ -42,10 +42,7 @@ async fn converse(
     talker_id: u32,
     flood: impl FnOnce(&Relay) -> tokio::task::JoinHandle<()>,
 ) -> Conversation {
-    let channel = format!("c{talker_id}");
-    server.member(talker_id, &channel, false).await;
-    server.member(talker_id + 1, &channel, false).await;
-    let relay = Relay::start(server.udp_addr).await;
+    let relay = flood::pair_with_relay(server, talker_id, server.udp_addr).await;
     let mut talker = RawUdp::new(talker_id).await;
     talker.join(relay.addr, &server.ticket(talker_id, 60)).await;
     let mut listener = RawUdp::new(talker_id + 1).await;

@@ -91,6 +91,15 @@ pub fn mutants(relay: &Relay, target: SocketAddr, count: usize, burst: usize) ->
     )
 }
 
+/// Puts sessions `talker` and `talker + 1` in a channel of their own on
+/// `server`, and starts a relay in front of `target` for the talker.
+pub async fn pair_with_relay(server: &super::Server, talker: u32, target: SocketAddr) -> Relay {
+    let channel = format!("c{talker}");
+    server.member(talker, &channel, false).await;
+    server.member(talker + 1, &channel, false).await;
+    Relay::start(target).await
+}
+
 /// A seeded generator, so that a failing flood can be replayed.
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
