@@ -10,7 +10,8 @@
 //! come back by themselves (new ids, same channel) when the control plane
 //! is killed and restarted, that channels spread over two data planes,
 //! that a call comes back by itself when its data plane is killed and
-//! restarted, that the one-process server works alone, and that a data
+//! restarted (and so do the load generator's clients, over either
+//! transport), that the one-process server works alone, and that a data
 //! plane without its secret refuses to start.
 //!
 //! `cargo test --workspace` builds every binary first. With
@@ -754,4 +755,107 @@ async fn a_data_plane_without_the_cluster_secret_refuses_to_start() {
         "the message names cluster.secret:\n{}",
         process.output()
     );
+}
+
+/// The data plane's count of datagrams forwarded to listeners.
+async fn forwarded(dataplane: &DataplaneProcess) -> u64 {
+    let addr = dataplane.metrics.parse().expect("a socket address");
+    let reply = openspeak_testkit::http::get(addr, "/metrics").await;
+    reply
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("openspeak_dataplane_datagrams_forwarded_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The load generator's voice scenario while its data plane is killed and
+/// restarted: each client notices the silence, asks for voice again and
+/// goes on, with no help; after the outage every packet arrives again.
+async fn load_generator_voice_comes_back(transport: openspeak_loadtest::Transport) {
+    use openspeak_loadtest::{VoicePlan, run_voice};
+
+    let control = Control::start().await;
+    let dataplane = DataplaneProcess::start(&control).await;
+    // The load generator takes `host:port`, as its `--server` flag.
+    let server = control.url.trim_start_matches("http://");
+    let mut plan = VoicePlan::new(server, &control.token);
+    (plan.clients, plan.channels, plan.speakers) = (6, 1, 1);
+    plan.duration = Duration::from_secs(12);
+    plan.timeline = Some(Duration::from_secs(1));
+    plan.transport = transport;
+    plan.seed = 7;
+    plan.run.quiet = true;
+    plan.setup_timeout = Duration::from_secs(20);
+    let mut run = tokio::spawn(async move {
+        let (_interrupt, never) = watch::channel(false);
+        run_voice(&plan, never).await
+    });
+
+    // Voice flowing, then SIGKILL: no close to anyone.
+    within_for(WAIT, "voice to flow", async {
+        while forwarded(&dataplane).await < 200 {
+            if run.is_finished() {
+                let ended = (&mut run).await.expect("the run task");
+                panic!("the run ended before voice flowed: {ended:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let DataplaneProcess {
+        mut process, home, ..
+    } = dataplane;
+    assert!(!process.kill9().await.success());
+    // The same data plane back at once (same id and certificate, new
+    // ports): the clients find it when they notice the silence.
+    let dataplane = DataplaneProcess::start_in(&control, home).await;
+
+    let report = within_for(Duration::from_secs(60), "the run to end", run)
+        .await
+        .expect("the run task")
+        .expect("the run starts");
+    let table = report.table();
+    let o = report.outages;
+    assert_eq!(
+        (o.lost, o.back),
+        (6, 6),
+        "every client lost voice once and got it back\n{table}"
+    );
+    assert!(
+        o.longest_ms <= 2_000.0,
+        "voice back {} ms after the loss was noticed\n{table}",
+        o.longest_ms
+    );
+    // After the outage (3 s of silence to notice it, then the reconnect)
+    // the last rows deliver every packet owed again.
+    let rows = &report.timeline;
+    assert!(rows.len() >= 10, "{table}");
+    for row in &rows[rows.len() - 4..] {
+        let c = &row.counts;
+        assert!(
+            c.expected > 0 && c.delivered == c.expected && c.lost == 0,
+            "the row at {} s: {c:?}\n{table}\n{}",
+            row.t_s,
+            dataplane.process.recent()
+        );
+    }
+    assert!(
+        report.delivery.lost > 0,
+        "the outage shows as loss\n{table}"
+    );
+    eprintln!(
+        "{transport:?}: voice back {:.0} ms after the loss was noticed; {} of {} packets lost",
+        o.longest_ms, report.delivery.lost, report.delivery.expected
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_generator_quic_voice_comes_back_after_its_data_plane_is_killed() {
+    load_generator_voice_comes_back(openspeak_loadtest::Transport::Quic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_generator_udp_voice_comes_back_after_its_data_plane_is_killed() {
+    load_generator_voice_comes_back(openspeak_loadtest::Transport::Udp).await;
 }

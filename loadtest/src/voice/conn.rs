@@ -53,9 +53,18 @@ impl VoiceConn {
         }
     }
 
-    /// Keeps a quiet client's path open: a ping over UDP (the data plane
-    /// forgets a UDP session silent for 15 s); nothing over QUIC, whose
-    /// own keep-alive does it.
+    /// Packets of any kind received from the data plane so far: while it
+    /// grows, the data plane is there.
+    pub fn heard(&self) -> u64 {
+        match self {
+            VoiceConn::Quic(v) => v.packets_received(),
+            VoiceConn::Udp(v) => v.packets_received(),
+        }
+    }
+
+    /// Keeps a quiet client's path open and asks the data plane for an
+    /// answer: a ping over UDP (the data plane forgets a UDP session silent
+    /// for 15 s); nothing over QUIC, whose own keep-alive does both.
     pub fn keepalive(&self) -> Result<(), ConnError> {
         match self {
             VoiceConn::Quic(_) => Ok(()),

@@ -11,12 +11,20 @@
 //!
 //! [`set_up`] brings a client from nothing to connected voice;
 //! [`run_member`] runs the listener and speaker until the run stops them.
+//!
+//! A client whose data plane goes away (killed, restarted, cut off) gets
+//! its voice back as `docs/PROTOCOL.md`, "Reconnect", tells every client
+//! to: the listener takes [`GONE_AFTER`] of silence for a lost connection,
+//! asks for voice again (`OpenVoice`, then a new connection) after 100 ms,
+//! doubling to 1 s, and hands the new connection to its speaker. What was
+//! sent meanwhile stays owed, so the outage shows as loss.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
+use openspeak_shared::Reason;
 use openspeak_shared::pb;
 use openspeak_shared::pb::channel_service_client::ChannelServiceClient;
 use openspeak_shared::pb::event::Event as Kind;
@@ -48,8 +56,9 @@ use crate::voice::plan::VoicePlan;
 use crate::voice::probe::Probe;
 use crate::voice::speaker::{Datagram, Speaker};
 use crate::voice::timeline::LatencyBook;
-use openspeak_client::udp::UdpVoiceClient;
+use openspeak_client::udp::{UdpVoiceClient, UdpVoiceError};
 use openspeak_client::voice::{VoiceClient, VoiceError, client_endpoint};
+use openspeak_client::{GONE_AFTER, PING_EVERY};
 
 /// Delays a listener buffers before merging them into the shared
 /// histogram: the lock is then rare.
@@ -57,10 +66,18 @@ const DELAY_BATCH: usize = 256;
 
 /// Bound on each control-plane call of a churn cycle.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a listening client keeps its path open: over plain UDP the
-/// data plane forgets a session silent for 15 s (`docs/PROTOCOL.md`
-/// recommends a ping every 5 s); over QUIC this does nothing.
-const KEEPALIVE: Duration = Duration::from_secs(5);
+/// How often a listener looks whether anything came from its data plane,
+/// and pings it over plain UDP every [`PING_EVERY`] (over QUIC the
+/// connection's own keep-alive does that): often enough to notice
+/// [`GONE_AFTER`] of silence within a quarter second.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// The first pause between two attempts to get voice back after the
+/// connection was lost; it doubles up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// The longest pause between two attempts.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// A rejoined listener is owed packets from this long after its voice
 /// connection was accepted: time for the data plane to apply the join it
@@ -127,6 +144,13 @@ pub struct Ctx {
     pub churn_cycles: AtomicU64,
     /// Churn cycles that failed half-way; the client stays out.
     pub churn_failures: AtomicU64,
+    /// Voice connections found lost while listening.
+    pub voice_lost: AtomicU64,
+    /// Of those, connections got back.
+    pub voice_back: AtomicU64,
+    /// The longest time from noticing a lost connection to having voice
+    /// again, µs.
+    pub longest_outage_us: AtomicU64,
 }
 
 impl Failures for Ctx {
@@ -142,6 +166,10 @@ impl Failures for Ctx {
 impl Ctx {
     fn fail_voice(&self, step: Step, e: &ConnError) {
         self.fail(step, &ErrorKind::conn(e), &error_chain(e));
+    }
+
+    fn count(&self, failure: &Failure) {
+        self.fail(failure.step, &failure.kind, &failure.message);
     }
 
     /// µs from the epoch to `t`.
@@ -241,7 +269,57 @@ pub async fn set_up(index: u32, ctx: Arc<Ctx>) -> Option<Member> {
     })
 }
 
-/// `JoinChannel` into the client's channel, then `OpenVoice` and the QUIC
+/// A step of getting voice that failed: counted by the caller (once per
+/// outage for a client getting its voice back), and whether asking again
+/// could help.
+#[derive(Debug)]
+struct Failure {
+    step: Step,
+    kind: ErrorKind,
+    message: String,
+    /// Asking again cannot help: the session ended or left its channel, or
+    /// its token is no longer valid (`docs/PROTOCOL.md`, "Reconnect").
+    last: bool,
+}
+
+impl Failure {
+    fn status(step: Step, status: &tonic::Status) -> Failure {
+        Failure {
+            step,
+            kind: ErrorKind::of(status),
+            message: status.message().to_owned(),
+            last: matches!(
+                Reason::of(status),
+                Some(Reason::SessionRequired | Reason::NotInChannel | Reason::Unauthorized)
+            ),
+        }
+    }
+
+    fn conn(e: ConnError) -> Failure {
+        Failure {
+            step: Step::VoiceConnect,
+            kind: ErrorKind::conn(&e),
+            message: error_chain(&e),
+            // Reject code 9: the session ended since the ticket was issued.
+            last: matches!(
+                e,
+                ConnError::Quic(VoiceError::Rejected { code: 9, .. })
+                    | ConnError::Udp(UdpVoiceError::Rejected { code: 9, .. })
+            ),
+        }
+    }
+
+    fn named(step: Step, name: &str, message: String) -> Failure {
+        Failure {
+            step,
+            kind: ErrorKind::named(name),
+            message,
+            last: false,
+        }
+    }
+}
+
+/// `JoinChannel` into the client's channel, then `OpenVoice` and the voice
 /// connection.
 async fn join_and_connect(
     index: u32,
@@ -258,22 +336,44 @@ async fn join_and_connect(
         },
     );
     bounded(ctx, Step::Join, "JoinChannel", channels.join_channel(join)).await?;
+    open_and_connect(index, session_id, channel, ctx)
+        .await
+        .inspect_err(|failure| ctx.count(failure))
+        .ok()
+}
+
+/// `OpenVoice`, then the voice connection over the run's transport.
+async fn open_and_connect(
+    index: u32,
+    session_id: u32,
+    channel: &Channel,
+    ctx: &Ctx,
+) -> Result<VoiceConn, Failure> {
     let mut voice = VoiceServiceClient::new(channel.clone());
     let open = ctx
         .tokens
         .for_client(index as usize)
         .session_request(session_id, pb::OpenVoiceRequest {});
-    let ticket = bounded(ctx, Step::OpenVoice, "OpenVoice", voice.open_voice(open)).await?;
+    let ticket = match timeout(CALL_TIMEOUT, voice.open_voice(open)).await {
+        Ok(Ok(resp)) => resp.into_inner(),
+        Ok(Err(status)) => return Err(Failure::status(Step::OpenVoice, &status)),
+        Err(_) => {
+            return Err(Failure::named(
+                Step::OpenVoice,
+                "timed_out",
+                "OpenVoice".into(),
+            ));
+        }
+    };
     if ctx.plan.transport == Transport::Udp {
-        return connect_udp(&ticket, ctx).await;
+        return connect_udp(&ticket).await;
     }
     let Some(target) = resolve(&ticket.quic_endpoint).await else {
-        ctx.fail(
+        return Err(Failure::named(
             Step::OpenVoice,
-            &ErrorKind::named("bad_endpoint"),
-            &format!("cannot resolve quic_endpoint `{}`", ticket.quic_endpoint),
-        );
-        return None;
+            "bad_endpoint",
+            format!("cannot resolve quic_endpoint `{}`", ticket.quic_endpoint),
+        ));
     };
     let connected = if ctx.plan.sockets == 0 {
         VoiceClient::connect(target, &ticket.cert_sha256, &ticket.ticket).await
@@ -285,35 +385,27 @@ async fn join_and_connect(
             Err(e) => Err(e),
         }
     };
-    match connected {
-        Ok(v) => Some(VoiceConn::Quic(v)),
-        Err(e) => {
-            ctx.fail_voice(Step::VoiceConnect, &e.into());
-            None
-        }
-    }
+    connected
+        .map(VoiceConn::Quic)
+        .map_err(|e| Failure::conn(e.into()))
 }
 
 /// Presents the ticket of `ticket` to the data plane's plain-UDP listener.
-async fn connect_udp(ticket: &pb::OpenVoiceResponse, ctx: &Ctx) -> Option<VoiceConn> {
+async fn connect_udp(ticket: &pb::OpenVoiceResponse) -> Result<VoiceConn, Failure> {
     let Some(target) = resolve(&ticket.udp_endpoint).await else {
-        ctx.fail(
+        return Err(Failure::named(
             Step::OpenVoice,
-            &ErrorKind::named("bad_endpoint"),
-            &format!(
+            "bad_endpoint",
+            format!(
                 "cannot resolve udp_endpoint `{}` (empty: the data plane offers no plain UDP)",
                 ticket.udp_endpoint
             ),
-        );
-        return None;
+        ));
     };
-    match UdpVoiceClient::connect(target, &ticket.ticket, &ticket.session_key).await {
-        Ok(v) => Some(VoiceConn::Udp(Box::new(v))),
-        Err(e) => {
-            ctx.fail_voice(Step::VoiceConnect, &e.into());
-            None
-        }
-    }
+    UdpVoiceClient::connect(target, &ticket.ticket, &ticket.session_key)
+        .await
+        .map(|v| VoiceConn::Udp(Box::new(v)))
+        .map_err(|e| Failure::conn(e.into()))
 }
 
 /// A control-plane call bounded by [`CALL_TIMEOUT`]; `None` when it failed
@@ -403,11 +495,16 @@ pub struct MemberResult {
 /// Runs a client in voice until the listeners are told to stop.
 pub async fn run_member(member: Member, ctx: Arc<Ctx>, signals: Signals) -> MemberResult {
     let index = member.index;
-    let voice = Arc::new(member.voice);
+    let seat = Seat {
+        index,
+        session_id: member.session_id,
+        channel: member.channel,
+        current: watch::Sender::new(Some(Arc::new(member.voice))),
+    };
     let speaker = ctx.layout.is_speaker(index).then(|| {
         tokio::spawn(speak(
             index,
-            voice.clone(),
+            seat.current.subscribe(),
             ctx.clone(),
             signals.go.clone(),
             signals.stop_sending.clone(),
@@ -415,11 +512,9 @@ pub async fn run_member(member: Member, ctx: Arc<Ctx>, signals: Signals) -> Memb
     });
     let mut listener = Listener::new(index, &ctx);
     let mut stop = signals.stop_listening.clone();
-    let voice = if ctx.layout.churns(index) {
+    let end = if ctx.layout.churns(index) {
         let mut c = Churner {
-            index,
-            session_id: member.session_id,
-            channel: member.channel,
+            seat,
             rng: StdRng::seed_from_u64(stream_seed(
                 ctx.plan.seed,
                 index,
@@ -427,19 +522,18 @@ pub async fn run_member(member: Member, ctx: Arc<Ctx>, signals: Signals) -> Memb
                 SEED_CHURN,
             )),
         };
-        c.run(voice, &mut listener, signals.go.clone(), &mut stop)
-            .await
+        let end = c.run(&mut listener, signals.go.clone(), &mut stop).await;
+        (end, c.seat)
     } else {
-        match listener.listen(&voice, None, None, &mut stop).await {
-            ListenEnd::Stopped => Some(voice),
-            _ => {
-                // Lost: the tally keeps its window open, so the missing
-                // packets count as lost. Wait for the end like the others.
-                let _ = stop.wait_for(|s| *s).await;
-                None
-            }
-        }
+        let end = listener.listen_on(&seat, None, None, &mut stop).await;
+        (end, seat)
     };
+    let (end, seat) = end;
+    if !matches!(end, ListenEnd::Stopped) {
+        // Lost for good: the tally keeps its window open, so the missing
+        // packets count as lost. Wait for the end like the others.
+        let _ = stop.wait_for(|s| *s).await;
+    }
     let log = match speaker {
         Some(handle) => match handle.await {
             Ok(log) => Some(log),
@@ -449,12 +543,91 @@ pub async fn run_member(member: Member, ctx: Arc<Ctx>, signals: Signals) -> Memb
         None => None,
     };
     listener.merge_delays();
+    // The speaker task is done, so the seat holds the last handle.
+    let voice = matches!(end, ListenEnd::Stopped)
+        .then(|| seat.take())
+        .flatten()
+        .and_then(|v| Arc::try_unwrap(v).ok());
     MemberResult {
         index,
         tally: listener.tally,
         log,
-        // The speaker task is done, so this is the last handle.
-        voice: voice.and_then(|v| Arc::try_unwrap(v).ok()),
+        voice,
+    }
+}
+
+/// A client's place in voice: what it needs to ask for voice again, and
+/// the connection in use, which its speaker follows.
+struct Seat {
+    /// The client.
+    index: u32,
+    /// Its session.
+    session_id: u32,
+    /// Its connection to the control plane.
+    channel: Channel,
+    /// The voice connection in use; `None` while there is none (lost, or
+    /// between a churner's leave and rejoin).
+    current: watch::Sender<Option<Arc<VoiceConn>>>,
+}
+
+impl Seat {
+    fn voice(&self) -> Option<Arc<VoiceConn>> {
+        self.current.borrow().clone()
+    }
+
+    /// Takes the connection out: the speaker stops sending on it.
+    fn take(&self) -> Option<Arc<VoiceConn>> {
+        self.current.send_replace(None)
+    }
+
+    fn install(&self, voice: VoiceConn) {
+        self.current.send_replace(Some(Arc::new(voice)));
+    }
+
+    /// Gets voice back after the connection was lost: `OpenVoice` and a
+    /// new connection, again and again with a growing pause, until one
+    /// works (`true`), the control plane says asking again cannot help
+    /// (counted), or the run stops. The session stays in its channel all
+    /// along, so the listener stays owed what its channel sends.
+    async fn recover(&self, ctx: &Ctx, stop: &mut watch::Receiver<bool>) -> bool {
+        let lost_at = Instant::now();
+        drop(self.take());
+        ctx.voice_lost.fetch_add(1, Ordering::Relaxed);
+        ctx.counters.voice_up.fetch_sub(1, Ordering::Relaxed);
+        let mut pause = FIRST_RETRY_PAUSE;
+        // Bounded by the run, which always ends with `stop`.
+        loop {
+            let attempt = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return false,
+                attempt = open_and_connect(self.index, self.session_id, &self.channel, ctx) => attempt,
+            };
+            match attempt {
+                Ok(voice) => {
+                    ctx.voice_sessions[self.index as usize]
+                        .store(voice.session_id(), Ordering::Release);
+                    self.install(voice);
+                    ctx.counters.voice_up.fetch_add(1, Ordering::Relaxed);
+                    ctx.voice_back.fetch_add(1, Ordering::Relaxed);
+                    ctx.longest_outage_us
+                        .fetch_max(duration_micros(lost_at.elapsed()), Ordering::Relaxed);
+                    return true;
+                }
+                Err(failure) if failure.last => {
+                    ctx.count(&failure);
+                    return false;
+                }
+                // No data plane attached yet, the old one's address dead, a
+                // fault: the next attempt may do.
+                Err(_) => {}
+            }
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return false,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(MAX_RETRY_PAUSE);
+        }
     }
 }
 
@@ -506,8 +679,37 @@ impl Listener {
         }
     }
 
+    /// [`listen`](Self::listen) on the seat's connection, getting voice
+    /// back each time it is lost; [`ListenEnd::Lost`] only when it cannot
+    /// be got back.
+    async fn listen_on(
+        &mut self,
+        seat: &Seat,
+        leave_at: Option<Instant>,
+        mut go: Option<&mut watch::Receiver<Option<StdInstant>>>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> ListenEnd {
+        // Bounded by the run: each pass ends in the run's stop, or after
+        // a connection that lasted at least until its silence was noticed.
+        loop {
+            let Some(voice) = seat.voice() else {
+                return ListenEnd::Lost;
+            };
+            match self.listen(&voice, leave_at, go.as_deref_mut(), stop).await {
+                ListenEnd::Lost => {
+                    drop(voice);
+                    if !seat.recover(&self.ctx, stop).await {
+                        return ListenEnd::Lost;
+                    }
+                }
+                end => return end,
+            }
+        }
+    }
+
     /// Listens on `voice` until told to stop, until `leave_at`, until `go`
-    /// (when given) is set, or until the connection fails.
+    /// (when given) is set, or until the connection fails or falls silent
+    /// for [`GONE_AFTER`].
     async fn listen(
         &mut self,
         voice: &VoiceConn,
@@ -517,7 +719,10 @@ impl Listener {
     ) -> ListenEnd {
         // To read the flag in a handler while `stop` is borrowed by its arm.
         let stopping = stop.clone();
-        let mut keepalive = tokio::time::interval_at(Instant::now() + KEEPALIVE, KEEPALIVE);
+        let mut checks = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut heard, mut heard_at, mut pinged_at) =
+            (voice.heard(), Instant::now(), Instant::now());
         loop {
             let due = self.downlink.next_due();
             tokio::select! {
@@ -526,9 +731,26 @@ impl Listener {
                     self.flush();
                     return ListenEnd::Stopped;
                 }
-                _ = keepalive.tick() => {
-                    // A lost ping is made good by the next one.
-                    let _ = voice.keepalive();
+                _ = checks.tick() => {
+                    let now = voice.heard();
+                    if now != heard {
+                        (heard, heard_at) = (now, Instant::now());
+                    } else if heard_at.elapsed() >= GONE_AFTER {
+                        if !*stopping.borrow() {
+                            self.ctx.fail(
+                                Step::VoiceRecv,
+                                &ErrorKind::named("voice:gone"),
+                                &format!("nothing from the data plane for {GONE_AFTER:?}"),
+                            );
+                        }
+                        self.flush();
+                        return ListenEnd::Lost;
+                    }
+                    if pinged_at.elapsed() >= PING_EVERY {
+                        // A lost ping is made good by the next one.
+                        let _ = voice.keepalive();
+                        pinged_at = Instant::now();
+                    }
                 }
                 () = sleep_until_opt(leave_at) => {
                     self.flush();
@@ -655,49 +877,41 @@ async fn wait_go(go: Option<&mut watch::Receiver<Option<StdInstant>>>) -> StdIns
 
 /// A listener that leaves and rejoins its channel during the send phase.
 struct Churner {
-    /// The client.
-    index: u32,
-    /// Its session.
-    session_id: u32,
-    /// Its connection to the control plane.
-    channel: Channel,
+    /// The client and its voice.
+    seat: Seat,
     /// When to leave.
     rng: StdRng,
 }
 
 impl Churner {
     /// Listens, leaving and rejoining about every `--churn-every-ms` while
-    /// the send phase lasts; returns the voice connection to close.
+    /// the send phase lasts, until the run stops it
+    /// ([`ListenEnd::Stopped`]) or its voice is lost for good.
     async fn run(
         &mut self,
-        mut voice: Arc<VoiceConn>,
         listener: &mut Listener,
         mut go: watch::Receiver<Option<StdInstant>>,
         stop: &mut watch::Receiver<bool>,
-    ) -> Option<Arc<VoiceConn>> {
+    ) -> ListenEnd {
         let ctx = listener.ctx.clone();
         let every = ctx.plan.churn_every.unwrap_or(Duration::from_secs(3));
         // Until the run says go there are no leaves to plan.
-        let send_end = match listener.listen(&voice, None, Some(&mut go), stop).await {
+        let send_end = match listener
+            .listen_on(&self.seat, None, Some(&mut go), stop)
+            .await
+        {
             ListenEnd::Go(at) => Instant::from_std(at) + ctx.plan.duration,
-            ListenEnd::Stopped => return Some(voice),
-            ListenEnd::Leave | ListenEnd::Lost => {
-                let _ = stop.wait_for(|s| *s).await;
-                return None;
-            }
+            end => return end,
         };
         // Bounded: each pass waits at least half a period (>= 250 ms) and
         // the send phase is finite; past its end no leave is planned.
         loop {
             let leave_at = Instant::now() + every.mul_f64(self.rng.random_range(0.5..1.5));
             let leave_at = (leave_at < send_end).then_some(leave_at);
-            match listener.listen(&voice, leave_at, None, stop).await {
-                ListenEnd::Stopped => return Some(voice),
-                ListenEnd::Go(_) | ListenEnd::Lost => {
-                    let _ = stop.wait_for(|s| *s).await;
-                    return None;
-                }
+            match listener.listen_on(&self.seat, leave_at, None, stop).await {
                 ListenEnd::Leave => {}
+                ListenEnd::Go(_) => return ListenEnd::Lost,
+                end => return end,
             }
             // Owed nothing sent from now on; the packets sent until now are
             // still owed, so stay for those in flight (the simulated delays,
@@ -708,33 +922,29 @@ impl Churner {
                 + ctx.plan.link(Direction::Uplink).max_delay()
                 + ctx.plan.link(Direction::Downlink).max_delay();
             match listener
-                .listen(&voice, Some(Instant::now() + margin), None, stop)
+                .listen_on(&self.seat, Some(Instant::now() + margin), None, stop)
                 .await
             {
                 ListenEnd::Leave => {}
-                ListenEnd::Stopped => return Some(voice),
-                ListenEnd::Go(_) | ListenEnd::Lost => {
-                    let _ = stop.wait_for(|s| *s).await;
-                    return None;
-                }
+                ListenEnd::Go(_) => return ListenEnd::Lost,
+                end => return end,
             }
-            ctx.leave_voice(self.index);
-            if let Ok(v) = Arc::try_unwrap(voice) {
+            ctx.leave_voice(self.seat.index);
+            if let Some(v) = self.seat.take().and_then(|v| Arc::try_unwrap(v).ok()) {
                 v.close().await;
             }
             match self.rejoin(&ctx).await {
                 Some(v) => {
-                    ctx.enter_voice(self.index, v.session_id());
+                    ctx.enter_voice(self.seat.index, v.session_id());
+                    self.seat.install(v);
                     listener
                         .tally
                         .open_window(ctx.micros(StdInstant::now() + REJOIN_GUARD));
                     ctx.churn_cycles.fetch_add(1, Ordering::Relaxed);
-                    voice = Arc::new(v);
                 }
                 None => {
                     ctx.churn_failures.fetch_add(1, Ordering::Relaxed);
-                    let _ = stop.wait_for(|s| *s).await;
-                    return None;
+                    return ListenEnd::Lost;
                 }
             }
         }
@@ -742,11 +952,17 @@ impl Churner {
 
     /// `LeaveChannel`, then join, `OpenVoice` and connect again.
     async fn rejoin(&self, ctx: &Ctx) -> Option<VoiceConn> {
-        let mut channels = ChannelServiceClient::new(self.channel.clone());
+        let Seat {
+            index,
+            session_id,
+            channel,
+            ..
+        } = &self.seat;
+        let mut channels = ChannelServiceClient::new(channel.clone());
         let leave = ctx
             .tokens
-            .for_client(self.index as usize)
-            .session_request(self.session_id, pb::LeaveChannelRequest {});
+            .for_client(*index as usize)
+            .session_request(*session_id, pb::LeaveChannelRequest {});
         bounded(
             ctx,
             Step::Leave,
@@ -754,7 +970,7 @@ impl Churner {
             channels.leave_channel(leave),
         )
         .await?;
-        join_and_connect(self.index, self.session_id, &self.channel, ctx).await
+        join_and_connect(*index, *session_id, channel, ctx).await
     }
 }
 
@@ -763,7 +979,7 @@ impl Churner {
 /// counts.
 async fn speak(
     index: u32,
-    voice: Arc<VoiceConn>,
+    mut voice: watch::Receiver<Option<Arc<VoiceConn>>>,
     ctx: Arc<Ctx>,
     mut go: watch::Receiver<Option<StdInstant>>,
     mut stop: watch::Receiver<bool>,
@@ -778,6 +994,10 @@ async fn speak(
         StdInstant::now(),
     );
     let channel = ctx.layout.channel_of(index) as usize;
+    // The connection in use: the listener replaces it when it gets voice
+    // back after losing it; `None` meanwhile, and what is made then is
+    // lost on the way (and owed, so counted so by the listeners).
+    let mut conn = voice.borrow_and_update().clone();
     let mut warming = true;
     // Bounded: the run always sets go or stop, and after go the speaker
     // ends with the send phase and the longest simulated delay.
@@ -785,7 +1005,9 @@ async fn speak(
         tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => {
-                let _ = speaker.stop().into_iter().all(|d| send(&ctx, &voice, d));
+                if let Some(c) = &conn {
+                    let _ = speaker.stop().into_iter().all(|d| send(&ctx, c, d));
+                }
                 break;
             }
             at = wait_go(Some(&mut go)), if warming => {
@@ -806,15 +1028,21 @@ async fn speak(
                 .fetch_add(step.made * u64::from(listeners), Ordering::Relaxed);
         }
         ctx.uplink_dropped.fetch_add(step.lost, Ordering::Relaxed);
-        if !step.send.into_iter().all(|d| send(&ctx, &voice, d)) {
-            break;
+        if voice.has_changed().unwrap_or(false) {
+            conn = voice.borrow_and_update().clone();
+        }
+        if let Some(c) = &conn
+            && !step.send.into_iter().all(|d| send(&ctx, c, d))
+        {
+            // Gone: nothing more on it until the listener has a new one.
+            conn = None;
         }
     }
     speaker.into_log()
 }
 
 /// Sends one datagram; `false` when the connection is gone (counted), so
-/// the speaker stops.
+/// the speaker stops using it.
 fn send(ctx: &Ctx, voice: &VoiceConn, d: Datagram) -> bool {
     match voice.send(d.sequence, d.timestamp_ms, d.payload) {
         Ok(()) => true,

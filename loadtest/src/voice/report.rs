@@ -51,6 +51,20 @@ pub struct ChurnReport {
     pub failed: u64,
 }
 
+/// Voice connections lost while listening (their data plane killed,
+/// restarted or cut off) and got back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Outages {
+    /// Connections found lost: an error, or nothing at all from the data
+    /// plane for the protocol's 3 s.
+    pub lost: u64,
+    /// Of those, connections got back (`OpenVoice` again and a new
+    /// connection).
+    pub back: u64,
+    /// The longest time from noticing a loss to having voice again, ms.
+    pub longest_ms: f64,
+}
+
 /// The data plane process (`--server-pid`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VoiceServerStats {
@@ -168,6 +182,8 @@ pub struct VoiceReport {
     pub received_datagrams: u64,
     /// Datagrams quinn would not send.
     pub send_errors: u64,
+    /// Voice connections lost and got back.
+    pub outages: Outages,
     /// `sent / send_phase_s`.
     pub sent_per_sec: f64,
     /// `delivered / send_phase_s`.
@@ -364,6 +380,16 @@ impl VoiceReport {
             rows.push((
                 "server peak RSS",
                 s.peak_rss_kb.map_or_else(unknown, |kb| format!("{kb} kB")),
+            ));
+        }
+        if self.outages.lost > 0 {
+            let o = &self.outages;
+            rows.push((
+                "voice lost / got back",
+                format!(
+                    "{} / {} (longest outage {:.0} ms)",
+                    o.lost, o.back, o.longest_ms
+                ),
             ));
         }
         if let Some(addr) = &self.metrics {
@@ -647,6 +673,7 @@ pub(crate) mod tests {
             playout_loss_ratio: 0.06,
             received_datagrams: 380,
             send_errors: 0,
+            outages: Outages::default(),
             sent_per_sec: 100.0,
             delivered_per_sec: 190.0,
             latency_us: LatencyPercentiles {

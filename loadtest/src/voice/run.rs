@@ -48,7 +48,8 @@ use crate::voice::layout::Layout;
 use crate::voice::member::{Ctx, Member, MemberResult, Signals, run_member, set_up};
 use crate::voice::plan::VoicePlan;
 use crate::voice::report::{
-    ChurnReport, ImpairmentReport, ServerDrops, VoiceReport, VoiceServerStats, WarmupReport,
+    ChurnReport, ImpairmentReport, Outages, ServerDrops, VoiceReport, VoiceServerStats,
+    WarmupReport,
 };
 use crate::voice::timeline::{Plane, ProcessSample, ROW_GRACE, TimelineRow, judge_soak};
 
@@ -120,6 +121,9 @@ pub async fn run_voice(
         send_errors: AtomicU64::new(0),
         churn_cycles: AtomicU64::new(0),
         churn_failures: AtomicU64::new(0),
+        voice_lost: AtomicU64::new(0),
+        voice_back: AtomicU64::new(0),
+        longest_outage_us: AtomicU64::new(0),
     });
     let (printer_stop, printer_rx) = watch::channel(false);
     let printer = (!plan.run.quiet).then(|| {
@@ -697,6 +701,11 @@ fn build_report(
         playout_loss_ratio: t.playout_loss_ratio(),
         received_datagrams: received,
         send_errors: ctx.send_errors.load(Ordering::Relaxed),
+        outages: Outages {
+            lost: ctx.voice_lost.load(Ordering::Relaxed),
+            back: ctx.voice_back.load(Ordering::Relaxed),
+            longest_ms: ctx.longest_outage_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        },
         sent_per_sec: per_second(t.sent, facts.sending),
         delivered_per_sec: per_second(t.delivered, facts.sending),
         latency_us: latency,
