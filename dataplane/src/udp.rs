@@ -434,37 +434,50 @@ impl SendBatch {
 /// Sends the packets of `chunk` (at most [`SendBatch::MAX`]), which lie in
 /// `bytes` from `start` on; how many the kernel took. Stops at the first
 /// refusal: the socket's buffer is full, and the rest would fail too.
-#[cfg(target_os = "linux")]
 fn send_chunk(
     socket: &UdpSocket,
     bytes: &[u8],
     start: usize,
     chunk: &[(usize, SocketAddr)],
 ) -> usize {
-    use std::os::fd::AsRawFd;
     debug_assert!(chunk.len() <= SendBatch::MAX);
+    let mut begin = start;
+    let packets = chunk.iter().map(|(end, to)| {
+        let packet = &bytes[begin..*end];
+        begin = *end;
+        (packet, *to)
+    });
+    send_packets(socket, packets)
+}
+
+/// [`send_chunk`]'s sending, on Linux in one `sendmmsg` call.
+#[cfg(target_os = "linux")]
+fn send_packets<'a>(
+    socket: &UdpSocket,
+    packets: impl Iterator<Item = (&'a [u8], SocketAddr)>,
+) -> usize {
+    use std::os::fd::AsRawFd;
     // SAFETY (whole function): all-zero is a valid value of these C
     // structs. Each header points at its own name and iovec on this stack
-    // frame, and each iovec at its packet's bytes within `bytes`, with
-    // their lengths; the kernel reads them and writes only the headers'
-    // `msg_len`, and everything outlives the call.
+    // frame, and each iovec at its packet's bytes, with their lengths; the
+    // kernel reads them and writes only the headers' `msg_len`, and
+    // everything outlives the call.
     let mut names: [libc::sockaddr_storage; SendBatch::MAX] = unsafe { std::mem::zeroed() };
     let mut iovs: [libc::iovec; SendBatch::MAX] = unsafe { std::mem::zeroed() };
     let mut headers: [libc::mmsghdr; SendBatch::MAX] = unsafe { std::mem::zeroed() };
-    let mut begin = start;
-    for (i, (end, to)) in chunk.iter().enumerate() {
-        let packet = &bytes[begin..*end];
-        begin = *end;
+    let mut count = 0;
+    for (i, (packet, to)) in packets.enumerate() {
         iovs[i] = libc::iovec {
             iov_base: packet.as_ptr() as *mut libc::c_void,
             iov_len: packet.len(),
         };
-        let namelen = write_name(to, &mut names[i]);
+        let namelen = write_name(&to, &mut names[i]);
         let header = &mut headers[i].msg_hdr;
         header.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
         header.msg_namelen = namelen;
         header.msg_iov = &mut iovs[i];
         header.msg_iovlen = 1;
+        count = i + 1;
     }
     // Straight to the kernel rather than through tokio's readiness: the
     // socket is non-blocking, a full buffer answers EAGAIN and drops the
@@ -474,7 +487,7 @@ fn send_chunk(
         libc::sendmmsg(
             socket.as_raw_fd(),
             headers.as_mut_ptr(),
-            chunk.len() as libc::c_uint,
+            count as libc::c_uint,
             0,
         )
     };
@@ -486,21 +499,18 @@ fn send_chunk(
     }
 }
 
+/// [`send_chunk`]'s sending elsewhere: one packet at a time.
 #[cfg(not(target_os = "linux"))]
-fn send_chunk(
+fn send_packets<'a>(
     socket: &UdpSocket,
-    bytes: &[u8],
-    start: usize,
-    chunk: &[(usize, SocketAddr)],
+    packets: impl Iterator<Item = (&'a [u8], SocketAddr)>,
 ) -> usize {
-    let mut begin = start;
     let mut sent = 0;
-    for (end, to) in chunk {
-        if socket.try_send_to(&bytes[begin..*end], *to).is_err() {
+    for (packet, to) in packets {
+        if socket.try_send_to(packet, to).is_err() {
             break;
         }
         sent += 1;
-        begin = *end;
     }
     sent
 }

@@ -10,8 +10,8 @@ use openspeak_voice::TICKET_TIMEOUT;
 use openspeak_voice::datagram::{Forwarded, MAX_PAYLOAD, VoicePacket};
 use openspeak_voice::exchange::MAX_TICKET_LEN;
 use support::{
-    Answer, QuicServer, close_code, eventually, hears_nothing, present, send_request, start, talk,
-    voice, within,
+    Answer, QuicServer, Server, close_code, eventually, hears_nothing, present, send_request,
+    start, talk, voice, within,
 };
 
 #[tokio::test]
@@ -58,12 +58,7 @@ async fn routes_voice_between_members_of_a_channel() {
 
 #[tokio::test]
 async fn the_largest_voice_packet_is_forwarded_whole() {
-    let server = start();
-    for session in 1..=2 {
-        server.member(session, "c1", false).await;
-    }
-    let (_a_ep, a) = server.join(&server.ticket(1, 60), 1).await;
-    let (_b_ep, b) = server.join(&server.ticket(2, 60), 2).await;
+    let (_server, (_a_ep, a), (_b_ep, b)) = a_and_b_in_c1(2).await;
     let payload = Bytes::from(vec![0x5a; MAX_PAYLOAD]);
     let packet = VoicePacket {
         sequence: 1,
@@ -178,38 +173,54 @@ async fn a_ticket_serves_one_connection_and_a_new_ticket_replaces_it() {
     assert_eq!(server.handle.stats().rejected[8], 1, "the replaced one");
 }
 
-fn in_c1() -> Member {
-    Member {
+/// A client's side of a joined connection: its endpoint (kept so that the
+/// connection lives) and the connection.
+type Client = (quinn::Endpoint, quinn::Connection);
+
+/// Sessions 1 to `members` in c1, of which A and B (1 and 2) have joined
+/// over QUIC: how the tests of forwarding and resyncs begin.
+async fn a_and_b_in_c1(members: u32) -> (Server, Client, Client) {
+    let server = start();
+    for session in 1..=members {
+        server.member(session, "c1", false).await;
+    }
+    let a = server.join(&server.ticket(1, 60), 1).await;
+    let b = server.join(&server.ticket(2, 60), 2).await;
+    (server, a, b)
+}
+
+/// Resyncs `server` to a snapshot of `session` alone in c1, `restarted`
+/// telling whether the control plane restarted, and checks what the resync
+/// did: `(members, removed, orphaned)`.
+async fn resync_to(server: &Server, session: u32, restarted: bool, done: (usize, usize, usize)) {
+    let in_c1 = Member {
         channel: Some("c1".into()),
         muted: false,
         deafened: false,
-    }
+    };
+    let (members, removed, orphaned) = done;
+    let resynced = server
+        .handle
+        .resync(vec![(SessionId(session), in_c1)], restarted)
+        .await
+        .unwrap();
+    assert_eq!(
+        resynced,
+        Resynced {
+            members,
+            removed,
+            orphaned
+        }
+    );
 }
 
 #[tokio::test]
 async fn a_resync_after_a_restart_keeps_connected_sessions_until_they_leave() {
-    let server = start();
-    for session in 1..=3 {
-        server.member(session, "c1", false).await;
-    }
-    let (_a_ep, a) = server.join(&server.ticket(1, 60), 1).await;
-    let (_b_ep, b) = server.join(&server.ticket(2, 60), 2).await;
+    let (server, (_a_ep, a), (_b_ep, b)) = a_and_b_in_c1(3).await;
 
     // A restarted control plane knows only session 4. Session 3 has no
     // connection and goes; 1 and 2 are still talking and stay.
-    let done = server
-        .handle
-        .resync(vec![(SessionId(4), in_c1())], true)
-        .await
-        .unwrap();
-    assert_eq!(
-        done,
-        Resynced {
-            members: 1,
-            removed: 1,
-            orphaned: 2
-        }
-    );
+    resync_to(&server, 4, true, (1, 1, 2)).await;
     let (_d_ep, d) = server.join(&server.ticket(4, 60), 4).await;
     talk(&a, 1, 0..10, &[&b, &d]).await;
 
@@ -234,27 +245,10 @@ async fn a_resync_after_a_restart_keeps_connected_sessions_until_they_leave() {
 
 #[tokio::test]
 async fn a_resync_from_the_same_control_plane_drops_what_it_lacks() {
-    let server = start();
-    for session in 1..=2 {
-        server.member(session, "c1", false).await;
-    }
-    let (_a_ep, a) = server.join(&server.ticket(1, 60), 1).await;
-    let (_b_ep, b) = server.join(&server.ticket(2, 60), 2).await;
+    let (server, (_a_ep, a), (_b_ep, b)) = a_and_b_in_c1(2).await;
 
     // Session 2 ended while the link was down: the snapshot lacks it.
-    let done = server
-        .handle
-        .resync(vec![(SessionId(1), in_c1())], false)
-        .await
-        .unwrap();
-    assert_eq!(
-        done,
-        Resynced {
-            members: 1,
-            removed: 1,
-            orphaned: 0
-        }
-    );
+    resync_to(&server, 1, false, (1, 1, 0)).await;
     assert_eq!(close_code(&b).await, 9, "closed as removed");
     assert_eq!(server.handle.stats().rejected[9], 1);
     assert_eq!(server.handle.stats().connections, 1);

@@ -245,18 +245,14 @@ async fn health_and_readiness_follow_the_link_and_other_paths_are_404() {
     // The control plane goes away: the data plane still routes voice, so
     // it stays healthy, and says where its link is.
     h.detach(control).await;
-    let away = get_path(&h, "/healthz").await;
-    assert_eq!(away.status, 200);
-    assert!(away.body.starts_with("ok: link away"), "{}", away.body);
-    let away_ready = get_path(&h, "/readyz").await;
-    assert_eq!(away_ready.status, 503, "{}", away_ready.body);
-    assert!(
-        away_ready
-            .body
-            .starts_with("not ready: the control plane is away"),
-        "{}",
-        away_ready.body
-    );
+    for (path, status, start) in [
+        ("/healthz", 200, "ok: link away"),
+        ("/readyz", 503, "not ready: the control plane is away"),
+    ] {
+        let reply = get_path(&h, path).await;
+        assert_eq!(reply.status, status, "{path}: {}", reply.body);
+        assert!(reply.body.starts_with(start), "{path}: {}", reply.body);
+    }
     assert_eq!(scrape(&h).await.value("link_attached"), 0.0);
 
     for path in ["/", "/metrics/", "/health", "/favicon.ico"] {

@@ -126,6 +126,25 @@ impl Conversation {
             "lost {lost} of {sent} during the {flood}"
         );
     }
+
+    /// Panics if the listener heard more than was sent: a replay of the
+    /// talker's own packets (a flood of mutants holds them) heard twice.
+    pub fn assert_no_replay_heard(&self) {
+        assert!(
+            self.heard <= self.sent,
+            "no replay was heard twice: {self:?}"
+        );
+    }
+}
+
+/// Panics unless `server`'s endpoint outlived the floods and the process
+/// grew by less than 16 MiB since its resident size was `before`; returns
+/// the growth in bytes, for the report.
+pub fn assert_unharmed(server: &super::Server, before: u64) -> u64 {
+    let grown = super::rss().saturating_sub(before);
+    assert!(grown < 16 << 20, "memory grew by {grown} bytes");
+    assert!(!server.handle.is_closed(), "the endpoint is still running");
+    grown
 }
 
 /// Keeps a conversation going through `flood`: `say(n)` sends voice packet
