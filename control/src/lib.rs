@@ -30,5 +30,8 @@ mod tokens;
 
 pub use hub::Hub;
 pub use metrics::METRICS_PREFIX;
-pub use server::{CLUSTER_SECRET_MIN, ControlPlane, ServeError, StartError};
+pub use server::{
+    CLUSTER_SECRET_MIN, ControlPlane, SELF_SIGNED_CERT_FILE, SELF_SIGNED_KEY_FILE, ServeError,
+    StartError,
+};
 pub use state_files::MARKER as STATE_MARKER;

@@ -23,6 +23,7 @@ use std::{
 use openspeak_shared::{
     config::Config,
     gate,
+    identity::{CertError, SelfSigned, TlsIdentity},
     ops::OpsListener,
     pb, persist,
     ticket::{TicketError, TicketIssuer, TicketKey},
@@ -84,6 +85,8 @@ pub enum StartError {
     },
     #[error("invalid TLS configuration: {0}")]
     Tls(tonic::transport::Error),
+    #[error("server.tls_self_signed: {0}")]
+    SelfSigned(#[from] CertError),
     #[error("invalid listen address {0:?}")]
     Address(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -304,6 +307,7 @@ impl ControlPlane {
             .http2_keepalive_interval(Some(config.server.keepalive_interval.get()))
             .http2_keepalive_timeout(Some(config.server.keepalive_timeout.get()))
             .max_concurrent_streams(config.server.max_concurrent_streams);
+        let tls_on = tls.is_some();
         if let Some(tls) = tls {
             builder = builder
                 .tls_config(tls)
@@ -389,11 +393,7 @@ impl ControlPlane {
         let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         }));
-        let scheme = if config.server.tls_cert.is_some() {
-            "TLS"
-        } else {
-            "plaintext"
-        };
+        let scheme = if tls_on { "TLS" } else { "plaintext" };
         info!(addr = %local_addr, transport = scheme, "control plane listening for gRPC");
 
         let draining = Arc::new(AtomicBool::new(false));
@@ -539,14 +539,12 @@ fn bootstrap(config: &Config, tokens: &mut TokenStore) -> Result<(), StartError>
     Ok(())
 }
 
+/// The self-signed certificate's file name in the data directory.
+pub const SELF_SIGNED_CERT_FILE: &str = "server_cert.pem";
+/// Its private key's.
+pub const SELF_SIGNED_KEY_FILE: &str = "server_key.pem";
+
 fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
-    let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) else {
-        warn!(
-            "serving gRPC without TLS: tokens and everything else cross the network in \
-             clear text; set server.tls_cert and server.tls_key unless a TLS proxy is in front"
-        );
-        return Ok(None);
-    };
     let read = |what, path: &PathBuf| {
         fs::read(path).map_err(|source| StartError::TlsFile {
             what,
@@ -554,13 +552,72 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
             source,
         })
     };
-    let identity = Identity::from_pem(read("server.tls_cert", cert)?, read("server.tls_key", key)?);
+    let identity = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => {
+            Identity::from_pem(read("server.tls_cert", cert)?, read("server.tls_key", key)?)
+        }
+        _ if config.server.tls_self_signed => {
+            let dir = &config.storage.data_dir;
+            let made = TlsIdentity::load_or_generate(dir, &self_signed(config))?;
+            let cert = dir.join(SELF_SIGNED_CERT_FILE);
+            // At every start, so that a user can compare the file they were
+            // handed with what the server presents before trusting it.
+            info!(
+                cert = %cert.display(),
+                sha256 = %made.fingerprint(),
+                "public gRPC serves a self-signed certificate; clients trust this file"
+            );
+            Identity::from_pem(
+                read("the self-signed certificate", &cert)?,
+                read("the self-signed key", &dir.join(SELF_SIGNED_KEY_FILE))?,
+            )
+        }
+        _ => {
+            warn!(
+                "serving gRPC without TLS: tokens and everything else cross the network in \
+                 clear text; set server.tls_cert and server.tls_key (or server.tls_self_signed) \
+                 unless a TLS proxy is in front"
+            );
+            return Ok(None);
+        }
+    };
     let tls = ServerTlsConfig::new().identity(identity);
     // Fail at start-up, not at the first handshake.
     Server::builder()
         .tls_config(tls.clone())
         .map_err(StartError::Tls)?;
     Ok(Some(tls))
+}
+
+/// What a generated certificate of the public listener is valid for: the
+/// loopback names, the machine's host name, and `server.host` when it
+/// names one address, so that a client that checks names can dial any.
+fn self_signed(config: &Config) -> SelfSigned<'static> {
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
+    if let Some(host) = host_name() {
+        names.push(host);
+    }
+    let bound = &config.server.host;
+    if bound
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| !ip.is_unspecified() && !ip.is_loopback())
+    {
+        names.push(bound.clone());
+    }
+    names.dedup();
+    SelfSigned {
+        cert_file: SELF_SIGNED_CERT_FILE,
+        key_file: SELF_SIGNED_KEY_FILE,
+        common_name: "control plane",
+        names,
+    }
+}
+
+/// The machine's host name, when the kernel gives a usable one.
+fn host_name() -> Option<String> {
+    let name = fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty() && name != "localhost").then(|| name.to_owned())
 }
 
 /// Reflection over our services, health, and `google.rpc` (so that tools

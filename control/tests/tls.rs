@@ -96,3 +96,69 @@ async fn a_missing_key_file_stops_start_up_naming_the_file() {
     assert!(error.contains("missing-key.pem"), "{error}");
     assert!(error.contains("server.tls_key"), "{error}");
 }
+
+/// `server.tls_self_signed`: the control plane makes its certificate on
+/// first start and keeps it, so the file a client was told to trust
+/// still works after a restart; a client that trusts only the public
+/// authorities gets nowhere.
+#[tokio::test]
+async fn a_self_signed_certificate_is_made_once_and_trusted_by_its_file_across_restarts() {
+    use openspeak_client::Client;
+    use openspeak_control::{SELF_SIGNED_CERT_FILE, SELF_SIGNED_KEY_FILE};
+    use openspeak_shared::identity::TlsIdentity;
+
+    let (dir, token, mut config) = openspeak_testkit::fresh_config();
+    config.server.tls_self_signed = true;
+    let cert = dir.path().join(SELF_SIGNED_CERT_FILE);
+    let key = dir.path().join(SELF_SIGNED_KEY_FILE);
+    assert!(!cert.exists());
+
+    let mut server = TestServer::serve(config.clone()).await;
+    let cert_pem = fs::read(&cert).expect("the certificate is in the data directory");
+    let fingerprint = TlsIdentity::from_pem_files(&cert, &key)
+        .unwrap()
+        .fingerprint();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the key is the owner's alone");
+    }
+    // The certificate names localhost and the loopback addresses.
+    for host in ["localhost", "127.0.0.1"] {
+        let url = format!("https://{host}:{}", server.addr.port());
+        let me = Client::connect_with_ca(&url, &token, &cert_pem)
+            .await
+            .unwrap_or_else(|e| panic!("{url} with its certificate trusted: {e:?}"))
+            .whoami()
+            .await
+            .expect("WhoAmI over TLS");
+        assert_eq!(me.role, pb::Role::Admin as i32);
+    }
+    let url = format!("https://localhost:{}", server.addr.port());
+    let untrusted = match Client::connect(&url, &token).await {
+        Ok(client) => client.whoami().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(
+        untrusted.is_err(),
+        "a client trusting only the public authorities must be refused"
+    );
+    server.stop().await;
+
+    let again = TestServer::serve(config).await;
+    assert_eq!(fs::read(&cert).unwrap(), cert_pem, "the same certificate");
+    assert_eq!(
+        TlsIdentity::from_pem_files(&cert, &key)
+            .unwrap()
+            .fingerprint(),
+        fingerprint
+    );
+    let url = format!("https://localhost:{}", again.addr.port());
+    Client::connect_with_ca(&url, &token, &cert_pem)
+        .await
+        .expect("the file trusted before the restart still works")
+        .whoami()
+        .await
+        .expect("WhoAmI after the restart");
+}

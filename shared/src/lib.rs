@@ -10,6 +10,7 @@ pub mod config;
 mod encoded;
 mod error;
 pub mod gate;
+pub mod identity;
 pub mod ops;
 pub mod pb;
 pub mod persist;

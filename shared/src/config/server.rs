@@ -21,6 +21,12 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a certificate the control plane makes itself on
+    /// first start and keeps in the data directory (`server_cert.pem`,
+    /// `server_key.pem`); its fingerprint is logged. Clients trust that
+    /// certificate file as their CA. For a box without a certificate of
+    /// its own; not together with `tls_cert`/`tls_key`.
+    pub tls_self_signed: bool,
     /// How long shutdown waits for session streams to close.
     pub shutdown_grace: Seconds,
     /// Largest request message accepted, in bytes.
@@ -45,6 +51,7 @@ impl Default for ServerConfig {
             port: 50051,
             tls_cert: None,
             tls_key: None,
+            tls_self_signed: false,
             shutdown_grace: Seconds(30),
             max_message_bytes: 64 * 1024,
             keepalive_interval: Seconds(30),
@@ -68,6 +75,15 @@ impl ServerConfig {
         check_tls_pair(
             ("server.tls_cert", self.tls_cert.as_deref()),
             ("server.tls_key", self.tls_key.as_deref()),
+        )?;
+        check(
+            !(self.tls_self_signed && self.tls_cert.is_some()),
+            "server.tls_self_signed",
+            || {
+                "is true while server.tls_cert and server.tls_key name a certificate; \
+                 choose one"
+                    .into()
+            },
         )?;
         check_seconds("server.shutdown_grace", self.shutdown_grace)?;
         check(
@@ -151,5 +167,17 @@ mod tests {
         let (_dir, _path, opts) = with_file("server:\n  tls_key: key.pem\n  tls_cert: cert.pem\n");
         let config = load(&opts).unwrap();
         assert_eq!(config.server.tls_cert, Some(PathBuf::from("cert.pem")));
+    }
+
+    #[test]
+    fn a_self_signed_certificate_or_a_given_one_not_both() {
+        let (_dir, _path, opts) = with_file("server:\n  tls_self_signed: true\n");
+        assert!(load(&opts).unwrap().server.tls_self_signed);
+        let (_dir, _path, opts) = with_file(
+            "server:\n  tls_self_signed: true\n  tls_key: key.pem\n  tls_cert: cert.pem\n",
+        );
+        let err = load(&opts).unwrap_err();
+        assert_eq!(err.key(), Some("server.tls_self_signed"));
+        assert!(err.to_string().contains("choose one"), "{err}");
     }
 }
