@@ -125,33 +125,34 @@ async fn start() -> Planes {
 /// Where a session is and whether it is muted or deafened.
 type View = BTreeMap<u32, (Option<ChannelKey>, bool, bool)>;
 
-/// The control plane's view, from `ListOnline`. A session in no channel
-/// and one the data plane does not hold route the same (not at all), so
-/// both views leave such sessions out.
-async fn control_view(admin: &Client) -> View {
-    admin
-        .list_online()
-        .await
-        .unwrap()
+/// A view of `(session, channel, muted, deafened)`. A session in no
+/// channel and one the data plane does not hold route the same (not at
+/// all), so both views leave such sessions out.
+fn view(sessions: impl IntoIterator<Item = (u32, Option<ChannelKey>, bool, bool)>) -> View {
+    sessions
         .into_iter()
-        .filter(|u| !u.channel_id.is_empty())
-        .map(|u| {
-            let channel = Some(ChannelKey::from(u.channel_id.as_str()));
-            (u.session_id, (channel, u.self_mute, u.self_deaf))
-        })
+        .filter(|(_, channel, ..)| channel.is_some())
+        .map(|(session, channel, muted, deafened)| (session, (channel, muted, deafened)))
         .collect()
+}
+
+/// The control plane's view, from `ListOnline`.
+async fn control_view(admin: &Client) -> View {
+    let online = admin.list_online().await.unwrap();
+    view(online.into_iter().map(|u| {
+        let channel = (!u.channel_id.is_empty()).then(|| ChannelKey::from(u.channel_id.as_str()));
+        (u.session_id, channel, u.self_mute, u.self_deaf)
+    }))
 }
 
 /// The data plane's view, from its router.
 async fn dataplane_view(handle: &Handle) -> View {
-    handle
-        .members()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|(_, m)| m.channel.is_some())
-        .map(|(SessionId(s), m)| (s, (m.channel, m.muted, m.deafened)))
-        .collect()
+    let members = handle.members().await.unwrap();
+    view(
+        members
+            .into_iter()
+            .map(|(SessionId(s), m)| (s, m.channel, m.muted, m.deafened)),
+    )
 }
 
 /// Waits (bounded) until both views agree; returns the agreed view.

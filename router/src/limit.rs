@@ -109,6 +109,12 @@ mod tests {
         }
     }
 
+    /// A limit no packet has passed yet, and the configuration to admit
+    /// by: what each test starts from.
+    fn fresh(packets: u32, bytes: u32) -> (SendLimit, RouterConfig) {
+        (SendLimit::default(), config(packets, bytes))
+    }
+
     /// How many of `n` packets of `len` bytes, all at `now`, pass.
     fn passes(
         limit: &mut SendLimit,
@@ -122,9 +128,8 @@ mod tests {
 
     #[test]
     fn a_fresh_bucket_holds_one_second_and_refills_exactly() {
-        let c = config(200, 1_000_000);
+        let (mut limit, c) = fresh(200, 1_000_000);
         let t0 = Instant::now();
-        let mut limit = SendLimit::default();
         assert_eq!(passes(&mut limit, t0, 300, 10, &c), 200);
         // 200 a second is one every 5 ms: 4.999 ms gives nothing yet, and
         // what it did give is kept, so 5 ms in all gives exactly one.
@@ -141,9 +146,8 @@ mod tests {
 
     #[test]
     fn bytes_are_limited_apart_from_packets() {
-        let c = config(100, 64_000);
+        let (mut limit, c) = fresh(100, 64_000);
         let t0 = Instant::now();
-        let mut limit = SendLimit::default();
         // 100 packets are allowed, but only 64 of 1,000 bytes.
         assert_eq!(passes(&mut limit, t0, 100, 1_000, &c), 64);
         // The byte bucket is empty: even a small packet waits for a refill.
@@ -157,9 +161,8 @@ mod tests {
 
     #[test]
     fn time_going_backwards_refills_nothing() {
-        let c = config(10, 64_000);
+        let (mut limit, c) = fresh(10, 64_000);
         let t0 = Instant::now() + Duration::from_secs(10);
-        let mut limit = SendLimit::default();
         assert_eq!(passes(&mut limit, t0, 20, 1, &c), 10);
         let earlier = t0 - Duration::from_secs(5);
         assert_eq!(passes(&mut limit, earlier, 1, 1, &c), 0);

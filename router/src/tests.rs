@@ -50,10 +50,13 @@ impl Net {
     }
 
     fn join(&mut self, s: SessionId, channel: &str) {
-        let member = Member {
-            channel: Some(ChannelKey::from(channel)),
-            ..self.member(s)
-        };
+        self.update(s, |m| m.channel = Some(ChannelKey::from(channel)));
+    }
+
+    /// Changes `s`'s membership by `change`, wherever it is.
+    fn update(&mut self, s: SessionId, change: impl FnOnce(&mut Member)) {
+        let mut member = self.member(s);
+        change(&mut member);
         self.set(s, member);
     }
 
@@ -318,13 +321,7 @@ fn muted_speakers_are_not_forwarded() {
     for seq in 0..5u32 {
         net.send(u64::from(seq) * 20, A, seq, seq * 20);
     }
-    net.set(
-        A,
-        Member {
-            muted: true,
-            ..net.member(A)
-        },
-    );
+    net.update(A, |m| m.muted = true);
     // Stopping is reported at once, not 250 ms later.
     assert_eq!(net.events(), [speaking(A, true), speaking(A, false)]);
     for seq in 5..10u32 {
@@ -334,13 +331,7 @@ fn muted_speakers_are_not_forwarded() {
     let a = net.r.speaker_stats(A).expect("member");
     assert_eq!((a.muted, a.forwarded, a.lost), (5, 5, 0));
 
-    net.set(
-        A,
-        Member {
-            muted: false,
-            ..net.member(A)
-        },
-    );
+    net.update(A, |m| m.muted = false);
     net.send(200, A, 10, 200);
     assert_eq!(seqs(&net.drain(), C), [10]);
     assert_eq!(net.events(), [speaking(A, true)]);
@@ -352,13 +343,7 @@ fn deafened_listeners_hear_nothing() {
     let mut net = Net::new();
     net.send(0, A, 0, 0);
     // Queued but not yet sent when C deafens: dropped too.
-    net.set(
-        C,
-        Member {
-            deafened: true,
-            ..net.member(C)
-        },
-    );
+    net.update(C, |m| m.deafened = true);
     net.send(20, A, 1, 20);
     let out = net.drain();
     assert_eq!(seqs(&out, B), [0, 1]);
@@ -369,13 +354,7 @@ fn deafened_listeners_hear_nothing() {
     net.send(25, C, 0, 0);
     assert_eq!(seqs(&net.drain(), A), [0]);
 
-    net.set(
-        C,
-        Member {
-            deafened: false,
-            ..net.member(C)
-        },
-    );
+    net.update(C, |m| m.deafened = false);
     net.send(40, A, 2, 40);
     assert_eq!(seqs(&net.drain(), C), [2]);
 }

@@ -60,6 +60,18 @@ fn starting_with(
     })
 }
 
+/// What the seal tests seal: a key's secret, a direction, the session, the
+/// counter and a plaintext of any length the seal takes.
+fn sealing() -> impl Strategy<Value = ([u8; KEY_LEN], Direction, u32, u64, Vec<u8>)> {
+    (
+        any::<[u8; KEY_LEN]>(),
+        direction(),
+        any::<u32>(),
+        any::<u64>(),
+        prop::collection::vec(any::<u8>(), 0..=MAX_PLAINTEXT),
+    )
+}
+
 fn seal(
     key: &SessionKey,
     direction: Direction,
@@ -137,11 +149,7 @@ proptest! {
 
     #[test]
     fn sealed_packets_round_trip(
-        secret: [u8; KEY_LEN],
-        direction in direction(),
-        session: u32,
-        counter: u64,
-        plaintext in prop::collection::vec(any::<u8>(), 0..=MAX_PLAINTEXT),
+        (secret, direction, session, counter, plaintext) in sealing(),
     ) {
         let key = SessionKey::new(&secret);
         let mut packet = seal(&key, direction, session, counter, &plaintext);
@@ -156,11 +164,7 @@ proptest! {
 
     #[test]
     fn any_flipped_bit_fails_to_open(
-        secret: [u8; KEY_LEN],
-        direction in direction(),
-        session: u32,
-        counter: u64,
-        plaintext in prop::collection::vec(any::<u8>(), 0..=MAX_PLAINTEXT),
+        (secret, direction, session, counter, plaintext) in sealing(),
         bit: prop::sample::Index,
     ) {
         let key = SessionKey::new(&secret);

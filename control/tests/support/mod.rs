@@ -629,6 +629,19 @@ impl Model {
             .expect("member counts never go below zero");
     }
 
+    /// The user of `session_id`, which `event` (whose detail is `what`)
+    /// names: panics unless the model knows it.
+    fn known_user(
+        &mut self,
+        session_id: u32,
+        event: &str,
+        what: &impl std::fmt::Debug,
+    ) -> &mut pb::UserPresence {
+        self.users
+            .get_mut(&session_id)
+            .unwrap_or_else(|| panic!("{event} of an unknown session {what:?}"))
+    }
+
     fn member_count(&self, channel: &str) -> u32 {
         self.channels.get(channel).map_or(0, |c| c.member_count)
     }
@@ -653,10 +666,7 @@ impl Model {
                 self.add_member(&gone.channel_id, -1);
             }
             Ev::MemberLeft(m) => {
-                let user = self
-                    .users
-                    .get_mut(&m.session_id)
-                    .unwrap_or_else(|| panic!("member_left of an unknown session {m:?}"));
+                let user = self.known_user(m.session_id, "member_left", m);
                 assert_eq!(
                     user.channel_id, m.channel_id,
                     "member_left names where it was"
@@ -665,10 +675,7 @@ impl Model {
                 self.add_member(&m.channel_id, -1);
             }
             Ev::MemberJoined(m) => {
-                let user = self
-                    .users
-                    .get_mut(&m.session_id)
-                    .unwrap_or_else(|| panic!("member_joined of an unknown session {m:?}"));
+                let user = self.known_user(m.session_id, "member_joined", m);
                 assert_eq!(
                     user.channel_id, "",
                     "member_joined comes after member_left: {m:?}"
@@ -682,10 +689,7 @@ impl Model {
             }
             Ev::PresenceChanged(p) => {
                 let user = p.user.clone().expect("presence_changed carries the user");
-                let known = self
-                    .users
-                    .get_mut(&user.session_id)
-                    .unwrap_or_else(|| panic!("presence_changed of an unknown session {user:?}"));
+                let known = self.known_user(user.session_id, "presence_changed", &user);
                 assert_eq!(
                     known.channel_id, user.channel_id,
                     "presence_changed agrees on the channel"
