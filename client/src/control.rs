@@ -40,6 +40,27 @@ pub const SESSION_START_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How to dial the control plane at `addr`: plaintext for `http://`; for
+/// `https://`, TLS trusting the public authorities plus, when given, the
+/// authority (or self-signed certificate) in `ca_pem`. For a caller that
+/// opens its own connections (a load generator's pool); [`Client`] dials
+/// with it.
+pub fn endpoint(addr: &str, ca_pem: Option<&[u8]>) -> Result<Endpoint, ClientError> {
+    let invalid = |source| ClientError::InvalidAddress {
+        addr: addr.to_owned(),
+        source,
+    };
+    let endpoint = Endpoint::from_shared(addr.to_owned()).map_err(invalid)?;
+    if !addr.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    let mut tls = ClientTlsConfig::new().with_webpki_roots();
+    if let Some(pem) = ca_pem {
+        tls = tls.ca_certificate(Certificate::from_pem(pem));
+    }
+    endpoint.tls_config(tls).map_err(invalid)
+}
+
 /// A connection to the control plane plus the token its calls carry.
 ///
 /// Cheap to clone: clones share the connection (tonic multiplexes calls
@@ -100,20 +121,7 @@ impl Client {
         ca_pem: Option<&[u8]>,
     ) -> Result<Client, ClientError> {
         let authorization = bearer(token)?;
-        let invalid = |source| ClientError::InvalidAddress {
-            addr: addr.to_owned(),
-            source,
-        };
-        let mut endpoint = Endpoint::from_shared(addr.to_owned()).map_err(invalid)?;
-        if addr.starts_with("https://") {
-            // The public authorities, plus the caller's own when given.
-            let mut tls = ClientTlsConfig::new().with_webpki_roots();
-            if let Some(pem) = ca_pem {
-                tls = tls.ca_certificate(Certificate::from_pem(pem));
-            }
-            endpoint = endpoint.tls_config(tls).map_err(invalid)?;
-        }
-        let endpoint = endpoint
+        let endpoint = endpoint(addr, ca_pem)?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

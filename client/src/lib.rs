@@ -79,6 +79,7 @@ pub mod voice;
 pub use call::{Call, CallEnded, GONE_AFTER, PING_EVERY, Transport, VoiceOpener};
 pub use control::{
     CONNECT_TIMEOUT, Client, NewChannel, REQUEST_TIMEOUT, SESSION_START_TIMEOUT, TokenLifetime,
+    endpoint,
 };
 pub use error::ClientError;
 pub use grant::VoiceGrant;

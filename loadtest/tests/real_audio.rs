@@ -139,10 +139,7 @@ fn wav_duration(path: &Path) -> Duration {
 
 fn talk_args(system: &System, file: &Path, channel: &str) -> TalkArgs {
     TalkArgs {
-        server: ServerFlags {
-            addr: system.addr.to_string(),
-            token: system.admin_token.clone(),
-        },
+        server: ServerFlags::new(&system.addr.to_string(), &system.admin_token),
         file: file.to_owned(),
         channel: channel.to_owned(),
         name: "talker".into(),
@@ -151,10 +148,7 @@ fn talk_args(system: &System, file: &Path, channel: &str) -> TalkArgs {
 
 fn record_args(system: &System, out: &Path, channel: &str) -> RecordArgs {
     RecordArgs {
-        server: ServerFlags {
-            addr: system.addr.to_string(),
-            token: system.admin_token.clone(),
-        },
+        server: ServerFlags::new(&system.addr.to_string(), &system.admin_token),
         channel: channel.to_owned(),
         create: false,
         out: out.to_owned(),
@@ -296,10 +290,7 @@ async fn bad_files_paths_and_channels_are_clear_errors_and_ctrl_c_leaves_a_valid
         // Files are checked before any connection, so nothing needs to
         // listen at this address.
         let talk_to = |path: PathBuf| TalkArgs {
-            server: ServerFlags {
-                addr: "127.0.0.1:9".into(),
-                token: "t".into(),
-            },
+            server: ServerFlags::new("127.0.0.1:9", "t"),
             file: path,
             channel: "Lobby".into(),
             name: "talker".into(),

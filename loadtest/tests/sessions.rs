@@ -33,7 +33,12 @@ struct Server {
 }
 
 async fn start_server() -> Server {
-    let (dir, admin_token, config) = openspeak_testkit::fresh_config();
+    start_server_with(|_| {}).await
+}
+
+async fn start_server_with(adjust: impl FnOnce(&mut openspeak_shared::config::Config)) -> Server {
+    let (dir, admin_token, mut config) = openspeak_testkit::fresh_config();
+    adjust(&mut config);
     let cp = ControlPlane::bind(config)
         .await
         .expect("the control plane binds");
@@ -230,6 +235,40 @@ async fn a_bad_token_or_address_is_a_clear_error() {
             "{err:?}"
         );
         assert_eq!(err.to_string(), format!("cannot connect to {addr}"));
+    })
+    .await;
+}
+
+/// Against a control plane serving TLS with its self-signed certificate:
+/// with that certificate as `--ca` the run is as clean as over plaintext;
+/// trusting only the public authorities, it stops at the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_reaches_a_tls_server_with_its_ca_file_and_not_without() {
+    within(async {
+        let server = start_server_with(|c| c.server.tls_self_signed = true).await;
+        let cert = server
+            ._dir
+            .path()
+            .join(openspeak_control::SELF_SIGNED_CERT_FILE);
+        let mut a = args(&server, 10, 2);
+        // The certificate names localhost, not the address dialled.
+        a.run.server.addr = format!("localhost:{}", server.addr.port());
+        a.run.server.ca = Some(cert);
+        let report = run_sessions(&a, no_interrupt())
+            .await
+            .expect("the run starts over TLS");
+        assert_eq!(report.outcome, Outcome::Completed, "{}", report.table());
+        assert!(report.clean(), "{}", report.table());
+        assert_eq!(report.sessions_started, 10);
+
+        a.run.server.addr = format!("https://localhost:{}", server.addr.port());
+        a.run.server.ca = None;
+        match run_sessions(&a, no_interrupt()).await {
+            Err(RunError::Connect(ConnectError::Unreachable { addr, .. })) => {
+                assert!(addr.contains("localhost"), "{addr}");
+            }
+            other => panic!("an untrusted certificate must stop the run: {other:?}"),
+        }
     })
     .await;
 }

@@ -84,11 +84,6 @@ impl RecordArgs {
     }
 }
 
-/// The URI the client library dials for an address `parse_addr` accepted.
-pub(crate) fn control_uri(addr: &str) -> String {
-    format!("http://{addr}")
-}
-
 fn parse_channel(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         return Err("give a channel id or name".into());
@@ -138,7 +133,7 @@ mod tests {
             panic!("talk parses");
         };
         assert_eq!(a.server.addr, "127.0.0.1:50051");
-        assert_eq!(control_uri(&a.server.addr), "http://127.0.0.1:50051");
+        assert_eq!(a.server.uri(), "http://127.0.0.1:50051");
         assert_eq!(a.channel, "Radio check");
         assert_eq!(a.name, "talker");
         assert_eq!(a.file, PathBuf::from("speech.opus"));

@@ -231,14 +231,7 @@ pub async fn run_record(
         source,
     };
     let file = File::create(&args.out).map_err(write_error)?;
-    let entered = AudioSession::enter(
-        &args.server.addr,
-        &args.server.token,
-        &args.name,
-        &args.channel,
-        args.create,
-    )
-    .await;
+    let entered = AudioSession::enter(&args.server, &args.name, &args.channel, args.create).await;
     let mut audio = match entered {
         Ok(audio) => audio,
         Err(e) => {

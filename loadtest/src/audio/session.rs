@@ -12,8 +12,8 @@ use std::time::Duration;
 use openspeak_client::pb::event::Event as Ev;
 use openspeak_client::{Client, ClientError, Session, VoiceClient, pb};
 
-use crate::audio::flags::control_uri;
 use crate::common::error::JoinVoiceError;
+use crate::common::flags::ServerFlags;
 
 /// Bound on waiting for the session's own `member_joined`.
 const JOIN_EVENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,20 +30,22 @@ pub(crate) struct AudioSession {
 }
 
 impl AudioSession {
-    /// Connects to the control plane at `addr` (`HOST:PORT`) with `token`,
-    /// starts a session named `name`, joins the channel `channel` names
-    /// (an id, else an exact name; with `create`, a new channel of that
-    /// name when none matches) and gets into voice there.
+    /// Connects to the control plane `server` names (over TLS when it
+    /// says so), starts a session named `name`, joins the channel
+    /// `channel` names (an id, else an exact name; with `create`, a new
+    /// channel of that name when none matches) and gets into voice there.
     pub async fn enter(
-        addr: &str,
-        token: &str,
+        server: &ServerFlags,
         name: &str,
         channel: &str,
         create: bool,
     ) -> Result<AudioSession, JoinVoiceError> {
-        let client = Client::connect(&control_uri(addr), token)
-            .await
-            .map_err(JoinVoiceError::Connect)?;
+        let ca = server.ca_pem().map_err(JoinVoiceError::Ca)?;
+        let connected = match ca {
+            Some(pem) => Client::connect_with_ca(&server.uri(), &server.token, &pem).await,
+            None => Client::connect(&server.uri(), &server.token).await,
+        };
+        let client = connected.map_err(JoinVoiceError::Connect)?;
         let target = find_channel(&client, channel, create).await?;
         let mut session = client
             .start_session(name)

@@ -155,14 +155,7 @@ pub async fn run_talk(
     }
     let slots = schedule(&stream.packets);
 
-    let mut audio = AudioSession::enter(
-        &args.server.addr,
-        &args.server.token,
-        &args.name,
-        &args.channel,
-        false,
-    )
-    .await?;
+    let mut audio = AudioSession::enter(&args.server, &args.name, &args.channel, false).await?;
     let session_id = audio.session.id();
     let channel_id = audio.channel.id.clone();
     on_start(&TalkStarted {

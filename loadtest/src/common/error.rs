@@ -10,14 +10,24 @@ use crate::common::tally::describe_status;
 /// Opening the connection pool failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The address does not make a valid URI.
+    /// The address does not make a valid URI, or TLS cannot be set up
+    /// for it.
     #[error("`{addr}` is not a usable address")]
     BadAddress {
         /// The address as given.
         addr: String,
-        /// What the URI parser said.
+        /// What the client library said.
         #[source]
-        source: tonic::transport::Error,
+        source: openspeak_client::ClientError,
+    },
+    /// The `--ca` file cannot be read.
+    #[error("cannot read the CA file {}", path.display())]
+    Ca {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The TCP or HTTP/2 connection could not be made.
     #[error("cannot connect to {addr}")]
@@ -197,6 +207,9 @@ pub enum JoinVoiceError {
     /// where, so it is passed on as it is).
     #[error(transparent)]
     Connect(openspeak_client::ClientError),
+    /// The `--ca` file cannot be read.
+    #[error(transparent)]
+    Ca(ConnectError),
     /// `ListChannels` failed.
     #[error("cannot list the channels")]
     ListChannels(#[source] openspeak_client::ClientError),

@@ -5,13 +5,23 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::common::error::ConnectError;
+
 /// Where the control plane is and who we are: every subcommand's first two
 /// flags.
 #[derive(Debug, Clone, Args)]
 pub struct ServerFlags {
-    /// Public gRPC address of the control plane (plain HTTP/2, no TLS).
-    #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
+    /// Public gRPC address of the control plane: `HOST:PORT` (or
+    /// `http://HOST:PORT`) for plaintext, `https://HOST:PORT` for TLS.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server)]
     pub addr: String,
+
+    /// PEM file of the authority to trust over TLS, or of the server's
+    /// self-signed certificate (`server_cert.pem` with
+    /// `server.tls_self_signed`); implies TLS. Without it, `https://`
+    /// trusts the public authorities.
+    #[arg(long, value_name = "PATH")]
+    pub ca: Option<PathBuf>,
 
     /// An access token. `sessions` and `voice` need an admin token (it
     /// creates the channels and the clients' member token), as does `record
@@ -91,10 +101,7 @@ impl RunFlags {
     /// [`VoicePlan::new`]: crate::VoicePlan::new
     pub fn new(addr: &str, token: &str) -> Self {
         RunFlags {
-            server: ServerFlags {
-                addr: addr.to_owned(),
-                token: token.to_owned(),
-            },
+            server: ServerFlags::new(addr, token),
             connections: 64,
             streams_per_connection: 100,
             ramp_concurrency: 200,
@@ -117,11 +124,66 @@ impl RunFlags {
     }
 }
 
+impl ServerFlags {
+    /// Plaintext `addr`, no CA: what the library's callers start from.
+    pub fn new(addr: &str, token: &str) -> ServerFlags {
+        ServerFlags {
+            addr: addr.to_owned(),
+            token: token.to_owned(),
+            ca: None,
+        }
+    }
+
+    /// Whether the control plane is dialled over TLS.
+    pub fn tls(&self) -> bool {
+        self.addr.starts_with("https://") || self.ca.is_some()
+    }
+
+    /// The URI to dial: `https://HOST:PORT` with TLS, else `http://`.
+    pub fn uri(&self) -> String {
+        let hostport = self.addr.strip_prefix("https://").unwrap_or(&self.addr);
+        let scheme = if self.tls() { "https" } else { "http" };
+        format!("{scheme}://{hostport}")
+    }
+
+    /// The `--ca` file's contents, when one is given.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, ConnectError> {
+        self.ca
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path).map_err(|source| ConnectError::Ca {
+                    path: path.clone(),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// The endpoint to dial, TLS set up as the flags say.
+    pub fn endpoint(&self) -> Result<tonic::transport::Endpoint, ConnectError> {
+        let ca = self.ca_pem()?;
+        openspeak_client::endpoint(&self.uri(), ca.as_deref()).map_err(|source| {
+            ConnectError::BadAddress {
+                addr: self.addr.clone(),
+                source,
+            }
+        })
+    }
+}
+
+/// `--addr`: [`parse_addr`], or `https://HOST:PORT` kept as it is.
+pub fn parse_server(s: &str) -> Result<String, String> {
+    match s.trim().strip_prefix("https://") {
+        Some(rest) => parse_addr(rest).map(|hostport| format!("https://{hostport}")),
+        None => parse_addr(s),
+    }
+}
+
 /// Accepts `HOST:PORT` (or `http://HOST:PORT`) and returns `HOST:PORT`.
 pub fn parse_addr(s: &str) -> Result<String, String> {
     let s = s.trim();
     if s.starts_with("https://") {
-        return Err("TLS is not supported yet; give a plain HOST:PORT".into());
+        return Err("give a plain HOST:PORT (this listener speaks no TLS)".into());
     }
     let hostport = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
     let Some((host, port)) = hostport.rsplit_once(':') else {
@@ -187,5 +249,24 @@ mod tests {
         assert!(parse_addr("localhost:99999").is_err());
         assert!(parse_addr(":80").is_err());
         assert!(parse_addr("https://h:443").is_err());
+    }
+
+    #[test]
+    fn the_server_may_be_dialled_over_tls() {
+        assert_eq!(parse_server("https://h:443/").unwrap(), "https://h:443");
+        assert_eq!(parse_server("http://h:1").unwrap(), "h:1");
+        assert!(parse_server("https://h").is_err());
+        let mut server = ServerFlags::new("h:1", "t");
+        assert_eq!((server.tls(), server.uri()), (false, "http://h:1".into()));
+        server.ca = Some(PathBuf::from("ca.pem"));
+        assert_eq!((server.tls(), server.uri()), (true, "https://h:1".into()));
+        let server = ServerFlags::new("https://h:1", "t");
+        assert_eq!((server.tls(), server.uri()), (true, "https://h:1".into()));
+        let missing = ServerFlags {
+            ca: Some(PathBuf::from("/nonexistent/ca.pem")),
+            ..server
+        };
+        let err = missing.endpoint().unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 }

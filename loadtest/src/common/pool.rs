@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use futures::future::try_join_all;
 use tokio::time::{Instant, timeout_at};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::common::error::ConnectError;
+use crate::common::flags::ServerFlags;
 
 /// The shared connections.
 #[derive(Debug, Clone)]
@@ -21,15 +22,18 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Opens `size` connections to `addr` (`HOST:PORT`), all at once, before
-    /// `deadline`. Any failure fails the whole pool: a load test against a
-    /// half-reachable server would measure the wrong thing.
-    pub async fn connect(addr: &str, size: u32, deadline: Instant) -> Result<Pool, ConnectError> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|source| ConnectError::BadAddress {
-                addr: addr.to_owned(),
-                source,
-            })?
+    /// Opens `size` connections to the control plane, over TLS when the
+    /// flags say so, all at once, before `deadline`. Any failure fails the
+    /// whole pool: a load test against a half-reachable server would
+    /// measure the wrong thing.
+    pub async fn connect(
+        server: &ServerFlags,
+        size: u32,
+        deadline: Instant,
+    ) -> Result<Pool, ConnectError> {
+        let addr = server.addr.as_str();
+        let endpoint = server
+            .endpoint()?
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             // Idle event streams must not look dead to middleboxes or the server.

@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 
 use crate::common::credentials::{ClientTokens, Credentials};
 use crate::common::error::{RunError, SetupError};
+use crate::common::flags::ServerFlags;
 use crate::common::pool::Pool;
 use crate::common::tally::describe_status;
 
@@ -57,20 +58,19 @@ pub fn channel_name(run_id: &str, i: u32) -> String {
 }
 
 impl Admin {
-    /// Opens `size` connections to `addr` and checks that `token` is an
-    /// admin token, before `deadline`.
+    /// Opens `size` connections to the control plane and checks that the
+    /// token is an admin token, before `deadline`.
     pub async fn connect(
-        addr: &str,
-        token: &str,
+        server: &ServerFlags,
         size: u32,
         deadline: Instant,
     ) -> Result<(Pool, Admin), RunError> {
-        let creds = Credentials::new(token)?;
-        let pool = Pool::connect(addr, size, deadline).await?;
+        let creds = Credentials::new(&server.token)?;
+        let pool = Pool::connect(server, size, deadline).await?;
         let admin = Admin {
             channel: pool.any(),
             creds,
-            addr: addr.to_owned(),
+            addr: server.addr.clone(),
         };
         admin.check(deadline).await?;
         Ok((pool, admin))

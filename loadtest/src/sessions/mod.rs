@@ -81,13 +81,7 @@ pub async fn run_sessions(
         }
         warnings.push(note);
     }
-    let (pool, admin) = Admin::connect(
-        &args.run.server.addr,
-        &args.run.server.token,
-        size,
-        deadline,
-    )
-    .await?;
+    let (pool, admin) = Admin::connect(&args.run.server, size, deadline).await?;
     let ttl = (!args.as_admin).then(|| args.timeout() + TOKEN_SPARE_LIFE);
     let (fixtures, creds) = admin
         .prepare(

@@ -77,8 +77,7 @@ pub async fn run_voice(
     let mut warnings = Vec::new();
 
     let (pool, admin) = Admin::connect(
-        &plan.run.server.addr,
-        &plan.run.server.token,
+        &plan.run.server,
         plan.effective_connections(),
         setup_deadline,
     )
