@@ -19,6 +19,7 @@ mod hub;
 mod ids;
 mod limits;
 mod metrics;
+mod provision;
 mod request_rate;
 mod server;
 mod service;

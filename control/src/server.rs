@@ -46,6 +46,7 @@ use crate::{
     edge::EdgeLayer,
     hub::Hub,
     metrics::{self, Refusals},
+    provision::{self, ProvisionError},
     request_rate::RequestRate,
     service::{AuthApi, ChannelApi, PresenceApi, Shared, VoiceApi},
     session_ids::SessionIds,
@@ -69,6 +70,8 @@ const FLUSH_WINDOW: Duration = Duration::from_millis(2);
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error("cannot restore the channels in {path}: {source}")]
@@ -146,6 +149,10 @@ impl ControlPlane {
             fresh,
         } = store::open(&config)?;
         let mut tokens = TokenStore::open(store.clone())?;
+        // With the JSON backend the tokens file is the store itself.
+        if config.storage.uses_sqlite() {
+            provision::apply(&config.tokens_file(), &mut tokens, SystemTime::now())?;
+        }
         if tokens.is_empty() {
             bootstrap(&config, &mut tokens)?;
         }

@@ -66,6 +66,14 @@ pub enum RevokeError {
     Store(#[from] StoreError),
 }
 
+/// What [`TokenStore::upsert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    Added,
+    Updated,
+    Unchanged,
+}
+
 /// The token store: every token ever created, indexed by hash.
 #[derive(Debug)]
 pub struct TokenStore {
@@ -175,6 +183,49 @@ impl TokenStore {
         Ok(self.records[index].info())
     }
 
+    /// Puts `wanted` in: the token with its id, or else with its hash, is
+    /// brought in line with it (label, role, expiry, and the hash when
+    /// found by id), or it is added as it is. A revoked token stays
+    /// revoked whatever `wanted` says: a revocation is never undone behind
+    /// the operator's back. `wanted.revoked_at` revokes a live one.
+    pub fn upsert(&mut self, wanted: Record) -> Result<Upsert, StoreError> {
+        let hash = decode_hash(&wanted.sha256).expect("the caller gives a well-formed hash");
+        let found = self
+            .records
+            .iter()
+            .position(|r| r.id == wanted.id)
+            .or_else(|| self.by_hash.get(&hash).copied());
+        let Some(index) = found else {
+            self.store.put_token(&wanted)?;
+            self.records.push(wanted);
+            self.by_hash.insert(hash, self.records.len() - 1);
+            return Ok(Upsert::Added);
+        };
+        let old = &self.records[index];
+        let merged = Record {
+            id: old.id.clone(),
+            created_at: old.created_at,
+            revoked_at: old.revoked_at.or(wanted.revoked_at),
+            ..wanted
+        };
+        if merged == *old {
+            return Ok(Upsert::Unchanged);
+        }
+        self.store.put_token(&merged)?;
+        if let Some(previous) = decode_hash(&old.sha256) {
+            self.by_hash.remove(&previous);
+        }
+        self.by_hash.insert(hash, index);
+        self.records[index] = merged;
+        Ok(Upsert::Updated)
+    }
+
+    /// The token with this id, revoked or not.
+    #[cfg(test)]
+    pub fn get(&self, id: &str) -> Option<TokenInfo> {
+        self.records.iter().find(|r| r.id == id).map(Record::info)
+    }
+
     /// Whether token `id` exists and is not revoked.
     pub fn is_live(&self, id: &str) -> bool {
         self.records
@@ -204,7 +255,7 @@ impl Record {
     }
 }
 
-fn hash(plaintext: &str) -> [u8; 32] {
+pub(crate) fn hash(plaintext: &str) -> [u8; 32] {
     Sha256::digest(plaintext.as_bytes()).into()
 }
 
@@ -223,13 +274,13 @@ fn generate_plaintext() -> String {
     )
 }
 
-fn generate_id() -> String {
+pub(crate) fn generate_id() -> String {
     let mut id = [0u8; 8];
     rand::rng().fill_bytes(&mut id);
     hex::encode(id)
 }
 
-fn unix_secs(time: SystemTime) -> u64 {
+pub(crate) fn unix_secs(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

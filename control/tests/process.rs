@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use openspeak_client::{ClientError, TokenLifetime, pb};
+use openspeak_client::{Client, ClientError, TokenLifetime, pb};
 use support::{ClientExt, client_at, within};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, BufReader},
@@ -344,6 +344,86 @@ async fn a_configured_bootstrap_token_is_neither_logged_nor_written() {
     }
 }
 
+/// `auth.tokens_file` beside the database provisions tokens at every
+/// start: the listed ones work, no bootstrap token is made when they
+/// hold an admin, an edit takes effect at the next start, a revocation
+/// through the API stays; the log says what was provisioned, by id and
+/// label, and never a secret.
+#[tokio::test]
+async fn tokens_from_the_tokens_file_work_and_no_secret_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let admin = support::random_secret("ops");
+    let member = support::random_secret("alice");
+    let member_hash: String = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(member.as_bytes()))
+    };
+    let file = data.join("tokens.json");
+    let provision = |label: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                r#"{{"tokens": [
+                    {{"id": "ops1", "token": "{admin}", "role": "admin", "label": "ops"}},
+                    {{"id": "alice1", "sha256": "sha256:{member_hash}", "role": "member",
+                      "label": "{label}"}}
+                ]}}"#
+            ),
+        )
+        .unwrap();
+    };
+    provision("alice");
+
+    let mut process = Process::spawn(command(&data, dir.path()));
+    let addr = process.listening().await;
+    let me = who_am_i(addr, &admin).await.expect("the provisioned admin");
+    assert_eq!((me.id.as_str(), me.role), ("ops1", pb::Role::Admin as i32));
+    let alice = who_am_i(addr, &member)
+        .await
+        .expect("the provisioned member");
+    assert_eq!(alice.label, "alice");
+    assert!(
+        !data.join("admin_token").exists(),
+        "an admin was provisioned, so none is made up"
+    );
+    let (status, stdout, stderr) = stop_with_a_session_open(process, addr, &admin, "TERM").await;
+    assert!(status.success(), "{stderr:#?}");
+    let logged = stdout.iter().chain(&stderr);
+    let mut provisioned = 0;
+    for line in logged {
+        assert!(
+            !line.contains(&admin) && !line.contains(&member) && !line.contains(&member_hash),
+            "no secret in the log: {line}"
+        );
+        provisioned += usize::from(line.contains("provisioned a new token"));
+    }
+    assert_eq!(provisioned, 2, "{stdout:#?}");
+
+    // An edit applies at the next start; a revocation made meanwhile stays.
+    provision("alice (moderator)");
+    let mut process = Process::spawn(command(&data, dir.path()));
+    let addr = process.listening().await;
+    assert_eq!(
+        who_am_i(addr, &member).await.unwrap().label,
+        "alice (moderator)"
+    );
+    client_at(addr, &admin)
+        .await
+        .revoke_token("alice1")
+        .await
+        .unwrap();
+    let (status, _, stderr) = stop_with_a_session_open(process, addr, &admin, "TERM").await;
+    assert!(status.success(), "{stderr:#?}");
+    let mut process = Process::spawn(command(&data, dir.path()));
+    let addr = process.listening().await;
+    let refused = who_am_i(addr, &member).await.unwrap_err();
+    assert_eq!(refused.reason(), Some("UNAUTHORIZED"), "{refused:?}");
+    let (status, _, _) = stop_with_a_session_open(process, addr, &admin, "TERM").await;
+    assert!(status.success());
+}
+
 #[tokio::test]
 async fn an_unknown_config_key_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -424,6 +504,58 @@ impl Restartable {
     }
 }
 
+/// Writers on connections of their own, for the tests that stop the
+/// process under load: each sends what the server acknowledged, so that
+/// the test can check it is all there after a restart.
+struct Writers<A, R> {
+    tasks: Vec<tokio::task::JoinHandle<R>>,
+    acked: mpsc::UnboundedReceiver<A>,
+}
+
+impl<A, R: Send + 'static> Writers<A, R> {
+    /// Starts `count` writers, each on a connection of its own to `addr`
+    /// as `token`: `write(client, w, acked)` is writer `w`, and sends each
+    /// write the server acknowledged to `acked`.
+    async fn start<Fut>(
+        addr: SocketAddr,
+        token: &str,
+        count: usize,
+        write: impl Fn(Client, usize, mpsc::UnboundedSender<A>) -> Fut,
+    ) -> Self
+    where
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        let (acked_tx, acked) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for w in 0..count {
+            let client = client_at(addr, token).await;
+            tasks.push(tokio::spawn(write(client, w, acked_tx.clone())));
+        }
+        Self { tasks, acked }
+    }
+
+    /// Receives acknowledgements into `acked` until it holds `count`.
+    async fn until_acked(&mut self, acked: &mut Vec<A>, count: usize) {
+        while acked.len() < count {
+            let ack = within("writes to be acknowledged", self.acked.recv())
+                .await
+                .expect("the writers are still writing");
+            acked.push(ack);
+        }
+    }
+
+    /// Waits until every writer has stopped (the process is gone), then
+    /// adds the acknowledgements still queued to `acked`.
+    async fn stopped(mut self, acked: &mut Vec<A>) {
+        for writer in self.tasks {
+            within_process("a writer to stop", writer).await.unwrap();
+        }
+        while let Ok(ack) = self.acked.try_recv() {
+            acked.push(ack);
+        }
+    }
+}
+
 /// SIGTERM while clients keep writing: the process drains and exits 0,
 /// the open session hears `server_shutdown`, and every channel the server
 /// acknowledged creating is there after a restart on the same data
@@ -444,35 +576,24 @@ async fn sigterm_under_load_loses_nothing_that_was_acknowledged() {
 
     // Each writer on a connection of its own, creating channels until the
     // server stops answering.
-    let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<String>();
-    let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        let client = client_at(addr, token).await;
-        let acked = acked_tx.clone();
-        writers.push(tokio::spawn(async move {
-            for n in 0..MAX_WRITES {
-                let name = format!("w{w}-{n}");
-                match client.create_channel(&name).await {
-                    Ok(channel) => {
-                        assert_eq!(channel.name, name);
-                        let _ = acked.send(name);
-                    }
-                    Err(_) => return n,
+    let mut writers = Writers::start(addr, token, WRITERS, |client, w, acked| async move {
+        for n in 0..MAX_WRITES {
+            let name = format!("w{w}-{n}");
+            match client.create_channel(&name).await {
+                Ok(channel) => {
+                    assert_eq!(channel.name, name);
+                    let _ = acked.send(name);
                 }
+                Err(_) => return n,
             }
-            MAX_WRITES
-        }));
-    }
-    drop(acked_tx);
+        }
+        MAX_WRITES
+    })
+    .await;
 
     // Under way: some writes acknowledged, then SIGTERM.
     let mut acked = Vec::new();
-    while acked.len() < 20 {
-        let name = within("writes to be acknowledged", acked_rx.recv())
-            .await
-            .expect("the writers are still writing");
-        acked.push(name);
-    }
+    writers.until_acked(&mut acked, 20).await;
     process.signal("TERM");
     session
         .wait_for("server_shutdown", |e| {
@@ -480,12 +601,7 @@ async fn sigterm_under_load_loses_nothing_that_was_acknowledged() {
         })
         .await;
     drop((session, admin));
-    for writer in writers {
-        within_process("a writer to stop", writer).await.unwrap();
-    }
-    while let Ok(name) = acked_rx.try_recv() {
-        acked.push(name);
-    }
+    writers.stopped(&mut acked).await;
     let (status, _, stderr) = process.exit().await;
     assert!(
         status.success(),
@@ -495,12 +611,7 @@ async fn sigterm_under_load_loses_nothing_that_was_acknowledged() {
     let mut restarted = server.start();
     let addr = restarted.listening().await;
     let admin = client_at(addr, token).await;
-    let names: std::collections::HashSet<String> = within("ListChannels", admin.list_channels())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    let names = channel_names(&admin).await;
     let lost: Vec<&String> = acked.iter().filter(|n| !names.contains(*n)).collect();
     assert!(
         lost.is_empty(),
@@ -560,12 +671,11 @@ async fn sigkill_with(backend: &str) {
 
         // Writers of tokens and of channels, each on a connection of its
         // own, until the process is gone.
-        let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<Acked>();
-        let mut writers = Vec::new();
-        for w in 0..WRITERS {
-            let client = client_at(addr, admin_token).await;
-            let acked = acked_tx.clone();
-            writers.push(tokio::spawn(async move {
+        let mut writers = Writers::start(
+            addr,
+            admin_token,
+            WRITERS,
+            move |client, w, acked| async move {
                 for n in 0.. {
                     let name = format!("r{round}-w{w}-{n}");
                     let result = if n % 2 == 0 {
@@ -584,26 +694,16 @@ async fn sigkill_with(backend: &str) {
                         return;
                     }
                 }
-            }));
-        }
-        drop(acked_tx);
+            },
+        )
+        .await;
         // A different number of writes each round, so that the kill falls
         // at another point of the writers' cycle.
         let before_kill = acked.len() + 20 + 7 * round;
-        while acked.len() < before_kill {
-            let ack = within("writes to be acknowledged", acked_rx.recv())
-                .await
-                .expect("the writers are still writing");
-            acked.push(ack);
-        }
+        writers.until_acked(&mut acked, before_kill).await;
         // Right after the acknowledgements, while more writes are in flight.
         process.signal("KILL");
-        for writer in writers {
-            within_process("a writer to stop", writer).await.unwrap();
-        }
-        while let Ok(ack) = acked_rx.try_recv() {
-            acked.push(ack);
-        }
+        writers.stopped(&mut acked).await;
         let (status, _, _) = process.exit().await;
         assert!(!status.success(), "{backend}: SIGKILL is no clean exit");
     }
@@ -618,6 +718,16 @@ async fn sigkill_with(backend: &str) {
     );
 }
 
+/// The names of the channels `admin` lists.
+async fn channel_names(admin: &Client) -> std::collections::HashSet<String> {
+    within("ListChannels", admin.list_channels())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect()
+}
+
 /// Every acknowledged token works, every acknowledged channel is listed,
 /// and the revoked token stays refused.
 async fn assert_all_there(
@@ -627,12 +737,7 @@ async fn assert_all_there(
     acked: &[Acked],
     revoked: Option<&str>,
 ) {
-    let channels: std::collections::HashSet<String> = within("ListChannels", admin.list_channels())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    let channels = channel_names(admin).await;
     let mut lost = Vec::new();
     for ack in acked {
         match ack {

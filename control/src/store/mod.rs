@@ -198,11 +198,16 @@ pub fn open(config: &Config) -> Result<Opened, OpenError> {
     let db = config.storage.database_file();
     let db_state = StateFiles::new(data_dir, vec![("the database", db.clone())]);
     let db_existed = exists(&db)?;
+    // The tokens file is the provisioning source beside a database
+    // (`provision`): only in the token store's own format, and only
+    // before there is a database, is it state to import.
+    let tokens_file = config.tokens_file();
     let json_present: Vec<PathBuf> = json
         .files()
         .into_iter()
         .map(|(_, path)| path)
         .filter(|path| path.try_exists().unwrap_or(true))
+        .filter(|path| *path != tokens_file || (!db_existed && json::is_token_store(path)))
         .collect();
     if !db_existed && !json_present.is_empty() {
         // The JSON files are the state: a lost one of them still stops
