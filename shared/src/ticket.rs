@@ -441,6 +441,11 @@ mod tests {
         }
     }
 
+    /// The test ticket, issued under `k`.
+    fn issued(k: TicketKey) -> Vec<u8> {
+        TicketIssuer::new(k).issue(&ticket()).expect("issue")
+    }
+
     fn verifier(keys: impl IntoIterator<Item = TicketKey>) -> TicketVerifier {
         let mut v = TicketVerifier::new();
         for k in keys {
@@ -474,9 +479,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let k = key(7, 0x11);
-        let bytes = TicketIssuer::new(k.clone())
-            .issue(&ticket())
-            .expect("issue");
+        let bytes = issued(k.clone());
         assert_eq!(bytes.len(), MIN_TICKET_LEN + ticket().channel.len());
         assert_eq!(bytes[0], VERSION);
         assert_eq!(bytes[1..5], 7u32.to_be_bytes());
@@ -516,9 +519,7 @@ mod tests {
     #[test]
     fn every_tampered_byte_is_rejected() {
         let k = key(7, 0x11);
-        let bytes = TicketIssuer::new(k.clone())
-            .issue(&ticket())
-            .expect("issue");
+        let bytes = issued(k.clone());
         let v = verifier([k]);
         for i in 0..bytes.len() {
             for flip in [0x01, 0x80, 0xFF] {
@@ -547,18 +548,14 @@ mod tests {
 
     #[test]
     fn wrong_key_of_the_same_id_is_forged() {
-        let bytes = TicketIssuer::new(key(7, 0x11))
-            .issue(&ticket())
-            .expect("issue");
+        let bytes = issued(key(7, 0x11));
         let v = verifier([key(7, 0x12)]);
         assert_eq!(v.verify(&bytes, t0()), Err(TicketError::Forged));
     }
 
     #[test]
     fn unknown_key_id() {
-        let bytes = TicketIssuer::new(key(7, 0x11))
-            .issue(&ticket())
-            .expect("issue");
+        let bytes = issued(key(7, 0x11));
         let v = verifier([key(8, 0x11)]);
         assert_eq!(v.verify(&bytes, t0()), Err(TicketError::UnknownKey(7)));
         assert_eq!(
@@ -570,9 +567,7 @@ mod tests {
     #[test]
     fn expired_at_exactly_expires_at() {
         let k = key(7, 0x11);
-        let bytes = TicketIssuer::new(k.clone())
-            .issue(&ticket())
-            .expect("issue");
+        let bytes = issued(k.clone());
         let v = verifier([k]);
         let exp = ticket().expires_at;
         assert!(v.verify(&bytes, exp - Duration::from_secs(1)).is_ok());
@@ -588,12 +583,8 @@ mod tests {
     fn rotation_keeps_the_previous_key_until_removed() {
         let old = key(1, 0xA1);
         let new = key(2, 0xA2);
-        let old_ticket = TicketIssuer::new(old.clone())
-            .issue(&ticket())
-            .expect("issue");
-        let new_ticket = TicketIssuer::new(new.clone())
-            .issue(&ticket())
-            .expect("issue");
+        let old_ticket = issued(old.clone());
+        let new_ticket = issued(new.clone());
         let mut v = verifier([old]);
         assert!(v.verify(&old_ticket, t0()).is_ok());
         assert_eq!(v.verify(&new_ticket, t0()), Err(TicketError::UnknownKey(2)));
@@ -611,9 +602,7 @@ mod tests {
 
     #[test]
     fn insert_replaces_a_key_of_the_same_id() {
-        let bytes = TicketIssuer::new(key(7, 0x11))
-            .issue(&ticket())
-            .expect("issue");
+        let bytes = issued(key(7, 0x11));
         let mut v = verifier([key(7, 0x11)]);
         assert!(v.verify(&bytes, t0()).is_ok());
         v.insert(key(7, 0x99));
@@ -640,9 +629,7 @@ mod tests {
         let a = TicketKey::generate(1).expect("generate");
         let b = TicketKey::generate(1).expect("generate");
         assert_ne!(a.secret, b.secret);
-        let bytes = TicketIssuer::new(a.clone())
-            .issue(&ticket())
-            .expect("issue");
+        let bytes = issued(a.clone());
         assert!(verifier([a]).verify(&bytes, t0()).is_ok());
         assert_eq!(verifier([b]).verify(&bytes, t0()), Err(TicketError::Forged));
     }
@@ -650,9 +637,7 @@ mod tests {
     #[test]
     fn malformed_inputs_are_rejected() {
         let v = verifier([key(7, 0x11)]);
-        let valid = TicketIssuer::new(key(7, 0x11))
-            .issue(&ticket())
-            .expect("issue");
+        let valid = issued(key(7, 0x11));
         let m = |e| Err(TicketError::Malformed(e));
         assert_eq!(v.verify(&[], t0()), m(Malformed::TooShort));
         assert_eq!(v.verify(&[VERSION], t0()), m(Malformed::TooShort));
