@@ -8,6 +8,7 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
+        "openspeak/v1/admin.proto",
         "openspeak/v1/auth.proto",
         "openspeak/v1/channel.proto",
         "openspeak/v1/presence.proto",

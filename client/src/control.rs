@@ -281,6 +281,49 @@ impl Client {
             .map(drop)
     }
 
+    // ----- operating (admin) ---------------------------------------------
+
+    /// Admin: sessions, channels and attached data planes now.
+    pub async fn server_status(&self) -> Result<pb::ServerStatus, ClientError> {
+        let call = "AdminService.GetStatus";
+        let request = self.request(pb::GetStatusRequest {});
+        self.finish(call, self.admin().get_status(request)).await
+    }
+
+    /// Admin: the addresses refused now for failed authentications or by
+    /// an admin.
+    pub async fn list_bans(&self) -> Result<Vec<pb::Ban>, ClientError> {
+        let call = "AdminService.ListBans";
+        let request = self.request(pb::ListBansRequest {});
+        let response = self.finish(call, self.admin().list_bans(request)).await?;
+        Ok(response.bans)
+    }
+
+    /// Admin: refuses `address` for `duration` (`None`: the server's
+    /// `auth.ban_duration`).
+    pub async fn add_ban(
+        &self,
+        address: &str,
+        duration: Option<Duration>,
+    ) -> Result<pb::Ban, ClientError> {
+        let call = "AdminService.AddBan";
+        let request = self.request(pb::AddBanRequest {
+            address: address.to_owned(),
+            duration_seconds: duration.map_or(0, ttl_seconds),
+        });
+        self.finish(call, self.admin().add_ban(request)).await
+    }
+
+    /// Admin: lets `address` in again; whether it was refused.
+    pub async fn remove_ban(&self, address: &str) -> Result<bool, ClientError> {
+        let call = "AdminService.RemoveBan";
+        let request = self.request(pb::RemoveBanRequest {
+            address: address.to_owned(),
+        });
+        let response = self.finish(call, self.admin().remove_ban(request)).await?;
+        Ok(response.removed)
+    }
+
     // ----- presence -------------------------------------------------------
 
     /// Every online session.
@@ -387,6 +430,10 @@ impl Client {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => Err(ClientError::status(call, status)),
         }
+    }
+
+    pub(crate) fn admin(&self) -> pb::admin_service_client::AdminServiceClient<Channel> {
+        pb::admin_service_client::AdminServiceClient::new(self.channel.clone())
     }
 
     pub(crate) fn auth(&self) -> AuthServiceClient<Channel> {

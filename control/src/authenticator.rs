@@ -77,14 +77,14 @@ pub struct Authenticator {
 impl Authenticator {
     pub fn new(
         tokens: Arc<RwLock<TokenStore>>,
-        bans: BanList,
+        bans: Arc<Mutex<BanList>>,
         store: Arc<dyn Store>,
         rate: RequestRate,
         refusals: Arc<Refusals>,
     ) -> Self {
         Self {
             tokens,
-            bans: Arc::new(Mutex::new(bans)),
+            bans,
             store,
             rate: Arc::new(rate),
             refusals,

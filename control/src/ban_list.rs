@@ -87,6 +87,37 @@ impl BanList {
         }
     }
 
+    /// Refuses `addr` until `until` (an operator's ban): its failures so
+    /// far are forgotten, as a ban from failures does.
+    pub fn ban(&mut self, addr: IpAddr, until: Instant) {
+        let entry = self.entries.entry(addr).or_default();
+        entry.failures.clear();
+        entry.banned_until = Some(until);
+    }
+
+    /// Lets `addr` in again; whether it was refused at `now`.
+    pub fn lift(&mut self, addr: IpAddr, now: Instant) -> bool {
+        let was = self.check(addr, now).is_err();
+        self.entries.remove(&addr);
+        was
+    }
+
+    /// The addresses refused at `now` and until when, soonest lifted first.
+    pub fn banned(&self, now: Instant) -> Vec<(IpAddr, Instant)> {
+        let mut bans: Vec<_> = self
+            .entries
+            .iter()
+            .filter_map(|(addr, e)| e.banned_until.filter(|&u| now < u).map(|u| (*addr, u)))
+            .collect();
+        bans.sort_by_key(|&(addr, until)| (until, addr));
+        bans
+    }
+
+    /// How long a ban from failures lasts.
+    pub fn ban_duration(&self) -> Duration {
+        self.ban
+    }
+
     /// Forgets addresses with no live ban and no failure inside the window.
     pub fn prune(&mut self, now: Instant) {
         let window = self.window;

@@ -7,12 +7,14 @@
 //! `service` are the edge where protobuf types become core types and core
 //! errors become statuses. [`ControlPlane`] puts it all on a socket.
 
+pub mod admin;
 mod authenticator;
 mod ban_list;
 mod broker;
 mod channels;
 mod cluster;
 mod convert;
+mod data_lock;
 mod edge;
 mod event;
 mod hub;

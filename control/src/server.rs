@@ -43,12 +43,13 @@ use crate::{
     broker::Broker,
     channels::{ChannelError, ChannelTree},
     cluster::{AttachGuard, ClusterApi, Registry},
+    data_lock::{DataLock, LockError},
     edge::EdgeLayer,
     hub::Hub,
     metrics::{self, Refusals},
     provision::{self, ProvisionError},
     request_rate::RequestRate,
-    service::{AuthApi, ChannelApi, PresenceApi, Shared, VoiceApi},
+    service::{AdminApi, AuthApi, ChannelApi, PresenceApi, Shared, VoiceApi},
     session_ids::SessionIds,
     state_files::StateError,
     store::{self, OpenError, Store, StoreError},
@@ -72,6 +73,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Provision(#[from] ProvisionError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error("cannot restore the channels in {path}: {source}")]
@@ -136,6 +139,8 @@ pub struct ControlPlane {
     /// `/metrics`, `/healthz`, `/readyz`; `None` when `metrics.listen` is
     /// empty.
     ops: Option<OpsListener>,
+    /// The data directory's lock, held while this control plane lives.
+    lock: DataLock,
 }
 
 impl ControlPlane {
@@ -143,6 +148,7 @@ impl ControlPlane {
         check_cluster_secret(&config)?;
         let now = Instant::now();
         let data_dir = &config.storage.data_dir;
+        let lock = DataLock::try_acquire(data_dir)?;
         let store::Opened {
             store,
             state,
@@ -245,6 +251,7 @@ impl ControlPlane {
             cluster_addr,
             ticket_key,
             ops,
+            lock,
         })
     }
 
@@ -280,6 +287,7 @@ impl ControlPlane {
             cluster_addr,
             ticket_key,
             ops,
+            lock: _held_until_served,
         } = self;
         let registry = Arc::new(Registry::default());
         let refusals = Arc::new(Refusals::default());
@@ -292,6 +300,13 @@ impl ControlPlane {
             members_can_create: config.channels.members_can_create,
             refusals: refusals.clone(),
         });
+        let bans = Arc::new(std::sync::Mutex::new(bans));
+        let admin = AdminApi {
+            shared: shared.clone(),
+            bans: bans.clone(),
+            store: store.clone(),
+            started: Instant::now(),
+        };
         let auth = Authenticator::new(
             tokens,
             bans,
@@ -327,6 +342,11 @@ impl ControlPlane {
             .add_service(reflection_v1alpha)
             .add_service(InterceptedService::new(
                 pb::auth_service_server::AuthServiceServer::new(AuthApi(shared.clone()))
+                    .max_decoding_message_size(max),
+                auth.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                pb::admin_service_server::AdminServiceServer::new(admin)
                     .max_decoding_message_size(max),
                 auth.clone(),
             ))

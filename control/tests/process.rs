@@ -1,6 +1,7 @@
 //! The real `openspeak-control` binary as a child process: first start
 //! (the bootstrap admin token), SIGTERM, SIGKILL, restart, configuration
-//! errors, and a configured bootstrap token.
+//! errors, a configured bootstrap token, provisioned tokens, and the admin
+//! commands on a stopped and on a running server.
 
 mod support;
 
@@ -804,4 +805,224 @@ enum Acked {
     Token(String),
     /// A channel's name.
     Channel(String),
+}
+
+/// One admin command of the binary, run in `cwd` on the state in `data`
+/// (`args` first, then `--data-dir`); its exit status, stdout and stderr.
+async fn admin_command(data: &Path, cwd: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut command = openspeak_testkit::command_in(BINARY, cwd);
+    command.args(args).arg("--data-dir").arg(data);
+    let out = within_process("an admin command", command.output())
+        .await
+        .expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`admin_command`] that must succeed with `--json`; its document.
+async fn admin_json(data: &Path, cwd: &Path, args: &[&str]) -> serde_json::Value {
+    let args = [args, &["--json"]].concat();
+    let (ok, stdout, stderr) = admin_command(data, cwd, &args).await;
+    assert!(ok, "{args:?} failed: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
+}
+
+/// The admin commands on a stopped server work on its state (and hold
+/// its lock meanwhile); what they did is there when it starts.
+#[tokio::test]
+async fn admin_commands_work_on_a_stopped_server_and_it_starts_with_their_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cwd, data) = (dir.path(), dir.path().join("data"));
+    let made = admin_json(
+        &data,
+        cwd,
+        &["token", "create", "--label", "ops", "--role", "admin"],
+    )
+    .await;
+    let token = made["token"]
+        .as_str()
+        .expect("the plaintext, once")
+        .to_owned();
+    assert_eq!(made["role"], "admin");
+    let listed = admin_json(&data, cwd, &["token", "list"]).await;
+    assert_eq!(listed["tokens"][0]["id"], made["id"]);
+    assert!(
+        !listed.to_string().contains(&token),
+        "a list never shows a secret"
+    );
+
+    let channel = admin_json(
+        &data,
+        cwd,
+        &["channel", "create", "Gaming", "--max-members", "5"],
+    )
+    .await;
+    let gaming = channel["channels"][0]["id"].as_str().unwrap().to_owned();
+    let bans = admin_json(
+        &data,
+        cwd,
+        &["ban", "add", "192.0.2.7", "--duration", "600"],
+    )
+    .await;
+    assert_eq!(bans["bans"][0]["address"], "192.0.2.7");
+    admin_json(&data, cwd, &["ban", "add", "192.0.2.8"]).await;
+    let (ok, text, _) = admin_command(&data, cwd, &["ban", "remove", "192.0.2.8"]).await;
+    assert!(ok && text.contains("may connect again"), "{text}");
+    let status = admin_json(&data, cwd, &["status"]).await;
+    assert_eq!(
+        (status["running"].as_bool(), status["channels"].as_u64()),
+        (Some(false), Some(2))
+    );
+    assert_eq!(status["bans"], 1);
+
+    // Mistakes name themselves and exit 1.
+    for (args, named) in [
+        (&["token", "revoke", "no-such-id"][..], "no-such-id"),
+        (&["channel", "delete", "lobby"][..], "default channel"),
+        (&["ban", "add", "not-an-address"][..], "not-an-address"),
+        (&["channel", "create", ""][..], "name"),
+    ] {
+        let (ok, _, stderr) = admin_command(&data, cwd, args).await;
+        assert!(!ok, "{args:?} must fail");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+
+    // The server starts on that state: the token, the channel, the ban.
+    let mut process = Process::spawn(command(&data, cwd));
+    let addr = process.listening().await;
+    assert!(
+        !data.join("admin_token").exists(),
+        "an admin token exists already"
+    );
+    let admin = client_at(addr, &token).await;
+    let channels = admin.list_channels().await.unwrap();
+    assert!(
+        channels
+            .iter()
+            .any(|c| c.id == gaming && c.max_members == 5)
+    );
+    let bans = admin.list_bans().await.unwrap();
+    assert_eq!(
+        bans.iter().map(|b| b.address.as_str()).collect::<Vec<_>>(),
+        ["192.0.2.7"]
+    );
+    let (status, _, stderr) = stop_with_a_session_open(process, addr, &token, "TERM").await;
+    assert!(status.success(), "{stderr:#?}");
+}
+
+/// On a running server the admin commands go through its API, so a change
+/// takes effect at once; a second server on the same state is refused.
+#[tokio::test]
+async fn admin_commands_on_a_running_server_take_effect_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cwd, data) = (dir.path(), dir.path().join("data"));
+    let token = support::random_secret("test");
+    let mut serving = command(&data, cwd);
+    serving.env("OPENSPEAK_AUTH__BOOTSTRAP_TOKEN", &token);
+    let mut process = Process::spawn(serving);
+    let addr = process.listening().await;
+    let port = addr.port().to_string();
+    let at = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        all.extend([
+            "--set".into(),
+            format!("server.port={port}"),
+            "--set".into(),
+            format!("auth.bootstrap_token={token}"),
+        ]);
+        all
+    };
+    let run = |args: Vec<String>| {
+        let data = data.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            admin_json(&data, cwd, &args).await
+        }
+    };
+
+    let status = run(at(&["status"])).await;
+    assert_eq!(status["running"], true);
+    let made = run(at(&["token", "create", "--label", "alice"])).await;
+    let alice = made["token"].as_str().unwrap().to_owned();
+    let me = who_am_i(addr, &alice)
+        .await
+        .expect("a new token works at once");
+    assert_eq!(me.role, pb::Role::Member as i32);
+    run(at(&["token", "revoke", made["id"].as_str().unwrap()])).await;
+    assert!(
+        who_am_i(addr, &alice).await.is_err(),
+        "a revoked token stops at once"
+    );
+
+    run(at(&["ban", "add", "192.0.2.9", "--duration", "60"])).await;
+    let admin = client_at(addr, &token).await;
+    let bans = admin.list_bans().await.unwrap();
+    assert!(bans.iter().any(|b| b.address == "192.0.2.9"));
+    let channel = run(at(&["channel", "create", "Live"])).await;
+    let live = channel["channels"][0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        admin
+            .list_channels()
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.id == live)
+    );
+    run(at(&["channel", "delete", &live])).await;
+    assert!(
+        !admin
+            .list_channels()
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.id == live)
+    );
+
+    // Without a token it says what to give; a second server is refused.
+    let (ok, _, stderr) = admin_command(&data, cwd, &["status"]).await;
+    assert!(!ok && stderr.contains("--token"), "{stderr}");
+    let (status, stdout, stderr) = Process::spawn(command(&data, cwd)).exit().await;
+    let said = [stdout, stderr].concat().join("\n");
+    assert!(
+        !status.success(),
+        "a second server on the same state must not start"
+    );
+    assert!(said.contains("control.lock"), "it names the lock: {said}");
+    let (status, _, stderr) = stop_with_a_session_open(process, addr, &token, "TERM").await;
+    assert!(status.success(), "{stderr:#?}");
+}
+
+/// Every command and subcommand explains itself.
+#[tokio::test]
+async fn every_admin_command_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["token", "--help"][..],
+        &["token", "create", "--help"],
+        &["token", "list", "--help"],
+        &["token", "revoke", "--help"],
+        &["channel", "--help"],
+        &["channel", "create", "--help"],
+        &["channel", "list", "--help"],
+        &["channel", "delete", "--help"],
+        &["ban", "--help"],
+        &["ban", "add", "--help"],
+        &["ban", "list", "--help"],
+        &["ban", "remove", "--help"],
+        &["status", "--help"],
+    ] {
+        let (ok, stdout, _) = admin_command(dir.path(), dir.path(), args).await;
+        assert!(
+            ok && stdout.contains("Usage: openspeak-control"),
+            "{args:?}: {stdout}"
+        );
+        let about = stdout.lines().next().unwrap_or_default();
+        assert!(
+            !about.is_empty() && !about.starts_with("Usage"),
+            "{args:?} says what it does: {stdout}"
+        );
+    }
 }

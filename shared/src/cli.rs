@@ -23,15 +23,15 @@ use crate::config::{Config, ConfigError, LoadOptions, Override};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct ConfigArgs {
     /// YAML config file [default: config/config.yaml, which may be missing]
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
 
     /// Set any config key, e.g. `--set server.port=50051` (repeatable)
-    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set, global = true)]
     pub set: Vec<Override>,
 
     /// Directory for state such as tokens (storage.data_dir)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<String>,
 
     /// Log level or filter, e.g. `debug` or `info,h2=warn` (logging.level)

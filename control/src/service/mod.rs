@@ -4,6 +4,7 @@
 //! types, run one step on the [`Broker`] and convert the answer back. Core
 //! errors become statuses with the contract's reasons here, and nowhere else.
 
+mod admin;
 mod auth;
 mod channel;
 mod presence;
@@ -18,7 +19,9 @@ use openspeak_shared::{Reason, metadata, ticket::TicketIssuer};
 use tonic::{Request, Status};
 use tracing::Span;
 
-pub use self::{auth::AuthApi, channel::ChannelApi, presence::PresenceApi, voice::VoiceApi};
+pub use self::{
+    admin::AdminApi, auth::AuthApi, channel::ChannelApi, presence::PresenceApi, voice::VoiceApi,
+};
 use crate::{
     authenticator::Caller,
     broker::{Broker, ChangeError, StartError},

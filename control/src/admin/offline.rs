@@ -1,0 +1,209 @@
+//! The admin commands on a stopped server: straight on its store, under
+//! the data directory's lock, through the same core types the server uses
+//! (`TokenStore`, the hub's channel rules), so that what a command accepts
+//! or refuses is what the API would.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use openspeak_client::pb;
+use openspeak_shared::config::Config;
+
+use super::{BanCommand, ChannelCommand, Command, Printed, TokenCommand};
+use crate::authenticator::unix_now;
+use crate::channels::{ChannelError, ChannelTree, NewChannel};
+use crate::data_lock::DataLock;
+use crate::hub::{Hub, HubError};
+use crate::store::{self, OpenError, Store, StoreError};
+use crate::tokens::{RevokeError, Role, TokenStore};
+use crate::{convert, provision};
+
+/// Why a command on the stored state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Provision(#[from] provision::ProvisionError),
+    #[error("the stored channels cannot be read: {0}")]
+    Channels(#[from] ChannelError),
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    #[error(transparent)]
+    Revoke(#[from] RevokeError),
+    #[error("`{0}` is not an IP address")]
+    Address(String),
+}
+
+/// A stopped server's state, locked for this command.
+pub struct Offline {
+    config: Config,
+    store: Arc<dyn Store>,
+    tokens: TokenStore,
+    _lock: DataLock,
+}
+
+impl Offline {
+    /// Opens the store as the server would, provisioning file included,
+    /// so that a token listed there is seen here too.
+    pub fn open(config: &Config, lock: DataLock) -> Result<Offline, OfflineError> {
+        let opened = store::open(config)?;
+        let mut tokens = TokenStore::open(opened.store.clone())?;
+        if config.storage.uses_sqlite() {
+            provision::apply(&config.tokens_file(), &mut tokens, SystemTime::now())?;
+        }
+        Ok(Offline {
+            config: config.clone(),
+            store: opened.store,
+            tokens,
+            _lock: lock,
+        })
+    }
+
+    pub fn run(&mut self, command: &Command) -> Result<Printed, OfflineError> {
+        let now = SystemTime::now();
+        Ok(match command {
+            Command::Token(TokenCommand::Create {
+                label, role, ttl, ..
+            }) => {
+                let role = if role == "admin" {
+                    Role::Admin
+                } else {
+                    Role::Member
+                };
+                let ttl = match ttl {
+                    None => Some(self.config.auth.token_ttl.get()).filter(|d| !d.is_zero()),
+                    Some(0) => None,
+                    Some(secs) => Some(Duration::from_secs(*secs)),
+                };
+                let label = crate::limits::text("label", label, crate::limits::SHORT_TEXT_MAX)
+                    .map_err(HubError::Invalid)?;
+                let (plaintext, info) = self.tokens.create(&label, role, ttl, now)?;
+                Printed::NewToken(plaintext, convert::token_info(&info))
+            }
+            Command::Token(TokenCommand::List(_)) => {
+                Printed::Tokens(self.tokens.list().iter().map(convert::token_info).collect())
+            }
+            Command::Token(TokenCommand::Revoke { id, .. }) => {
+                self.tokens.revoke(id, now)?;
+                Printed::Done(format!("revoked token {id}"))
+            }
+            Command::Channel(ChannelCommand::Create {
+                name,
+                parent,
+                description,
+                password,
+                max_members,
+                ..
+            }) => {
+                let new = NewChannel {
+                    name: name.clone(),
+                    parent: parent.as_deref().and_then(convert::parent_id),
+                    description: description.clone(),
+                    max_members: *max_members,
+                    password: password.clone(),
+                    temporary: false,
+                };
+                let view = self.change_channels(|hub| hub.create_channel(new, Instant::now()))?;
+                Printed::Channels(vec![convert::channel(&view)])
+            }
+            Command::Channel(ChannelCommand::List(_)) => {
+                let hub = self.hub()?;
+                Printed::Channels(hub.channels().iter().map(convert::channel).collect())
+            }
+            Command::Channel(ChannelCommand::Delete { id, .. }) => {
+                self.change_channels(|hub| hub.delete_channel(id))?;
+                Printed::Done(format!("deleted channel {id} and its subchannels"))
+            }
+            Command::Ban(BanCommand::Add {
+                address, duration, ..
+            }) => {
+                let addr = address_of(address)?;
+                let secs = duration.unwrap_or(self.config.auth.ban_duration.get().as_secs());
+                let wall = unix_now();
+                let until = wall.saturating_add(secs);
+                self.store.put_ban(addr, until, wall)?;
+                Printed::Bans(vec![ban(addr, until)])
+            }
+            Command::Ban(BanCommand::List(_)) => Printed::Bans(self.bans()?),
+            Command::Ban(BanCommand::Remove { address, .. }) => {
+                let addr = address_of(address)?;
+                let was = self.bans()?.iter().any(|b| b.address == addr.to_string());
+                // A ban that ends now is lifted.
+                let wall = unix_now();
+                self.store.put_ban(addr, wall, wall)?;
+                Printed::Done(if was {
+                    format!("{addr} may connect again")
+                } else {
+                    format!("{addr} was not banned")
+                })
+            }
+            Command::Status(_) => {
+                let channels = self.hub()?.channel_count();
+                Printed::Status {
+                    running: false,
+                    status: pb::ServerStatus {
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                        channels: u32::try_from(channels).unwrap_or(u32::MAX),
+                        ..Default::default()
+                    },
+                    bans: self.bans()?.len(),
+                }
+            }
+        })
+    }
+
+    /// The channel tree as the server would restore it.
+    fn hub(&self) -> Result<Hub, OfflineError> {
+        let tree = ChannelTree::restore(
+            &self.config.channels.default,
+            self.store.channels()?,
+            Instant::now(),
+        )?;
+        Ok(Hub::new(tree, self.config.presence.idle_timeout.get()))
+    }
+
+    /// Runs `change` on the channels and keeps the result.
+    fn change_channels<R>(
+        &self,
+        change: impl FnOnce(&mut Hub) -> Result<R, HubError>,
+    ) -> Result<R, OfflineError> {
+        let mut hub = self.hub()?;
+        let result = change(&mut hub)?;
+        self.store.save_channels(&hub.channel_records())?;
+        Ok(result)
+    }
+
+    /// The bans in force now, soonest lifted first.
+    fn bans(&self) -> Result<Vec<pb::Ban>, OfflineError> {
+        let now = unix_now();
+        let mut bans: Vec<(IpAddr, u64)> = self
+            .store
+            .bans()?
+            .into_iter()
+            .filter(|&(_, until)| until > now)
+            .collect();
+        bans.sort_by_key(|&(addr, until)| (until, addr));
+        Ok(bans.into_iter().map(|(a, u)| ban(a, u)).collect())
+    }
+}
+
+fn ban(addr: IpAddr, until: u64) -> pb::Ban {
+    pb::Ban {
+        address: addr.to_string(),
+        until: Some(prost_types::Timestamp {
+            seconds: i64::try_from(until).unwrap_or(i64::MAX),
+            nanos: 0,
+        }),
+    }
+}
+
+fn address_of(given: &str) -> Result<IpAddr, OfflineError> {
+    given
+        .trim()
+        .parse()
+        .map_err(|_| OfflineError::Address(given.to_owned()))
+}
