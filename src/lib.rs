@@ -64,6 +64,16 @@ impl System {
         if config.cluster.secret.is_none() {
             config.cluster.secret = Some(format!("{:032x}", rand::random::<u128>()));
         }
+        // The link never leaves this process (loopback), so it needs no
+        // TLS; the cluster certificates are for planes that run apart.
+        if config.cluster.tls_cert.is_some() || config.cluster.tls_ca.is_some() {
+            tracing::info!(
+                "cluster.tls_* is for planes that run apart; the one-process link stays on loopback"
+            );
+            config.cluster.tls_cert = None;
+            config.cluster.tls_key = None;
+            config.cluster.tls_ca = None;
+        }
         let control = ControlPlane::bind(config.clone()).await?;
         let grpc = control.local_addr();
         config.cluster.control_addr = format!("http://{}", dialable(control.cluster_addr()));

@@ -13,6 +13,7 @@ mod ban_list;
 mod broker;
 mod channels;
 mod cluster;
+pub mod cluster_ca;
 mod convert;
 mod data_lock;
 mod edge;

@@ -75,6 +75,8 @@ pub enum StartError {
     Provision(#[from] ProvisionError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error("invalid internal-link TLS configuration (cluster.tls_*): {0}")]
+    ClusterTls(tonic::transport::Error),
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error("cannot restore the channels in {path}: {source}")]
@@ -130,6 +132,8 @@ pub struct ControlPlane {
     bans: BanList,
     store: Arc<dyn Store>,
     tls: Option<ServerTlsConfig>,
+    /// The internal link's TLS (`cluster.tls_*`), mutual when a CA is set.
+    cluster_tls: Option<ServerTlsConfig>,
     /// The internal link's listener (`cluster.listen`).
     cluster_listener: TcpListener,
     cluster_addr: SocketAddr,
@@ -194,6 +198,7 @@ impl ControlPlane {
             config.presence.event_queue,
         ));
         let tls = tls_config(&config)?;
+        let cluster_tls = cluster_tls_config(&config)?;
 
         let addr = format!("{}:{}", config.server.host, config.server.port);
         let socket: SocketAddr =
@@ -247,6 +252,7 @@ impl ControlPlane {
             bans,
             store,
             tls,
+            cluster_tls,
             cluster_listener,
             cluster_addr,
             ticket_key,
@@ -283,6 +289,7 @@ impl ControlPlane {
             bans,
             store,
             tls,
+            cluster_tls,
             cluster_listener,
             cluster_addr,
             ticket_key,
@@ -390,7 +397,18 @@ impl ControlPlane {
         }
         let (cluster_incoming, cluster_gate) =
             gate::open(cluster_listener, config.server.gate_limits(), "cluster");
-        let cluster = Server::builder()
+        let mut cluster = Server::builder();
+        let link_transport = match (&cluster_tls, config.cluster.tls_ca.is_some()) {
+            (None, _) => "plaintext",
+            (Some(_), false) => "TLS",
+            (Some(_), true) => "mutual TLS",
+        };
+        if let Some(tls) = cluster_tls {
+            cluster = cluster
+                .tls_config(tls)
+                .expect("the link's TLS configuration was checked at bind");
+        }
+        let cluster = cluster
             .http2_keepalive_interval(Some(config.server.keepalive_interval.get()))
             .http2_keepalive_timeout(Some(config.server.keepalive_timeout.get()))
             .max_concurrent_streams(config.server.max_concurrent_streams)
@@ -411,7 +429,7 @@ impl ControlPlane {
         // drained.
         let cluster = tokio::spawn(cluster);
         // Not a "listening" line with `addr=`: tools look for the public one.
-        info!(%cluster_addr, "accepting data planes on the internal link");
+        info!(%cluster_addr, transport = link_transport, "accepting data planes on the internal link");
 
         let (stop_accepting, stop_rx) = oneshot::channel::<()>();
         // Connections that never speak are closed, and there is a cap on
@@ -613,6 +631,42 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
     Server::builder()
         .tls_config(tls.clone())
         .map_err(StartError::Tls)?;
+    Ok(Some(tls))
+}
+
+/// The internal link's TLS: the control plane's certificate, and with
+/// `cluster.tls_ca` the authority every data plane's certificate must be
+/// signed by. `None` when no certificate is set (plaintext).
+fn cluster_tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
+    let cluster = &config.cluster;
+    let (Some(cert), Some(key)) = (&cluster.tls_cert, &cluster.tls_key) else {
+        if cluster.tls_ca.is_some() {
+            warn!(
+                "cluster.tls_ca is set without cluster.tls_cert and tls_key: the internal link stays plaintext"
+            );
+        }
+        return Ok(None);
+    };
+    let read = |what, path: &PathBuf| {
+        fs::read(path).map_err(|source| StartError::TlsFile {
+            what,
+            path: path.clone(),
+            source,
+        })
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("cluster.tls_cert", cert)?,
+        read("cluster.tls_key", key)?,
+    ));
+    if let Some(ca) = &cluster.tls_ca {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(
+            "cluster.tls_ca",
+            ca,
+        )?));
+    }
+    Server::builder()
+        .tls_config(tls.clone())
+        .map_err(StartError::ClusterTls)?;
     Ok(Some(tls))
 }
 

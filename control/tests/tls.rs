@@ -162,3 +162,107 @@ async fn a_self_signed_certificate_is_made_once_and_trusted_by_its_file_across_r
         .await
         .expect("WhoAmI after the restart");
 }
+
+/// The internal link with certificates from `cluster init` (mutual TLS):
+/// a real data plane holding its certificate attaches; a peer with a
+/// certificate from another authority, one with none, one that does not
+/// trust the control plane's authority, and one speaking plaintext are
+/// all kept out, whatever secret they know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_internal_link_takes_only_data_planes_the_cluster_authority_signed() {
+    use openspeak_control::cluster_ca::{self, CA_CERT, CONTROL_CERT, CONTROL_KEY};
+    use openspeak_shared::pb::cluster::cluster_service_client::ClusterServiceClient;
+    use tonic::transport::Identity;
+
+    let ours = tempfile::tempdir().unwrap();
+    let theirs = tempfile::tempdir().unwrap();
+    cluster_ca::init(ours.path(), &[], &["dp1".into()]).unwrap();
+    cluster_ca::init(theirs.path(), &[], &["dp1".into()]).unwrap();
+    let secret = support::random_secret("cluster");
+
+    let (_dir, _token, mut config) = openspeak_testkit::fresh_config();
+    config.cluster.secret = Some(secret.clone());
+    config.cluster.tls_cert = Some(ours.path().join(CONTROL_CERT));
+    config.cluster.tls_key = Some(ours.path().join(CONTROL_KEY));
+    config.cluster.tls_ca = Some(ours.path().join(CA_CERT));
+    let server = TestServer::serve(config).await;
+    let link = format!("https://localhost:{}", server.cluster_addr.port());
+
+    // A real data plane attaches, with a certificate issued after `init`
+    // (`cluster issue`) from the same authority.
+    cluster_ca::issue(ours.path(), "dp2").unwrap();
+    let (dp_dir, _, mut dp) = openspeak_testkit::fresh_config();
+    let (dp2_cert, dp2_key) = cluster_ca::dataplane_files("dp2");
+    let (cert, key) = cluster_ca::dataplane_files("dp1");
+    dp.cluster.control_addr = link.clone();
+    dp.cluster.secret = Some(secret.clone());
+    dp.cluster.tls_cert = Some(ours.path().join(&dp2_cert));
+    dp.cluster.tls_key = Some(ours.path().join(&dp2_key));
+    dp.cluster.tls_ca = Some(ours.path().join(CA_CERT));
+    dp.storage.data_dir = dp_dir.path().to_owned();
+    let attached = openspeak_testkit::serve_attached_dataplane(dp).await;
+
+    // Everyone else, at the handshake or the first call.
+    let pem = |dir: &std::path::Path, file: &str| fs::read(dir.join(file)).unwrap();
+    let tls = |trust: &std::path::Path, me: Option<&std::path::Path>| {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(pem(trust, CA_CERT)))
+            .domain_name("localhost");
+        if let Some(me) = me {
+            tls = tls.identity(Identity::from_pem(pem(me, &cert), pem(me, &key)));
+        }
+        Some(tls)
+    };
+    let plaintext = format!("http://127.0.0.1:{}", server.cluster_addr.port());
+    for (what, url, tls) in [
+        (
+            "another authority's certificate",
+            &link,
+            tls(ours.path(), Some(theirs.path())),
+        ),
+        ("no certificate", &link, tls(ours.path(), None)),
+        (
+            "trusting another authority",
+            &link,
+            tls(theirs.path(), Some(ours.path())),
+        ),
+        ("plaintext", &plaintext, None),
+    ] {
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .unwrap()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(5));
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).unwrap();
+        }
+        let outcome = match endpoint.connect().await {
+            Err(e) => Err(e.to_string()),
+            Ok(channel) => {
+                let (reports, rx) = tokio::sync::mpsc::channel(1);
+                reports
+                    .send(support::register("intruder", &"ab".repeat(32), 10))
+                    .await
+                    .unwrap();
+                let request = with_token(&secret, tokio_stream::wrappers::ReceiverStream::new(rx));
+                match ClusterServiceClient::new(channel).attach(request).await {
+                    Err(status) => Err(status.to_string()),
+                    Ok(response) => response
+                        .into_inner()
+                        .message()
+                        .await
+                        .map(|m| m.is_some())
+                        .map_err(|s| s.to_string()),
+                }
+            }
+        };
+        assert!(
+            !matches!(outcome, Ok(true)),
+            "{what}: must be kept out, got {outcome:?}"
+        );
+    }
+    // Only the real one is there.
+    let status = server.admin().await.server_status().await.unwrap();
+    assert_eq!(status.dataplanes.len(), 1, "{status:?}");
+    assert_ne!(status.dataplanes[0].id, "intruder");
+    drop(attached);
+}

@@ -26,7 +26,7 @@ use rand::Rng;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -61,6 +61,9 @@ pub struct LinkConfig {
     pub control_addr: String,
     /// `cluster.secret`.
     pub secret: String,
+    /// TLS for an `https://` control address: the authority to trust and
+    /// the certificate to present (`cluster.tls_*`).
+    pub tls: Option<ClientTlsConfig>,
     /// What it registers as; `channels` is filled in at each attach.
     pub register: Registration,
 }
@@ -262,8 +265,14 @@ impl Link {
 
     async fn dial(&self) -> Result<Channel, AttemptError> {
         let addr = &self.config.control_addr;
-        let endpoint = Endpoint::from_shared(addr.clone())
-            .map_err(|_| AttemptError::Address(addr.clone()))?
+        let mut endpoint =
+            Endpoint::from_shared(addr.clone()).map_err(|_| AttemptError::Address(addr.clone()))?;
+        if let Some(tls) = &self.config.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|_| AttemptError::Address(addr.clone()))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

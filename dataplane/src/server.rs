@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use openspeak_shared::Config;
+use openspeak_shared::config::ClusterConfig;
 use openspeak_shared::persist::write_atomic;
 use openspeak_shared::ticket::TicketVerifier;
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tracing::{info, warn};
 
 use crate::link::{Link, LinkConfig, LinkState, Registration};
@@ -53,6 +55,13 @@ pub enum StartError {
     /// The metrics listener could not be bound.
     #[error("cannot serve metrics on {addr} (dataplane.metrics_listen): {source}")]
     Metrics { addr: SocketAddr, source: io::Error },
+    /// A `cluster.tls_*` file could not be read.
+    #[error("cannot read {what} {}: {source}", path.display())]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     /// The generated id could not be read or kept.
     #[error("cannot keep the data plane id in {path}: {source}")]
     Id { path: PathBuf, source: io::Error },
@@ -147,6 +156,7 @@ impl Dataplane {
             LinkConfig {
                 control_addr: config.cluster.control_addr.clone(),
                 secret,
+                tls: link_tls(&config.cluster)?,
                 register: registration.clone(),
             },
             handle.clone(),
@@ -339,6 +349,40 @@ fn note_socket_buffers(endpoint: &VoiceEndpoint, bytes: usize) {
         ),
         Err(e) => warn!(error = %e, "cannot size the voice socket buffers"),
     }
+}
+
+/// TLS for the internal link when `cluster.control_addr` is `https://`:
+/// trusting `cluster.tls_ca` (else the public authorities) and presenting
+/// `cluster.tls_cert` when the control plane asks for a certificate.
+fn link_tls(cluster: &ClusterConfig) -> Result<Option<ClientTlsConfig>, StartError> {
+    if !cluster.control_addr.starts_with("https://") {
+        if cluster.tls_ca.is_some() || cluster.tls_cert.is_some() {
+            warn!(
+                control_addr = %cluster.control_addr,
+                "cluster.tls_* is set but cluster.control_addr is http://: the internal link is plaintext"
+            );
+        }
+        return Ok(None);
+    }
+    let read = |what, path: &PathBuf| {
+        std::fs::read(path).map_err(|source| StartError::TlsFile {
+            what,
+            path: path.clone(),
+            source,
+        })
+    };
+    let mut tls = match &cluster.tls_ca {
+        Some(ca) => ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("cluster.tls_ca", ca)?)),
+        None => ClientTlsConfig::new().with_webpki_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&cluster.tls_cert, &cluster.tls_key) {
+        tls = tls.identity(Identity::from_pem(
+            read("cluster.tls_cert", cert)?,
+            read("cluster.tls_key", key)?,
+        ));
+    }
+    Ok(Some(tls))
 }
 
 #[cfg(test)]

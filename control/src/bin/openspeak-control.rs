@@ -1,10 +1,13 @@
-//! `openspeak-control`: the control plane as a process, and its admin
+//! `openspeak-control`: the control plane as a process, its admin
 //! commands (`token`, `channel`, `ban`, `status`), which work on a running
-//! server through its API or on a stopped one's state.
+//! server through its API or on a stopped one's state, and `cluster`,
+//! which makes the internal link's certificates.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::Subcommand;
+use openspeak_control::cluster_ca::ClusterCommand;
 use openspeak_control::{ControlPlane, admin};
 use openspeak_shared::cli::{self, ConfigFlags, Runtime, ServeArgs};
 
@@ -19,7 +22,16 @@ struct Cli {
     serve: ServeArgs,
 
     #[command(subcommand)]
-    command: Option<admin::Command>,
+    command: Option<Sub>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    #[command(flatten)]
+    Admin(admin::Command),
+    /// Certificates for mutual TLS on the internal link
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +46,9 @@ fn main() -> ExitCode {
                 Ok(())
             },
         ),
-        Some(command) => admin::main(PROGRAM, command, cli.serve.load()),
+        Some(Sub::Admin(command)) => admin::main(PROGRAM, command, cli.serve.load()),
+        Some(Sub::Cluster(command)) => {
+            cli::exit_code(PROGRAM, command.run().map(|said| print!("{said}")))
+        }
     }
 }

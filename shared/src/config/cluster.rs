@@ -2,12 +2,13 @@
 //! its data planes.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::{
     InvalidValue,
-    check::{check, check_secret},
+    check::{check, check_path, check_secret, check_tls_pair},
 };
 
 /// The internal link between the control plane and its data planes.
@@ -20,6 +21,17 @@ pub struct ClusterConfig {
     pub control_addr: String,
     /// Shared secret both sides present; required when they run apart.
     pub secret: Option<String>,
+    /// PEM certificate of this end of the link: on the control plane the
+    /// link's server certificate (TLS is on when it and `tls_key` are
+    /// set), on a data plane the certificate it presents to the control
+    /// plane. `openspeak-control cluster init` makes them.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key.
+    pub tls_key: Option<PathBuf>,
+    /// PEM of the cluster's authority: the control plane then requires
+    /// each data plane to present a certificate it signed (mutual TLS),
+    /// and a data plane dialling `https://` trusts only it.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -28,6 +40,9 @@ impl Default for ClusterConfig {
             listen: "127.0.0.1:50061".into(),
             control_addr: "http://127.0.0.1:50061".into(),
             secret: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     }
 }
@@ -59,6 +74,11 @@ impl ClusterConfig {
                 )
             },
         )?;
+        check_tls_pair(
+            ("cluster.tls_cert", self.tls_cert.as_deref()),
+            ("cluster.tls_key", self.tls_key.as_deref()),
+        )?;
+        check_path("cluster.tls_ca", self.tls_ca.as_deref())?;
         check_secret("cluster.secret", self.secret.as_deref())
     }
 }
