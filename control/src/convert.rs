@@ -77,6 +77,19 @@ pub fn channel_id(field: &str, id: &str) -> Result<ChannelId, Status> {
 }
 
 /// A parent id: empty means the top level.
+/// A `CreateChannelRequest` as the core's `NewChannel` (the channel rules
+/// check it).
+pub fn new_channel(req: pb::CreateChannelRequest) -> crate::channels::NewChannel {
+    crate::channels::NewChannel {
+        name: req.name,
+        parent: parent_id(&req.parent_id),
+        description: req.description,
+        max_members: req.max_members,
+        password: req.password,
+        temporary: req.temporary,
+    }
+}
+
 pub fn parent_id(id: &str) -> Option<ChannelId> {
     (!id.is_empty()).then(|| ChannelId(id.to_owned()))
 }

@@ -73,20 +73,8 @@ pub enum TokenCommand {
 pub enum ChannelCommand {
     /// Create a permanent channel
     Create {
-        /// Its name
-        name: String,
-        /// The id of the channel to put it under [default: top level]
-        #[arg(long, value_name = "ID")]
-        parent: Option<String>,
-        /// A description shown to users
-        #[arg(long, default_value = "")]
-        description: String,
-        /// A password members must give to join
-        #[arg(long, default_value = "")]
-        password: String,
-        /// How many may be in it at once; 0: no limit
-        #[arg(long, default_value_t = 0)]
-        max_members: u32,
+        #[command(flatten)]
+        channel: ChannelArgs,
         #[command(flatten)]
         reach: Reach,
     },
@@ -99,6 +87,40 @@ pub enum ChannelCommand {
         #[command(flatten)]
         reach: Reach,
     },
+}
+
+/// A channel to create.
+#[derive(Debug, Clone, Args)]
+pub struct ChannelArgs {
+    /// Its name
+    name: String,
+    /// The id of the channel to put it under [default: top level]
+    #[arg(long, value_name = "ID")]
+    parent: Option<String>,
+    /// A description shown to users
+    #[arg(long, default_value = "")]
+    description: String,
+    /// A password members must give to join
+    #[arg(long, default_value = "")]
+    password: String,
+    /// How many may be in it at once; 0: no limit
+    #[arg(long, default_value_t = 0)]
+    max_members: u32,
+}
+
+impl ChannelArgs {
+    /// The channel as the client library sends it; the offline path turns
+    /// its request into the core's `NewChannel` as the service does.
+    fn new_channel(&self) -> NewChannel {
+        let mut new = NewChannel::new(self.name.as_str())
+            .description(self.description.as_str())
+            .password(self.password.as_str())
+            .max_members(self.max_members);
+        if let Some(parent) = &self.parent {
+            new = new.parent(parent.as_str());
+        }
+        new
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -318,31 +340,17 @@ async fn online(command: &Command, client: &Client) -> Result<Printed, AdminErro
         Command::Token(TokenCommand::List(_)) => Printed::Tokens(client.list_tokens().await?),
         Command::Token(TokenCommand::Revoke { id, .. }) => {
             client.revoke_token(id).await?;
-            Printed::Done(format!("revoked token {id}"))
+            Printed::Revoked(id.clone())
         }
-        Command::Channel(ChannelCommand::Create {
-            name,
-            parent,
-            description,
-            password,
-            max_members,
-            ..
-        }) => {
-            let mut new = NewChannel::new(name.as_str())
-                .description(description.as_str())
-                .password(password.as_str())
-                .max_members(*max_members);
-            if let Some(parent) = parent {
-                new = new.parent(parent.as_str());
-            }
-            Printed::Channels(vec![client.create_channel_with(new).await?])
-        }
+        Command::Channel(ChannelCommand::Create { channel, .. }) => Printed::Channels(vec![
+            client.create_channel_with(channel.new_channel()).await?,
+        ]),
         Command::Channel(ChannelCommand::List(_)) => {
             Printed::Channels(client.list_channels().await?)
         }
         Command::Channel(ChannelCommand::Delete { id, .. }) => {
             client.delete_channel(id).await?;
-            Printed::Done(format!("deleted channel {id} and its subchannels"))
+            Printed::Deleted(id.clone())
         }
         Command::Ban(BanCommand::Add {
             address, duration, ..
@@ -353,14 +361,10 @@ async fn online(command: &Command, client: &Client) -> Result<Printed, AdminErro
             Printed::Bans(vec![ban])
         }
         Command::Ban(BanCommand::List(_)) => Printed::Bans(client.list_bans().await?),
-        Command::Ban(BanCommand::Remove { address, .. }) => {
-            let removed = client.remove_ban(address).await?;
-            Printed::Done(if removed {
-                format!("{address} may connect again")
-            } else {
-                format!("{address} was not banned")
-            })
-        }
+        Command::Ban(BanCommand::Remove { address, .. }) => Printed::Unbanned {
+            removed: client.remove_ban(address).await?,
+            address: address.clone(),
+        },
         Command::Status(_) => {
             let status = client.server_status().await?;
             let bans = client.list_bans().await?.len();

@@ -12,7 +12,7 @@ use openspeak_shared::config::Config;
 
 use super::{BanCommand, ChannelCommand, Command, Printed, TokenCommand};
 use crate::authenticator::unix_now;
-use crate::channels::{ChannelError, ChannelTree, NewChannel};
+use crate::channels::{ChannelError, ChannelTree};
 use crate::data_lock::DataLock;
 use crate::hub::{Hub, HubError};
 use crate::store::{self, OpenError, Store, StoreError};
@@ -89,24 +89,10 @@ impl Offline {
             }
             Command::Token(TokenCommand::Revoke { id, .. }) => {
                 self.tokens.revoke(id, now)?;
-                Printed::Done(format!("revoked token {id}"))
+                Printed::Revoked(id.clone())
             }
-            Command::Channel(ChannelCommand::Create {
-                name,
-                parent,
-                description,
-                password,
-                max_members,
-                ..
-            }) => {
-                let new = NewChannel {
-                    name: name.clone(),
-                    parent: parent.as_deref().and_then(convert::parent_id),
-                    description: description.clone(),
-                    max_members: *max_members,
-                    password: password.clone(),
-                    temporary: false,
-                };
+            Command::Channel(ChannelCommand::Create { channel, .. }) => {
+                let new = convert::new_channel(channel.new_channel().into_request());
                 let view = self.change_channels(|hub| hub.create_channel(new, Instant::now()))?;
                 Printed::Channels(vec![convert::channel(&view)])
             }
@@ -116,7 +102,7 @@ impl Offline {
             }
             Command::Channel(ChannelCommand::Delete { id, .. }) => {
                 self.change_channels(|hub| hub.delete_channel(id))?;
-                Printed::Done(format!("deleted channel {id} and its subchannels"))
+                Printed::Deleted(id.clone())
             }
             Command::Ban(BanCommand::Add {
                 address, duration, ..
@@ -131,15 +117,14 @@ impl Offline {
             Command::Ban(BanCommand::List(_)) => Printed::Bans(self.bans()?),
             Command::Ban(BanCommand::Remove { address, .. }) => {
                 let addr = address_of(address)?;
-                let was = self.bans()?.iter().any(|b| b.address == addr.to_string());
+                let removed = self.bans()?.iter().any(|b| b.address == addr.to_string());
                 // A ban that ends now is lifted.
                 let wall = unix_now();
                 self.store.put_ban(addr, wall, wall)?;
-                Printed::Done(if was {
-                    format!("{addr} may connect again")
-                } else {
-                    format!("{addr} was not banned")
-                })
+                Printed::Unbanned {
+                    address: addr.to_string(),
+                    removed,
+                }
             }
             Command::Status(_) => {
                 let channels = self.hub()?.channel_count();

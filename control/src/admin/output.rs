@@ -19,8 +19,15 @@ pub enum Printed {
         status: pb::ServerStatus,
         bans: usize,
     },
-    /// A change with nothing to list.
-    Done(String),
+    /// A token revoked, by id.
+    Revoked(String),
+    /// A channel deleted, by id.
+    Deleted(String),
+    /// A ban lifted, and whether there was one.
+    Unbanned {
+        address: String,
+        removed: bool,
+    },
 }
 
 impl Printed {
@@ -63,7 +70,11 @@ impl Printed {
                     "id": d.id, "sessions": d.sessions, "forwarded": d.forwarded,
                 })).collect::<Vec<_>>(),
             }),
-            Printed::Done(what) => json!({ "done": what }),
+            Printed::Revoked(id) => json!({ "revoked": id }),
+            Printed::Deleted(id) => json!({ "deleted": id }),
+            Printed::Unbanned { address, removed } => {
+                json!({ "address": address, "removed": removed })
+            }
         }
     }
 
@@ -135,7 +146,13 @@ impl Printed {
                 }
                 out
             }
-            Printed::Done(what) => format!("{what}\n"),
+            Printed::Revoked(id) => format!("revoked token {id}\n"),
+            Printed::Deleted(id) => format!("deleted channel {id} and its subchannels\n"),
+            Printed::Unbanned {
+                address,
+                removed: true,
+            } => format!("{address} may connect again\n"),
+            Printed::Unbanned { address, .. } => format!("{address} was not banned\n"),
         }
     }
 }

@@ -9,7 +9,7 @@ use tracing::info;
 use super::Shared;
 use crate::{
     authenticator::Caller,
-    channels::{ChannelPatch, NewChannel},
+    channels::ChannelPatch,
     convert,
     event::ChannelView,
     hub::{Hub, HubError},
@@ -44,15 +44,7 @@ impl pb::channel_service_server::ChannelService for ChannelApi {
         if !self.0.members_can_create {
             caller.require_admin("CreateChannel")?;
         }
-        let req = request.into_inner();
-        let new = NewChannel {
-            name: req.name,
-            parent: convert::parent_id(&req.parent_id),
-            description: req.description,
-            max_members: req.max_members,
-            password: req.password,
-            temporary: req.temporary,
-        };
+        let new = convert::new_channel(request.into_inner());
         self.change_channel(&caller, "created", |hub| {
             hub.create_channel(new, Instant::now())
         })
