@@ -191,8 +191,21 @@ pub enum AdminError {
     },
     #[error("{0}")]
     Server(String),
+    // On a stopped server's state:
     #[error(transparent)]
-    Offline(#[from] offline::OfflineError),
+    Open(#[from] crate::store::OpenError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Provision(#[from] crate::provision::ProvisionError),
+    #[error("the stored channels cannot be read: {0}")]
+    Channels(#[from] crate::channels::ChannelError),
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
+    #[error(transparent)]
+    Revoke(#[from] crate::tokens::RevokeError),
+    #[error("`{0}` is not an IP address")]
+    Address(String),
 }
 
 impl From<ClientError> for AdminError {
@@ -254,7 +267,7 @@ pub async fn run(command: &Command, config: &Config) -> Result<Printed, AdminErr
     let target = target(command.reach(), config).await?;
     match target {
         Target::Online(client) => online(command, &client).await,
-        Target::Offline(mut offline) => Ok(offline.run(command)?),
+        Target::Offline(mut offline) => offline.run(command),
     }
 }
 

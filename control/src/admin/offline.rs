@@ -10,33 +10,14 @@ use std::time::{Duration, Instant, SystemTime};
 use openspeak_client::pb;
 use openspeak_shared::config::Config;
 
-use super::{BanCommand, ChannelCommand, Command, Printed, TokenCommand};
+use super::{AdminError, BanCommand, ChannelCommand, Command, Printed, TokenCommand};
 use crate::authenticator::unix_now;
-use crate::channels::{ChannelError, ChannelTree};
+use crate::channels::ChannelTree;
 use crate::data_lock::DataLock;
 use crate::hub::{Hub, HubError};
-use crate::store::{self, OpenError, Store, StoreError};
-use crate::tokens::{RevokeError, Role, TokenStore};
+use crate::store::{self, Store};
+use crate::tokens::{Role, TokenStore};
 use crate::{convert, provision};
-
-/// Why a command on the stored state failed.
-#[derive(Debug, thiserror::Error)]
-pub enum OfflineError {
-    #[error(transparent)]
-    Open(#[from] OpenError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Provision(#[from] provision::ProvisionError),
-    #[error("the stored channels cannot be read: {0}")]
-    Channels(#[from] ChannelError),
-    #[error(transparent)]
-    Hub(#[from] HubError),
-    #[error(transparent)]
-    Revoke(#[from] RevokeError),
-    #[error("`{0}` is not an IP address")]
-    Address(String),
-}
 
 /// A stopped server's state, locked for this command.
 pub struct Offline {
@@ -49,7 +30,7 @@ pub struct Offline {
 impl Offline {
     /// Opens the store as the server would, provisioning file included,
     /// so that a token listed there is seen here too.
-    pub fn open(config: &Config, lock: DataLock) -> Result<Offline, OfflineError> {
+    pub fn open(config: &Config, lock: DataLock) -> Result<Offline, AdminError> {
         let opened = store::open(config)?;
         let mut tokens = TokenStore::open(opened.store.clone())?;
         if config.storage.uses_sqlite() {
@@ -63,7 +44,7 @@ impl Offline {
         })
     }
 
-    pub fn run(&mut self, command: &Command) -> Result<Printed, OfflineError> {
+    pub fn run(&mut self, command: &Command) -> Result<Printed, AdminError> {
         let now = SystemTime::now();
         Ok(match command {
             Command::Token(TokenCommand::Create {
@@ -142,7 +123,7 @@ impl Offline {
     }
 
     /// The channel tree as the server would restore it.
-    fn hub(&self) -> Result<Hub, OfflineError> {
+    fn hub(&self) -> Result<Hub, AdminError> {
         let tree = ChannelTree::restore(
             &self.config.channels.default,
             self.store.channels()?,
@@ -155,7 +136,7 @@ impl Offline {
     fn change_channels<R>(
         &self,
         change: impl FnOnce(&mut Hub) -> Result<R, HubError>,
-    ) -> Result<R, OfflineError> {
+    ) -> Result<R, AdminError> {
         let mut hub = self.hub()?;
         let result = change(&mut hub)?;
         self.store.save_channels(&hub.channel_records())?;
@@ -163,7 +144,7 @@ impl Offline {
     }
 
     /// The bans in force now, soonest lifted first.
-    fn bans(&self) -> Result<Vec<pb::Ban>, OfflineError> {
+    fn bans(&self) -> Result<Vec<pb::Ban>, AdminError> {
         let now = unix_now();
         let mut bans: Vec<(IpAddr, u64)> = self
             .store
@@ -186,9 +167,9 @@ fn ban(addr: IpAddr, until: u64) -> pb::Ban {
     }
 }
 
-fn address_of(given: &str) -> Result<IpAddr, OfflineError> {
+fn address_of(given: &str) -> Result<IpAddr, AdminError> {
     given
         .trim()
         .parse()
-        .map_err(|_| OfflineError::Address(given.to_owned()))
+        .map_err(|_| AdminError::Address(given.to_owned()))
 }
