@@ -71,6 +71,8 @@ pub(crate) struct PlaneSample {
     pub id: String,
     pub sessions: u64,
     pub forwarded: u64,
+    /// The certificate it presented (not a metric; `GetStatus` shows it).
+    pub cert_sha256: String,
 }
 
 /// What one scrape reports.
@@ -256,6 +258,7 @@ mod tests {
                 id: "dp-a".into(),
                 sessions: 3,
                 forwarded: 4,
+                cert_sha256: String::new(),
             }],
             auth_failures: 5,
             rate_limited: 6,

@@ -308,6 +308,7 @@ impl ControlPlane {
             refusals: refusals.clone(),
         });
         let bans = Arc::new(std::sync::Mutex::new(bans));
+        let link_store = store.clone();
         let admin = AdminApi {
             shared: shared.clone(),
             bans: bans.clone(),
@@ -420,6 +421,7 @@ impl ControlPlane {
                     secret,
                     guard: AttachGuard::default(),
                     instance: format!("{:016x}", rand::random::<u64>()),
+                    store: link_store,
                 })
                 .max_decoding_message_size(max),
             )

@@ -226,3 +226,46 @@ async fn stopping_ends_the_data_planes_streams() {
     );
     drop(dp.reports);
 }
+
+/// The certificate a data plane presents is kept in the store: after a
+/// restart, the same id coming back with another certificate is still
+/// known from its first attach, and the status shows what it presents now.
+#[tokio::test]
+async fn a_data_planes_certificate_and_first_attach_outlive_a_restart() {
+    const OTHER: &str = "cd0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd";
+    let secret = support::random_secret("cluster");
+    let (_dir, token, mut config) = openspeak_testkit::fresh_config();
+    config.cluster.secret = Some(secret.clone());
+    let status_of = |server: &TestServer| {
+        let addr = server.addr;
+        let token = token.clone();
+        async move {
+            let admin = support::client_at(addr, &token).await;
+            let status = admin.server_status().await.unwrap();
+            assert_eq!(status.dataplanes.len(), 1, "{status:?}");
+            status.dataplanes[0].clone()
+        }
+    };
+
+    let mut first = TestServer::serve(config.clone()).await;
+    let (_reports, _messages) = attach_dataplane(&first, &secret, register("dp-a", CERT, 10))
+        .await
+        .unwrap();
+    let before = status_of(&first).await;
+    assert_eq!(before.cert_sha256, CERT);
+    let first_seen = before.first_seen.expect("a first attach is recorded");
+    drop((_reports, _messages));
+    first.stop().await;
+
+    let again = TestServer::serve(config).await;
+    let (_reports, _messages) = attach_dataplane(&again, &secret, register("dp-a", OTHER, 10))
+        .await
+        .unwrap();
+    let after = status_of(&again).await;
+    assert_eq!(after.cert_sha256, OTHER, "the certificate it presents now");
+    assert_eq!(
+        after.first_seen,
+        Some(first_seen),
+        "known from before the restart"
+    );
+}

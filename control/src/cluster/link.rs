@@ -37,6 +37,7 @@ use crate::{
     broker::{Broker, Dispatch},
     event::Event,
     ids::{ChannelId, SessionId},
+    store::{DataplaneRecord, Store},
 };
 
 /// How long a data plane may take to send `Register`.
@@ -57,9 +58,48 @@ pub struct ClusterApi {
     /// Random per start; in every snapshot, so that a data plane can tell a
     /// restarted control plane from a link that merely dropped.
     pub instance: String,
+    /// Where each data plane's certificate is remembered.
+    pub store: Arc<dyn Store>,
 }
 
 impl ClusterApi {
+    /// Keeps the certificate `id` presents, and says so when it is not the
+    /// one it presented before: its clients' pin changes with their next
+    /// ticket, which is right after a regenerated certificate and worth a
+    /// look otherwise. A store that fails is logged, not fatal: the link
+    /// matters more than the record.
+    fn remember(&self, id: &str, cert_sha256: &str) {
+        let now = crate::authenticator::unix_now();
+        let known = match self.store.dataplanes() {
+            Ok(known) => known.into_iter().find(|d| d.id == id),
+            Err(error) => {
+                warn!(dataplane = %id, %error, "cannot read the data planes seen before");
+                None
+            }
+        };
+        if let Some(before) = &known
+            && before.cert_sha256 != cert_sha256
+        {
+            warn!(
+                dataplane = %id,
+                before = %before.cert_sha256,
+                now = %cert_sha256,
+                "a data plane presents another certificate than before; its clients get the new \
+                 pin with their next ticket (expected after its certificate was regenerated, \
+                 else check that host)"
+            );
+        }
+        let record = DataplaneRecord {
+            id: id.to_owned(),
+            cert_sha256: cert_sha256.to_owned(),
+            first_seen: known.map_or(now, |k| k.first_seen),
+            last_seen: now,
+        };
+        if let Err(error) = self.store.put_dataplane(&record) {
+            warn!(dataplane = %id, %error, "cannot keep the data plane's certificate");
+        }
+    }
+
     /// Lets in a request with the right secret from an address that is not
     /// throttled; see [`AttachGuard`] for the throttle and the log.
     fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -137,6 +177,7 @@ impl ClusterService for ClusterApi {
             Ok(Ok(_)) => return Err(invalid("the first message must be Register")),
         };
         let endpoints = endpoints(&register)?;
+        self.remember(&register.dataplane_id, &endpoints.cert_sha256);
 
         let (events, sequence, users) = self.broker.subscribe_with(|hub| hub.users());
         let view = MemberView::new(&users);

@@ -167,6 +167,7 @@ impl Registry {
                 id: plane.dataplane.id.clone(),
                 sessions: u64::from(plane.dataplane.report.sessions),
                 forwarded: plane.dataplane.report.forwarded_total,
+                cert_sha256: plane.dataplane.endpoints.cert_sha256.clone(),
             })
             .collect();
         samples.sort_by(|a, b| a.id.cmp(&b.id));

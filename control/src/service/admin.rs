@@ -52,15 +52,22 @@ impl pb::admin_service_server::AdminService for AdminApi {
             .shared
             .broker
             .read(|hub| (hub.session_count(), hub.channel_count()));
+        // What the store remembers of them; a failing read leaves the
+        // dates out rather than the status.
+        let known = self.store.dataplanes().unwrap_or_default();
         let dataplanes = self
             .shared
             .registry
             .samples()
             .into_iter()
             .map(|plane| pb::DataplaneStatus {
+                first_seen: known.iter().find(|k| k.id == plane.id).map(|k| {
+                    convert::timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(k.first_seen))
+                }),
                 id: plane.id,
                 sessions: plane.sessions,
                 forwarded: plane.forwarded,
+                cert_sha256: plane.cert_sha256,
             })
             .collect();
         Ok(Response::new(pb::ServerStatus {

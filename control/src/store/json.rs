@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use openspeak_shared::persist;
 
-use super::{Store, StoreError, TokenRecord, check_token_hashes};
+use super::{DataplaneRecord, Store, StoreError, TokenRecord, check_token_hashes};
 use crate::channels::ChannelRecord;
 
 const TOKENS: &str = "tokens file";
@@ -194,6 +194,15 @@ impl Store for JsonStore {
     fn put_ban(&self, _addr: IpAddr, _until: u64, _now: u64) -> Result<(), StoreError> {
         // A fourth file would be one more to lose and restore, for state
         // that lasts minutes; SQLite keeps bans.
+        Ok(())
+    }
+
+    fn dataplanes(&self) -> Result<Vec<DataplaneRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn put_dataplane(&self, _dataplane: &DataplaneRecord) -> Result<(), StoreError> {
+        // As bans: only SQLite keeps what the data planes presented.
         Ok(())
     }
 }

@@ -55,6 +55,19 @@ pub struct TokenRecord {
     pub revoked_at: Option<u64>,
 }
 
+/// A data plane as the control plane last saw it: the certificate its
+/// clients pin, so that a data plane coming back with another one is
+/// noticed (regenerated, or not the same machine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneRecord {
+    pub id: String,
+    /// 64 lowercase hex digits.
+    pub cert_sha256: String,
+    /// Unix seconds.
+    pub first_seen: u64,
+    pub last_seen: u64,
+}
+
 /// Keeps the control plane's state. Every write returns only once the
 /// change is durable; when it fails, nothing of the change was kept and
 /// the caller must not make it.
@@ -79,6 +92,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Records that `addr` is banned until `until`, and forgets bans that
     /// ended before `now` (both Unix seconds).
     fn put_ban(&self, addr: IpAddr, until: u64, now: u64) -> Result<(), StoreError>;
+    /// The data planes ever attached, by id.
+    fn dataplanes(&self) -> Result<Vec<DataplaneRecord>, StoreError>;
+    /// Adds `dataplane`, or replaces the one with its id.
+    fn put_dataplane(&self, dataplane: &DataplaneRecord) -> Result<(), StoreError>;
 }
 
 /// A failure to read or write the state, naming the file and, where there

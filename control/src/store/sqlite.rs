@@ -26,14 +26,14 @@ use std::{
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Contents, Store, StoreError, TokenRecord, check_token_hashes};
+use super::{Contents, DataplaneRecord, Store, StoreError, TokenRecord, check_token_hashes};
 use crate::{
     channels::{ChannelRecord, StoredPassword},
     tokens::Role,
 };
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+pub(super) const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// Version 1: tokens, the channel tree, the session id mark.
 const MIGRATION_1: &str = "
@@ -74,6 +74,18 @@ const MIGRATION_2: &str = "
     CREATE TABLE bans (
         addr TEXT PRIMARY KEY NOT NULL,
         until INTEGER NOT NULL
+    );
+";
+
+/// Version 3: the certificate each data plane presented, so that one
+/// coming back with another is noticed across restarts.
+const MIGRATION_3: &str = "
+    -- `first_seen` and `last_seen` in Unix seconds.
+    CREATE TABLE dataplanes (
+        id TEXT PRIMARY KEY NOT NULL,
+        cert_sha256 TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL
     );
 ";
 
@@ -441,6 +453,42 @@ impl Store for SqliteStore {
             bans.push((addr, until.max(0) as u64));
         }
         Ok(bans)
+    }
+
+    fn dataplanes(&self) -> Result<Vec<DataplaneRecord>, StoreError> {
+        let conn = self.lock();
+        let fail = || self.fail("read the data planes");
+        let mut statement = conn
+            .prepare("SELECT id, cert_sha256, first_seen, last_seen FROM dataplanes ORDER BY id")
+            .map_err(fail())?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(DataplaneRecord {
+                    id: row.get(0)?,
+                    cert_sha256: row.get(1)?,
+                    first_seen: row.get::<_, i64>(2)?.max(0) as u64,
+                    last_seen: row.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .map_err(fail())?;
+        rows.collect::<Result<_, _>>().map_err(fail())
+    }
+
+    fn put_dataplane(&self, dataplane: &DataplaneRecord) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO dataplanes (id, cert_sha256, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET cert_sha256 = excluded.cert_sha256,
+                 last_seen = excluded.last_seen",
+            params![
+                dataplane.id,
+                dataplane.cert_sha256,
+                secs(dataplane.first_seen),
+                secs(dataplane.last_seen)
+            ],
+        )
+        .map_err(self.fail("save a data plane"))?;
+        Ok(())
     }
 
     fn put_ban(&self, addr: IpAddr, until: u64, now: u64) -> Result<(), StoreError> {
