@@ -10,7 +10,8 @@
 #                      exit 0, and 0 lost, 0 wrong, 0 malformed in its JSON;
 #                      Prometheus has scraped both data planes, and
 #                      `promtool check metrics` passes on the control
-#                      plane's and both data planes' /metrics
+#                      plane's and both data planes' /metrics; the admin
+#                      commands work inside the control container
 #   6. lose dp1        kill dp1: control and dp2 stay healthy; once the
 #                      control plane has seen dp1 go, a short second load
 #                      test puts voice through dp2
@@ -313,6 +314,29 @@ do_promtool() {
     STAGE_DETAIL="promtool check metrics clean for control, dp1 and dp2"
 }
 
+# The admin commands inside the control plane's container, as
+# deploy/README.md tells an operator to run them: the running server holds
+# its data directory's lock, so `status` goes through its API, and a ban
+# made there is listed back.
+do_admin() {
+    local c out
+    c="$(cid control)"
+    out="$(docker exec "$c" openspeak-control status --json 2>&1)" \
+        || { STAGE_DETAIL="status: ${out:0:200}"; return 1; }
+    printf '%s' "$out" | grep -q '"running": true' \
+        || { STAGE_DETAIL="status does not say running: ${out:0:200}"; return 1; }
+    printf '%s' "$out" | grep -q '"dataplanes": \[$' \
+        || { STAGE_DETAIL="status lists no data plane: ${out:0:200}"; return 1; }
+    out="$(docker exec "$c" openspeak-control ban add 192.0.2.77 --duration 60 2>&1)" \
+        || { STAGE_DETAIL="ban add: ${out:0:200}"; return 1; }
+    out="$(docker exec "$c" openspeak-control ban list 2>&1)" \
+        && printf '%s' "$out" | grep -q '192.0.2.77' \
+        || { STAGE_DETAIL="ban list: ${out:0:200}"; return 1; }
+    docker exec "$c" openspeak-control ban remove 192.0.2.77 >/dev/null 2>&1 \
+        || { STAGE_DETAIL="ban remove failed"; return 1; }
+    STAGE_DETAIL="status through the API (running, data planes listed); ban add, list, remove"
+}
+
 # steady SECONDS SERVICE...: each must stay running and healthy that long.
 steady() {
     local limit="$1"; shift
@@ -373,6 +397,7 @@ stage "compose up (healthy, attached)" do_up
 stage "loadtest fanout 10 s (--strict, 0 loss)" do_loadtest
 stage "prometheus scrapes dp1 and dp2" do_prometheus
 stage "promtool check metrics (control, dp1, dp2)" do_promtool
+stage "admin commands in the control container" do_admin
 stage "kill dp1: control and dp2 stay healthy" do_kill_dp1
 stage "voice through dp2 after losing dp1" do_voice_via_dp2
 stage "kill control: dp2 keeps running" do_kill_control
