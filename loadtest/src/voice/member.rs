@@ -68,9 +68,11 @@ const DELAY_BATCH: usize = 256;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a listener looks whether anything came from its data plane,
 /// and pings it over plain UDP every [`PING_EVERY`] (over QUIC the
-/// connection's own keep-alive does that): often enough to notice
-/// [`GONE_AFTER`] of silence within a quarter second.
-const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// connection's own keep-alive does that). Once a second: a load of
+/// thousands of clients in one process must not spend its time on the
+/// watch, and [`GONE_AFTER`] of silence is still noticed within a second
+/// (a real client, `openspeak_client::Call`, looks four times as often).
+const CHECK_EVERY: Duration = PING_EVERY;
 
 /// The first pause between two attempts to get voice back after the
 /// connection was lost; it doubles up to [`MAX_RETRY_PAUSE`].
