@@ -878,6 +878,12 @@ async fn admin_commands_work_on_a_stopped_server_and_it_starts_with_their_change
     );
     assert_eq!(status["bans"], 1);
 
+    // Reading a directory that is not there names it and makes nothing.
+    let typo = dir.path().join("dta");
+    let (ok, _, stderr) = admin_command(&typo, cwd, &["status"]).await;
+    assert!(!ok && stderr.contains("dta"), "{stderr}");
+    assert!(!typo.exists(), "a status makes no state");
+
     // Mistakes name themselves and exit 1.
     for (args, named) in [
         (&["token", "revoke", "no-such-id"][..], "no-such-id"),

@@ -191,6 +191,11 @@ pub enum AdminError {
     },
     #[error("{0}")]
     Server(String),
+    #[error(
+        "no control plane state in {} (storage.data_dir); give --data-dir or --config",
+        .0.display()
+    )]
+    NoState(PathBuf),
     // On a stopped server's state:
     #[error(transparent)]
     Open(#[from] crate::store::OpenError),
@@ -220,6 +225,17 @@ impl From<ClientError> for AdminError {
 }
 
 impl Command {
+    /// Whether the command changes the state (list and status do not).
+    fn changes(&self) -> bool {
+        !matches!(
+            self,
+            Command::Token(TokenCommand::List(_))
+                | Command::Channel(ChannelCommand::List(_))
+                | Command::Ban(BanCommand::List(_))
+                | Command::Status(_)
+        )
+    }
+
     fn reach(&self) -> &Reach {
         match self {
             Command::Token(
@@ -264,14 +280,22 @@ enum Target {
 
 /// Runs `command` against the running server, or the stopped one's store.
 pub async fn run(command: &Command, config: &Config) -> Result<Printed, AdminError> {
-    let target = target(command.reach(), config).await?;
+    let target = target(command, config).await?;
     match target {
         Target::Online(client) => online(command, &client).await,
         Target::Offline(mut offline) => offline.run(command),
     }
 }
 
-async fn target(reach: &Reach, config: &Config) -> Result<Target, AdminError> {
+async fn target(command: &Command, config: &Config) -> Result<Target, AdminError> {
+    let reach = command.reach();
+    let dir = &config.storage.data_dir;
+    // Reading a directory that is not there would make an empty state in
+    // it (a typo in --data-dir); only a change may start one, as it may
+    // before a server's first start.
+    if reach.server.is_none() && !command.changes() && !dir.exists() {
+        return Err(AdminError::NoState(dir.clone()));
+    }
     if reach.server.is_none() {
         match DataLock::try_acquire(&config.storage.data_dir) {
             Ok(lock) => return Ok(Target::Offline(Box::new(Offline::open(config, lock)?))),
