@@ -195,6 +195,14 @@ pub struct VoiceArgs {
     #[arg(long, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub warm_up: Option<u64>,
+
+    /// The soak's latency tolerance, ms: the last interval's p99 may reach
+    /// twice the first's, or the first's plus this, whichever is more.
+    /// Raise it only where the measurement's own noise is larger (debug
+    /// builds on a busy host).
+    #[arg(long, value_name = "MS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub soak_p99_slack_ms: u64,
 }
 
 /// The values a preset gives; `None` leaves the default.
@@ -349,6 +357,7 @@ impl VoiceArgs {
         plan.control_metrics = self.control_metrics.clone();
         plan.timeline = self.timeline.or(p.timeline).map(Duration::from_secs);
         plan.warm_up = self.warm_up.map(Duration::from_secs);
+        plan.soak_p99_slack = Duration::from_millis(self.soak_p99_slack_ms);
         plan.validate()?;
         Ok(plan)
     }

@@ -105,6 +105,9 @@ pub struct VoicePlan {
     pub timeline: Option<Duration>,
     /// The soak's warm-up (`--warm-up`); `None`: 20 % of the duration.
     pub warm_up: Option<Duration>,
+    /// How far the soak's last p99 may exceed the first's, besides twice
+    /// it (`--soak-p99-slack-ms`).
+    pub soak_p99_slack: Duration,
 }
 
 impl VoicePlan {
@@ -135,6 +138,7 @@ impl VoicePlan {
             control_metrics: None,
             timeline: None,
             warm_up: None,
+            soak_p99_slack: Duration::from_micros(crate::voice::timeline::P99_SLACK_US),
         }
     }
 

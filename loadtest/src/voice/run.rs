@@ -51,7 +51,7 @@ use crate::voice::report::{
     ChurnReport, ImpairmentReport, Outages, ServerDrops, VoiceReport, VoiceServerStats,
     WarmupReport,
 };
-use crate::voice::timeline::{Plane, ProcessSample, ROW_GRACE, TimelineRow, judge_soak};
+use crate::voice::timeline::{Plane, ProcessSample, ROW_GRACE, TimelineRow, judge_soak_with};
 
 /// The longest the warm-up may take before measuring starts anyway.
 pub const WARMUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -637,7 +637,12 @@ fn build_report(
                 "timeline: a speaker kept no send times, so the rows' packet counts are 0".into(),
             ),
         }
-        judge_soak(&timeline, plan.warm_up_rows(), plan.effective_warm_up())
+        judge_soak_with(
+            &timeline,
+            plan.warm_up_rows(),
+            plan.effective_warm_up(),
+            u64::try_from(plan.soak_p99_slack.as_micros()).unwrap_or(u64::MAX),
+        )
     });
     let c = &ctx.counters;
     let received = c.received.load(Ordering::Relaxed);
