@@ -205,20 +205,12 @@ fn record(entry: Entry, now: SystemTime) -> Result<(TokenRecord, bool), BadEntry
 
 /// Plaintext secrets in a file others may read: the operator's choice,
 /// but worth a line in the log.
-#[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            warn!(file = %path.display(), mode = format_args!("{mode:o}"),
-                "auth.tokens_file holds plaintext tokens and others may read it; chmod 600");
-        }
+    if let Some(mode) = openspeak_shared::persist::readable_by_others(path) {
+        warn!(file = %path.display(), mode = format_args!("{mode:o}"),
+            "auth.tokens_file holds plaintext tokens and others may read it; chmod 600");
     }
 }
-
-#[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
 
 #[cfg(test)]
 mod tests {

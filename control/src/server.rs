@@ -586,23 +586,26 @@ fn bootstrap(config: &Config, tokens: &mut TokenStore) -> Result<(), StartError>
     Ok(())
 }
 
+/// A TLS file's contents, or an error naming the key it came from.
+fn read_tls_file(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, StartError> {
+    fs::read(path).map_err(|source| StartError::TlsFile {
+        what,
+        path: path.clone(),
+        source,
+    })
+}
+
 /// The self-signed certificate's file name in the data directory.
 pub const SELF_SIGNED_CERT_FILE: &str = "server_cert.pem";
 /// Its private key's.
 pub const SELF_SIGNED_KEY_FILE: &str = "server_key.pem";
 
 fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
-    let read = |what, path: &PathBuf| {
-        fs::read(path).map_err(|source| StartError::TlsFile {
-            what,
-            path: path.clone(),
-            source,
-        })
-    };
     let identity = match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(cert), Some(key)) => {
-            Identity::from_pem(read("server.tls_cert", cert)?, read("server.tls_key", key)?)
-        }
+        (Some(cert), Some(key)) => Identity::from_pem(
+            read_tls_file("server.tls_cert", cert)?,
+            read_tls_file("server.tls_key", key)?,
+        ),
         _ if config.server.tls_self_signed => {
             let dir = &config.storage.data_dir;
             let made = TlsIdentity::load_or_generate(dir, &self_signed(config))?;
@@ -615,8 +618,8 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
                 "public gRPC serves a self-signed certificate; clients trust this file"
             );
             Identity::from_pem(
-                read("the self-signed certificate", &cert)?,
-                read("the self-signed key", &dir.join(SELF_SIGNED_KEY_FILE))?,
+                read_tls_file("the self-signed certificate", &cert)?,
+                read_tls_file("the self-signed key", &dir.join(SELF_SIGNED_KEY_FILE))?,
             )
         }
         _ => {
@@ -649,19 +652,12 @@ fn cluster_tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartE
         }
         return Ok(None);
     };
-    let read = |what, path: &PathBuf| {
-        fs::read(path).map_err(|source| StartError::TlsFile {
-            what,
-            path: path.clone(),
-            source,
-        })
-    };
     let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
-        read("cluster.tls_cert", cert)?,
-        read("cluster.tls_key", key)?,
+        read_tls_file("cluster.tls_cert", cert)?,
+        read_tls_file("cluster.tls_key", key)?,
     ));
     if let Some(ca) = &cluster.tls_ca {
-        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read_tls_file(
             "cluster.tls_ca",
             ca,
         )?));

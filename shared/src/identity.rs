@@ -278,19 +278,11 @@ fn read_to_string(path: &Path) -> Result<String, CertError> {
 
 /// An operator's key file readable by group or others is their choice, but
 /// worth a line in the log.
-#[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = fs::metadata(path) {
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), mode = format_args!("{mode:o}"), "private key file is readable by others");
-        }
+    if let Some(mode) = persist::readable_by_others(path) {
+        tracing::warn!(path = %path.display(), mode = format_args!("{mode:o}"), "private key file is readable by others");
     }
 }
-
-#[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
 
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertError> {
     persist::write_atomic(path, contents, mode).map_err(|source| CertError::Write {
