@@ -219,6 +219,11 @@ impl ListenerTally {
         }
     }
 
+    /// The listener's client index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
     /// Its stream from speaker `sender`, if `sender` speaks in its channel.
     pub fn stream(&self, sender: u32) -> Option<&StreamTally> {
         self.stream_index(sender).map(|k| &self.streams[k])

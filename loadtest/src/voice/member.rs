@@ -153,7 +153,13 @@ pub struct Ctx {
     /// The longest time from noticing a lost connection to having voice
     /// again, µs.
     pub longest_outage_us: AtomicU64,
+    /// The first few routing errors, described, for the report's warnings:
+    /// a count alone does not tell a misrouted packet from a stranger's.
+    pub wrong_samples: Mutex<Vec<String>>,
 }
+
+/// Routing errors described in the report, at most.
+const WRONG_SAMPLES: usize = 5;
 
 impl Failures for Ctx {
     fn failure_count(&self) -> &AtomicU64 {
@@ -825,7 +831,11 @@ impl Listener {
             None => true, // Not a client: the tally calls it wrong.
         };
         let arrival_us = ctx.micros(arrival);
-        match self.tally.on_probe(arrival_us, &probe, speaker_matches) {
+        let verdict = self.tally.on_probe(arrival_us, &probe, speaker_matches);
+        if let Verdict::Wrong = verdict {
+            self.note_wrong(&probe, forwarded.speaker);
+        }
+        match verdict {
             Verdict::Delivered { delay_us, .. } => {
                 ctx.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 // The buffer's delays belong to an interval that just
@@ -846,6 +856,45 @@ impl Listener {
             }
             _ => {}
         }
+    }
+
+    /// Describes a routing error for the report, while there are few.
+    fn note_wrong(&self, probe: &Probe, speaker: u32) {
+        let ctx = &self.ctx;
+        let mut samples = lock(&ctx.wrong_samples);
+        if samples.len() >= WRONG_SAMPLES {
+            return;
+        }
+        let layout = &ctx.layout;
+        let me = self.tally.index();
+        let session = |i: u32| {
+            ctx.voice_sessions
+                .get(i as usize)
+                .map_or(0, |s| s.load(Ordering::Acquire))
+        };
+        let sender = if probe.sender < layout.clients {
+            format!(
+                "client {} (channel {}, {}voice session {})",
+                probe.sender,
+                layout.channel_of(probe.sender),
+                if layout.is_speaker(probe.sender) {
+                    "speaker, "
+                } else {
+                    ""
+                },
+                session(probe.sender),
+            )
+        } else {
+            format!("client {}, which this run does not have", probe.sender)
+        };
+        samples.push(format!(
+            "routing error: client {me} (channel {}, voice session {}) got {} \
+             packet {} of {sender} from speaker id {speaker}",
+            layout.channel_of(me),
+            session(me),
+            if probe.warmup { "warm-up" } else { "measured" },
+            probe.sequence,
+        ));
     }
 
     /// Moves the buffered delays into the shared histogram.

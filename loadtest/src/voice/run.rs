@@ -123,6 +123,7 @@ pub async fn run_voice(
         voice_lost: AtomicU64::new(0),
         voice_back: AtomicU64::new(0),
         longest_outage_us: AtomicU64::new(0),
+        wrong_samples: Mutex::new(Vec::new()),
     });
     let (printer_stop, printer_rx) = watch::channel(false);
     let printer = (!plan.run.quiet).then(|| {
@@ -621,6 +622,7 @@ fn build_report(
     }
     let t = totals(&layout, &logs, &tallies);
     let mut warnings = facts.warnings;
+    warnings.append(&mut lock(&ctx.wrong_samples));
     let mut timeline = facts.timeline;
     let soak = plan.timeline.map(|every| {
         let every_us = duration_micros(every);
