@@ -453,30 +453,20 @@ mod tests {
         assert_eq!(serial_cmp(u32::MAX - 1, 1), Ordering::Less);
     }
 
-    /// SplitMix64: a tiny deterministic generator, so that this crate needs
-    /// no random-number dependency just for a test.
-    struct SplitMix(u64);
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
 
-    impl SplitMix {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-    }
-
-    #[test]
-    fn parse_never_panics_on_random_bytes() {
-        let mut rng = SplitMix(0x0BE2_5EA4);
-        for _ in 0..20_000 {
-            let len = (rng.next() % 1_100) as usize;
-            let mut v: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-            // Bias half of the inputs towards valid kinds so that the deeper
-            // checks run too, not only the kind check.
+        /// Whatever the bytes, parsing never panics, and what parses
+        /// encodes back to the same bytes. Half of the inputs start with a
+        /// valid kind, so that the deeper checks run too, not only the
+        /// kind check.
+        #[test]
+        fn parse_never_panics_on_random_bytes(
+            mut v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1_100),
+            kind in 0u8..4,
+        ) {
             if let Some(first) = v.first_mut() {
-                match rng.next() % 4 {
+                match kind {
                     0 => *first = KIND_VOICE,
                     1 => *first = KIND_FORWARDED,
                     _ => {}
@@ -484,12 +474,12 @@ mod tests {
             }
             let d = Bytes::from(v);
             if let Ok(p) = VoicePacket::parse(d.clone()) {
-                assert!((1..=MAX_PAYLOAD).contains(&p.payload.len()));
-                assert_eq!(p.encode().expect("parsed packets encode"), d);
+                proptest::prop_assert!((1..=MAX_PAYLOAD).contains(&p.payload.len()));
+                proptest::prop_assert_eq!(p.encode().expect("parsed packets encode"), d.clone());
             }
             if let Ok(f) = Forwarded::parse(d.clone()) {
-                assert_ne!(f.speaker, 0);
-                assert_eq!(f.encode().expect("parsed packets encode"), d);
+                proptest::prop_assert_ne!(f.speaker, 0);
+                proptest::prop_assert_eq!(f.encode().expect("parsed packets encode"), d);
             }
         }
     }

@@ -32,8 +32,27 @@ pub(super) fn check_seconds(key: &'static str, value: Seconds) -> Result<(), Inv
 }
 
 pub(super) fn check_ms(key: &'static str, value: u32) -> Result<(), InvalidValue> {
-    check((1..=MAX_VOICE_MS).contains(&value), key, || {
-        format!("must be from 1 to {MAX_VOICE_MS} milliseconds, got {value}")
+    check_range(key, value, 1..=MAX_VOICE_MS, "milliseconds")
+}
+
+/// `value` must lie in `range`; the reason names the bounds, the `unit`
+/// (and why the bounds are what they are, when the unit says so) and the
+/// value given.
+pub(super) fn check_range<T>(
+    key: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<(), InvalidValue>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    check(range.contains(&value), key, || {
+        format!(
+            "must be from {} to {} {unit}, got {value}",
+            range.start(),
+            range.end()
+        )
     })
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     InvalidValue,
-    check::{check, check_ms},
+    check::{check, check_ms, check_range},
 };
 
 /// Opus's bitrate range, in bits per second.
@@ -48,17 +48,11 @@ impl Default for AudioConfig {
 impl AudioConfig {
     /// The first value of the section that parses but cannot work.
     pub(super) fn validate(&self) -> Result<(), InvalidValue> {
-        let bitrate = self.default_bitrate;
-        check(
-            OPUS_BITRATE.contains(&bitrate),
+        check_range(
             "audio.default_bitrate",
-            || {
-                format!(
-                    "must be from {} to {} bits per second (what Opus can do), got {bitrate}",
-                    OPUS_BITRATE.start(),
-                    OPUS_BITRATE.end()
-                )
-            },
+            self.default_bitrate,
+            OPUS_BITRATE,
+            "bits per second (what Opus can do)",
         )?;
         check_ms("audio.jitter_buffer_ms", self.jitter_buffer_ms)
     }
@@ -103,29 +97,25 @@ impl VoiceConfig {
     pub(super) fn validate(&self) -> Result<(), InvalidValue> {
         check_ms("voice.max_broadcast_lag_ms", self.max_broadcast_lag_ms)?;
         check_ms("voice.max_packet_age_ms", self.max_packet_age_ms)?;
-        let packets = self.max_packets_per_second;
-        check(
-            (1..=MAX_PACKET_RATE).contains(&packets),
+        check_range(
             "voice.max_packets_per_second",
-            || format!("must be from 1 to {MAX_PACKET_RATE} packets a second, got {packets}"),
+            self.max_packets_per_second,
+            1..=MAX_PACKET_RATE,
+            "packets a second",
         )?;
-        let bytes = self.max_bytes_per_second;
-        check(
-            (1..=MAX_BYTE_RATE).contains(&bytes),
+        check_range(
             "voice.max_bytes_per_second",
-            || format!("must be from 1 to {MAX_BYTE_RATE} bytes a second, got {bytes}"),
+            self.max_bytes_per_second,
+            1..=MAX_BYTE_RATE,
+            "bytes a second",
         )?;
-        let payload = self.max_payload_bytes;
-        check(
-            (1..=MAX_OPUS_FRAME).contains(&payload),
+        check_range(
             "voice.max_payload_bytes",
-            || {
-                format!(
-                    "must be from 1 to {MAX_OPUS_FRAME} bytes (the protocol's largest Opus \
-                     frame), got {payload}"
-                )
-            },
+            self.max_payload_bytes,
+            1..=MAX_OPUS_FRAME,
+            "bytes (the protocol's largest Opus frame)",
         )?;
+        let (bytes, payload) = (self.max_bytes_per_second, self.max_payload_bytes);
         // The byte bucket holds one second's worth: below one largest
         // payload, packets of that size could never pass, yet would not be
         // "oversized" either.
