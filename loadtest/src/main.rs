@@ -8,6 +8,7 @@
 //! 130 interrupted (Ctrl-C: the run stops, reports and cleans up; a second
 //! Ctrl-C quits at once).
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -16,6 +17,8 @@ use openspeak_loadtest::{
     FloorArgs, JsonReport, Outcome, RecordArgs, RecordStop, RunError, SessionsArgs, TalkArgs,
     VoiceArgs, error_chain, run_floor, run_record, run_sessions, run_talk, run_voice,
 };
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
 
 /// Exit status for flags that contradict each other (clap uses it too).
 const BAD_FLAGS: u8 = 2;
@@ -77,21 +80,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // No server, no runtime: two threads and the kernel.
         Scenario::Floor(args) => {
             let report = run_floor(&args).context("the floor measurement failed")?;
-            print!("{}", report.table());
-            if let Some(path) = &args.json {
-                report.write_json(path)?;
-            }
+            show(&report, report.table(), args.json.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Scenario::Sessions(args) => {
-            let report = runtime.block_on(async {
-                let interrupt = on_ctrl_c();
-                run_sessions(&args, interrupt).await
-            })?;
-            print!("{}", report.table());
-            if let Some(path) = &args.run.json {
-                report.write_json(path)?;
-            }
+            let report = until_ctrl_c(&runtime, |interrupt| run_sessions(&args, interrupt))?;
+            show(&report, report.table(), args.run.json.as_deref())?;
             if report.outcome == Outcome::TimedOut {
                 eprintln!(
                     "openspeak-loadtest: timed out after {} s; the report covers what happened until then",
@@ -116,14 +110,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(BAD_FLAGS));
                 }
             };
-            let report = runtime.block_on(async {
-                let interrupt = on_ctrl_c();
-                run_voice(&plan, interrupt).await
-            })?;
-            print!("{}", report.table());
-            if let Some(path) = &plan.run.json {
-                report.write_json(path)?;
-            }
+            let report = until_ctrl_c(&runtime, |interrupt| run_voice(&plan, interrupt))?;
+            show(&report, report.table(), plan.run.json.as_deref())?;
             if report.outcome == Outcome::Interrupted {
                 return Ok(ExitCode::from(INTERRUPTED));
             }
@@ -140,23 +128,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Scenario::Talk(args) => {
-            let report = runtime.block_on(async {
-                let interrupt = on_ctrl_c();
+            let report = until_ctrl_c(&runtime, |interrupt| {
                 run_talk(
                     &args,
                     |s| {
                         eprintln!(
-                            "openspeak-loadtest: talking in channel `{}` ({}) as session {}: {} packets, {:.2} s",
-                            s.channel_name,
-                            s.channel_id,
-                            s.session_id,
+                            "openspeak-loadtest: talking in {}: {} packets, {:.2} s",
+                            seat(&s.channel_name, &s.channel_id, s.session_id),
                             s.packets,
                             s.audio.as_secs_f64()
                         );
                     },
                     interrupt,
                 )
-                .await
             })?;
             println!("{}", report.summary());
             if report.interrupted {
@@ -165,24 +149,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Scenario::Record(args) => {
-            let report = runtime.block_on(async {
-                let interrupt = on_ctrl_c();
+            let report = until_ctrl_c(&runtime, |interrupt| {
                 run_record(
                     &args,
                     |s| {
                         // People and scripts wait for this line: from here
                         // on, whatever is said in the channel is recorded.
                         eprintln!(
-                            "openspeak-loadtest: recording channel `{}` ({}) as session {} into {}; waiting for a speaker",
-                            s.channel_name,
-                            s.channel_id,
-                            s.session_id,
+                            "openspeak-loadtest: recording {} into {}; waiting for a speaker",
+                            seat(&s.channel_name, &s.channel_id, s.session_id),
                             args.out.display()
                         );
                     },
                     interrupt,
                 )
-                .await
             })?;
             println!("{}", report.summary());
             match report.stop {
@@ -194,9 +174,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Prints a report's `table` on stdout and, with `--json FILE`, writes the
+/// report there too: what `floor`, `sessions` and `voice` all end with.
+fn show(report: &impl JsonReport, table: String, json: Option<&Path>) -> anyhow::Result<()> {
+    print!("{table}");
+    if let Some(path) = json {
+        report.write_json(path)?;
+    }
+    Ok(())
+}
+
+/// Where `talk` or `record` sits, as their first line names it: channel
+/// `NAME` (ID) as session N.
+fn seat(channel_name: &str, channel_id: &str, session_id: u32) -> String {
+    format!("channel `{channel_name}` ({channel_id}) as session {session_id}")
+}
+
+/// Runs a subcommand's `body` on `runtime`, handing it the flag that
+/// Ctrl-C sets ([`on_ctrl_c`]): every subcommand that talks to a server
+/// stops, reports and cleans up on it the same way.
+fn until_ctrl_c<F: Future>(
+    runtime: &Runtime,
+    body: impl FnOnce(watch::Receiver<bool>) -> F,
+) -> F::Output {
+    runtime.block_on(async { body(on_ctrl_c()).await })
+}
+
 /// A flag that turns true on the first Ctrl-C; the second one exits at once.
-fn on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
+fn on_ctrl_c() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_err() {
             return; // No signal handling here: Ctrl-C keeps its default.

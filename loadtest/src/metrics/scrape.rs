@@ -197,30 +197,33 @@ mod tests {
 
     #[test]
     fn anything_else_is_an_error() {
-        assert!(matches!(
-            parse_response(b"HTTP/1.1 503 Service Unavailable\r\n\r\n"),
-            Err(ScrapeError::Status(503))
-        ));
-        assert!(matches!(
-            parse_response(b"SSH-2.0-OpenSSH\r\n\r\n"),
-            Err(ScrapeError::NotHttp)
-        ));
-        assert!(matches!(
-            parse_response(b"HTTP/1.1 200 OK\r\n"),
-            Err(ScrapeError::NotHttp)
-        ));
-        assert!(matches!(
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nm 1"),
-            Err(ScrapeError::NotHttp)
-        ));
-        assert!(matches!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
-            Err(ScrapeError::BadChunks)
-        ));
-        assert!(matches!(
-            parse_response(b"HTTP/1.1 200 OK\r\n\r\n\xff\xfe"),
-            Err(ScrapeError::NotText)
-        ));
+        // Each response and the error it must give, by the error's words
+        // (one per variant, with the status code).
+        for (response, want) in [
+            (
+                &b"HTTP/1.1 503 Service Unavailable\r\n\r\n"[..],
+                ScrapeError::Status(503),
+            ),
+            (b"SSH-2.0-OpenSSH\r\n\r\n", ScrapeError::NotHttp),
+            (b"HTTP/1.1 200 OK\r\n", ScrapeError::NotHttp),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nm 1",
+                ScrapeError::NotHttp,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                ScrapeError::BadChunks,
+            ),
+            (b"HTTP/1.1 200 OK\r\n\r\n\xff\xfe", ScrapeError::NotText),
+        ] {
+            let got = parse_response(response).expect_err("not a 200 with a body");
+            assert_eq!(
+                (std::mem::discriminant(&got), got.to_string()),
+                (std::mem::discriminant(&want), want.to_string()),
+                "{}",
+                String::from_utf8_lossy(response)
+            );
+        }
     }
 
     #[tokio::test]

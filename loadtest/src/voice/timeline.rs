@@ -22,7 +22,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::common::stats::{format_micros, new_histogram, record_all};
+use crate::common::stats::{LatencyPercentiles, format_micros, new_histogram, record_all};
 use crate::metrics::text::ProcessGauges;
 
 /// The soak criteria (`--strict` fails the run when one is not met),
@@ -144,16 +144,22 @@ pub struct IntervalLatency {
 }
 
 impl IntervalLatency {
-    /// The summary of `h`.
+    /// The summary of `h`: the run's own summary ([`LatencyPercentiles`],
+    /// all zero when empty) cut to the row's columns, so that a row and
+    /// the run's totals read a histogram the same way.
     pub fn of(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return IntervalLatency::default();
-        }
+        let LatencyPercentiles {
+            count,
+            p50,
+            p99,
+            max,
+            ..
+        } = LatencyPercentiles::of(h);
         IntervalLatency {
-            count: h.len(),
-            p50: h.value_at_quantile(0.50),
-            p99: h.value_at_quantile(0.99),
-            max: h.max(),
+            count,
+            p50,
+            p99,
+            max,
         }
     }
 }
