@@ -161,6 +161,22 @@ impl SqliteStore {
         failed(&self.path, action)
     }
 
+    /// Every row `sql` selects, each read by `read`, with any failure
+    /// naming `action`: the readers of the store differ only in their query
+    /// and their record.
+    fn select_all<T>(
+        &self,
+        action: &'static str,
+        sql: &str,
+        read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let conn = self.lock();
+        let fail = || self.fail(action);
+        let mut statement = conn.prepare(sql).map_err(fail())?;
+        let rows = statement.query_map([], read).map_err(fail())?;
+        rows.collect::<Result<_, _>>().map_err(fail())
+    }
+
     fn corrupt(&self, detail: String) -> StoreError {
         StoreError::Corrupt {
             what: "database",
@@ -331,16 +347,11 @@ fn put_session_mark(conn: &Connection, mark: u32) -> rusqlite::Result<()> {
 
 impl Store for SqliteStore {
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let conn = self.lock();
-        let fail = || self.fail("read the tokens");
-        let mut statement = conn
-            .prepare(
-                "SELECT id, label, role, sha256, created_at, expires_at, revoked_at
-                 FROM tokens ORDER BY seq",
-            )
-            .map_err(fail())?;
-        let rows = statement
-            .query_map([], |row| {
+        let rows = self.select_all(
+            "read the tokens",
+            "SELECT id, label, role, sha256, created_at, expires_at, revoked_at
+             FROM tokens ORDER BY seq",
+            |row| {
                 Ok((
                     TokenRecord {
                         id: row.get(0)?,
@@ -353,11 +364,10 @@ impl Store for SqliteStore {
                     },
                     row.get::<_, String>(2)?,
                 ))
-            })
-            .map_err(fail())?;
-        let mut tokens = Vec::new();
-        for row in rows {
-            let (mut token, role) = row.map_err(fail())?;
+            },
+        )?;
+        let mut tokens = Vec::with_capacity(rows.len());
+        for (mut token, role) in rows {
             token.role = match role.as_str() {
                 "admin" => Role::Admin,
                 "member" => Role::Member,
@@ -379,17 +389,12 @@ impl Store for SqliteStore {
     }
 
     fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
-        let conn = self.lock();
-        let fail = || self.fail("read the channels");
-        let mut statement = conn
-            .prepare(
-                "SELECT id, name, parent, description, max_members, password_salt,
-                    password_sha256, temporary
-                 FROM channels ORDER BY position",
-            )
-            .map_err(fail())?;
-        let rows = statement
-            .query_map([], |row| {
+        self.select_all(
+            "read the channels",
+            "SELECT id, name, parent, description, max_members, password_salt,
+                password_sha256, temporary
+             FROM channels ORDER BY position",
+            |row| {
                 let salt: Option<String> = row.get(5)?;
                 let sha256: Option<String> = row.get(6)?;
                 Ok(ChannelRecord {
@@ -403,9 +408,8 @@ impl Store for SqliteStore {
                         .map(|(salt, sha256)| StoredPassword { salt, sha256 }),
                     temporary: row.get(7)?,
                 })
-            })
-            .map_err(fail())?;
-        rows.collect::<Result<_, _>>().map_err(fail())
+            },
+        )
     }
 
     fn channels_location(&self) -> &Path {
@@ -434,44 +438,34 @@ impl Store for SqliteStore {
     }
 
     fn bans(&self) -> Result<Vec<(IpAddr, u64)>, StoreError> {
-        let conn = self.lock();
-        let fail = || self.fail("read the bans");
-        let mut statement = conn
-            .prepare("SELECT addr, until FROM bans ORDER BY addr")
-            .map_err(fail())?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-            })
-            .map_err(fail())?;
-        let mut bans = Vec::new();
-        for row in rows {
-            let (addr, until) = row.map_err(fail())?;
+        self.select_all(
+            "read the bans",
+            "SELECT addr, until FROM bans ORDER BY addr",
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+        )?
+        .into_iter()
+        .map(|(addr, until)| {
             let addr = addr
                 .parse()
                 .map_err(|_| self.corrupt(format!("the ban of {addr:?} is no IP address")))?;
-            bans.push((addr, until.max(0) as u64));
-        }
-        Ok(bans)
+            Ok((addr, until.max(0) as u64))
+        })
+        .collect()
     }
 
     fn dataplanes(&self) -> Result<Vec<DataplaneRecord>, StoreError> {
-        let conn = self.lock();
-        let fail = || self.fail("read the data planes");
-        let mut statement = conn
-            .prepare("SELECT id, cert_sha256, first_seen, last_seen FROM dataplanes ORDER BY id")
-            .map_err(fail())?;
-        let rows = statement
-            .query_map([], |row| {
+        self.select_all(
+            "read the data planes",
+            "SELECT id, cert_sha256, first_seen, last_seen FROM dataplanes ORDER BY id",
+            |row| {
                 Ok(DataplaneRecord {
                     id: row.get(0)?,
                     cert_sha256: row.get(1)?,
                     first_seen: row.get::<_, i64>(2)?.max(0) as u64,
                     last_seen: row.get::<_, i64>(3)?.max(0) as u64,
                 })
-            })
-            .map_err(fail())?;
-        rows.collect::<Result<_, _>>().map_err(fail())
+            },
+        )
     }
 
     fn put_dataplane(&self, dataplane: &DataplaneRecord) -> Result<(), StoreError> {
