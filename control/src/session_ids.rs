@@ -79,7 +79,7 @@ mod tests {
     use std::fs;
 
     use super::*;
-    use crate::store::testing::{BOTH, json};
+    use crate::store::testing::{each, json};
 
     #[test]
     fn ids_start_at_one_and_count_up() {
@@ -91,16 +91,15 @@ mod tests {
 
     #[test]
     fn a_restart_never_hands_out_an_id_given_before() {
-        for (_, make) in BOTH {
-            let dir = tempfile::tempdir().unwrap();
-            let mut before = SessionIds::open(make(dir.path())).unwrap();
+        for case in each() {
+            let mut before = SessionIds::open(case.open()).unwrap();
             before.ensure_written().unwrap();
             let mut last = SessionId(0);
             for _ in 0..(BLOCK + 10) {
                 last = before.allocate(|_| false).unwrap();
             }
             drop(before);
-            let mut after = SessionIds::open(make(dir.path())).unwrap();
+            let mut after = SessionIds::open(case.open()).unwrap();
             let first = after.allocate(|_| false).unwrap();
             assert!(first > last, "{first} after {last}");
         }

@@ -293,7 +293,7 @@ mod tests {
     use std::fs;
 
     use super::*;
-    use crate::store::testing::{BOTH, json, sqlite};
+    use crate::store::testing::{each, json, sqlite};
 
     fn store() -> (tempfile::TempDir, TokenStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -365,9 +365,8 @@ mod tests {
 
     #[test]
     fn tokens_survive_a_reopen_and_the_store_holds_no_plaintext() {
-        for (_, make) in BOTH {
-            let dir = tempfile::tempdir().unwrap();
-            let mut store = TokenStore::open(make(dir.path())).unwrap();
+        for case in each() {
+            let mut store = TokenStore::open(case.open()).unwrap();
             let (kept, _) = store.create("kept", Role::Admin, None, at(0)).unwrap();
             let (gone, gone_info) = store.create("gone", Role::Member, None, at(0)).unwrap();
             store.revoke(&gone_info.id, at(1)).unwrap();
@@ -376,14 +375,14 @@ mod tests {
                 .unwrap();
             drop(store);
 
-            for entry in fs::read_dir(dir.path()).unwrap() {
+            for entry in fs::read_dir(case.dir.path()).unwrap() {
                 let bytes = fs::read(entry.unwrap().path()).unwrap();
                 let text = String::from_utf8_lossy(&bytes);
                 assert!(!text.contains(&kept) && !text.contains(&gone));
                 assert!(!text.contains("chosen-bootstrap"));
             }
 
-            let reopened = TokenStore::open(make(dir.path())).unwrap();
+            let reopened = TokenStore::open(case.open()).unwrap();
             assert_eq!(reopened.authenticate(&kept, at(3)).unwrap().label, "kept");
             assert_eq!(reopened.authenticate(&gone, at(3)), Err(AuthError::Revoked));
             assert!(reopened.authenticate("chosen-bootstrap", at(3)).is_ok());

@@ -338,7 +338,34 @@ pub mod testing {
         Arc::new(SqliteStore::open(&dir.join("openspeak.db")).unwrap())
     }
 
-    pub const BOTH: [(&str, Make); 2] = [("json", json), ("sqlite", sqlite)];
+    const BOTH: [(&str, Make); 2] = [("json", json), ("sqlite", sqlite)];
+
+    /// One implementation under test, over a fresh directory of its own.
+    pub struct Case {
+        /// The implementation's name, for assertion messages.
+        pub name: &'static str,
+        /// Where its files are; removed when the case is dropped.
+        pub dir: tempfile::TempDir,
+        make: Make,
+    }
+
+    impl Case {
+        /// Opens the store over the case's directory: again after a drop,
+        /// to see what it kept.
+        pub fn open(&self) -> Arc<dyn Store> {
+            (self.make)(self.dir.path())
+        }
+    }
+
+    /// Each implementation, over a fresh directory each: every test that
+    /// runs the same on both starts from this.
+    pub fn each() -> impl Iterator<Item = Case> {
+        BOTH.into_iter().map(|(name, make)| Case {
+            name,
+            dir: tempfile::tempdir().unwrap(),
+            make,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -375,26 +402,25 @@ mod tests {
         }
     }
 
-    use super::testing::{BOTH, json};
+    use super::testing::{each, json};
 
     #[test]
     fn each_store_starts_empty() {
-        for (name, make) in BOTH {
-            let dir = tempfile::tempdir().unwrap();
-            let store = make(dir.path());
+        for case in each() {
+            let store = case.open();
             assert_eq!(
                 Contents::read(&*store).unwrap(),
                 Contents::default(),
-                "{name}"
+                "{}",
+                case.name
             );
         }
     }
 
     #[test]
     fn each_store_keeps_every_change_across_a_reopen_in_order() {
-        for (name, make) in BOTH {
-            let dir = tempfile::tempdir().unwrap();
-            let store = make(dir.path());
+        for case in each() {
+            let store = case.open();
             store.tokens().unwrap();
             let (a, mut b, c) = (token("a", 10), token("b", 5), token("c", 20));
             for t in [&a, &b, &c] {
@@ -415,7 +441,7 @@ mod tests {
             store.save_session_mark(8193).unwrap();
             drop(store);
 
-            let reopened = make(dir.path());
+            let reopened = case.open();
             let contents = Contents::read(&*reopened).unwrap();
             assert_eq!(
                 contents,
@@ -426,23 +452,24 @@ mod tests {
                     channels: tree.clone(),
                     session_mark: Some(8193),
                 },
-                "{name}"
+                "{}",
+                case.name
             );
         }
     }
 
     #[test]
     fn each_store_refuses_a_token_with_a_malformed_hash_naming_the_file() {
-        for (name, make) in BOTH {
-            let dir = tempfile::tempdir().unwrap();
-            let store = make(dir.path());
+        for case in each() {
+            let store = case.open();
             store.tokens().unwrap();
             let mut bad = token("bad", 1);
             bad.sha256 = "not hex".into();
             store.put_token(&bad).unwrap();
             drop(store);
-            let err = make(dir.path()).tokens().unwrap_err().to_string();
-            assert!(err.contains(dir.path().to_str().unwrap()), "{name}: {err}");
+            let err = case.open().tokens().unwrap_err().to_string();
+            let (name, dir) = (case.name, case.dir.path());
+            assert!(err.contains(dir.to_str().unwrap()), "{name}: {err}");
             assert!(err.contains("bad"), "{name}: {err}");
         }
     }
@@ -534,9 +561,8 @@ mod tests {
     #[ignore = "a measurement; run by hand"]
     fn write_cost() {
         const N: u64 = 300;
-        for (name, make) in BOTH {
-            let dir = tempfile::tempdir().unwrap();
-            let store = make(dir.path());
+        for case in each() {
+            let store = case.open();
             let mut tokens = crate::tokens::TokenStore::open(store.clone()).unwrap();
             let start = std::time::Instant::now();
             for i in 0..N {
@@ -557,8 +583,9 @@ mod tests {
             }
             let per_tree = start.elapsed() / N as u32;
             eprintln!(
-                "{name}: one token creation {per_token:?} (of {N}, up to {N} tokens stored); \
-                 one save of a 100-channel tree {per_tree:?}"
+                "{}: one token creation {per_token:?} (of {N}, up to {N} tokens stored); \
+                 one save of a 100-channel tree {per_tree:?}",
+                case.name
             );
         }
     }
