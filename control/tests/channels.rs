@@ -19,6 +19,17 @@ async fn create_named(
         .await
 }
 
+/// An `UpdateChannelRequest` for channel `id` that changes only what `set`
+/// sets: most updates here change one field.
+fn change(id: &str, set: impl FnOnce(&mut pb::UpdateChannelRequest)) -> pb::UpdateChannelRequest {
+    let mut request = pb::UpdateChannelRequest {
+        channel_id: id.to_owned(),
+        ..Default::default()
+    };
+    set(&mut request);
+    request
+}
+
 async fn lobby_id(client: &Client) -> String {
     let channels = client.list_channels().await.unwrap();
     let lobby = channels
@@ -123,9 +134,7 @@ async fn names_are_counted_in_scalar_values_after_trimming() {
 
 #[tokio::test]
 async fn descriptions_and_passwords_have_limits() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let raw = server.raw(&server.admin_token).await;
+    let (_server, admin, raw) = TestServer::start_with_raw_admin().await;
     let request = |name: &str, description: String, password: String| {
         NewChannel::new(name)
             .description(description)
@@ -163,31 +172,21 @@ async fn descriptions_and_passwords_have_limits() {
 
     let channel = create_named(&admin, "Target", "").await.unwrap();
     expect_reason(
-        raw.update_channel(pb::UpdateChannelRequest {
-            channel_id: channel.id.clone(),
-            description: Some("d".repeat(1025)),
-            ..Default::default()
-        })
+        raw.update_channel(change(&channel.id, |u| {
+            u.description = Some("d".repeat(1025))
+        }))
         .await,
         Reason::InvalidRequest,
     );
     expect_reason(
-        raw.update_channel(pb::UpdateChannelRequest {
-            channel_id: channel.id.clone(),
-            password: Some("p".repeat(129)),
-            ..Default::default()
-        })
-        .await,
+        raw.update_channel(change(&channel.id, |u| u.password = Some("p".repeat(129))))
+            .await,
         Reason::InvalidRequest,
     );
     for name in [String::new(), " ".into(), "n".repeat(65)] {
         expect_reason(
-            raw.update_channel(pb::UpdateChannelRequest {
-                channel_id: channel.id.clone(),
-                name: Some(name),
-                ..Default::default()
-            })
-            .await,
+            raw.update_channel(change(&channel.id, |u| u.name = Some(name)))
+                .await,
             Reason::InvalidRequest,
         );
     }
@@ -197,9 +196,7 @@ async fn descriptions_and_passwords_have_limits() {
 
 #[tokio::test]
 async fn sibling_names_are_unique_ignoring_case() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let raw = server.raw(&server.admin_token).await;
+    let (_server, admin, raw) = TestServer::start_with_raw_admin().await;
     let invalid = Reason::InvalidRequest;
 
     // The default channel is a top-level sibling too.
@@ -217,30 +214,18 @@ async fn sibling_names_are_unique_ignoring_case() {
     // Renaming into a sibling's name, or moving next to a namesake, is refused.
     let music = create_named(&admin, "Music", "").await.unwrap();
     expect_reason(
-        raw.update_channel(pb::UpdateChannelRequest {
-            channel_id: music.id.clone(),
-            name: Some("GAMES".into()),
-            ..Default::default()
-        })
-        .await,
+        raw.update_channel(change(&music.id, |u| u.name = Some("GAMES".into())))
+            .await,
         invalid,
     );
     expect_reason(
-        raw.update_channel(pb::UpdateChannelRequest {
-            channel_id: inner.id.clone(),
-            parent_id: Some(String::new()),
-            ..Default::default()
-        })
-        .await,
+        raw.update_channel(change(&inner.id, |u| u.parent_id = Some(String::new())))
+            .await,
         invalid,
     );
     // Renaming a channel to a new case of its own name is fine.
     let renamed = raw
-        .update_channel(pb::UpdateChannelRequest {
-            channel_id: music.id.clone(),
-            name: Some("MUSIC".into()),
-            ..Default::default()
-        })
+        .update_channel(change(&music.id, |u| u.name = Some("MUSIC".into())))
         .await
         .unwrap();
     assert_eq!(renamed.name, "MUSIC");
@@ -248,9 +233,7 @@ async fn sibling_names_are_unique_ignoring_case() {
 
 #[tokio::test]
 async fn update_changes_only_the_fields_given() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let raw = server.raw(&server.admin_token).await;
+    let (_server, admin, raw) = TestServer::start_with_raw_admin().await;
     let top = create_named(&admin, "Top", "").await.unwrap();
     let channel = admin
         .create_channel_with(
@@ -273,11 +256,7 @@ async fn update_changes_only_the_fields_given() {
     assert_eq!(same, channel);
 
     let renamed = raw
-        .update_channel(pb::UpdateChannelRequest {
-            channel_id: channel.id.clone(),
-            name: Some(" New ".into()),
-            ..Default::default()
-        })
+        .update_channel(change(&channel.id, |u| u.name = Some(" New ".into())))
         .await
         .unwrap();
     assert_eq!(renamed.name, "New");
@@ -320,31 +299,21 @@ async fn update_changes_only_the_fields_given() {
 
 #[tokio::test]
 async fn a_channel_cannot_move_below_itself() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let raw = server.raw(&server.admin_token).await;
+    let (_server, admin, raw) = TestServer::start_with_raw_admin().await;
     let a = create_named(&admin, "A", "").await.unwrap();
     let b = create_named(&admin, "B", &a.id).await.unwrap();
     let c = create_named(&admin, "C", &b.id).await.unwrap();
     for parent in [&a.id, &b.id, &c.id] {
         expect_reason(
-            raw.update_channel(pb::UpdateChannelRequest {
-                channel_id: a.id.clone(),
-                parent_id: Some(parent.clone()),
-                ..Default::default()
-            })
-            .await,
+            raw.update_channel(change(&a.id, |u| u.parent_id = Some(parent.clone())))
+                .await,
             Reason::InvalidRequest,
         );
     }
     assert_eq!(admin.get_channel(&a.id).await.unwrap().parent_id, "");
     // Moving the other way is fine.
     let moved = raw
-        .update_channel(pb::UpdateChannelRequest {
-            channel_id: c.id.clone(),
-            parent_id: Some(a.id.clone()),
-            ..Default::default()
-        })
+        .update_channel(change(&c.id, |u| u.parent_id = Some(a.id.clone())))
         .await
         .unwrap();
     assert_eq!(moved.parent_id, a.id);
@@ -352,9 +321,7 @@ async fn a_channel_cannot_move_below_itself() {
 
 #[tokio::test]
 async fn unknown_and_empty_channel_ids() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let raw = server.raw(&server.admin_token).await;
+    let (_server, admin, raw) = TestServer::start_with_raw_admin().await;
     let session = admin.session("admin").await;
     let not_found = Reason::ChannelNotFound;
     let invalid = Reason::InvalidRequest;
@@ -375,12 +342,8 @@ async fn unknown_and_empty_channel_ids() {
         expect_reason(session.join(id, "").await, not_found);
         expect_reason(admin.move_member(session.id(), id).await, not_found);
         expect_reason(
-            raw.update_channel(pb::UpdateChannelRequest {
-                channel_id: id.into(),
-                name: Some("x".into()),
-                ..Default::default()
-            })
-            .await,
+            raw.update_channel(change(id, |u| u.name = Some("x".into())))
+                .await,
             not_found,
         );
         // An unknown parent is CHANNEL_NOT_FOUND too.
@@ -388,11 +351,9 @@ async fn unknown_and_empty_channel_ids() {
     }
     let real = create_named(&admin, "Real", "").await.unwrap();
     expect_reason(
-        raw.update_channel(pb::UpdateChannelRequest {
-            channel_id: real.id.clone(),
-            parent_id: Some("no-such-parent".into()),
-            ..Default::default()
-        })
+        raw.update_channel(change(&real.id, |u| {
+            u.parent_id = Some("no-such-parent".into())
+        }))
         .await,
         not_found,
     );
@@ -403,12 +364,8 @@ async fn unknown_and_empty_channel_ids() {
     expect_reason(session.join("", "").await, invalid);
     expect_reason(admin.move_member(session.id(), "").await, invalid);
     expect_reason(
-        raw.update_channel(pb::UpdateChannelRequest {
-            channel_id: String::new(),
-            name: Some("x".into()),
-            ..Default::default()
-        })
-        .await,
+        raw.update_channel(change("", |u| u.name = Some("x".into())))
+            .await,
         invalid,
     );
 }
@@ -437,29 +394,19 @@ async fn delete_removes_the_channel_but_never_the_default_one() {
 
 #[tokio::test]
 async fn the_default_channel_stays_a_top_level_channel_that_is_never_temporary() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let raw = server.raw(&server.admin_token).await;
+    let (_server, admin, raw) = TestServer::start_with_raw_admin().await;
     let lobby = lobby_id(&admin).await;
     let other = create_named(&admin, "Other", "").await.unwrap();
     // Temporary channels get deleted; the default one always exists.
     expect_reason(
-        raw.update_channel(pb::UpdateChannelRequest {
-            channel_id: lobby.clone(),
-            temporary: Some(true),
-            ..Default::default()
-        })
-        .await,
+        raw.update_channel(change(&lobby, |u| u.temporary = Some(true)))
+            .await,
         Reason::InvalidRequest,
     );
     // It is a top-level sibling, and deleting a parent must not take it along.
     expect_reason(
-        raw.update_channel(pb::UpdateChannelRequest {
-            channel_id: lobby.clone(),
-            parent_id: Some(other.id.clone()),
-            ..Default::default()
-        })
-        .await,
+        raw.update_channel(change(&lobby, |u| u.parent_id = Some(other.id.clone())))
+            .await,
         Reason::InvalidRequest,
     );
     let now = admin.get_channel(&lobby).await.unwrap();

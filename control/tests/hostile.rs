@@ -335,9 +335,7 @@ async fn invisible_and_direction_changing_names_are_refused() {
 
 #[tokio::test]
 async fn names_are_stored_in_nfkc_and_compared_that_way() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let raw = server.raw(&server.admin_token).await;
+    let (_server, admin, raw) = TestServer::start_with_raw_admin().await;
     let mut channels = raw.channels();
 
     // Fullwidth letters are the same name as their ASCII forms.

@@ -87,6 +87,16 @@ impl TestServer {
         Self::start().await.with_member().await
     }
 
+    /// A fresh control plane, a library client with its admin token and raw
+    /// clients with the same token: where the tests of what the library
+    /// does not send (`UpdateChannel`, values no Rust enum holds) begin.
+    pub async fn start_with_raw_admin() -> (TestServer, Client, Raw) {
+        let server = Self::start().await;
+        let admin = server.admin().await;
+        let raw = server.raw(&server.admin_token).await;
+        (server, admin, raw)
+    }
+
     /// This server, a client with its admin token and one with a new
     /// member token.
     pub async fn with_member(self) -> (TestServer, Client, Client) {
