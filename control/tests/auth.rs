@@ -6,10 +6,10 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openspeak_client::{TokenLifetime, pb};
+use openspeak_client::{Client, TokenLifetime, pb};
 use openspeak_shared::{Reason, metadata};
 use support::{AsStatus, ClientExt, Raw, TestServer, expect_err, expect_reason, within};
-use tonic::{Code, Request, metadata::MetadataValue};
+use tonic::{Code, Request, Status, metadata::MetadataValue};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// A request whose `authorization` metadata is `value` exactly, or none.
@@ -43,57 +43,39 @@ fn now_secs() -> i64 {
         .as_secs() as i64
 }
 
+/// A new member token labelled `label` that lives for `lifetime`: its
+/// plaintext and its info, as CreateToken answers.
+async fn member_token_lasting(
+    admin: &Client,
+    label: &str,
+    lifetime: TokenLifetime,
+) -> (String, pb::TokenInfo) {
+    admin
+        .create_token(label, pb::Role::Member, lifetime)
+        .await
+        .expect("CreateToken succeeds")
+}
+
 /// Calls one RPC of every service (and Connect) with `auth` as the
 /// `authorization` metadata, and asserts each is refused as UNAUTHENTICATED.
 async fn refused_everywhere(client: &Raw, auth: Option<&str>) {
-    unauthenticated(
-        within(
-            "WhoAmI",
-            client
-                .auth()
-                .who_am_i(with_auth(auth, pb::WhoAmIRequest {})),
-        )
-        .await,
-    );
-    unauthenticated(
-        within(
-            "ListChannels",
-            client
-                .channels()
-                .list_channels(with_auth(auth, pb::ListChannelsRequest {})),
-        )
-        .await,
-    );
-    unauthenticated(
-        within(
-            "ListOnline",
-            client
-                .presence()
-                .list_online(with_auth(auth, pb::ListOnlineRequest {})),
-        )
-        .await,
-    );
-    unauthenticated(
-        within(
-            "Connect",
-            client.presence().connect(with_auth(
-                auth,
-                pb::ConnectRequest {
-                    display_name: "x".into(),
-                },
-            )),
-        )
-        .await,
-    );
-    unauthenticated(
-        within(
-            "OpenVoice",
-            client
-                .voice()
-                .open_voice(with_auth(auth, pb::OpenVoiceRequest {})),
-        )
-        .await,
-    );
+    let request = with_auth(auth, pb::WhoAmIRequest {});
+    refused("WhoAmI", client.auth().who_am_i(request)).await;
+    let request = with_auth(auth, pb::ListChannelsRequest {});
+    refused("ListChannels", client.channels().list_channels(request)).await;
+    let request = with_auth(auth, pb::ListOnlineRequest {});
+    refused("ListOnline", client.presence().list_online(request)).await;
+    let display_name = "x".into();
+    let request = with_auth(auth, pb::ConnectRequest { display_name });
+    refused("Connect", client.presence().connect(request)).await;
+    let request = with_auth(auth, pb::OpenVoiceRequest {});
+    refused("OpenVoice", client.voice().open_voice(request)).await;
+}
+
+/// Awaits `call` (bounded, named `rpc` in messages) and asserts that it was
+/// refused as UNAUTHENTICATED.
+async fn refused<T: std::fmt::Debug>(rpc: &str, call: impl Future<Output = Result<T, Status>>) {
+    unauthenticated(within(rpc, call).await);
 }
 
 #[tokio::test]
@@ -118,14 +100,12 @@ async fn create_token_shows_the_plaintext_once_and_lists_only_infos() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
     let before = now_secs();
-    let (token, info) = admin
-        .create_token(
-            "  bob  ",
-            pb::Role::Member,
-            TokenLifetime::For(Duration::from_secs(3600)),
-        )
-        .await
-        .unwrap();
+    let (token, info) = member_token_lasting(
+        &admin,
+        "  bob  ",
+        TokenLifetime::For(Duration::from_secs(3600)),
+    )
+    .await;
     assert!(!token.is_empty());
     assert_ne!(token, info.id, "the id is not the secret");
     assert_eq!(info.label, "bob", "labels are stored trimmed");
@@ -234,14 +214,8 @@ async fn revoke_token_refuses_the_token_and_hides_it() {
 async fn bad_tokens_are_unauthenticated_on_every_service() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let (revoked, info) = admin
-        .create_token(
-            "soon revoked",
-            pb::Role::Member,
-            TokenLifetime::ServerDefault,
-        )
-        .await
-        .unwrap();
+    let (revoked, info) =
+        member_token_lasting(&admin, "soon revoked", TokenLifetime::ServerDefault).await;
     admin.revoke_token(&info.id).await.unwrap();
     let unknown = support::random_secret("test");
     let raw = server.raw(&server.admin_token).await;
@@ -275,14 +249,8 @@ async fn bad_tokens_are_unauthenticated_on_every_service() {
 async fn an_expired_token_is_refused_and_its_sessions_end() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let (token, info) = admin
-        .create_token(
-            "brief",
-            pb::Role::Member,
-            TokenLifetime::For(Duration::from_secs(2)),
-        )
-        .await
-        .unwrap();
+    let (token, info) =
+        member_token_lasting(&admin, "brief", TokenLifetime::For(Duration::from_secs(2))).await;
     let brief = admin.with_token(&token).unwrap();
     let mut session = brief.session("brief").await;
 
