@@ -3,24 +3,19 @@
 //! leaves nothing behind.
 //!
 //! Every wait is bounded: the scenario by its own `--timeout`, the whole
-//! test by [`WAIT`].
+//! test by `support::WAIT`.
+
+mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use openspeak_control::ControlPlane;
 use openspeak_loadtest::{
     ConnectError, JsonReport, Outcome, RunError, RunFlags, SessionsArgs, SetupError, run_sessions,
 };
-use openspeak_shared::metadata::AUTHORIZATION;
-use openspeak_shared::pb;
-use openspeak_testkit::within_for;
+use support::{no_interrupt, within};
 use tempfile::TempDir;
 use tokio::sync::{oneshot, watch};
-use tonic::transport::Endpoint;
-
-/// Bound on any one test's waiting.
-const WAIT: Duration = Duration::from_secs(60);
 
 /// A control plane serving in this test's runtime.
 struct Server {
@@ -66,46 +61,9 @@ fn args(server: &Server, clients: u32, channels: u32) -> SessionsArgs {
     }
 }
 
-/// An interrupt that never fires.
-fn no_interrupt() -> watch::Receiver<bool> {
-    watch::channel(false).1
-}
-
-async fn within<T>(future: impl Future<Output = T>) -> T {
-    within_for(WAIT, "the test", future).await
-}
-
 /// What the server still holds: channel names and token labels.
 async fn leftovers(server: &Server) -> (Vec<String>, Vec<String>) {
-    let channel = Endpoint::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let bearer: tonic::metadata::AsciiMetadataValue =
-        format!("Bearer {}", server.admin_token).parse().unwrap();
-    let mut list_channels = tonic::Request::new(pb::ListChannelsRequest {});
-    list_channels
-        .metadata_mut()
-        .insert(AUTHORIZATION, bearer.clone());
-    let channels = pb::channel_service_client::ChannelServiceClient::new(channel.clone())
-        .list_channels(list_channels)
-        .await
-        .unwrap()
-        .into_inner()
-        .channels;
-    let mut list_tokens = tonic::Request::new(pb::ListTokensRequest {});
-    list_tokens.metadata_mut().insert(AUTHORIZATION, bearer);
-    let tokens = pb::auth_service_client::AuthServiceClient::new(channel)
-        .list_tokens(list_tokens)
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens;
-    (
-        channels.into_iter().map(|c| c.name).collect(),
-        tokens.into_iter().map(|t| t.label).collect(),
-    )
+    support::leftovers(server.addr, &server.admin_token).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,11 +20,9 @@ use std::time::Duration;
 use openspeak_loadtest::{
     JitterDist, JsonReport, LossModel, Outcome, Plane, Transport, VoicePlan, VoiceReport, run_voice,
 };
-use openspeak_shared::metadata::AUTHORIZATION;
-use openspeak_shared::pb;
 use support::{
-    System, bearer, connection, no_interrupt, start_system, start_system_with,
-    start_system_with_control_metrics, within,
+    System, no_interrupt, start_system, start_system_with, start_system_with_control_metrics,
+    within,
 };
 use tokio::sync::watch;
 
@@ -41,6 +39,21 @@ fn plan(system: &System, clients: u32, channels: u32) -> VoicePlan {
     p
 }
 
+/// The two reordering tests' run: four channels of two (one listener per
+/// speaker) for 3 s, 5 % of the uplink's packets held back one frame, each
+/// delayed by `delay` ± `jitter` (uniform), the data plane's metrics
+/// scraped. They differ only in the delay and how wide the jitter is.
+fn reordered_plan(system: &System, delay: Duration, jitter: Duration) -> VoicePlan {
+    let mut p = plan(system, 8, 4);
+    p.duration = Duration::from_secs(3);
+    p.uplink.delay = delay;
+    p.uplink.jitter = jitter;
+    p.uplink.jitter_dist = JitterDist::Uniform;
+    p.uplink.reorder = 0.05;
+    p.metrics = Some(system.metrics_addr.to_string());
+    p
+}
+
 /// Runs `p` and checks that it completed with every check passed; returns
 /// the report and its table, for the messages of the caller's assertions.
 async fn run_clean(p: &VoicePlan) -> (VoiceReport, String) {
@@ -53,18 +66,7 @@ async fn run_clean(p: &VoicePlan) -> (VoiceReport, String) {
 
 /// The names of the channels the server still holds.
 async fn channel_names(system: &System) -> Vec<String> {
-    let mut list = tonic::Request::new(pb::ListChannelsRequest {});
-    list.metadata_mut()
-        .insert(AUTHORIZATION, bearer(&system.admin_token));
-    pb::channel_service_client::ChannelServiceClient::new(connection(system).await)
-        .list_channels(list)
-        .await
-        .unwrap()
-        .into_inner()
-        .channels
-        .into_iter()
-        .map(|c| c.name)
-        .collect()
+    support::leftovers(system.addr, &system.admin_token).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,12 +204,8 @@ async fn the_data_plane_puts_a_jittered_reordered_uplink_back_in_order() {
         // inside its shortest wait (one frame) and its 60 ms cap. Wider
         // jitter would let its adaptive wait (three times the measured
         // jitter) run out on a busy machine, and the test measure that.
-        let mut p = plan(&system, 8, 4);
-        p.duration = Duration::from_secs(3);
-        p.uplink.delay = Duration::from_millis(5);
-        p.uplink.jitter = Duration::from_millis(5);
-        p.uplink.jitter_dist = JitterDist::Uniform;
-        p.uplink.reorder = 0.05;
+        let mut p = reordered_plan(&system, Duration::from_millis(5), Duration::from_millis(5));
+        // The metrics listener given as a URL, as a person might copy it.
         p.metrics = Some(format!("http://{}", system.metrics_addr));
         let (report, table) = run_clean(&p).await;
         let d = report.delivery;
@@ -237,12 +235,7 @@ async fn with_20_ms_jitter_listeners_still_hear_in_order() {
         // must hold whatever it gives up: listeners hear every stream in
         // order, and every packet they miss is one the data plane counted
         // as lost (a gap it stopped waiting for), not silently dropped.
-        let mut p = plan(&system, 8, 4);
-        p.duration = Duration::from_secs(3);
-        p.uplink.jitter = Duration::from_millis(20);
-        p.uplink.jitter_dist = JitterDist::Uniform;
-        p.uplink.reorder = 0.05;
-        p.metrics = Some(system.metrics_addr.to_string());
+        let p = reordered_plan(&system, Duration::ZERO, Duration::from_millis(20));
         let (report, table) = run_clean(&p).await;
         let d = report.delivery;
 

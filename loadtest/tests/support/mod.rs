@@ -1,7 +1,8 @@
 //! What the load generator's system tests share: both planes in this
 //! process on `127.0.0.1` with any free ports (the test kit's
 //! `TestSystem`, as `openspeak-server` runs them), a fresh admin token and
-//! state directory each, and the bounded waits the tests use.
+//! state directory each, the admin's view of what a run left behind, and
+//! the bounded waits the tests use.
 //!
 //! Every wait here is bounded, by [`WAIT`] or by the test kit's own.
 
@@ -12,6 +13,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use openspeak_shared::config::Config;
+use openspeak_shared::metadata::AUTHORIZATION;
+use openspeak_shared::pb;
 use openspeak_testkit::{TestSystem, within_for};
 use tokio::sync::watch;
 use tonic::metadata::AsciiMetadataValue;
@@ -72,12 +75,43 @@ pub fn bearer(token: &str) -> AsciiMetadataValue {
     format!("Bearer {token}").parse().expect("a valid header")
 }
 
-pub async fn connection(system: &System) -> Channel {
-    Endpoint::from_shared(format!("http://{}", system.addr))
+/// A plaintext connection to the control plane at `addr`.
+pub async fn connection(addr: SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap()
+}
+
+/// `message` as a request carrying `token`.
+fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(AUTHORIZATION, bearer(token));
+    request
+}
+
+/// What the control plane at `addr` still holds, asked with the admin
+/// token: the channels' names and the tokens' labels. After a run, its
+/// channels should be gone and its member token revoked.
+pub async fn leftovers(addr: SocketAddr, admin_token: &str) -> (Vec<String>, Vec<String>) {
+    let channel = connection(addr).await;
+    let channels = pb::channel_service_client::ChannelServiceClient::new(channel.clone())
+        .list_channels(authorized(pb::ListChannelsRequest {}, admin_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .channels;
+    let tokens = pb::auth_service_client::AuthServiceClient::new(channel)
+        .list_tokens(authorized(pb::ListTokensRequest {}, admin_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    (
+        channels.into_iter().map(|c| c.name).collect(),
+        tokens.into_iter().map(|t| t.label).collect(),
+    )
 }
 
 /// An interrupt that never fires.
