@@ -14,9 +14,10 @@ use tonic::transport::Channel;
 
 use crate::common::credentials::{ClientTokens, Credentials};
 use crate::common::error::{RunError, SetupError};
-use crate::common::flags::ServerFlags;
+use crate::common::flags::{RunFlags, ServerFlags};
 use crate::common::pool::Pool;
 use crate::common::tally::describe_status;
+use crate::common::task::random_run_id;
 
 /// Setup calls in flight at once (channel creation can be many calls).
 const SETUP_CONCURRENCY: usize = 16;
@@ -52,12 +53,71 @@ pub struct Admin {
     addr: String,
 }
 
+/// A scenario's run once [`Admin::set_up_run`] set it up.
+#[derive(Debug)]
+pub struct RunSetup {
+    /// `--run-id`, else a random one.
+    pub run_id: String,
+    /// The clients' connections.
+    pub pool: Pool,
+    /// The admin, for the checks during the run and the cleanup.
+    pub admin: Admin,
+    /// What the run made and must clean up.
+    pub fixtures: Fixtures,
+    /// The credentials the clients use.
+    pub creds: ClientTokens,
+    /// `--keep`: [`clean_up`](Self::clean_up) leaves the fixtures.
+    keep: bool,
+}
+
+impl RunSetup {
+    /// Deletes the run's channels and revokes its member tokens, unless
+    /// `--keep`; what went wrong, as warnings for the report.
+    pub async fn clean_up(&self) -> Vec<String> {
+        if self.keep {
+            return Vec::new();
+        }
+        self.admin
+            .clean_up(&self.fixtures, Instant::now() + CLEANUP_GRACE)
+            .await
+    }
+}
+
 /// The name of channel `i` of run `run_id`.
 pub fn channel_name(run_id: &str, i: u32) -> String {
     format!("load-{run_id}-{i}")
 }
 
 impl Admin {
+    /// How every scenario of many clients starts, before `deadline`: names
+    /// the run, opens `size` connections, checks the admin token
+    /// ([`connect`](Self::connect)), then makes the run's `channels`
+    /// channels and, with `member_ttl`, the member tokens for its
+    /// `clients` clients ([`prepare`](Self::prepare), which keeps what it
+    /// made on a failure only with `--keep`).
+    pub async fn set_up_run(
+        run: &RunFlags,
+        size: u32,
+        channels: u32,
+        clients: u32,
+        member_ttl: Option<Duration>,
+        deadline: Instant,
+    ) -> Result<RunSetup, RunError> {
+        let run_id = run.run_id.clone().unwrap_or_else(random_run_id);
+        let (pool, admin) = Admin::connect(&run.server, size, deadline).await?;
+        let (fixtures, creds) = admin
+            .prepare(&run_id, channels, clients, member_ttl, run.keep, deadline)
+            .await?;
+        Ok(RunSetup {
+            run_id,
+            pool,
+            admin,
+            fixtures,
+            creds,
+            keep: run.keep,
+        })
+    }
+
     /// Opens `size` connections to the control plane and checks that the
     /// token is an admin token, before `deadline`.
     pub async fn connect(

@@ -1,9 +1,16 @@
-//! Small helpers every run's tasks share: locks, the interrupt, random
-//! names and seeds, and errors as one line.
+//! Small helpers every run's tasks share: locks, the interrupt, the grace
+//! for collecting them, random names and seeds, and errors as one line.
 
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::watch;
+
+/// Time for a run's client tasks to hand back what they measured (the
+/// `sessions` readers their observers, the `voice` members their tallies)
+/// once told to stop; what a task has not handed back by then is lost,
+/// with a warning.
+pub const COLLECT_GRACE: Duration = Duration::from_secs(5);
 
 /// Locks a mutex, ignoring poisoning: the data are counters, still usable
 /// after a panic elsewhere.

@@ -34,9 +34,9 @@ use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use crate::common::error::RunError;
 use crate::common::progress::{Phase, print_progress};
 use crate::common::report::Outcome;
-use crate::common::setup::{Admin, CLEANUP_GRACE, TOKEN_SPARE_LIFE};
+use crate::common::setup::{Admin, TOKEN_SPARE_LIFE};
 use crate::common::stats::{LatencyPercentiles, per_second};
-use crate::common::task::{interrupted, lock, random_run_id};
+use crate::common::task::{COLLECT_GRACE, interrupted, lock};
 use crate::metrics::process::{Usage, UsageProbe};
 use crate::sessions::checks::{Join, Watcher, missing_joins};
 use crate::sessions::client::{Histograms, ReaderEnd, Shared, run_client};
@@ -51,8 +51,6 @@ use flags::SessionsArgs;
 const QUIET: Duration = Duration::from_secs(2);
 /// How often the settle phase looks at the counters.
 const SETTLE_POLL: Duration = Duration::from_millis(20);
-/// Time for readers to hand back their observers once told to close.
-const COLLECT_GRACE: Duration = Duration::from_secs(5);
 /// Time for the server to notice the closed streams.
 const OFFLINE_GRACE: Duration = Duration::from_secs(5);
 
@@ -67,7 +65,6 @@ pub async fn run_sessions(
 ) -> Result<Report, RunError> {
     let started = Instant::now();
     let deadline = started + args.timeout();
-    let run_id = args.run.run_id.clone().unwrap_or_else(random_run_id);
     let mut warnings = Vec::new();
 
     let size = args.effective_connections();
@@ -81,27 +78,18 @@ pub async fn run_sessions(
         }
         warnings.push(note);
     }
-    let (pool, admin) = Admin::connect(&args.run.server, size, deadline).await?;
     let ttl = (!args.as_admin).then(|| args.timeout() + TOKEN_SPARE_LIFE);
-    let (fixtures, creds) = admin
-        .prepare(
-            &run_id,
-            args.channels,
-            args.clients,
-            ttl,
-            args.run.keep,
-            deadline,
-        )
-        .await?;
+    let prepared =
+        Admin::set_up_run(&args.run, size, args.channels, args.clients, ttl, deadline).await?;
 
     let clients = args.clients as usize;
     let counters = Arc::new(Counters::default());
     counters.phase.set(Phase::Ramp);
     let (close_tx, close_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        registry: Registry::new(clients, fixtures.channel_ids.clone()),
-        pool: pool.clone(),
-        tokens: creds,
+        registry: Registry::new(clients, prepared.fixtures.channel_ids.clone()),
+        pool: prepared.pool.clone(),
+        tokens: prepared.creds.clone(),
         ramp: Arc::new(Semaphore::new(args.run.ramp_concurrency as usize)),
         counters: counters.clone(),
         tally: Mutex::default(),
@@ -195,7 +183,13 @@ pub async fn run_sessions(
     }
     let sessions_left_online = {
         let session_ids = shared.registry.session_ids();
-        match wait_offline(&admin, &session_ids, Instant::now() + OFFLINE_GRACE).await {
+        match wait_offline(
+            &prepared.admin,
+            &session_ids,
+            Instant::now() + OFFLINE_GRACE,
+        )
+        .await
+        {
             Ok(n) => Some(n as u64),
             Err(status) => {
                 warnings.push(format!(
@@ -208,13 +202,7 @@ pub async fn run_sessions(
     };
     // The window closes before cleanup, whose deletes are not the load.
     let usage = probe.finish(&mut warnings);
-    if !args.run.keep {
-        warnings.extend(
-            admin
-                .clean_up(&fixtures, Instant::now() + CLEANUP_GRACE)
-                .await,
-        );
-    }
+    warnings.extend(prepared.clean_up().await);
 
     let mut findings = Vec::with_capacity(observers.len());
     for (mut observer, end) in observers {
@@ -224,8 +212,8 @@ pub async fn run_sessions(
     }
     let facts = RunFacts {
         args,
-        run_id,
-        connections: pool.len() as u64,
+        run_id: prepared.run_id,
+        connections: prepared.pool.len() as u64,
         elapsed: started.elapsed(),
         settle_end: settle_end.into_std(),
         outcome,

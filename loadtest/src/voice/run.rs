@@ -34,10 +34,10 @@ use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use crate::common::error::RunError;
 use crate::common::progress::{Phase, line_start, print_progress};
 use crate::common::report::Outcome;
-use crate::common::setup::{Admin, CLEANUP_GRACE, TOKEN_SPARE_LIFE};
+use crate::common::setup::{Admin, TOKEN_SPARE_LIFE};
 use crate::common::stats::{LatencyPercentiles, duration_micros, micros_per, per_second};
 use crate::common::tally::{ErrorKind, Failures, Step};
-use crate::common::task::{self, error_chain, lock, random_run_id};
+use crate::common::task::{self, COLLECT_GRACE, error_chain, lock};
 use crate::metrics::process::UsageProbe;
 use crate::metrics::scrape::{metrics_authority, scrape, scrape_process};
 use crate::metrics::text::DataplaneCounters;
@@ -57,8 +57,6 @@ use crate::voice::timeline::{Plane, ProcessSample, ROW_GRACE, TimelineRow, judge
 pub const WARMUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the warm-up checks whether every path carries voice.
 const WARMUP_POLL: Duration = Duration::from_millis(10);
-/// Time for listeners to hand back their tallies once told to stop.
-const COLLECT_GRACE: Duration = Duration::from_secs(5);
 /// Time for closing the voice connections and the sessions.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Runs the scenario. An `Err` means the run could not start; a run that
@@ -72,27 +70,19 @@ pub async fn run_voice(
     plan.validate()?;
     let started = Instant::now();
     let setup_deadline = started + plan.setup_timeout;
-    let run_id = plan.run.run_id.clone().unwrap_or_else(random_run_id);
     let layout = plan.layout();
     let mut warnings = Vec::new();
 
-    let (pool, admin) = Admin::connect(
-        &plan.run.server,
+    let ttl = plan.setup_timeout + plan.duration + TOKEN_SPARE_LIFE;
+    let prepared = Admin::set_up_run(
+        &plan.run,
         plan.effective_connections(),
+        plan.channels,
+        plan.clients,
+        Some(ttl),
         setup_deadline,
     )
     .await?;
-    let ttl = plan.setup_timeout + plan.duration + TOKEN_SPARE_LIFE;
-    let (fixtures, creds) = admin
-        .prepare(
-            &run_id,
-            plan.channels,
-            plan.clients,
-            Some(ttl),
-            plan.run.keep,
-            setup_deadline,
-        )
-        .await?;
 
     let counters = Arc::new(VoiceCounters::default());
     let (close_tx, close_rx) = watch::channel(false);
@@ -100,9 +90,9 @@ pub async fn run_voice(
         plan: plan.clone(),
         layout,
         epoch: started.into_std(),
-        pool: pool.clone(),
-        tokens: creds,
-        channel_ids: fixtures.channel_ids.clone(),
+        pool: prepared.pool.clone(),
+        tokens: prepared.creds.clone(),
+        channel_ids: prepared.fixtures.channel_ids.clone(),
         ramp: Semaphore::new(plan.run.ramp_concurrency as usize),
         counters: counters.clone(),
         tally: Mutex::default(),
@@ -331,20 +321,14 @@ pub async fn run_voice(
             reader.abort();
         }
     }
-    if !plan.run.keep {
-        warnings.extend(
-            admin
-                .clean_up(&fixtures, Instant::now() + CLEANUP_GRACE)
-                .await,
-        );
-    }
+    warnings.extend(prepared.clean_up().await);
     let _ = printer_stop.send(true);
     if let Some(p) = printer {
         let _ = p.await;
     }
 
     let facts = Facts {
-        run_id,
+        run_id: prepared.run_id,
         outcome: if interrupted {
             Outcome::Interrupted
         } else {
