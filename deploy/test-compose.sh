@@ -4,8 +4,9 @@
 #   1. base image      deploy/base-image.sh (skipped when it exists)
 #   2. binaries        cargo build --release --bins (or --bin-dir DIR)
 #   3. image builds    deploy/build-images.sh --bin-dir ...
-#   4. compose up      control, dp1, dp2, prometheus; all healthy, both
-#                      data planes attached to the control plane
+#   4. compose up      cluster-tls makes the internal link's certificates;
+#                      control, dp1, dp2, prometheus all healthy, both
+#                      data planes attached over mutual TLS
 #   5. loadtest        the `loadtest` profile (fanout, 10 s, --strict):
 #                      exit 0, and 0 lost, 0 wrong, 0 malformed in its JSON;
 #                      Prometheus has scraped both data planes, and
@@ -239,7 +240,18 @@ do_up() {
     fi
     wait_until "$T_ATTACH" "dp1 and dp2 attached to the control plane" both_attached \
         || { STAGE_DETAIL="data planes not attached: dp1: $(attached dp1 2>&1) / dp2: $(attached dp2 2>&1)"; return 1; }
-    STAGE_DETAIL="all healthy, dp1 and dp2 attached"
+    # The link is mutual TLS (the cluster-tls service's certificates), and
+    # each plane holds its own certificate, key and the authority's
+    # certificate: never the authority's key.
+    docker logs "$(cid control)" 2>&1 | grep 'internal link' | grep -q 'mutual TLS' \
+        || { STAGE_DETAIL="the control plane does not report mutual TLS on the internal link"; return 1; }
+    local s files
+    for s in control dp1 dp2; do
+        files="$(docker exec "$(cid "$s")" ls /etc/openspeak/cluster-tls 2>&1 | tr '\n' ' ')"
+        [ "$files" = "ca.pem cert.pem key.pem " ] \
+            || { STAGE_DETAIL="$s's link certificates: $files"; return 1; }
+    done
+    STAGE_DETAIL="all healthy, dp1 and dp2 attached over mutual TLS"
 }
 
 # check_report FILE: the JSON must show a clean run.
