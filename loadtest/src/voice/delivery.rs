@@ -453,11 +453,29 @@ mod tests {
         }
     }
 
-    /// Listener 2 (channel 0, whose speaker is client 0), owed everything.
-    fn listener() -> ListenerTally {
-        let mut l = ListenerTally::new(2, LAYOUT, PLAYOUT, 1_000);
+    /// Client `client` of `layout` as a listener, in voice from 0 on: owed
+    /// everything its channel's speakers send.
+    fn listener_in(client: u32, layout: Layout) -> ListenerTally {
+        let mut l = ListenerTally::new(client, layout, PLAYOUT, 1_000);
         l.open_window(0);
         l
+    }
+
+    /// [`LAYOUT`] with its listeners leaving and rejoining.
+    const CHURN_LAYOUT: Layout = Layout {
+        churn: true,
+        ..LAYOUT
+    };
+
+    /// Listener 2 (channel 0, whose speaker is client 0), owed everything.
+    fn listener() -> ListenerTally {
+        listener_in(2, LAYOUT)
+    }
+
+    /// The totals of [`LAYOUT`] with `l` its only listener and speaker 0
+    /// having sent `sent` packets.
+    fn totals_alone(l: ListenerTally, sent: u64) -> Totals {
+        totals(&LAYOUT, &[Some(SendLog::Count(sent))], &[l])
     }
 
     #[test]
@@ -522,13 +540,7 @@ mod tests {
             None,
             None,
         ];
-        let listeners: Vec<_> = (0..6)
-            .map(|i| {
-                let mut l = ListenerTally::new(i, LAYOUT, PLAYOUT, 1_000);
-                l.open_window(0);
-                l
-            })
-            .collect();
+        let listeners: Vec<_> = (0..6).map(|i| listener_in(i, LAYOUT)).collect();
         let t = totals(&LAYOUT, &logs, &listeners);
         assert_eq!(t.sent, 17);
         assert_eq!(t.expected, 2 * 10 + 2 * 7);
@@ -546,7 +558,7 @@ mod tests {
             assert_eq!(l.on_probe(5, &probe(sender, 0, 0), matches), Verdict::Wrong);
         }
         assert_eq!(l.wrong, 5);
-        let t = totals(&LAYOUT, &[Some(SendLog::Count(1))], &[l]);
+        let t = totals_alone(l, 1);
         assert_eq!((t.wrong, t.delivered, t.lost), (5, 0, 1));
     }
 
@@ -557,8 +569,7 @@ mod tests {
             ..LAYOUT
         };
         // Clients 0 and 2 both speak in channel 0; 4 only listens.
-        let mut speaker = ListenerTally::new(0, layout, PLAYOUT, 1_000);
-        speaker.open_window(0);
+        let mut speaker = listener_in(0, layout);
         assert_eq!(speaker.on_probe(5, &probe(0, 0, 0), true), Verdict::Wrong);
         assert!(matches!(
             speaker.on_probe(5, &probe(2, 0, 0), true),
@@ -597,7 +608,7 @@ mod tests {
                 delay_us: 65_000
             }
         ));
-        let t = totals(&LAYOUT, &[Some(SendLog::Count(4))], &[l]);
+        let t = totals_alone(l, 4);
         assert_eq!((t.delivered, t.late, t.lost), (4, 1, 0));
         assert_eq!(t.playout_loss_ratio(), 0.25);
     }
@@ -617,20 +628,15 @@ mod tests {
             Verdict::OutOfRange
         );
         assert_eq!(l.malformed, 1);
-        let t = totals(&LAYOUT, &[Some(SendLog::Count(0))], &[l]);
+        let t = totals_alone(l, 0);
         assert_eq!((t.delivered, t.expected, t.malformed), (0, 0, 1));
     }
 
     #[test]
     fn a_churning_listener_is_owed_only_its_windows() {
-        let layout = Layout {
-            churn: true,
-            ..LAYOUT
-        };
         // Speaker 0 sends every 20 ms from 0 to 980 ms (50 packets).
         let times: Vec<u64> = (0..50).map(|n| n * 20_000).collect();
-        let mut l = ListenerTally::new(2, layout, PLAYOUT, 1_000);
-        l.open_window(0);
+        let mut l = listener_in(2, CHURN_LAYOUT);
         l.close_window(300_000); // owed 0..300 ms: 15 packets
         l.open_window(500_000); // owed 500 ms on: 25 packets
         for n in 0..50u32 {
@@ -639,7 +645,7 @@ mod tests {
         }
         assert_eq!(l.outside_window, 10);
         let logs = vec![Some(SendLog::Times(times))];
-        let t = totals(&layout, &logs, &[l]);
+        let t = totals(&CHURN_LAYOUT, &logs, &[l]);
         assert_eq!(t.expected, 40);
         assert_eq!(t.delivered, 40);
         assert_eq!((t.lost, t.outside_window), (0, 10));
@@ -647,10 +653,6 @@ mod tests {
 
     #[test]
     fn intervals_split_by_send_time_and_add_up_to_the_totals() {
-        let layout = Layout {
-            churn: true,
-            ..LAYOUT
-        };
         // Speaker 0 sends every 20 ms from 0 to 980 ms (50 packets);
         // intervals start at 0, 400 and 800 ms.
         let times: Vec<u64> = (0..50).map(|n| n * 20_000).collect();
@@ -658,12 +660,10 @@ mod tests {
         // Listener 2 is owed 0..300 ms and 500 ms on, and misses 100 and
         // 600 ms (sequences 5 and 30); listener 4 is owed everything and
         // gets everything but 900 ms (sequence 45).
-        let mut a = ListenerTally::new(2, layout, PLAYOUT, 1_000);
-        a.open_window(0);
+        let mut a = listener_in(2, CHURN_LAYOUT);
         a.close_window(300_000);
         a.open_window(500_000);
-        let mut b = ListenerTally::new(4, layout, PLAYOUT, 1_000);
-        b.open_window(0);
+        let mut b = listener_in(4, CHURN_LAYOUT);
         for n in 0..50u32 {
             let sent = u64::from(n) * 20_000;
             if n != 5 && n != 30 {
@@ -674,7 +674,7 @@ mod tests {
             }
         }
         let listeners = [a, b];
-        let rows = by_interval(&layout, &logs, &listeners, &[0, 400_000, 800_000]).unwrap();
+        let rows = by_interval(&CHURN_LAYOUT, &logs, &listeners, &[0, 400_000, 800_000]).unwrap();
         let c = |sent, expected, delivered, lost| IntervalCounts {
             sent,
             expected,
@@ -692,7 +692,7 @@ mod tests {
                 c(10, 20, 19, 1),
             ]
         );
-        let t = totals(&layout, &logs, &listeners);
+        let t = totals(&CHURN_LAYOUT, &logs, &listeners);
         let sum = |f: fn(&IntervalCounts) -> u64| rows.iter().map(f).sum::<u64>();
         assert_eq!(sum(|c| c.sent), t.sent);
         assert_eq!(sum(|c| c.expected), t.expected);
@@ -701,16 +701,16 @@ mod tests {
 
         // Before the first start counts in the first interval; one
         // interval holds everything; no intervals, no rows.
-        let one = by_interval(&layout, &logs, &listeners, &[500_000]).unwrap();
+        let one = by_interval(&CHURN_LAYOUT, &logs, &listeners, &[500_000]).unwrap();
         assert_eq!(one, [c(50, 90, 87, 3)]);
         assert!(
-            by_interval(&layout, &logs, &listeners, &[])
+            by_interval(&CHURN_LAYOUT, &logs, &listeners, &[])
                 .unwrap()
                 .is_empty()
         );
         // A count has no times to sort by.
         let counted = vec![Some(SendLog::Count(50))];
-        assert_eq!(by_interval(&layout, &counted, &listeners, &[0]), None);
+        assert_eq!(by_interval(&CHURN_LAYOUT, &counted, &listeners, &[0]), None);
     }
 
     #[test]
