@@ -67,7 +67,9 @@ pub struct Started {
     pub sequence: u64,
 }
 
-/// Why a channel change was refused or not made.
+/// Why a change that is saved before it is made (a channel change, or a
+/// session start, which may move the session id mark) was refused or not
+/// made.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
     #[error(transparent)]
@@ -75,14 +77,6 @@ pub enum ChangeError {
     /// The change could not be saved, so it was not made.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Hub(#[from] HubError),
-    #[error(transparent)]
-    Ids(#[from] StoreError),
 }
 
 pub struct Broker {
@@ -192,7 +186,7 @@ impl Broker {
         token: &TokenInfo,
         display_name: &str,
         now: Instant,
-    ) -> Result<Started, StartError> {
+    ) -> Result<Started, ChangeError> {
         let mut inner = self.lock();
         let Inner { hub, ids, .. } = &mut *inner;
         let id = ids.allocate(|id| hub.contains(id))?;
@@ -322,33 +316,41 @@ mod tests {
                 .start_session(&self.token, name, Instant::now())
                 .unwrap();
         }
+
+        /// Subscribes to the feed and starts the flusher, as serving does;
+        /// returns the feed and the number of the last event before it.
+        fn flushing(&self) -> (Subscription, u64) {
+            let (feed, from, ()) = self.broker.subscribe_with(|_| ());
+            tokio::spawn(self.broker.clone().run_flusher(WINDOW));
+            (feed, from)
+        }
+    }
+
+    /// A dispatch's sequence number; 0 for `Close`.
+    fn number(dispatch: &Dispatch) -> u64 {
+        match dispatch {
+            Dispatch::Event { sequence, .. } => *sequence,
+            Dispatch::Close => 0,
+        }
     }
 
     /// The next dispatch's sequence number (0 for `Close`) and when it came.
     async fn next(feed: &mut Subscription) -> (u64, Clock) {
         let dispatch = feed.recv().await.expect("the feed stays open");
-        let sequence = match &*dispatch {
-            Dispatch::Event { sequence, .. } => *sequence,
-            Dispatch::Close => 0,
-        };
-        (sequence, Clock::now())
+        (number(&dispatch), Clock::now())
     }
 
     /// Every dispatch already sent, without waiting.
     fn sent(feed: &mut Subscription) -> Vec<u64> {
         std::iter::from_fn(|| feed.try_recv().ok())
-            .map(|d| match &*d {
-                Dispatch::Event { sequence, .. } => *sequence,
-                Dispatch::Close => 0,
-            })
+            .map(|d| number(&d))
             .collect()
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_first_burst_goes_at_once_and_the_next_a_window_later() {
         let f = fixture();
-        let (mut feed, from, ()) = f.broker.subscribe_with(|_| ());
-        tokio::spawn(f.broker.clone().run_flusher(WINDOW));
+        let (mut feed, from) = f.flushing();
         let t0 = Clock::now();
 
         f.connect("a");
@@ -377,8 +379,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_quiet_flusher_does_not_wake_and_sends_at_once_again() {
         let f = fixture();
-        let (mut feed, _, ()) = f.broker.subscribe_with(|_| ());
-        tokio::spawn(f.broker.clone().run_flusher(WINDOW));
+        let (mut feed, _) = f.flushing();
         f.connect("a");
         next(&mut feed).await;
         sent(&mut feed);
@@ -395,8 +396,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn close_follows_the_events_queued_before_it() {
         let f = fixture();
-        let (mut feed, from, ()) = f.broker.subscribe_with(|_| ());
-        tokio::spawn(f.broker.clone().run_flusher(WINDOW));
+        let (mut feed, from) = f.flushing();
         f.connect("a");
         f.broker.close();
         let (first, _) = next(&mut feed).await;

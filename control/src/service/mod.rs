@@ -24,7 +24,7 @@ pub use self::{
 };
 use crate::{
     authenticator::Caller,
-    broker::{Broker, ChangeError, StartError},
+    broker::{Broker, ChangeError},
     channels::ChannelError,
     cluster::Registry,
     hub::{Hub, HubError},
@@ -113,15 +113,6 @@ impl From<ChangeError> for Status {
         match error {
             ChangeError::Hub(e) => e.into(),
             ChangeError::Store(e) => internal(e),
-        }
-    }
-}
-
-impl From<StartError> for Status {
-    fn from(error: StartError) -> Self {
-        match error {
-            StartError::Hub(e) => e.into(),
-            StartError::Ids(e) => internal(e),
         }
     }
 }

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::Shared;
 use crate::{
     authenticator::Caller,
-    broker::{Broker, Dispatch, StartError, Started},
+    broker::{Broker, ChangeError, Dispatch, Started},
     convert,
     event::{Event, KickCause},
     hub::{HubError, PresencePatch},
@@ -41,7 +41,7 @@ impl pb::fanout::presence_service_server::PresenceService for PresenceApi {
             .broker
             .start_session(&caller.token, display_name, Instant::now())
             .inspect_err(|e| {
-                if matches!(e, StartError::Hub(HubError::TooManySessions(_))) {
+                if matches!(e, ChangeError::Hub(HubError::TooManySessions(_))) {
                     self.0.refusals.session_cap.fetch_add(1, Ordering::Relaxed);
                 }
             })?;
