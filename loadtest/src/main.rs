@@ -14,8 +14,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use openspeak_loadtest::{
-    FloorArgs, JsonReport, Outcome, RecordArgs, RecordStop, RunError, SessionsArgs, TalkArgs,
-    VoiceArgs, error_chain, run_floor, run_record, run_sessions, run_talk, run_voice,
+    FloorArgs, JsonReport, Outcome, RecordArgs, RecordStarted, RecordStop, RunError, SessionsArgs,
+    TalkArgs, TalkStarted, VoiceArgs, error_chain, run_floor, run_record, run_sessions, run_talk,
+    run_voice,
 };
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
@@ -93,14 +94,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(TIMED_OUT));
             }
-            if report.outcome == Outcome::Interrupted {
-                return Ok(ExitCode::from(INTERRUPTED));
-            }
-            if args.run.strict && !report.clean() {
-                eprintln!("openspeak-loadtest: a check or a call failed (--strict)");
-                return Ok(ExitCode::from(CHECK_FAILED));
-            }
-            Ok(ExitCode::SUCCESS)
+            Ok(exit_status(
+                report.outcome,
+                args.run.strict,
+                &[(!report.clean(), "a check or a call failed")],
+            ))
         }
         Scenario::Voice(args) => {
             let plan = match args.plan() {
@@ -112,35 +110,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = until_ctrl_c(&runtime, |interrupt| run_voice(&plan, interrupt))?;
             show(&report, report.table(), plan.run.json.as_deref())?;
-            if report.outcome == Outcome::Interrupted {
-                return Ok(ExitCode::from(INTERRUPTED));
-            }
-            if plan.run.strict && !report.clean() {
-                eprintln!(
-                    "openspeak-loadtest: a routing check, the setup or a call failed (--strict)"
-                );
-                return Ok(ExitCode::from(CHECK_FAILED));
-            }
-            if plan.run.strict && !report.soak_passed() {
-                eprintln!("openspeak-loadtest: the soak criteria were not met (--strict)");
-                return Ok(ExitCode::from(CHECK_FAILED));
-            }
-            Ok(ExitCode::SUCCESS)
+            Ok(exit_status(
+                report.outcome,
+                plan.run.strict,
+                &[
+                    (
+                        !report.clean(),
+                        "a routing check, the setup or a call failed",
+                    ),
+                    (!report.soak_passed(), "the soak criteria were not met"),
+                ],
+            ))
         }
         Scenario::Talk(args) => {
             let report = until_ctrl_c(&runtime, |interrupt| {
-                run_talk(
-                    &args,
-                    |s| {
-                        eprintln!(
-                            "openspeak-loadtest: talking in {}: {} packets, {:.2} s",
-                            seat(&s.channel_name, &s.channel_id, s.session_id),
-                            s.packets,
-                            s.audio.as_secs_f64()
-                        );
-                    },
-                    interrupt,
-                )
+                run_talk(&args, announce_talk, interrupt)
             })?;
             println!("{}", report.summary());
             if report.interrupted {
@@ -150,19 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Scenario::Record(args) => {
             let report = until_ctrl_c(&runtime, |interrupt| {
-                run_record(
-                    &args,
-                    |s| {
-                        // People and scripts wait for this line: from here
-                        // on, whatever is said in the channel is recorded.
-                        eprintln!(
-                            "openspeak-loadtest: recording {} into {}; waiting for a speaker",
-                            seat(&s.channel_name, &s.channel_id, s.session_id),
-                            args.out.display()
-                        );
-                    },
-                    interrupt,
-                )
+                run_record(&args, |s| announce_record(s, &args.out), interrupt)
             })?;
             println!("{}", report.summary());
             match report.stop {
@@ -174,6 +146,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// How a scenario (`sessions`, `voice`) exits once it has reported: 130
+/// when interrupted; with `--strict`, 4 when any check of `failed` (did
+/// it fail, and what to say on stderr) failed, naming the first; else 0.
+fn exit_status(outcome: Outcome, strict: bool, failed: &[(bool, &str)]) -> ExitCode {
+    if outcome == Outcome::Interrupted {
+        return ExitCode::from(INTERRUPTED);
+    }
+    if strict && let Some((_, what)) = failed.iter().find(|(failed, _)| *failed) {
+        eprintln!("openspeak-loadtest: {what} (--strict)");
+        return ExitCode::from(CHECK_FAILED);
+    }
+    ExitCode::SUCCESS
+}
+
 /// Prints a report's `table` on stdout and, with `--json FILE`, writes the
 /// report there too: what `floor`, `sessions` and `voice` all end with.
 fn show(report: &impl JsonReport, table: String, json: Option<&Path>) -> anyhow::Result<()> {
@@ -182,6 +168,26 @@ fn show(report: &impl JsonReport, table: String, json: Option<&Path>) -> anyhow:
         report.write_json(path)?;
     }
     Ok(())
+}
+
+/// `talk`'s first line, once in voice: where it talks and what it sends.
+fn announce_talk(s: &TalkStarted) {
+    eprintln!(
+        "openspeak-loadtest: talking in {}: {} packets, {:.2} s",
+        seat(&s.channel_name, &s.channel_id, s.session_id),
+        s.packets,
+        s.audio.as_secs_f64()
+    );
+}
+
+/// `record`'s first line, once in voice. People and scripts wait for it:
+/// from then on, whatever is said in the channel is recorded into `out`.
+fn announce_record(s: &RecordStarted, out: &Path) {
+    eprintln!(
+        "openspeak-loadtest: recording {} into {}; waiting for a speaker",
+        seat(&s.channel_name, &s.channel_id, s.session_id),
+        out.display()
+    );
 }
 
 /// Where `talk` or `record` sits, as their first line names it: channel
