@@ -385,13 +385,23 @@ pub(crate) mod tests {
         r.server = Some(ServerStats::new(&usage, 10_000, 50));
         r.loadtest_cpu_s = None;
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
-        for key in [
-            "cpu_s",
-            "peak_rss_kb",
-            "cpu_us_per_event",
-            "rss_kb_per_session",
-        ] {
-            assert!(v["server"][key].is_null(), "{key}");
+        // Each field is there (a missing one would read as null too), and
+        // all but the pid are null.
+        let server = v["server"].as_object().expect("an object");
+        let mut keys: Vec<_> = server.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "cpu_s",
+                "cpu_us_per_event",
+                "peak_rss_kb",
+                "pid",
+                "rss_kb_per_session"
+            ]
+        );
+        for (key, value) in server {
+            assert_eq!(value.is_null(), key != "pid", "{key}: {value}");
         }
         assert!(v["loadtest_cpu_s"].is_null());
         assert!(r.table().contains("server CPU"));
