@@ -533,7 +533,7 @@ pub async fn run_member(member: Member, ctx: Arc<Ctx>, signals: Signals) -> Memb
         let end = c.run(&mut listener, signals.go.clone(), &mut stop).await;
         (end, c.seat)
     } else {
-        let end = listener.listen_on(&seat, None, None, &mut stop).await;
+        let end = listener.listen_on(&seat, Until::Stop, &mut stop).await;
         (end, seat)
     };
     let (end, seat) = end;
@@ -651,6 +651,37 @@ enum ListenEnd {
     Lost,
 }
 
+/// What ends a stretch of listening besides the run's stop and a lost
+/// connection. A churner waits for the go before it plans any leave, so it
+/// is one or the other, never both.
+enum Until<'a> {
+    /// Nothing else: listen until the run stops.
+    Stop,
+    /// Leave at this instant ([`ListenEnd::Leave`]).
+    Leave(Instant),
+    /// The measured phase's start, once the run sets it
+    /// ([`ListenEnd::Go`]).
+    Go(&'a mut watch::Receiver<Option<StdInstant>>),
+}
+
+impl Until<'_> {
+    /// When to leave, if leaving ends the listening.
+    fn leave_at(&self) -> Option<Instant> {
+        match self {
+            Until::Leave(at) => Some(*at),
+            Until::Stop | Until::Go(_) => None,
+        }
+    }
+
+    /// The go to wait for, if the go ends the listening.
+    fn go(&mut self) -> Option<&mut watch::Receiver<Option<StdInstant>>> {
+        match self {
+            Until::Go(go) => Some(&mut **go),
+            Until::Stop | Until::Leave(_) => None,
+        }
+    }
+}
+
 /// One client's listening side.
 struct Listener {
     /// Shared state.
@@ -693,8 +724,7 @@ impl Listener {
     async fn listen_on(
         &mut self,
         seat: &Seat,
-        leave_at: Option<Instant>,
-        mut go: Option<&mut watch::Receiver<Option<StdInstant>>>,
+        mut until: Until<'_>,
         stop: &mut watch::Receiver<bool>,
     ) -> ListenEnd {
         // Bounded by the run: each pass ends in the run's stop, or after
@@ -703,7 +733,7 @@ impl Listener {
             let Some(voice) = seat.voice() else {
                 return ListenEnd::Lost;
             };
-            match self.listen(&voice, leave_at, go.as_deref_mut(), stop).await {
+            match self.listen(&voice, &mut until, stop).await {
                 ListenEnd::Lost => {
                     drop(voice);
                     if !seat.recover(&self.ctx, stop).await {
@@ -715,18 +745,17 @@ impl Listener {
         }
     }
 
-    /// Listens on `voice` until told to stop, until `leave_at`, until `go`
-    /// (when given) is set, or until the connection fails or falls silent
-    /// for [`GONE_AFTER`].
+    /// Listens on `voice` until told to stop, until what `until` says, or
+    /// until the connection fails or falls silent for [`GONE_AFTER`].
     async fn listen(
         &mut self,
         voice: &VoiceConn,
-        leave_at: Option<Instant>,
-        mut go: Option<&mut watch::Receiver<Option<StdInstant>>>,
+        until: &mut Until<'_>,
         stop: &mut watch::Receiver<bool>,
     ) -> ListenEnd {
         // To read the flag in a handler while `stop` is borrowed by its arm.
         let stopping = stop.clone();
+        let leave_at = until.leave_at();
         let mut checks = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut heard, mut heard_at, mut pinged_at) =
@@ -764,7 +793,7 @@ impl Listener {
                     self.flush();
                     return ListenEnd::Leave;
                 }
-                at = wait_go(go.as_deref_mut()) => return ListenEnd::Go(at),
+                at = wait_go(until.go()) => return ListenEnd::Go(at),
                 () = sleep_until_opt(due.map(Instant::from_std)) => {
                     let now = StdInstant::now();
                     while let Some((forwarded, arrival)) = self.downlink.pop_due(now) {
@@ -948,7 +977,7 @@ impl Churner {
         let every = ctx.plan.churn_every.unwrap_or(Duration::from_secs(3));
         // Until the run says go there are no leaves to plan.
         let send_end = match listener
-            .listen_on(&self.seat, None, Some(&mut go), stop)
+            .listen_on(&self.seat, Until::Go(&mut go), stop)
             .await
         {
             ListenEnd::Go(at) => Instant::from_std(at) + ctx.plan.duration,
@@ -958,8 +987,12 @@ impl Churner {
         // the send phase is finite; past its end no leave is planned.
         loop {
             let leave_at = Instant::now() + every.mul_f64(self.rng.random_range(0.5..1.5));
-            let leave_at = (leave_at < send_end).then_some(leave_at);
-            match listener.listen_on(&self.seat, leave_at, None, stop).await {
+            let until = if leave_at < send_end {
+                Until::Leave(leave_at)
+            } else {
+                Until::Stop
+            };
+            match listener.listen_on(&self.seat, until, stop).await {
                 ListenEnd::Leave => {}
                 ListenEnd::Go(_) => return ListenEnd::Lost,
                 end => return end,
@@ -973,7 +1006,7 @@ impl Churner {
                 + ctx.plan.link(Direction::Uplink).max_delay()
                 + ctx.plan.link(Direction::Downlink).max_delay();
             match listener
-                .listen_on(&self.seat, Some(Instant::now() + margin), None, stop)
+                .listen_on(&self.seat, Until::Leave(Instant::now() + margin), stop)
                 .await
             {
                 ListenEnd::Leave => {}
