@@ -194,19 +194,27 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// Where a run counts its failures: a number for the progress line and a
-/// tally for the report.
-pub trait Failures {
-    /// The progress line's count.
-    fn failure_count(&self) -> &AtomicU64;
+/// A run's failures, kept together so the two cannot drift apart: a live
+/// count for the progress line and the tally by reason for the report.
+#[derive(Debug, Default)]
+pub struct FailureLog {
+    /// Failures so far (the progress line's `errors`).
+    pub count: AtomicU64,
+    /// By reason and step, with an example of each (the report's).
+    pub tally: Mutex<ErrorTally>,
+}
 
-    /// The report's tally.
-    fn failure_tally(&self) -> &Mutex<ErrorTally>;
+/// Whatever a run's tasks share that holds its [`FailureLog`]; counting a
+/// failure goes through here.
+pub trait Failures {
+    /// The run's failures.
+    fn failures(&self) -> &FailureLog;
 
     /// Counts a failure.
     fn fail(&self, step: Step, kind: &ErrorKind, message: &str) {
-        self.failure_count().fetch_add(1, Ordering::Relaxed);
-        lock(self.failure_tally()).record(step, kind, message);
+        let log = self.failures();
+        log.count.fetch_add(1, Ordering::Relaxed);
+        lock(&log.tally).record(step, kind, message);
     }
 
     /// Counts a call the server refused.

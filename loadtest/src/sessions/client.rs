@@ -7,7 +7,7 @@
 //! to the observer. The reader ends its stream, and with it the session,
 //! when the run's close signal fires.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -22,7 +22,7 @@ use tonic::Streaming;
 use crate::common::credentials::ClientTokens;
 use crate::common::pool::Pool;
 use crate::common::stats::{micros_between, new_histogram, record_all};
-use crate::common::tally::{ErrorKind, ErrorTally, Failures, Step};
+use crate::common::tally::{ErrorKind, FailureLog, Failures, Step};
 use crate::common::task::lock;
 use crate::sessions::counters::Counters;
 use crate::sessions::observer::Observer;
@@ -76,10 +76,8 @@ pub struct Shared {
     pub tokens: ClientTokens,
     /// Bounds the clients connecting and joining at once.
     pub ramp: Arc<Semaphore>,
-    /// For the progress line.
+    /// For the progress line, and the run's failures.
     pub counters: Arc<Counters>,
-    /// Failures.
-    pub tally: Mutex<ErrorTally>,
     /// Latencies.
     pub histograms: Mutex<Histograms>,
     /// The readers, to collect their observers at the end. Pushed by the
@@ -91,12 +89,8 @@ pub struct Shared {
 }
 
 impl Failures for Shared {
-    fn failure_count(&self) -> &AtomicU64 {
-        &self.counters.errors
-    }
-
-    fn failure_tally(&self) -> &Mutex<ErrorTally> {
-        &self.tally
+    fn failures(&self) -> &FailureLog {
+        &self.counters.failures
     }
 }
 

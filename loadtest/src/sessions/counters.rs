@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::common::progress::{Phase, PhaseCell, Progress, line_start};
 use crate::common::stats::per_second;
+use crate::common::tally::FailureLog;
 
 /// Counters the clients bump as they go.
 #[derive(Debug, Default)]
@@ -15,8 +16,8 @@ pub struct Counters {
     pub joined: AtomicU64,
     /// Events received, all sessions together.
     pub events: AtomicU64,
-    /// Failures of any kind.
-    pub errors: AtomicU64,
+    /// Failures of any kind, counted and tallied.
+    pub failures: FailureLog,
     /// Ramp, settle or close.
     pub phase: PhaseCell,
 }
@@ -45,7 +46,7 @@ impl Progress for Counters {
             sessions_up: self.sessions_up.load(Ordering::Relaxed),
             joined: self.joined.load(Ordering::Relaxed),
             events: self.events.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
+            errors: self.failures.count.load(Ordering::Relaxed),
         }
     }
 

@@ -92,7 +92,6 @@ pub async fn run_sessions(
         tokens: prepared.creds.clone(),
         ramp: Arc::new(Semaphore::new(args.run.ramp_concurrency as usize)),
         counters: counters.clone(),
-        tally: Mutex::default(),
         histograms: Mutex::new(Histograms::default()),
         readers: Mutex::default(),
         close: close_rx,
@@ -419,7 +418,7 @@ fn build_report(
         sessions_with_sequence_violations: sum(|f| u64::from(f.sequence_violations > 0)),
         sessions_left_online: facts.sessions_left_online,
         settled: facts.settled,
-        failures: lock(&shared.tally).clone(),
+        failures: lock(&shared.counters.failures.tally).clone(),
         warnings: facts.warnings,
     }
 }

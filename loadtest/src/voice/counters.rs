@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::common::progress::{Phase, PhaseCell, Progress, line_start};
 use crate::common::stats::per_second;
+use crate::common::tally::FailureLog;
 
 /// Counters the clients bump as they go.
 #[derive(Debug, Default)]
@@ -30,8 +31,8 @@ pub struct VoiceCounters {
     /// Deliveries owed so far: each measured packet adds the listeners in
     /// voice in its channel at the time.
     pub owed: AtomicU64,
-    /// Failures of any kind.
-    pub errors: AtomicU64,
+    /// Failures of any kind, counted and tallied.
+    pub failures: FailureLog,
     /// Setup, warm-up, send, drain or close.
     pub phase: PhaseCell,
 }
@@ -69,7 +70,7 @@ impl Progress for VoiceCounters {
             received: self.received.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
             owed: self.owed.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
+            errors: self.failures.count.load(Ordering::Relaxed),
         }
     }
 

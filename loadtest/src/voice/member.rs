@@ -43,7 +43,7 @@ use tonic::transport::Channel;
 use crate::common::credentials::ClientTokens;
 use crate::common::pool::Pool;
 use crate::common::stats::{duration_micros, micros_between};
-use crate::common::tally::{ErrorKind, ErrorTally, Failures, Step};
+use crate::common::tally::{ErrorKind, FailureLog, Failures, Step};
 use crate::common::task::{error_chain, lock};
 use crate::voice::conn::{ConnError, VoiceConn};
 use crate::voice::counters::VoiceCounters;
@@ -109,10 +109,8 @@ pub struct Ctx {
     pub channel_ids: Vec<String>,
     /// Bounds the clients setting up at once.
     pub ramp: Semaphore,
-    /// For the progress line.
+    /// For the progress line, and the run's failures.
     pub counters: Arc<VoiceCounters>,
-    /// Failures.
-    pub tally: Mutex<ErrorTally>,
     /// One-way delays, µs: the run's, and the `--timeline` interval's.
     pub latency: Mutex<LatencyBook>,
     /// The current `--timeline` interval's end, µs since the epoch (as the
@@ -162,12 +160,8 @@ pub struct Ctx {
 const WRONG_SAMPLES: usize = 5;
 
 impl Failures for Ctx {
-    fn failure_count(&self) -> &AtomicU64 {
-        &self.counters.errors
-    }
-
-    fn failure_tally(&self) -> &Mutex<ErrorTally> {
-        &self.tally
+    fn failures(&self) -> &FailureLog {
+        &self.counters.failures
     }
 }
 

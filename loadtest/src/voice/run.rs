@@ -95,7 +95,6 @@ pub async fn run_voice(
         channel_ids: prepared.fixtures.channel_ids.clone(),
         ramp: Semaphore::new(plan.run.ramp_concurrency as usize),
         counters: counters.clone(),
-        tally: Mutex::default(),
         latency: Mutex::default(),
         cut_us: AtomicU64::new(u64::MAX),
         voice_sessions: (0..plan.clients).map(|_| AtomicU32::new(0)).collect(),
@@ -721,7 +720,7 @@ fn build_report(
         timeline_s: plan.timeline.map(|d| d.as_secs()),
         timeline,
         soak,
-        failures: lock(&ctx.tally).clone(),
+        failures: lock(&ctx.counters.failures.tally).clone(),
         warnings,
     }
 }
