@@ -2,16 +2,10 @@
 
 use std::{borrow::Borrow, fmt};
 
-/// A session's id: non-zero, never reused while any plane may still know
-/// an old session by it (see `SessionIds`). Voice packets name speakers by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u32);
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+/// A session's id: the voice protocol's, which the data planes and the
+/// datagrams know a session by; never reused while any plane may still
+/// know an old session by it (see `SessionIds`).
+pub use openspeak_voice::SessionId;
 
 /// A channel's opaque id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

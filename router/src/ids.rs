@@ -3,17 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// A voice session, as the control plane numbers it and the transport has
-/// authenticated it. Forwarded datagrams carry it as the speaker id, so it
-/// is never 0 for a member (see [`crate::MembershipError::ZeroSession`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u32);
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+/// A voice session: the protocol's id, which the transport has
+/// authenticated. Never 0 for a member (see
+/// [`crate::MembershipError::ZeroSession`]).
+pub use openspeak_voice::SessionId;
 
 /// A channel, by the opaque id the control plane gives it.
 ///

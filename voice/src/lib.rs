@@ -12,6 +12,8 @@
 //!   the server certificate against the pin `OpenVoice` hands out.
 //! - [`udp`]: voice over plain UDP: the packets, their sealing with the
 //!   session key from `OpenVoice`, and the replay window.
+//! - [`SessionId`]: the number both planes and the datagrams know a
+//!   session by.
 //!
 //! No tokio, no sockets: the data plane's driver and the client library
 //! each do their own IO around these. `docs/PROTOCOL.md` describes the same
@@ -21,6 +23,20 @@ pub mod datagram;
 pub mod exchange;
 pub mod quic;
 pub mod udp;
+
+/// A session's id, as the control plane numbers it: non-zero (forwarded
+/// datagrams carry it as the speaker id, where 0 is no one), and never
+/// reused while any plane may still know an old session by it. The control
+/// plane hands it out, a data plane's transports authenticate it, and the
+/// router keys its state by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u32);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 pub use datagram::{Forwarded, MAX_PAYLOAD, VoicePacket, WireError};
 pub use exchange::{Answer, EXCHANGE_VERSION, RejectCode, TICKET_TIMEOUT};
