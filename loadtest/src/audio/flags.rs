@@ -103,9 +103,10 @@ fn parse_name(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::flags::assert_refused;
     use clap::Parser;
 
-    #[derive(Parser)]
+    #[derive(Debug, Parser)]
     enum Cli {
         Talk(TalkArgs),
         Record(RecordArgs),
@@ -163,17 +164,17 @@ mod tests {
             (a.speaker, a.create, a.name.as_str()),
             (None, false, "listener")
         );
-        for bad in [
-            &["--speaker", "0"][..],
-            &["--speaker", "someone"],
-            &["--idle-ms", "0"],
-            &["--max-seconds", "0"],
-            &["--name", "  "],
-        ] {
-            let mut argv = base.to_vec();
-            argv.extend_from_slice(bad);
-            assert!(parse(&argv).is_err(), "{bad:?}");
-        }
+        assert_refused(
+            parse,
+            &base,
+            &[
+                &["--speaker", "0"],
+                &["--speaker", "someone"],
+                &["--idle-ms", "0"],
+                &["--max-seconds", "0"],
+                &["--name", "  "],
+            ],
+        );
         assert!(
             parse(&[
                 "record",

@@ -235,6 +235,24 @@ pub(crate) fn parse_flags<A: Args + clap::FromArgMatches>(
     <Cli<A> as clap::Parser>::try_parse_from(argv).map(|c| c.args)
 }
 
+/// Asserts that clap refuses each of `bad`, given after `base`, as a usage
+/// error (exit status 2): never a panic and never a value. For the tests
+/// of every subcommand's flags.
+#[cfg(test)]
+pub(crate) fn assert_refused<A: std::fmt::Debug>(
+    parse: impl Fn(&[&str]) -> Result<A, clap::Error>,
+    base: &[&str],
+    bad: &[&[&str]],
+) {
+    for extra in bad {
+        let argv = [base, extra].concat();
+        match parse(&argv) {
+            Err(e) => assert_eq!(e.exit_code(), 2, "{argv:?}: {e}"),
+            Ok(parsed) => panic!("{argv:?} parsed: {parsed:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

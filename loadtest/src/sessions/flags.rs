@@ -51,7 +51,7 @@ impl SessionsArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::flags::parse_flags;
+    use crate::common::flags::{assert_refused, parse_flags};
 
     fn parse(extra: &[&str]) -> Result<SessionsArgs, clap::Error> {
         parse_flags(extra)
@@ -59,14 +59,20 @@ mod tests {
 
     #[test]
     fn bad_flags_are_errors_not_panics() {
-        assert!(parse(&["--clients", "0"]).is_err());
-        assert!(parse(&["--clients", "-3"]).is_err());
-        assert!(parse(&["--channels", "many"]).is_err());
-        assert!(parse(&["--timeout", "0"]).is_err());
-        assert!(parse(&["--run-id", "has space"]).is_err());
-        assert!(parse(&["--token", "  "]).is_err());
-        assert!(parse(&["--server-pid", "0"]).is_err());
-        assert!(parse(&["--server-pid", "server"]).is_err());
+        assert_refused(
+            parse,
+            &[],
+            &[
+                &["--clients", "0"],
+                &["--clients", "-3"],
+                &["--channels", "many"],
+                &["--timeout", "0"],
+                &["--run-id", "has space"],
+                &["--token", "  "],
+                &["--server-pid", "0"],
+                &["--server-pid", "server"],
+            ],
+        );
         assert_eq!(
             parse(&["--server-pid", "42"]).unwrap().run.server_pid,
             Some(42)

@@ -394,7 +394,7 @@ fn parse_burst_len(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::flags::parse_flags;
+    use crate::common::flags::{assert_refused, parse_flags};
 
     fn parse(extra: &[&str]) -> Result<VoiceArgs, clap::Error> {
         parse_flags(extra)
@@ -406,28 +406,29 @@ mod tests {
 
     #[test]
     fn out_of_range_flags_are_clap_errors() {
-        for bad in [
-            &["--uplink-loss", "1.5"][..],
-            &["--uplink-loss", "1"],
-            &["--downlink-loss", "-0.1"],
-            &["--reorder", "x"],
-            &["--pps", "0"],
-            &["--payload-bytes", "17"],
-            &["--payload-bytes", "1001"],
-            &["--burst-len", "0.5"],
-            &["--clients", "0"],
-            &["--duration", "0"],
-            &["--churn-every-ms", "10"],
-            &["--transport", "tcp"],
-            &["--talk-spurt-ms", "400"],
-            &["--loss-model", "markov"],
-            &["--timeline", "0"],
-            &["--control-metrics", "localhost"],
-            &["--scenario", "marathon"],
-        ] {
-            let err = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
-            assert_eq!(err.exit_code(), 2, "{bad:?}");
-        }
+        assert_refused(
+            parse,
+            &[],
+            &[
+                &["--uplink-loss", "1.5"],
+                &["--uplink-loss", "1"],
+                &["--downlink-loss", "-0.1"],
+                &["--reorder", "x"],
+                &["--pps", "0"],
+                &["--payload-bytes", "17"],
+                &["--payload-bytes", "1001"],
+                &["--burst-len", "0.5"],
+                &["--clients", "0"],
+                &["--duration", "0"],
+                &["--churn-every-ms", "10"],
+                &["--transport", "tcp"],
+                &["--talk-spurt-ms", "400"],
+                &["--loss-model", "markov"],
+                &["--timeline", "0"],
+                &["--control-metrics", "localhost"],
+                &["--scenario", "marathon"],
+            ],
+        );
     }
 
     #[test]
