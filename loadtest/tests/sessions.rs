@@ -13,7 +13,7 @@ use openspeak_control::ControlPlane;
 use openspeak_loadtest::{
     ConnectError, JsonReport, Outcome, RunError, RunFlags, SessionsArgs, SetupError, run_sessions,
 };
-use support::{no_interrupt, within};
+use support::{free_addr, no_interrupt, within};
 use tempfile::TempDir;
 use tokio::sync::{oneshot, watch};
 
@@ -181,10 +181,8 @@ async fn a_bad_token_or_address_is_a_clear_error() {
         );
         assert!(err.to_string().contains(&server.addr.to_string()), "{err}");
 
-        // A port nobody listens on: bind one, then free it.
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = free.local_addr().unwrap().to_string();
-        drop(free);
+        // A port nobody listens on.
+        let addr = free_addr().to_string();
         let mut a = args(&server, 1, 1);
         a.run.server.addr = addr.clone();
         let err = run_sessions(&a, no_interrupt()).await.unwrap_err();

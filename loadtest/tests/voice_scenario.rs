@@ -21,8 +21,8 @@ use openspeak_loadtest::{
     JitterDist, JsonReport, LossModel, Outcome, Plane, Transport, VoicePlan, VoiceReport, run_voice,
 };
 use support::{
-    System, no_interrupt, start_system, start_system_with, start_system_with_control_metrics,
-    within,
+    System, free_addr, no_interrupt, start_system, start_system_with,
+    start_system_with_control_metrics, within,
 };
 use tokio::sync::watch;
 
@@ -288,10 +288,8 @@ async fn packets_held_beyond_the_max_age_are_dropped_as_stale() {
 async fn an_unreachable_metrics_listener_is_a_warning_not_a_failure() {
     within(async {
         let system = start_system().await;
-        // A port that was free a moment ago: nobody answers there.
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = free.local_addr().unwrap();
-        drop(free);
+        // Nobody answers there.
+        let addr = free_addr();
         let mut p = plan(&system, 4, 2);
         p.duration = Duration::from_secs(1);
         p.metrics = Some(addr.to_string());

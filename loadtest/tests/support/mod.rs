@@ -64,11 +64,17 @@ pub async fn start_system_with(configure: impl FnOnce(&mut Config)) -> System {
 /// inside a task. So the port is one that was free a moment ago; another
 /// process taking it in between would fail the start, not pass a test.
 pub async fn start_system_with_control_metrics() -> (System, SocketAddr) {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let addr = free.local_addr().expect("its address");
-    drop(free);
+    let addr = free_addr();
     let system = start_system_with(|c| c.metrics.listen = addr.to_string()).await;
     (system, addr)
+}
+
+/// An address on 127.0.0.1 whose port was free a moment ago: nobody
+/// listens there (unless another process took it in between), and a
+/// listener may bind it.
+pub fn free_addr() -> SocketAddr {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    free.local_addr().expect("its address")
 }
 
 pub fn bearer(token: &str) -> AsciiMetadataValue {
