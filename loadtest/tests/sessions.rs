@@ -66,6 +66,17 @@ async fn leftovers(server: &Server) -> (Vec<String>, Vec<String>) {
     support::leftovers(server.addr, &server.admin_token).await
 }
 
+/// Asserts that a run left nothing behind: of the channels only Lobby, and
+/// no member token.
+async fn assert_cleaned_up(server: &Server) {
+    let (channels, tokens) = leftovers(server).await;
+    assert_eq!(channels, ["Lobby"], "the run's channels are deleted");
+    assert!(
+        !tokens.iter().any(|l| l == "loadtest"),
+        "the member token is revoked: {tokens:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_run_is_clean_and_leaves_nothing_behind() {
     within(async {
@@ -113,12 +124,7 @@ async fn a_small_run_is_clean_and_leaves_nothing_behind() {
             assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         }
 
-        let (channels, tokens) = leftovers(&server).await;
-        assert_eq!(channels, ["Lobby"], "the run's channels are deleted");
-        assert!(
-            !tokens.iter().any(|l| l == "loadtest"),
-            "the member token is revoked: {tokens:?}"
-        );
+        assert_cleaned_up(&server).await;
     })
     .await;
 }
@@ -162,8 +168,8 @@ async fn an_interrupt_cuts_the_run_short_but_it_still_reports() {
         let report = run_sessions(&args(&server, 20, 2), rx).await.unwrap();
         assert_eq!(report.outcome, Outcome::Interrupted);
         assert!(!report.clean());
-        let (channels, _) = leftovers(&server).await;
-        assert_eq!(channels, ["Lobby"], "cleaned up all the same");
+        // Cleaned up all the same.
+        assert_cleaned_up(&server).await;
     })
     .await;
 }
