@@ -76,7 +76,6 @@ pub fn channel_id(field: &str, id: &str) -> Result<ChannelId, Status> {
     Ok(ChannelId(id.to_owned()))
 }
 
-/// A parent id: empty means the top level.
 /// A `CreateChannelRequest` as the core's `NewChannel` (the channel rules
 /// check it).
 pub fn new_channel(req: pb::CreateChannelRequest) -> crate::channels::NewChannel {
@@ -90,6 +89,7 @@ pub fn new_channel(req: pb::CreateChannelRequest) -> crate::channels::NewChannel
     }
 }
 
+/// A parent id: empty means the top level.
 pub fn parent_id(id: &str) -> Option<ChannelId> {
     (!id.is_empty()).then(|| ChannelId(id.to_owned()))
 }

@@ -74,7 +74,6 @@ impl JsonStore {
     }
 }
 
-/// The file's bytes; `None` when it does not exist (nothing saved yet).
 /// Whether `path` holds the token store's own JSON (so it is state to
 /// import), rather than a provisioning file that merely shares its name.
 pub(crate) fn is_token_store(path: &Path) -> bool {
@@ -83,6 +82,7 @@ pub(crate) fn is_token_store(path: &Path) -> bool {
         .is_some_and(|bytes| serde_json::from_slice::<TokensFile>(&bytes).is_ok())
 }
 
+/// The file's bytes; `None` when it does not exist (nothing saved yet).
 fn read(what: &'static str, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     match fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
