@@ -452,35 +452,4 @@ mod tests {
         assert_eq!(serial_cmp(7, 7), Ordering::Equal);
         assert_eq!(serial_cmp(u32::MAX - 1, 1), Ordering::Less);
     }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
-
-        /// Whatever the bytes, parsing never panics, and what parses
-        /// encodes back to the same bytes. Half of the inputs start with a
-        /// valid kind, so that the deeper checks run too, not only the
-        /// kind check.
-        #[test]
-        fn parse_never_panics_on_random_bytes(
-            mut v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1_100),
-            kind in 0u8..4,
-        ) {
-            if let Some(first) = v.first_mut() {
-                match kind {
-                    0 => *first = KIND_VOICE,
-                    1 => *first = KIND_FORWARDED,
-                    _ => {}
-                }
-            }
-            let d = Bytes::from(v);
-            if let Ok(p) = VoicePacket::parse(d.clone()) {
-                proptest::prop_assert!((1..=MAX_PAYLOAD).contains(&p.payload.len()));
-                proptest::prop_assert_eq!(p.encode().expect("parsed packets encode"), d.clone());
-            }
-            if let Ok(f) = Forwarded::parse(d.clone()) {
-                proptest::prop_assert_ne!(f.speaker, 0);
-                proptest::prop_assert_eq!(f.encode().expect("parsed packets encode"), d);
-            }
-        }
-    }
 }
