@@ -14,12 +14,14 @@
 //! says whether the file gave its plaintext or its hash; never the secret.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use openspeak_shared::config::Config;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use crate::store::{StoreError, TokenRecord};
+use crate::store::{Store, StoreError, TokenRecord};
 use crate::tokens::{self, Role, TokenStore, Upsert};
 
 /// What a provisioning file holds.
@@ -88,6 +90,18 @@ pub struct Provisioned {
     pub added: usize,
     pub updated: usize,
     pub unchanged: usize,
+}
+
+/// The tokens of `store` as a control plane starts with them: with
+/// `auth.tokens_file` applied beside a database (with the JSON backend
+/// that file is the store itself). The server and the admin commands on a
+/// stopped one both open them here, so that they see the same tokens.
+pub fn open_tokens(config: &Config, store: Arc<dyn Store>) -> Result<TokenStore, ProvisionError> {
+    let mut tokens = TokenStore::open(store)?;
+    if config.storage.uses_sqlite() {
+        apply(&config.tokens_file(), &mut tokens, SystemTime::now())?;
+    }
+    Ok(tokens)
 }
 
 /// Applies the provisioning file at `path`, if there is one, to `tokens`.
@@ -216,7 +230,6 @@ fn warn_if_readable_by_others(path: &Path) {
 mod tests {
     use super::*;
     use crate::store::JsonStore;
-    use std::sync::Arc;
 
     fn store(dir: &Path) -> TokenStore {
         let json = JsonStore::new(

@@ -158,11 +158,7 @@ impl ControlPlane {
             state,
             fresh,
         } = store::open(&config)?;
-        let mut tokens = TokenStore::open(store.clone())?;
-        // With the JSON backend the tokens file is the store itself.
-        if config.storage.uses_sqlite() {
-            provision::apply(&config.tokens_file(), &mut tokens, SystemTime::now())?;
-        }
+        let mut tokens = provision::open_tokens(&config, store.clone())?;
         if tokens.is_empty() {
             bootstrap(&config, &mut tokens)?;
         }

@@ -32,14 +32,10 @@ impl Offline {
     /// so that a token listed there is seen here too.
     pub fn open(config: &Config, lock: DataLock) -> Result<Offline, AdminError> {
         let opened = store::open(config)?;
-        let mut tokens = TokenStore::open(opened.store.clone())?;
-        if config.storage.uses_sqlite() {
-            provision::apply(&config.tokens_file(), &mut tokens, SystemTime::now())?;
-        }
         Ok(Offline {
             config: config.clone(),
+            tokens: provision::open_tokens(config, opened.store.clone())?,
             store: opened.store,
-            tokens,
             _lock: lock,
         })
     }
