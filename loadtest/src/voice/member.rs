@@ -66,12 +66,13 @@ const DELAY_BATCH: usize = 256;
 
 /// Bound on each control-plane call of a churn cycle.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a listener looks whether anything came from its data plane,
-/// and pings it over plain UDP every [`PING_EVERY`] (over QUIC the
-/// connection's own keep-alive does that). Once a second: a load of
-/// thousands of clients in one process must not spend its time on the
-/// watch, and [`GONE_AFTER`] of silence is still noticed within a second
-/// (a real client, `openspeak_client::Call`, looks four times as often).
+/// How often a listener looks whether anything came from its data plane
+/// and, over plain UDP, pings it: every [`PING_EVERY`], so each look is
+/// also a ping's time (over QUIC the connection's own keep-alive pings).
+/// Once a second: a load of thousands of clients in one process must not
+/// spend its time on the watch, and [`GONE_AFTER`] of silence is still
+/// noticed within a second (a real client, `openspeak_client::Call`, looks
+/// four times as often).
 const CHECK_EVERY: Duration = PING_EVERY;
 
 /// The first pause between two attempts to get voice back after the
@@ -752,8 +753,7 @@ impl Listener {
         let leave_at = until.leave_at();
         let mut checks = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut heard, mut heard_at, mut pinged_at) =
-            (voice.heard(), Instant::now(), Instant::now());
+        let (mut heard, mut heard_at) = (voice.heard(), Instant::now());
         loop {
             let due = self.downlink.next_due();
             tokio::select! {
@@ -777,11 +777,9 @@ impl Listener {
                         self.flush();
                         return ListenEnd::Lost;
                     }
-                    if pinged_at.elapsed() >= PING_EVERY {
-                        // A lost ping is made good by the next one.
-                        let _ = voice.keepalive();
-                        pinged_at = Instant::now();
-                    }
+                    // Each check is a ping's time (`CHECK_EVERY`); a lost
+                    // ping is made good by the next one.
+                    let _ = voice.keepalive();
                 }
                 () = sleep_until_opt(leave_at) => {
                     self.flush();
