@@ -750,7 +750,13 @@ impl Listener {
     ) -> ListenEnd {
         // To read the flag in a handler while `stop` is borrowed by its arm.
         let stopping = stop.clone();
-        let leave_at = until.leave_at();
+        // Made once for the stretch, not once per datagram received: each
+        // would register with the timer or the run's shared watch, and
+        // unregister, for every packet.
+        let stopped = stop.wait_for(|s| *s);
+        let leave = sleep_until_opt(until.leave_at());
+        let go = wait_go(until.go());
+        tokio::pin!(stopped, leave, go);
         let mut checks = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut heard, mut heard_at) = (voice.heard(), Instant::now());
@@ -758,7 +764,7 @@ impl Listener {
             let due = self.downlink.next_due();
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => {
+                _ = &mut stopped => {
                     self.flush();
                     return ListenEnd::Stopped;
                 }
@@ -781,11 +787,11 @@ impl Listener {
                     // ping is made good by the next one.
                     let _ = voice.keepalive();
                 }
-                () = sleep_until_opt(leave_at) => {
+                () = &mut leave => {
                     self.flush();
                     return ListenEnd::Leave;
                 }
-                at = wait_go(until.go()) => return ListenEnd::Go(at),
+                at = &mut go => return ListenEnd::Go(at),
                 () = sleep_until_opt(due.map(Instant::from_std)) => {
                     let now = StdInstant::now();
                     while let Some((forwarded, arrival)) = self.downlink.pop_due(now) {
@@ -1075,18 +1081,24 @@ async fn speak(
     // lost on the way (and owed, so counted so by the listeners).
     let mut conn = voice.borrow_and_update().clone();
     let mut warming = true;
+    // Made once, not once per packet: each would register with the run's
+    // shared watch, and unregister, at every step.
+    let stopped = stop.wait_for(|s| *s);
+    let started = wait_go(Some(&mut go));
+    tokio::pin!(stopped, started);
     // Bounded: the run always sets go or stop, and after go the speaker
     // ends with the send phase and the longest simulated delay.
     while let Some(wake) = speaker.next_wake() {
         tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => {
+            _ = &mut stopped => {
                 if let Some(c) = &conn {
                     let _ = speaker.stop().into_iter().all(|d| send(&ctx, c, d));
                 }
                 break;
             }
-            at = wait_go(Some(&mut go)), if warming => {
+            // Polled until it resolves, never after.
+            at = &mut started, if warming => {
                 warming = false;
                 speaker.start(at);
                 continue;
