@@ -82,13 +82,10 @@ pub fn init(
     write(dir, CA_CERT, &ca.pem(), 0o644, &mut written)?;
     let issuer = Issuer::new(ca_params()?, ca_key);
 
-    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
-    names.extend(hosts.iter().cloned());
-    names.dedup();
     let (cert, key) = leaf(
         &issuer,
         "control plane",
-        names,
+        loopback_and(hosts.iter().cloned()),
         ExtendedKeyUsagePurpose::ServerAuth,
     )?;
     write(dir, CONTROL_KEY, &key, 0o600, &mut written)?;
@@ -111,6 +108,19 @@ pub fn issue(dir: &Path, name: &str) -> Result<Written, ClusterCaError> {
     let mut written = Written::default();
     issue_with(&issuer, dir, name, &mut written)?;
     Ok(written)
+}
+
+/// The names a control plane's certificate is valid for: the loopback
+/// ones, so that a client on the same machine can dial any of them, then
+/// `others`, each name once.
+pub(crate) fn loopback_and(others: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
+    for name in others {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// `dataplane-<name>.pem` and `dataplane-<name>-key.pem`.
@@ -286,6 +296,16 @@ impl ClusterCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_given_twice_or_a_loopback_one_is_listed_once() {
+        let names =
+            loopback_and(["127.0.0.1", "voice.example.org", "voice.example.org"].map(String::from));
+        assert_eq!(
+            names,
+            ["localhost", "127.0.0.1", "::1", "voice.example.org"]
+        );
+    }
 
     #[test]
     fn init_makes_every_file_once_and_issue_adds_a_data_plane() {

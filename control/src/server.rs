@@ -43,6 +43,7 @@ use crate::{
     broker::Broker,
     channels::{ChannelError, ChannelTree},
     cluster::{AttachGuard, ClusterApi, Registry},
+    cluster_ca,
     data_lock::{DataLock, LockError},
     edge::EdgeLayer,
     hub::Hub,
@@ -668,23 +669,16 @@ fn cluster_tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartE
 /// loopback names, the machine's host name, and `server.host` when it
 /// names one address, so that a client that checks names can dial any.
 fn self_signed(config: &Config) -> SelfSigned<'static> {
-    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
-    if let Some(host) = host_name() {
-        names.push(host);
-    }
-    let bound = &config.server.host;
-    if bound
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| !ip.is_unspecified() && !ip.is_loopback())
-    {
-        names.push(bound.clone());
-    }
-    names.dedup();
+    let bound = Some(config.server.host.clone()).filter(|bound| {
+        bound
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| !ip.is_unspecified() && !ip.is_loopback())
+    });
     SelfSigned {
         cert_file: SELF_SIGNED_CERT_FILE,
         key_file: SELF_SIGNED_KEY_FILE,
         common_name: "control plane",
-        names,
+        names: cluster_ca::loopback_and(host_name().into_iter().chain(bound)),
     }
 }
 
