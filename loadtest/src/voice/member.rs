@@ -685,6 +685,9 @@ struct Listener {
     tally: ListenerTally,
     /// The simulated downlink.
     downlink: Link<Forwarded>,
+    /// What the downlink lets through at once for one datagram, emptied
+    /// after each: kept so that a received packet allocates nothing.
+    arrived: Vec<Forwarded>,
     /// One-way delays not yet merged into the shared histograms, each with
     /// its arrival (µs since the epoch).
     delays: Vec<(u64, u64)>,
@@ -709,6 +712,7 @@ impl Listener {
                 plan.link(Direction::Downlink),
                 stream_seed(plan.seed, index, Direction::Downlink, SEED_IMPAIRMENT),
             ),
+            arrived: Vec::new(),
             delays: Vec::with_capacity(DELAY_BATCH),
         }
     }
@@ -822,13 +826,15 @@ impl Listener {
             return self.judge(&forwarded, now);
         }
         self.ctx.counters.received.fetch_add(1, Ordering::Relaxed);
-        let mut arrived = Vec::new();
+        // Taken out while `judge` borrows the listener, then put back.
+        let mut arrived = std::mem::take(&mut self.arrived);
         if !self.downlink.send(now, forwarded, &mut arrived) {
             self.ctx.downlink_dropped.fetch_add(1, Ordering::Relaxed);
         }
-        for forwarded in arrived {
+        for forwarded in arrived.drain(..) {
             self.judge(&forwarded, now);
         }
+        self.arrived = arrived;
     }
 
     /// Judges whatever the downlink still holds as if it had waited: each
