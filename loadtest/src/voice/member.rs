@@ -357,17 +357,7 @@ async fn open_and_connect(
         .tokens
         .for_client(index as usize)
         .session_request(session_id, pb::OpenVoiceRequest {});
-    let ticket = match timeout(CALL_TIMEOUT, voice.open_voice(open)).await {
-        Ok(Ok(resp)) => resp.into_inner(),
-        Ok(Err(status)) => return Err(Failure::status(Step::OpenVoice, &status)),
-        Err(_) => {
-            return Err(Failure::named(
-                Step::OpenVoice,
-                "timed_out",
-                "OpenVoice".into(),
-            ));
-        }
-    };
+    let ticket = call(Step::OpenVoice, "OpenVoice", voice.open_voice(open)).await?;
     if ctx.plan.transport == Transport::Udp {
         return connect_udp(&ticket).await;
     }
@@ -411,25 +401,30 @@ async fn connect_udp(ticket: &pb::OpenVoiceResponse) -> Result<VoiceConn, Failur
         .map_err(|e| Failure::conn(e.into()))
 }
 
-/// A control-plane call bounded by [`CALL_TIMEOUT`]; `None` when it failed
-/// (counted under `step`).
+/// A control-plane call (`name`, at `step`) bounded by [`CALL_TIMEOUT`].
+async fn call<T>(
+    step: Step,
+    name: &str,
+    request: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, Failure> {
+    match timeout(CALL_TIMEOUT, request).await {
+        Ok(Ok(resp)) => Ok(resp.into_inner()),
+        Ok(Err(status)) => Err(Failure::status(step, &status)),
+        Err(_) => Err(Failure::named(step, "timed_out", name.into())),
+    }
+}
+
+/// [`call`], counting its failure; `None` when it failed.
 async fn bounded<T>(
     ctx: &Ctx,
     step: Step,
     name: &str,
-    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    request: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Option<T> {
-    match timeout(CALL_TIMEOUT, call).await {
-        Ok(Ok(resp)) => Some(resp.into_inner()),
-        Ok(Err(status)) => {
-            ctx.fail_status(step, &status);
-            None
-        }
-        Err(_) => {
-            ctx.fail(step, &ErrorKind::named("timed_out"), name);
-            None
-        }
-    }
+    call(step, name, request)
+        .await
+        .inspect_err(|failure| ctx.count(failure))
+        .ok()
 }
 
 /// The first address of `host:port`, bounded.
