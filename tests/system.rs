@@ -777,7 +777,7 @@ async fn load_generator_voice_comes_back(transport: openspeak_loadtest::Transpor
 
     let control = Control::start().await;
     let dataplane = DataplaneProcess::start(&control).await;
-    // The load generator takes `host:port`, as its `--server` flag.
+    // `VoicePlan::new` takes `host:port`, what `--addr` is once parsed.
     let server = control.url.trim_start_matches("http://");
     let mut plan = VoicePlan::new(server, &control.token);
     (plan.clients, plan.channels, plan.speakers) = (6, 1, 1);
