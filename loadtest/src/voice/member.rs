@@ -512,7 +512,7 @@ pub async fn run_member(member: Member, ctx: Arc<Ctx>, signals: Signals) -> Memb
     let mut stop = signals.stop_listening.clone();
     let end = if ctx.layout.churns(index) {
         let mut c = Churner {
-            seat,
+            seat: &seat,
             rng: StdRng::seed_from_u64(stream_seed(
                 ctx.plan.seed,
                 index,
@@ -520,13 +520,10 @@ pub async fn run_member(member: Member, ctx: Arc<Ctx>, signals: Signals) -> Memb
                 SEED_CHURN,
             )),
         };
-        let end = c.run(&mut listener, signals.go.clone(), &mut stop).await;
-        (end, c.seat)
+        c.run(&mut listener, signals.go.clone(), &mut stop).await
     } else {
-        let end = listener.listen_on(&seat, Until::Stop, &mut stop).await;
-        (end, seat)
+        listener.listen_on(&seat, Until::Stop, &mut stop).await
     };
-    let (end, seat) = end;
     if !matches!(end, ListenEnd::Stopped) {
         // Lost for good: the tally keeps its window open, so the missing
         // packets count as lost. Wait for the end like the others.
@@ -955,14 +952,14 @@ async fn wait_go(go: Option<&mut watch::Receiver<Option<StdInstant>>>) -> StdIns
 }
 
 /// A listener that leaves and rejoins its channel during the send phase.
-struct Churner {
+struct Churner<'a> {
     /// The client and its voice.
-    seat: Seat,
+    seat: &'a Seat,
     /// When to leave.
     rng: StdRng,
 }
 
-impl Churner {
+impl Churner<'_> {
     /// Listens, leaving and rejoining about every `--churn-every-ms` while
     /// the send phase lasts, until the run stops it
     /// ([`ListenEnd::Stopped`]) or its voice is lost for good.
@@ -976,7 +973,7 @@ impl Churner {
         let every = ctx.plan.churn_every.unwrap_or(Duration::from_secs(3));
         // Until the run says go there are no leaves to plan.
         let send_end = match listener
-            .listen_on(&self.seat, Until::Go(&mut go), stop)
+            .listen_on(self.seat, Until::Go(&mut go), stop)
             .await
         {
             ListenEnd::Go(at) => Instant::from_std(at) + ctx.plan.duration,
@@ -991,7 +988,7 @@ impl Churner {
             } else {
                 Until::Stop
             };
-            match listener.listen_on(&self.seat, until, stop).await {
+            match listener.listen_on(self.seat, until, stop).await {
                 ListenEnd::Leave => {}
                 ListenEnd::Go(_) => return ListenEnd::Lost,
                 end => return end,
@@ -1005,7 +1002,7 @@ impl Churner {
                 + ctx.plan.link(Direction::Uplink).max_delay()
                 + ctx.plan.link(Direction::Downlink).max_delay();
             match listener
-                .listen_on(&self.seat, Until::Leave(Instant::now() + margin), stop)
+                .listen_on(self.seat, Until::Leave(Instant::now() + margin), stop)
                 .await
             {
                 ListenEnd::Leave => {}
@@ -1040,7 +1037,7 @@ impl Churner {
             session_id,
             channel,
             ..
-        } = &self.seat;
+        } = self.seat;
         let mut channels = ChannelServiceClient::new(channel.clone());
         let leave = ctx
             .tokens
