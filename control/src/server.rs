@@ -701,6 +701,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     let names = [
         "",
+        <pb::admin_service_server::AdminServiceServer<AdminApi> as NamedService>::NAME,
         <pb::auth_service_server::AuthServiceServer<AuthApi> as NamedService>::NAME,
         <pb::channel_service_server::ChannelServiceServer<ChannelApi> as NamedService>::NAME,
         <pb::fanout::presence_service_server::PresenceServiceServer<PresenceApi> as NamedService>::NAME,

@@ -14,7 +14,8 @@ use tonic_health::pb::{
 };
 use tonic_reflection::pb::{v1, v1alpha};
 
-const OPENSPEAK_SERVICES: [&str; 4] = [
+const OPENSPEAK_SERVICES: [&str; 5] = [
+    "openspeak.v1.AdminService",
     "openspeak.v1.AuthService",
     "openspeak.v1.ChannelService",
     "openspeak.v1.PresenceService",
