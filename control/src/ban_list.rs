@@ -16,6 +16,12 @@ use std::{
 /// failures have all aged out are dropped first.
 const MAX_TRACKED: usize = 100_000;
 
+/// The longest a ban runs: a century is "for good" to an operator, and an
+/// `Instant` that far ahead exists on every platform, where `now + u64::MAX
+/// seconds` would overflow. Every way a ban comes in (the API, the admin
+/// commands on a stopped server, the store at start) is cut to it.
+pub const MAX_BAN: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 #[derive(Debug)]
 pub struct BanList {
     max_failures: u32,

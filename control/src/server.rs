@@ -39,7 +39,7 @@ use tracing::{info, warn};
 
 use crate::{
     authenticator::Authenticator,
-    ban_list::BanList,
+    ban_list::{BanList, MAX_BAN},
     broker::Broker,
     channels::{ChannelError, ChannelTree},
     cluster::{AttachGuard, ClusterApi, Registry},
@@ -544,7 +544,8 @@ fn restore_bans(config: &Config, store: &dyn Store) -> Result<BanList, StoreErro
     );
     let (now, wall) = (Instant::now(), crate::authenticator::unix_now());
     for (addr, until) in store.bans()? {
-        let left = Duration::from_secs(until.saturating_sub(wall));
+        // The store may hold any end (an older build, a hand edit).
+        let left = Duration::from_secs(until.saturating_sub(wall)).min(MAX_BAN);
         bans.restore(addr, now + left, now);
     }
     Ok(bans)

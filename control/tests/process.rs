@@ -871,12 +871,20 @@ async fn admin_commands_work_on_a_stopped_server_and_it_starts_with_their_change
     admin_json(&data, cwd, &["ban", "add", "192.0.2.8"]).await;
     let (ok, text, _) = admin_command(&data, cwd, &["ban", "remove", "192.0.2.8"]).await;
     assert!(ok && text.contains("may connect again"), "{text}");
+    // For ever is a century: the server must still start on it.
+    let forever = u64::MAX.to_string();
+    admin_json(
+        &data,
+        cwd,
+        &["ban", "add", "192.0.2.9", "--duration", &forever],
+    )
+    .await;
     let status = admin_json(&data, cwd, &["status"]).await;
     assert_eq!(
         (status["running"].as_bool(), status["channels"].as_u64()),
         (Some(false), Some(2))
     );
-    assert_eq!(status["bans"], 1);
+    assert_eq!(status["bans"], 2);
 
     // Reading a directory that is not there names it and makes nothing.
     let typo = dir.path().join("dta");
@@ -913,8 +921,11 @@ async fn admin_commands_work_on_a_stopped_server_and_it_starts_with_their_change
     let bans = admin.list_bans().await.unwrap();
     assert_eq!(
         bans.iter().map(|b| b.address.as_str()).collect::<Vec<_>>(),
-        ["192.0.2.7"]
+        ["192.0.2.7", "192.0.2.9"]
     );
+    let century = 100 * 365 * 24 * 3600;
+    let ends = bans[1].until.as_ref().expect("an end").seconds - now_unix();
+    assert!((century - 60..=century).contains(&ends), "{ends}");
     let (status, _, stderr) = stop_with_a_session_open(process, addr, &token, "TERM").await;
     assert!(status.success(), "{stderr:#?}");
 }
@@ -1025,4 +1036,12 @@ async fn every_admin_command_has_help() {
             "{args:?} says what it does: {stdout}"
         );
     }
+}
+
+/// Seconds since the Unix epoch now, as a ban's end is given.
+fn now_unix() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    i64::try_from(since.as_secs()).expect("in range")
 }

@@ -12,7 +12,12 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::{Shared, internal};
-use crate::{authenticator::Caller, ban_list::BanList, convert, limits, store::Store};
+use crate::{
+    authenticator::Caller,
+    ban_list::{BanList, MAX_BAN},
+    convert, limits,
+    store::Store,
+};
 
 pub struct AdminApi {
     pub shared: Arc<Shared>,
@@ -106,7 +111,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         let addr = address(&req.address)?;
         let duration = match req.duration_seconds {
             0 => self.bans().ban_duration(),
-            secs => Duration::from_secs(secs.min(100 * 365 * 24 * 3600)),
+            secs => Duration::from_secs(secs).min(MAX_BAN),
         };
         // Kept first: an acknowledged ban survives a restart.
         let wall_now = crate::authenticator::unix_now();
