@@ -322,7 +322,7 @@ mod tests {
 
     use super::super::{
         Override, Seconds,
-        testing::{env, flag, load, opts, with_file},
+        testing::{assert_file_error, env, file_error, flag, load, opts, with_file},
     };
     use super::*;
 
@@ -451,18 +451,12 @@ mod tests {
 
     #[test]
     fn unknown_key_in_file_names_key_and_file() {
-        let (_dir, path, opts) = with_file("server:\n  prot: 1\n");
-        let err = load(&opts).unwrap_err();
-        assert_eq!(err.key(), Some("server.prot"));
-        assert_eq!(err.origin(), Some(&Origin::File(path.clone())));
+        let (err, path) = assert_file_error("server:\n  prot: 1\n", "server.prot");
         assert_eq!(
             err.to_string(),
             format!("unknown key `server.prot` in {}", path.display())
         );
-        let (_dir, path, opts) = with_file("sever:\n  port: 1\n");
-        let err = load(&opts).unwrap_err();
-        assert_eq!(err.key(), Some("sever"));
-        assert_eq!(err.origin(), Some(&Origin::File(path)));
+        assert_file_error("sever:\n  port: 1\n", "sever");
     }
 
     #[test]
@@ -534,12 +528,8 @@ mod tests {
 
     #[test]
     fn wrong_type_for_a_section_or_string() {
-        let (_dir, path, opts) = with_file("server: 5\n");
-        let err = load(&opts).unwrap_err();
-        assert_eq!(err.key(), Some("server"));
-        assert_eq!(err.origin(), Some(&Origin::File(path)));
-        let (_dir, path, opts) = with_file("auth:\n  bootstrap_token: 12345\n");
-        let err = load(&opts).unwrap_err();
+        assert_file_error("server: 5\n", "server");
+        let (err, path) = file_error("auth:\n  bootstrap_token: 12345\n");
         assert_eq!(
             err.to_string(),
             format!(
@@ -548,8 +538,7 @@ mod tests {
                 path.display()
             )
         );
-        let (_dir, _path, opts) = with_file("logging:\n  level: [info]\n");
-        let err = load(&opts).unwrap_err();
+        let (err, _path) = file_error("logging:\n  level: [info]\n");
         assert_eq!(err.key(), Some("logging.level"), "{err}");
     }
 
@@ -582,8 +571,7 @@ mod tests {
 
     #[test]
     fn syntax_errors_name_the_file() {
-        let (_dir, path, opts) = with_file("server:\n  port: [1\n");
-        let err = load(&opts).unwrap_err();
+        let (err, path) = file_error("server:\n  port: [1\n");
         assert!(
             matches!(&err, ConfigError::Syntax { path: p, .. } if *p == path),
             "{err}"

@@ -125,9 +125,8 @@ impl ServerConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{
-        Origin,
-        testing::{assert_accepted, assert_rejected, load, with_file},
+    use super::super::testing::{
+        assert_accepted, assert_file_error, assert_rejected, file_error, load, with_file,
     };
     use super::*;
 
@@ -160,10 +159,7 @@ mod tests {
 
     #[test]
     fn tls_needs_both_files() {
-        let (_dir, path, opts) = with_file("server:\n  tls_key: key.pem\n");
-        let err = load(&opts).unwrap_err();
-        assert_eq!(err.key(), Some("server.tls_key"));
-        assert_eq!(err.origin(), Some(&Origin::File(path)));
+        assert_file_error("server:\n  tls_key: key.pem\n", "server.tls_key");
         let (_dir, _path, opts) = with_file("server:\n  tls_key: key.pem\n  tls_cert: cert.pem\n");
         let config = load(&opts).unwrap();
         assert_eq!(config.server.tls_cert, Some(PathBuf::from("cert.pem")));
@@ -173,10 +169,9 @@ mod tests {
     fn a_self_signed_certificate_or_a_given_one_not_both() {
         let (_dir, _path, opts) = with_file("server:\n  tls_self_signed: true\n");
         assert!(load(&opts).unwrap().server.tls_self_signed);
-        let (_dir, _path, opts) = with_file(
+        let (err, _path) = file_error(
             "server:\n  tls_self_signed: true\n  tls_key: key.pem\n  tls_cert: cert.pem\n",
         );
-        let err = load(&opts).unwrap_err();
         assert_eq!(err.key(), Some("server.tls_self_signed"));
         assert!(err.to_string().contains("choose one"), "{err}");
     }

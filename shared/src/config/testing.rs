@@ -1,6 +1,6 @@
 //! What the configuration's tests share: loading without touching the
 //! process environment or the working directory, and the checks every
-//! section's tests run on its keys.
+//! section's tests run on its keys and on the errors a file gives.
 
 use std::{fs, path::PathBuf};
 
@@ -18,6 +18,23 @@ pub(super) fn with_file(yaml: &str) -> (tempfile::TempDir, PathBuf, LoadOptions)
     fs::write(&path, yaml).unwrap();
     let opts = opts().config_path(&path);
     (dir, path, opts)
+}
+
+/// Loads a config file holding `yaml`, which must fail: the error and
+/// the file's path (the file is gone by then, but errors name the path).
+pub(super) fn file_error(yaml: &str) -> (ConfigError, PathBuf) {
+    let (_dir, path, opts) = with_file(yaml);
+    (load(&opts).unwrap_err(), path)
+}
+
+/// [`file_error`] for an error that names `key` and the file, as every
+/// error about a file's key must; returned for the caller's own checks.
+#[track_caller]
+pub(super) fn assert_file_error(yaml: &str, key: &str) -> (ConfigError, PathBuf) {
+    let (err, path) = file_error(yaml);
+    assert_eq!(err.key(), Some(key), "{err}");
+    assert_eq!(err.origin(), Some(&Origin::File(path.clone())), "{err}");
+    (err, path)
 }
 
 pub(super) fn flag(key: &str, value: &str) -> Override {
