@@ -171,7 +171,7 @@ impl DataplaneConfig {
 mod tests {
     use super::super::{
         Config, ConfigError, Origin,
-        testing::{flag, load, opts, with_file},
+        testing::{flag, load, load_env, opts, with_file},
     };
 
     #[test]
@@ -208,13 +208,10 @@ mod tests {
             Some("127.0.0.1:9101".parse().unwrap()),
             "the contract's default"
         );
-        let any_port = opts().env_vars([("OPENSPEAK_DATAPLANE__METRICS_LISTEN", "[::1]:0")]);
-        assert_eq!(
-            metrics(&load(&any_port).unwrap()),
-            Some("[::1]:0".parse().unwrap())
-        );
-        let off = opts().env_vars([("OPENSPEAK_DATAPLANE__METRICS_LISTEN", "")]);
-        assert_eq!(metrics(&load(&off).unwrap()), None, "empty turns it off");
+        let any_port = load_env([("OPENSPEAK_DATAPLANE__METRICS_LISTEN", "[::1]:0")]);
+        assert_eq!(metrics(&any_port), Some("[::1]:0".parse().unwrap()));
+        let off = load_env([("OPENSPEAK_DATAPLANE__METRICS_LISTEN", "")]);
+        assert_eq!(metrics(&off), None, "empty turns it off");
         let (_dir, _path, file) = with_file("dataplane:\n  metrics_listen: \"\"\n");
         assert_eq!(metrics(&load(&file).unwrap()), None);
 

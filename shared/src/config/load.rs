@@ -322,7 +322,7 @@ mod tests {
 
     use super::super::{
         Override, Seconds,
-        testing::{assert_file_error, env, file_error, flag, load, opts, with_file},
+        testing::{assert_file_error, env, file_error, flag, load, load_env, opts, with_file},
     };
     use super::*;
 
@@ -375,8 +375,8 @@ mod tests {
 
     #[test]
     fn env_names_without_a_section_separator_are_left_to_tools() {
-        let opts = opts().env_vars([("OPENSPEAK_TOKEN", "ost_abc"), ("OPENSPEAK_X", "1")]);
-        assert_eq!(load(&opts).unwrap(), Config::default());
+        let config = load_env([("OPENSPEAK_TOKEN", "ost_abc"), ("OPENSPEAK_X", "1")]);
+        assert_eq!(config, Config::default());
     }
 
     #[test]
@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn env_names_use_double_underscore_and_any_case_keys() {
-        let opts = opts().env_vars([
+        let config = load_env([
             ("OPENSPEAK_AUTH__BOOTSTRAP_TOKEN", "s3cret"),
             ("OPENSPEAK_STORAGE__DATA_DIR", "/var/lib/openspeak"),
             ("OPENSPEAK_CHANNELS__MEMBERS_CAN_CREATE", "true"),
@@ -409,7 +409,6 @@ mod tests {
             ("OTHER_SERVER__PORT", "not ours"),
             ("PATH", "/usr/bin"),
         ]);
-        let config = load(&opts).unwrap();
         assert_eq!(config.auth.bootstrap_token.as_deref(), Some("s3cret"));
         assert_eq!(config.storage.data_dir, PathBuf::from("/var/lib/openspeak"));
         assert!(config.channels.members_can_create);
@@ -419,13 +418,12 @@ mod tests {
 
     #[test]
     fn numeric_looking_env_values_stay_strings() {
-        let opts = opts().env_vars([
+        let config = load_env([
             ("OPENSPEAK_AUTH__BOOTSTRAP_TOKEN", "0123"),
             ("OPENSPEAK_CLUSTER__SECRET", "123"),
             ("OPENSPEAK_CHANNELS__DEFAULT", "true"),
             ("OPENSPEAK_STORAGE__DATA_DIR", "42"),
         ]);
-        let config = load(&opts).unwrap();
         assert_eq!(config.auth.bootstrap_token.as_deref(), Some("0123"));
         assert_eq!(config.cluster.secret.as_deref(), Some("123"));
         assert_eq!(config.channels.default, "true");
@@ -440,8 +438,7 @@ mod tests {
 
     #[test]
     fn port_zero_is_any_free_port() {
-        let opts = opts().env_vars([("OPENSPEAK_SERVER__PORT", "0")]);
-        assert_eq!(load(&opts).unwrap().server.port, 0);
+        assert_eq!(load_env([("OPENSPEAK_SERVER__PORT", "0")]).server.port, 0);
         let (_dir, _path, opts) =
             with_file("server:\n  port: 0\ncluster:\n  listen: 127.0.0.1:0\n");
         let config = load(&opts).unwrap();
@@ -606,7 +603,7 @@ mod tests {
 
     #[test]
     fn channel_name_is_trimmed() {
-        let opts = opts().env_vars([("OPENSPEAK_CHANNELS__DEFAULT", "  Hall ")]);
-        assert_eq!(load(&opts).unwrap().channels.default, "Hall");
+        let config = load_env([("OPENSPEAK_CHANNELS__DEFAULT", "  Hall ")]);
+        assert_eq!(config.channels.default, "Hall");
     }
 }

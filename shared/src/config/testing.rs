@@ -45,6 +45,13 @@ pub(super) fn env(name: &str) -> Origin {
     Origin::Env(name.into())
 }
 
+/// Loads with exactly the environment variables `vars` (and no file),
+/// which must load.
+#[track_caller]
+pub(super) fn load_env<const N: usize>(vars: [(&str, &str); N]) -> Config {
+    load(&opts().env_vars(vars)).unwrap()
+}
+
 /// Loads with no file at the default path.
 pub(super) fn load(opts: &LoadOptions) -> Result<Config, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
