@@ -125,19 +125,16 @@ pub enum ServeError {
 /// A control plane that is bound and ready to serve.
 pub struct ControlPlane {
     config: Config,
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    /// The public gRPC listener (`server.host`, `server.port`).
+    public: Endpoint,
     broker: Arc<Broker>,
     tokens: Arc<RwLock<TokenStore>>,
     /// The bans kept across the last restart, put back.
     bans: BanList,
     store: Arc<dyn Store>,
-    tls: Option<ServerTlsConfig>,
-    /// The internal link's TLS (`cluster.tls_*`), mutual when a CA is set.
-    cluster_tls: Option<ServerTlsConfig>,
-    /// The internal link's listener (`cluster.listen`).
-    cluster_listener: TcpListener,
-    cluster_addr: SocketAddr,
+    /// The internal link's listener (`cluster.listen`); its TLS
+    /// (`cluster.tls_*`) is mutual when a CA is set.
+    cluster: Endpoint,
     /// Seals voice tickets; sent to every data plane. One key for the
     /// process's life until rotation exists.
     ticket_key: TicketKey,
@@ -146,6 +143,53 @@ pub struct ControlPlane {
     ops: Option<OpsListener>,
     /// The data directory's lock, held while this control plane lives.
     lock: DataLock,
+}
+
+/// A listener bound at start, and the TLS it is to serve (`None`:
+/// plaintext). The public one and the internal link's are bound alike.
+struct Endpoint {
+    listener: TcpListener,
+    /// The address actually bound.
+    addr: SocketAddr,
+    tls: Option<ServerTlsConfig>,
+}
+
+impl Endpoint {
+    /// Binds `socket`; an error names it as configured, `addr`.
+    async fn bind(
+        socket: SocketAddr,
+        addr: String,
+        tls: Option<ServerTlsConfig>,
+    ) -> Result<Self, StartError> {
+        let listener = TcpListener::bind(socket)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: socket.to_string(),
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            addr,
+            tls,
+        })
+    }
+}
+
+/// A gRPC server serving `tls` (`None`: plaintext) with the configured
+/// HTTP/2 keepalive and stream limits (`server.*`), which the public
+/// listener and the internal link's share.
+fn grpc_server(config: &Config, tls: Option<ServerTlsConfig>) -> Server {
+    let server = Server::builder()
+        .http2_keepalive_interval(Some(config.server.keepalive_interval.get()))
+        .http2_keepalive_timeout(Some(config.server.keepalive_timeout.get()))
+        .max_concurrent_streams(config.server.max_concurrent_streams);
+    match tls {
+        Some(tls) => server
+            .tls_config(tls)
+            .expect("the TLS configuration was checked at bind"),
+        None => server,
+    }
 }
 
 impl ControlPlane {
@@ -202,31 +246,14 @@ impl ControlPlane {
             format!("{}:{}", bracket_v6(&config.server.host), config.server.port)
                 .parse()
                 .map_err(|_| StartError::Address(addr.clone()))?;
-        let listener = TcpListener::bind(socket)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: socket.to_string(),
-            source,
-        })?;
+        let public = Endpoint::bind(socket, addr, tls).await?;
         let cluster_socket: SocketAddr = config
             .cluster
             .listen
             .parse()
             .map_err(|_| StartError::Address(config.cluster.listen.clone()))?;
-        let cluster_listener =
-            TcpListener::bind(cluster_socket)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.cluster.listen.clone(),
-                    source,
-                })?;
-        let cluster_addr = cluster_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: cluster_socket.to_string(),
-                source,
-            })?;
+        let cluster =
+            Endpoint::bind(cluster_socket, config.cluster.listen.clone(), cluster_tls).await?;
         // A random key id per start: a ticket sealed by an earlier run then
         // fails as "unknown key", which says what happened, not "forged".
         let ticket_key =
@@ -242,16 +269,12 @@ impl ControlPlane {
         };
         Ok(Self {
             config,
-            listener,
-            local_addr,
+            public,
             broker,
             tokens: Arc::new(RwLock::new(tokens)),
             bans,
             store,
-            tls,
-            cluster_tls,
-            cluster_listener,
-            cluster_addr,
+            cluster,
             ticket_key,
             ops,
             lock,
@@ -261,12 +284,12 @@ impl ControlPlane {
     /// The address actually bound (the port differs from the configured
     /// one when that was 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.public.addr
     }
 
     /// The internal link's address actually bound (`cluster.listen`).
     pub fn cluster_addr(&self) -> SocketAddr {
-        self.cluster_addr
+        self.cluster.addr
     }
 
     /// The operators' listener's address actually bound (`metrics.listen`);
@@ -279,16 +302,12 @@ impl ControlPlane {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let ControlPlane {
             config,
-            listener,
-            local_addr,
+            public,
             broker,
             tokens,
             bans,
             store,
-            tls,
-            cluster_tls,
-            cluster_listener,
-            cluster_addr,
+            cluster: link,
             ticket_key,
             ops,
             lock: _held_until_served,
@@ -330,17 +349,8 @@ impl ControlPlane {
             .build_v1alpha()
             .expect("the embedded descriptor sets are valid");
 
-        let mut builder = Server::builder()
-            .http2_keepalive_interval(Some(config.server.keepalive_interval.get()))
-            .http2_keepalive_timeout(Some(config.server.keepalive_timeout.get()))
-            .max_concurrent_streams(config.server.max_concurrent_streams);
-        let tls_on = tls.is_some();
-        if let Some(tls) = tls {
-            builder = builder
-                .tls_config(tls)
-                .expect("TLS configuration was checked at bind");
-        }
-        let router = builder
+        let tls_on = public.tls.is_some();
+        let router = grpc_server(&config, public.tls)
             .layer(EdgeLayer)
             .add_service(health)
             .add_service(reflection_v1)
@@ -394,22 +404,13 @@ impl ControlPlane {
             );
         }
         let (cluster_incoming, cluster_gate) =
-            gate::open(cluster_listener, config.server.gate_limits(), "cluster");
-        let mut cluster = Server::builder();
-        let link_transport = match (&cluster_tls, config.cluster.tls_ca.is_some()) {
+            gate::open(link.listener, config.server.gate_limits(), "cluster");
+        let link_transport = match (&link.tls, config.cluster.tls_ca.is_some()) {
             (None, _) => "plaintext",
             (Some(_), false) => "TLS",
             (Some(_), true) => "mutual TLS",
         };
-        if let Some(tls) = cluster_tls {
-            cluster = cluster
-                .tls_config(tls)
-                .expect("the link's TLS configuration was checked at bind");
-        }
-        let cluster = cluster
-            .http2_keepalive_interval(Some(config.server.keepalive_interval.get()))
-            .http2_keepalive_timeout(Some(config.server.keepalive_timeout.get()))
-            .max_concurrent_streams(config.server.max_concurrent_streams)
+        let cluster = grpc_server(&config, link.tls)
             .add_service(
                 pb::cluster::cluster_service_server::ClusterServiceServer::new(ClusterApi {
                     broker: broker.clone(),
@@ -428,17 +429,18 @@ impl ControlPlane {
         // drained.
         let cluster = tokio::spawn(cluster);
         // Not a "listening" line with `addr=`: tools look for the public one.
-        info!(%cluster_addr, transport = link_transport, "accepting data planes on the internal link");
+        info!(cluster_addr = %link.addr, transport = link_transport, "accepting data planes on the internal link");
 
         let (stop_accepting, stop_rx) = oneshot::channel::<()>();
         // Connections that never speak are closed, and there is a cap on
         // how many are open (`openspeak_shared::gate`).
-        let (incoming, grpc_gate) = gate::open(listener, config.server.gate_limits(), "grpc");
+        let (incoming, grpc_gate) =
+            gate::open(public.listener, config.server.gate_limits(), "grpc");
         let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         }));
         let scheme = if tls_on { "TLS" } else { "plaintext" };
-        info!(addr = %local_addr, transport = scheme, "control plane listening for gRPC");
+        info!(addr = %public.addr, transport = scheme, "control plane listening for gRPC");
 
         let draining = Arc::new(AtomicBool::new(false));
         let (stop_ops, ops_stopped) = oneshot::channel::<()>();
