@@ -22,6 +22,17 @@ const MAX_TRACKED: usize = 100_000;
 /// commands on a stopped server, the store at start) is cut to it.
 pub const MAX_BAN: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// How long a ban an operator asks for runs: `requested_secs` of 0 means
+/// `default` (`auth.ban_duration`), anything else is cut to [`MAX_BAN`].
+/// The API and the admin commands on a stopped server both ask here, so
+/// that `ban add --duration N` means the same whether the server runs.
+pub fn ban_length(requested_secs: u64, default: Duration) -> Duration {
+    match requested_secs {
+        0 => default,
+        secs => Duration::from_secs(secs).min(MAX_BAN),
+    }
+}
+
 #[derive(Debug)]
 pub struct BanList {
     max_failures: u32,
@@ -169,6 +180,14 @@ mod tests {
         assert!(bans.check(A, at + Duration::from_secs(300)).is_ok());
         // Other addresses are not affected.
         assert!(bans.check(B, at).is_ok());
+    }
+
+    #[test]
+    fn an_asked_for_ban_is_the_default_for_0_and_at_most_a_century() {
+        let default = Duration::from_secs(900);
+        assert_eq!(ban_length(0, default), default);
+        assert_eq!(ban_length(600, default), Duration::from_secs(600));
+        assert_eq!(ban_length(u64::MAX, default), MAX_BAN);
     }
 
     #[test]

@@ -130,7 +130,8 @@ pub enum BanCommand {
     Add {
         /// An IPv4 or IPv6 address
         address: String,
-        /// How long, in seconds, at most a century [default: auth.ban_duration]
+        /// How long, in seconds (0: auth.ban_duration), at most a century
+        /// [default: auth.ban_duration]
         #[arg(long, value_name = "SECONDS")]
         duration: Option<u64>,
         #[command(flatten)]

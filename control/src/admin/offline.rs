@@ -12,7 +12,7 @@ use openspeak_shared::config::Config;
 
 use super::{AdminError, BanCommand, ChannelCommand, Command, Printed, TokenCommand};
 use crate::authenticator::unix_now;
-use crate::ban_list::MAX_BAN;
+use crate::ban_list::ban_length;
 use crate::channels::ChannelTree;
 use crate::data_lock::DataLock;
 use crate::hub::{Hub, HubError};
@@ -86,9 +86,8 @@ impl Offline {
                 address, duration, ..
             }) => {
                 let addr = address_of(address)?;
-                let secs = duration
-                    .unwrap_or(self.config.auth.ban_duration.get().as_secs())
-                    .min(MAX_BAN.as_secs());
+                let secs = ban_length(duration.unwrap_or(0), self.config.auth.ban_duration.get())
+                    .as_secs();
                 let wall = unix_now();
                 let until = wall.saturating_add(secs);
                 self.store.put_ban(addr, until, wall)?;

@@ -14,7 +14,7 @@ use tracing::info;
 use super::{Shared, internal};
 use crate::{
     authenticator::Caller,
-    ban_list::{BanList, MAX_BAN},
+    ban_list::{BanList, ban_length},
     convert, limits,
     store::Store,
 };
@@ -109,10 +109,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         let caller = Caller::admin_of(&request, "AddBan")?;
         let req = request.into_inner();
         let addr = address(&req.address)?;
-        let duration = match req.duration_seconds {
-            0 => self.bans().ban_duration(),
-            secs => Duration::from_secs(secs).min(MAX_BAN),
-        };
+        let duration = ban_length(req.duration_seconds, self.bans().ban_duration());
         // Kept first: an acknowledged ban survives a restart.
         let wall_now = crate::authenticator::unix_now();
         self.store
