@@ -59,13 +59,25 @@ async fn converse(
     }
 
     let flood = flood(&relay);
+    let server_addr = server.udp_addr;
     let heard = tokio::spawn(async move {
-        let mut heard = 0u32;
-        while tokio::time::timeout(Duration::from_secs(2), listener.forwarded())
-            .await
-            .is_ok()
-        {
-            heard += 1;
+        // A listener that only listens still pings about once a second, as
+        // a client must (docs/PROTOCOL.md): the data plane ends a UDP
+        // session that sends nothing for 15 s, and setting up and running
+        // a flood can take longer than that. Done after 2 s of silence.
+        let (mut heard, mut silent, mut pings) = (0u32, 0u32, 1u64);
+        let mut pinged = tokio::time::Instant::now();
+        while silent < 2 {
+            match tokio::time::timeout(Duration::from_secs(1), listener.forwarded()).await {
+                Ok(_) => (heard, silent) = (heard + 1, 0),
+                Err(_) => silent += 1,
+            }
+            if pinged.elapsed() >= Duration::from_secs(1) {
+                pinged = tokio::time::Instant::now();
+                pings += 1;
+                let ping = listener.ping(pings);
+                listener.socket.send_to(&ping, server_addr).await.unwrap();
+            }
         }
         heard
     });

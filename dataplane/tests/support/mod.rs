@@ -232,7 +232,7 @@ impl RawUdp {
         .await;
         within("UDP pong", async {
             loop {
-                let ping = self.seal(&[udp::KIND_PING, 0, 0, 0, 0, 0, 0, 0, 1]);
+                let ping = self.ping(1);
                 self.socket.send_to(&ping, server).await.unwrap();
                 if let Ok(Some(Control::Pong(1))) =
                     timeout(Duration::from_millis(200), self.control()).await
@@ -257,6 +257,14 @@ impl RawUdp {
         );
         self.counter += 1;
         out
+    }
+
+    /// The next sealed ping, with `id`: what a client sends in a silence
+    /// to keep its session (and its NAT mapping) alive.
+    pub fn ping(&mut self, id: u64) -> Vec<u8> {
+        let mut plaintext = Vec::new();
+        Control::Ping(id).encode(&mut plaintext);
+        self.seal(&plaintext)
     }
 
     /// The next sealed voice packet.
