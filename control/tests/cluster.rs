@@ -15,12 +15,14 @@ use openspeak_shared::{
     },
     ticket::{TicketKey, TicketVerifier},
 };
+use pb::cluster::cluster_service_client::ClusterServiceClient;
 use pb::event::Event as Ev;
 use support::{
     ClientExt, TestServer, attach_dataplane, expect_err, expect_reason, random_secret, register,
-    within,
+    with_token, within,
 };
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
 
 const CERT: &str = "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd";
@@ -205,6 +207,120 @@ async fn open_voice_issues_a_ticket_for_the_attached_data_plane() {
         }
     })
     .await;
+}
+
+/// A data plane that reads its link too slowly for the event feed gets a
+/// fresh snapshot on the same stream, and deltas after it: it is not cut
+/// off (which detached it, and refused every `OpenVoice` for its channels
+/// until it noticed and attached again).
+#[tokio::test]
+async fn a_data_plane_that_falls_behind_gets_a_fresh_snapshot_in_the_same_stream() {
+    /// How far one subscriber may fall behind (`presence.event_queue`).
+    const QUEUE: usize = 32;
+    let secret = random_secret("test");
+    let server = {
+        let secret = secret.clone();
+        TestServer::start_with(move |c| {
+            c.cluster.secret = Some(secret);
+            c.presence.event_queue = QUEUE;
+        })
+        .await
+    };
+    let admin = server.admin().await;
+    let talker = admin.session("talker").await;
+
+    // A link that takes a kilobyte in flight, then nothing until read: the
+    // control plane's queue for it (1,024 messages) fills, then the feed
+    // falls more than QUEUE events behind.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.cluster_addr))
+            .unwrap()
+            .initial_stream_window_size(1024)
+            .connect()
+            .await
+            .expect("the cluster port accepts connections");
+    let (reports, rx) = mpsc::channel(16);
+    reports
+        .send(register("dp-slow", CERT, 0))
+        .await
+        .expect("room for the Register");
+    let mut messages = within(
+        "Attach",
+        ClusterServiceClient::new(channel).attach(with_token(&secret, ReceiverStream::new(rx))),
+    )
+    .await
+    .expect("the right secret attaches")
+    .into_inner();
+
+    const TOGGLES: usize = 4_000;
+    for i in 0..TOGGLES {
+        talker
+            .update_presence(PresenceUpdate::new().self_mute(i % 2 == 0))
+            .await
+            .expect("an admin's presence updates are not limited");
+    }
+    // The last toggle (i = TOGGLES - 1, odd) unmuted it.
+
+    // Read what was queued: deltas, then the fresh snapshot.
+    let mut snapshots = Vec::new();
+    let mut deltas = 0;
+    for _ in 0..TOGGLES + 100 {
+        let message = within("a control message", messages.message())
+            .await
+            .expect("the link stays up")
+            .expect("the stream stays open");
+        match message.kind {
+            Some(Kind::Snapshot(s)) => {
+                snapshots.push(s);
+                if snapshots.len() == 2 {
+                    break;
+                }
+            }
+            Some(Kind::MemberUpdate(_) | Kind::MemberRemoved(_)) => deltas += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        snapshots.len(),
+        2,
+        "the first snapshot and a fresh one, after {deltas} deltas"
+    );
+    assert!(deltas < TOGGLES, "some deltas were skipped: {deltas}");
+    let fresh = &snapshots[1];
+    assert_eq!(
+        fresh.instance, snapshots[0].instance,
+        "the same control plane"
+    );
+    assert_eq!(fresh.keys, snapshots[0].keys);
+    let member = fresh
+        .members
+        .iter()
+        .find(|m| m.session_id == talker.id())
+        .expect("the talker is in the fresh snapshot");
+    assert!(!member.muted, "the fresh snapshot is up to date");
+
+    // Deltas follow the fresh snapshot on the same stream; the ones queued
+    // before the lag was noticed may come first, but no more than those.
+    talker
+        .update_presence(PresenceUpdate::new().self_mute(true))
+        .await
+        .unwrap();
+    let mut after = 0;
+    loop {
+        let message = within("a delta after the snapshot", messages.message())
+            .await
+            .expect("the link stays up")
+            .expect("the stream stays open");
+        after += 1;
+        assert!(after <= TOGGLES, "no end of deltas");
+        if let Some(Kind::MemberUpdate(u)) = message.kind {
+            let m = u.member.unwrap();
+            if m.session_id == talker.id() && m.muted {
+                break;
+            }
+        }
+    }
+    drop(reports);
 }
 
 /// A control plane that stops ends its data planes' streams, so that each

@@ -25,7 +25,8 @@ mod udp;
 pub use cert::{CERT_FILE, CertError, DataplaneCert, KEY_FILE};
 pub use endpoint::{
     AdmissionLimits, BindError, EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay, Handle,
-    HandleError, MAX_UNADMITTED, RETRY_ABOVE, Resynced, UDP_DROP_REASONS, VoiceEndpoint,
+    HandleError, MAX_UNADMITTED, MemberChange, RETRY_ABOVE, Resynced, UDP_DROP_REASONS,
+    VoiceEndpoint,
 };
 pub use link::{Link, LinkConfig, LinkState, Registration};
 pub use metrics::{METRICS_PREFIX, SCRAPE_TIMEOUT};

@@ -15,6 +15,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::FutureExt;
 use openspeak_shared::metadata;
 use openspeak_shared::pb::cluster::{
     self as pb, ControlMessage, DataplaneMessage, Register,
@@ -30,7 +31,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use crate::{ChannelKey, Handle, HandleError, Member, RouterEvent, SessionId};
+use crate::{ChannelKey, Handle, HandleError, Member, MemberChange, RouterEvent, SessionId};
 
 /// How long one dial may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,6 +41,10 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
 /// no FIN) is noticed within interval + timeout rather than never.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most control messages applied before the link looks at its other
+/// work (speaking reports, stats) again; member deltas among them go to
+/// the endpoint in one round trip.
+const MEMBER_BATCH: usize = 256;
 /// How often `Stats` is reported.
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
 /// Reports that may wait to be sent; speaking changes beyond it are
@@ -349,7 +354,11 @@ impl Link {
             tokio::select! {
                 message = inbound.message() => {
                     match message.map_err(AttemptError::Stream)? {
-                        Some(message) => self.apply(message).await?,
+                        Some(message) => {
+                            if self.apply_ready(message, inbound).await? == Stream::Ended {
+                                return Ok(());
+                            }
+                        }
                         None => return Ok(()),
                     }
                 }
@@ -407,18 +416,67 @@ impl Link {
         })
     }
 
-    async fn apply(&mut self, message: ControlMessage) -> Result<(), AttemptError> {
-        match message.kind {
-            Some(Kind::MemberUpdate(update)) => {
-                if let Some((session, member)) = update.member.and_then(member) {
-                    self.handle.set_member(session, member).await?;
+    /// Applies `first` and the messages already waiting behind it, up to
+    /// [`MEMBER_BATCH`] of them. Member deltas go to the endpoint in one
+    /// [`Handle::apply`] each batch: the endpoint answers between packet
+    /// batches, and a round trip per delta drained a backlog of thousands
+    /// at tens a second while the voice loop was busy, long enough for the
+    /// control plane's feed to overflow.
+    async fn apply_ready(
+        &mut self,
+        first: ControlMessage,
+        inbound: &mut Streaming<ControlMessage>,
+    ) -> Result<Stream, AttemptError> {
+        let mut changes = Vec::new();
+        let mut message = first;
+        let mut read = 1;
+        let stream = loop {
+            match message.kind {
+                Some(Kind::MemberUpdate(update)) => {
+                    if let Some((session, member)) = update.member.and_then(member) {
+                        changes.push(MemberChange::Set(session, member));
+                    }
+                }
+                Some(Kind::MemberRemoved(removed)) => {
+                    changes.push(MemberChange::Remove(SessionId(removed.session_id)));
+                }
+                other => {
+                    // Keys and snapshots apply after the deltas before them.
+                    self.flush(&mut changes).await?;
+                    self.apply_other(other).await?;
                 }
             }
-            Some(Kind::MemberRemoved(removed)) => {
-                self.handle
-                    .remove_member(SessionId(removed.session_id))
-                    .await?;
+            if read == MEMBER_BATCH {
+                break Stream::Open;
             }
+            // `message()` may be dropped unfinished: tonic keeps what it
+            // has read of a message in the stream, not in the future.
+            match inbound.message().now_or_never() {
+                None => break Stream::Open,
+                Some(Ok(Some(next))) => message = next,
+                Some(Ok(None)) => break Stream::Ended,
+                Some(Err(status)) => {
+                    self.flush(&mut changes).await?;
+                    return Err(AttemptError::Stream(status));
+                }
+            }
+            read += 1;
+        };
+        self.flush(&mut changes).await?;
+        Ok(stream)
+    }
+
+    /// Hands the endpoint the member changes gathered so far.
+    async fn flush(&self, changes: &mut Vec<MemberChange>) -> Result<(), AttemptError> {
+        if !changes.is_empty() {
+            self.handle.apply(std::mem::take(changes)).await?;
+        }
+        Ok(())
+    }
+
+    /// Everything but member deltas.
+    async fn apply_other(&mut self, kind: Option<Kind>) -> Result<(), AttemptError> {
+        match kind {
             Some(Kind::TicketKeyAdded(added)) => {
                 if let Some(key) = added.key {
                     let key = ticket_key(key)?;
@@ -428,13 +486,26 @@ impl Link {
                         .insert(key);
                 }
             }
-            Some(Kind::Snapshot(_)) => {
-                warn!("ignoring a second snapshot on one link");
+            Some(Kind::Snapshot(snapshot)) => {
+                // The control plane fell behind feeding this link and
+                // starts over: the snapshot replaces every delta missed.
+                warn!(
+                    members = snapshot.members.len(),
+                    "the control plane resent its snapshot (this data plane fell behind its feed)"
+                );
+                self.apply_snapshot(snapshot).await?;
             }
-            None => {}
+            Some(Kind::MemberUpdate(_) | Kind::MemberRemoved(_)) | None => {}
         }
         Ok(())
     }
+}
+
+/// Whether the control plane's stream is still open after a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Open,
+    Ended,
 }
 
 fn ticket_key(key: pb::TicketKey) -> Result<TicketKey, AttemptError> {

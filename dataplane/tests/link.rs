@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use openspeak_dataplane::{Dataplane, LinkState, StartError};
 use openspeak_shared::pb::cluster::{
-    MemberRemoved, control_message::Kind, dataplane_message::Kind as Report,
+    MemberRemoved, MemberUpdate, control_message::Kind, dataplane_message::Kind as Report,
 };
 
 use support::control::{SECRET, config, key, member, snapshot, start};
@@ -106,6 +106,69 @@ async fn reconnects_and_resyncs_by_control_plane_instance() {
         Answer::Rejected(2, "unknown ticket key".into(), 2)
     );
     hears_nothing(&a).await;
+}
+
+/// A control plane whose feed fell behind sends a fresh snapshot on the
+/// same stream: it replaces the membership exactly as the first one does,
+/// without the link going down. Before it, a burst of deltas far larger
+/// than one batch applies in order.
+#[tokio::test]
+async fn a_snapshot_on_a_live_link_replaces_the_membership_and_bursts_of_deltas_apply_in_order() {
+    let mut h = start(SECRET).await;
+    let (k, issuer) = key(3);
+    let mut control = h.attach_one(k.clone()).await;
+    let (_a_ep, a) = join(h.quic, h.pin, &support::ticket(&issuer, 1, 60), 1).await;
+    let (_b_ep, b) = join(h.quic, h.pin, &support::ticket(&issuer, 2, 60), 2).await;
+
+    // Session 2 moves between c1 and c2 a thousand times, ending in c2.
+    for i in 0..1_001 {
+        let channel = if i % 2 == 0 { "c2" } else { "c1" };
+        control
+            .send(Kind::MemberUpdate(MemberUpdate {
+                member: Some(member(2, channel)),
+            }))
+            .await;
+    }
+    // Session 3 comes after all of them, in c1: once it routes, the moves
+    // before it have been applied.
+    control
+        .send(Kind::MemberUpdate(MemberUpdate {
+            member: Some(member(3, "c1")),
+        }))
+        .await;
+    control
+        .report("stats that list session 3", |r| match r {
+            Report::Stats(s) if s.streams.iter().any(|q| q.session_id == 3) => Some(()),
+            _ => None,
+        })
+        .await;
+    let (_c_ep, c) = join(h.quic, h.pin, &support::ticket(&issuer, 3, 60), 3).await;
+    talk(&a, 1, 0..5, &[&c]).await;
+    hears_nothing(&b).await;
+
+    // The fresh snapshot lacks session 2 and 3 and brings session 5.
+    control
+        .send(snapshot(
+            vec![k],
+            vec![member(1, "c1"), member(5, "c1")],
+            "one",
+        ))
+        .await;
+    assert_eq!(close_code(&b).await, 9, "a session the snapshot lacks goes");
+    assert_eq!(close_code(&c).await, 9);
+    let (_d_ep, d) = join(h.quic, h.pin, &support::ticket(&issuer, 5, 60), 5).await;
+    talk(&a, 1, 5..10, &[&d]).await;
+    assert!(
+        h.attached.try_recv().is_err(),
+        "the data plane did not attach again"
+    );
+    assert_eq!(
+        *h.state.borrow(),
+        LinkState::Attached {
+            instance: "one".into()
+        }
+    );
+    drop(control);
 }
 
 #[tokio::test]

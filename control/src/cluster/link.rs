@@ -4,11 +4,14 @@
 //! (refusals are throttled and logged by [`AttachGuard`]),
 //! waits for `Register`, subscribes to the broker's feed and reads the
 //! hub in one step (so that the snapshot and the deltas meet exactly),
-//! then runs two tasks: one turns the feed into deltas for the data plane,
-//! the other reads its speaking and stats reports. When the incoming
-//! stream ends, the data plane is detached and its channels unplaced.
+//! then runs two tasks: one turns the feed into deltas for the data plane
+//! (and, should the data plane fall behind, a fresh snapshot instead of the
+//! deltas it missed), the other reads its speaking and stats reports.
+//! When the incoming stream ends, the data plane is detached and its
+//! channels unplaced.
 
 use std::{
+    collections::HashSet,
     net::{IpAddr, Ipv4Addr},
     sync::Arc,
     time::{Duration, Instant},
@@ -34,7 +37,7 @@ use super::{
     guard::AttachGuard,
 };
 use crate::{
-    broker::{Broker, Dispatch},
+    broker::{Broker, Dispatch, Subscription},
     event::Event,
     ids::{ChannelId, SessionId},
     store::{DataplaneRecord, Store},
@@ -182,16 +185,7 @@ impl ClusterService for ClusterApi {
         let (events, sequence, users) = self.broker.subscribe_with(|hub| hub.users());
         let view = MemberView::new(&users);
         let (sender, receiver) = mpsc::channel(OUTBOX);
-        let snapshot = ControlMessage {
-            kind: Some(Kind::Snapshot(Snapshot {
-                keys: vec![pb::TicketKey {
-                    id: self.key.id,
-                    secret: self.key.secret.to_vec(),
-                }],
-                members: view.members(),
-                instance: self.instance.clone(),
-            })),
-        };
+        let snapshot = snapshot(&self.key, &view, &self.instance);
         sender
             .try_send(Ok(snapshot))
             .expect("a new channel has room for the snapshot");
@@ -223,7 +217,15 @@ impl ClusterService for ClusterApi {
             "data plane attached"
         );
 
-        let feed = tokio::spawn(feed(events, sequence, view, sender, self.registry.clone()));
+        let feed = Feed {
+            dataplane: register.dataplane_id.clone(),
+            broker: self.broker.clone(),
+            registry: self.registry.clone(),
+            key: self.key.clone(),
+            instance: self.instance.clone(),
+            sender,
+        };
+        let feed = tokio::spawn(feed.run(events, sequence, view));
         self.registry.set_feed(attachment, feed.abort_handle());
         tokio::spawn(reports(
             inbound,
@@ -236,40 +238,96 @@ impl ClusterService for ClusterApi {
     }
 }
 
-/// Turns the broker's feed into deltas until the data plane goes away.
-async fn feed(
-    mut events: crate::broker::Subscription,
-    after: u64,
-    mut view: MemberView,
-    sender: mpsc::Sender<Result<ControlMessage, Status>>,
+/// The whole picture for a data plane: the first message of every link,
+/// and what a feed that fell behind sends instead of the events it missed.
+fn snapshot(key: &TicketKey, view: &MemberView, instance: &str) -> ControlMessage {
+    ControlMessage {
+        kind: Some(Kind::Snapshot(Snapshot {
+            keys: vec![pb::TicketKey {
+                id: key.id,
+                secret: key.secret.to_vec(),
+            }],
+            members: view.members(),
+            instance: instance.to_owned(),
+        })),
+    }
+}
+
+/// Turns the broker's events into one data plane's deltas.
+struct Feed {
+    dataplane: String,
+    broker: Arc<Broker>,
     registry: Arc<Registry>,
-) {
-    loop {
-        let dispatch = match events.recv().await {
-            Ok(dispatch) => dispatch,
-            Err(RecvError::Lagged(_)) => {
-                // Its copy is now wrong; a fresh attach brings a fresh snapshot.
-                let _ = sender
-                    .send(Err(Status::unavailable(
-                        "the data plane fell behind the event feed; attach again",
-                    )))
-                    .await;
+    key: TicketKey,
+    instance: String,
+    sender: mpsc::Sender<Result<ControlMessage, Status>>,
+}
+
+impl Feed {
+    /// Sends deltas from event `after` on until the data plane goes away.
+    ///
+    /// A data plane that reads slowly (its link waits on a busy voice
+    /// loop) makes this task wait on its queue, and the broker's queue of
+    /// events behind it overflows. Ending the link then would cost far
+    /// more than the lag: the data plane would be detached, and every
+    /// `OpenVoice` for its channels refused, until it noticed and attached
+    /// again. Instead the feed starts over within the stream: a fresh
+    /// subscription and a fresh snapshot, which the data plane applies in
+    /// place of the deltas it never got.
+    async fn run(self, mut events: Subscription, mut after: u64, mut view: MemberView) {
+        loop {
+            let dispatch = match events.recv().await {
+                Ok(dispatch) => dispatch,
+                Err(RecvError::Lagged(missed)) => {
+                    let (fresh, sequence, (users, channels)) = self.broker.subscribe_with(|hub| {
+                        (
+                            hub.users(),
+                            hub.channel_ids().cloned().collect::<HashSet<_>>(),
+                        )
+                    });
+                    events = fresh;
+                    after = sequence;
+                    view = MemberView::new(&users);
+                    let live: HashSet<SessionId> = users.iter().map(|u| u.id).collect();
+                    self.registry
+                        .retain_live(|s| live.contains(&s), |c| channels.contains(c));
+                    warn!(
+                        dataplane = %self.dataplane,
+                        missed,
+                        members = users.len(),
+                        "a data plane fell behind the event feed; sending it a fresh snapshot"
+                    );
+                    let snapshot = snapshot(&self.key, &view, &self.instance);
+                    if self.sender.send(Ok(snapshot)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            let Dispatch::Event {
+                sequence, event, ..
+            } = &*dispatch
+            else {
+                return;
+            };
+            if *sequence <= after {
+                continue;
+            }
+            self.note(event);
+            if let Some(message) = view.apply(event)
+                && self.sender.send(Ok(message)).await.is_err()
+            {
                 return;
             }
-            Err(RecvError::Closed) => return,
-        };
-        let Dispatch::Event {
-            sequence, event, ..
-        } = &*dispatch
-        else {
-            return;
-        };
-        if *sequence <= after {
-            continue;
         }
+    }
+
+    /// What the registry learns from an event, whatever the data plane.
+    fn note(&self, event: &Event) {
         match event {
             Event::UserOffline(session) => {
-                if let Some(q) = registry.forget_session(*session) {
+                if let Some(q) = self.registry.forget_session(*session) {
                     // The call's quality, for an operator chasing "I
                     // couldn't hear X": what arrived from it, what the
                     // network lost, what it was sent.
@@ -288,13 +346,8 @@ async fn feed(
                     );
                 }
             }
-            Event::ChannelDeleted(channel) => registry.unplace_channel(channel),
+            Event::ChannelDeleted(channel) => self.registry.unplace_channel(channel),
             _ => {}
-        }
-        if let Some(message) = view.apply(event)
-            && sender.send(Ok(message)).await.is_err()
-        {
-            return;
         }
     }
 }

@@ -253,6 +253,34 @@ impl Registry {
         self.lock().channels.remove(channel);
     }
 
+    /// Forgets every session and channel that is not live: what a feed
+    /// that fell behind does after its fresh snapshot, since the events it
+    /// missed may have ended sessions or deleted channels it would have
+    /// forgotten one at a time ([`Registry::forget_session`],
+    /// [`Registry::unplace_channel`]). Left in place they would count
+    /// against their data plane's capacity for good.
+    pub fn retain_live(
+        &self,
+        session_live: impl Fn(SessionId) -> bool,
+        channel_live: impl Fn(&ChannelId) -> bool,
+    ) {
+        let mut inner = self.lock();
+        let Inner {
+            planes,
+            channels,
+            sessions,
+            ..
+        } = &mut *inner;
+        channels.retain(|c, _| channel_live(c));
+        sessions.retain(|&s, a| {
+            let live = session_live(s);
+            if !live && let Some(plane) = planes.get_mut(a) {
+                plane.placed -= 1;
+            }
+            live
+        });
+    }
+
     /// Keeps `report` as `attachment`'s latest.
     pub fn note_stats(&self, attachment: Attachment, report: DataplaneReport) {
         if let Some(plane) = self.lock().planes.get_mut(&attachment) {
@@ -345,5 +373,29 @@ mod tests {
             0,
             "a detached plane adopts nothing"
         );
+    }
+
+    #[test]
+    fn retaining_the_live_frees_what_ended_unseen() {
+        let r = Registry::default();
+        let (a, _) = r.attach(plane("a", 2));
+        assert!(r.place(&ch("x"), SessionId(1)).is_some());
+        assert!(r.place(&ch("y"), SessionId(2)).is_some());
+        assert_eq!(r.place(&ch("z"), SessionId(3)), None, "a is full");
+        // Session 2 ended and channel y was deleted while the feed was
+        // behind: neither was forgotten one at a time.
+        r.retain_live(|s| s != SessionId(2), |c| *c != ch("y"));
+        assert!(!r.is_placed_on(&ch("y"), a));
+        assert!(r.is_placed_on(&ch("x"), a));
+        assert_eq!(
+            r.forget_session(SessionId(2)),
+            None,
+            "session 2 is forgotten already"
+        );
+        assert!(
+            r.place(&ch("z"), SessionId(3)).is_some(),
+            "its place is free"
+        );
+        assert_eq!(r.place(&ch("w"), SessionId(4)), None, "and only its");
     }
 }

@@ -37,6 +37,11 @@ pub(super) enum Command {
         session: SessionId,
         reply: oneshot::Sender<bool>,
     },
+    /// Many of the two above in one turn of the endpoint loop, in order.
+    Apply {
+        changes: Vec<MemberChange>,
+        reply: oneshot::Sender<()>,
+    },
     Resync {
         members: Vec<(SessionId, Member)>,
         keep_connected: bool,
@@ -56,6 +61,15 @@ pub(super) enum Command {
         reply: oneshot::Sender<Vec<(SessionId, Member)>>,
     },
     Shutdown,
+}
+
+/// One change of membership, as the control plane sends them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Add the session or change its place ([`Handle::set_member`]).
+    Set(SessionId, Member),
+    /// Forget it and close its connection ([`Handle::remove_member`]).
+    Remove(SessionId),
 }
 
 /// Controls a running [`VoiceEndpoint`] from other tasks.
@@ -98,6 +112,14 @@ impl Handle {
     pub async fn remove_member(&self, session: SessionId) -> Result<bool, HandleError> {
         self.ask(|reply| Command::RemoveMember { session, reply })
             .await
+    }
+
+    /// Applies `changes` in order, in one round trip: what the control
+    /// link does with the deltas that arrived together, so that a backlog
+    /// drains at the endpoint's pace in batches rather than one turn of a
+    /// busy loop per delta. A set for session 0 is skipped.
+    pub async fn apply(&self, changes: Vec<MemberChange>) -> Result<(), HandleError> {
+        self.ask(|reply| Command::Apply { changes, reply }).await
     }
 
     /// Replaces the membership with `members`, the control plane's full

@@ -50,7 +50,7 @@ use self::admission::{REJECT_LINGER, Request, Stage, read_request};
 use self::counters::{Counters, bump};
 pub use self::counters::{EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay, UDP_DROP_REASONS};
 use self::handle::Command;
-pub use self::handle::{Handle, HandleError};
+pub use self::handle::{Handle, HandleError, MemberChange};
 use self::plain::PlainSessions;
 pub use self::sessions::Resynced;
 use self::sessions::SessionTable;
@@ -77,6 +77,8 @@ pub const RETRY_ABOVE: usize = 64;
 pub const MAX_UNADMITTED: usize = 1024;
 /// Queued router events before the router task starts dropping them.
 const EVENT_QUEUE: usize = 1024;
+/// The most [`Handle`] commands handled in one turn of the loop.
+const COMMANDS_PER_TURN: usize = 64;
 
 /// Why [`VoiceEndpoint::bind`] failed.
 #[derive(Debug, Error)]
@@ -298,6 +300,20 @@ impl VoiceEndpoint {
                     match command {
                         None | Some(Command::Shutdown) => break,
                         Some(command) => self.command(command),
+                    }
+                    // The rest of what is queued, up to a bound: each is
+                    // cheap, and a saturated socket wins most turns of the
+                    // select, so one command a turn would leave the link
+                    // and the metrics waiting behind whole packet batches.
+                    for _ in 1..COMMANDS_PER_TURN {
+                        match self.commands.try_recv() {
+                            Ok(Command::Shutdown) => {
+                                self.close_all();
+                                return;
+                            }
+                            Ok(command) => self.command(command),
+                            Err(_) => break,
+                        }
                     }
                 }
                 () = &mut timer => {
@@ -720,6 +736,21 @@ impl VoiceEndpoint {
             }
             Command::RemoveMember { session, reply } => {
                 let _ = reply.send(self.remove(session));
+            }
+            Command::Apply { changes, reply } => {
+                for change in changes {
+                    match change {
+                        MemberChange::Set(session, member) => {
+                            // Session 0 is the one refusal, and no control
+                            // plane sends it.
+                            let _ = self.router.set_member(session, member);
+                        }
+                        MemberChange::Remove(session) => {
+                            self.remove(session);
+                        }
+                    }
+                }
+                let _ = reply.send(());
             }
             Command::Resync {
                 members,
