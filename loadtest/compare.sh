@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Side-by-side voice benchmark (BENCHMARKS.md): the same load against
+# several data-plane builds, alternating build by build within each round so
+# that a noisy host weighs on all of them alike, with the kernel's floor for
+# the same fan-out measured in every round to quote ratios against.
+#
+# Usage: loadtest/compare.sh [options] NAME=DATAPLANE_BINARY...
+#   --bin-dir DIR      where openspeak-control and openspeak-loadtest are
+#                      (default: target/release, built first with cargo)
+#   --out DIR          where each run's JSON report and logs go
+#                      (default: a new directory under /tmp)
+#   --rounds N         rounds of every build (default 3)
+#   --duration S       seconds of voice per run (default 15)
+#   --transport T      quic or udp (default quic)
+#   --scenario S       the load generator's preset (default fanout)
+#   --no-floor         skip `openspeak-loadtest floor` in each round
+# Each NAME=BINARY is one build of openspeak-dataplane under a short name.
+# Prints one line per run, then the medians; needs python3 for the table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN_DIR=""
+OUT_DIR=""
+ROUNDS=3
+DURATION=15
+TRANSPORT=quic
+SCENARIO=fanout
+FLOOR=1
+builds=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bin-dir) BIN_DIR="${2:?--bin-dir needs a directory}"; shift 2 ;;
+        --out) OUT_DIR="${2:?--out needs a directory}"; shift 2 ;;
+        --rounds) ROUNDS="${2:?--rounds needs a number}"; shift 2 ;;
+        --duration) DURATION="${2:?--duration needs seconds}"; shift 2 ;;
+        --transport) TRANSPORT="${2:?--transport needs quic or udp}"; shift 2 ;;
+        --scenario) SCENARIO="${2:?--scenario needs a preset}"; shift 2 ;;
+        --no-floor) FLOOR=0; shift ;;
+        *=*) builds+=("$1"); shift ;;
+        *) echo "compare.sh: unknown argument $1 (see the header)" >&2; exit 2 ;;
+    esac
+done
+if [ ${#builds[@]} -eq 0 ]; then
+    echo "compare.sh: name at least one build, e.g. base=target/release/openspeak-dataplane" >&2
+    exit 2
+fi
+for build in "${builds[@]}"; do
+    if [ ! -x "${build#*=}" ]; then
+        echo "compare.sh: ${build#*=} (build ${build%%=*}) is not an executable" >&2
+        exit 2
+    fi
+done
+if [ -z "$BIN_DIR" ]; then
+    cargo build --release --bins
+    BIN_DIR=target/release
+fi
+OUT_DIR="${OUT_DIR:-$(mktemp -d /tmp/openspeak-compare.XXXXXX)}"
+mkdir -p "$OUT_DIR"
+
+# Ports of their own, so that a comparison runs beside a default server.
+CONTROL=127.0.0.1:50551
+CLUSTER=127.0.0.1:50561
+DATAPLANE_METRICS=127.0.0.1:19201
+
+pids=()
+stop_planes() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    pids=()
+}
+trap stop_planes EXIT
+
+# Whether the data plane's /readyz answers 200 (attached, membership loaded).
+ready() {
+    local ok=1
+    if exec 3<>"/dev/tcp/${DATAPLANE_METRICS%:*}/${DATAPLANE_METRICS#*:}" 2>/dev/null; then
+        printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
+        if head -n1 <&3 | grep -q ' 200 '; then ok=0; fi
+        exec 3<&-
+    fi
+    return $ok
+}
+
+# One run: fresh planes with the data plane `$2`, the load, a JSON report.
+run() {
+    local name="$1" dataplane="$2" json="$3"
+    local dir token secret
+    dir=$(mktemp -d "$OUT_DIR/run.XXXXXX")
+    token="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+    secret="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+    OPENSPEAK_STORAGE__DATA_DIR="$dir/control-data" \
+    OPENSPEAK_SERVER__HOST=127.0.0.1 OPENSPEAK_SERVER__PORT="${CONTROL#*:}" \
+    OPENSPEAK_CLUSTER__LISTEN="$CLUSTER" OPENSPEAK_CLUSTER__SECRET="$secret" \
+    OPENSPEAK_METRICS__LISTEN=127.0.0.1:0 \
+    OPENSPEAK_AUTH__BOOTSTRAP_TOKEN="$token" \
+        "$BIN_DIR/openspeak-control" >"$dir/control.log" 2>&1 &
+    pids+=("$!")
+    OPENSPEAK_STORAGE__DATA_DIR="$dir/dataplane-data" \
+    OPENSPEAK_DATAPLANE__HOST=127.0.0.1 OPENSPEAK_DATAPLANE__QUIC_PORT=50552 \
+    OPENSPEAK_DATAPLANE__UDP_PORT=50553 OPENSPEAK_DATAPLANE__METRICS_LISTEN="$DATAPLANE_METRICS" \
+    OPENSPEAK_CLUSTER__CONTROL_ADDR="http://$CLUSTER" OPENSPEAK_CLUSTER__SECRET="$secret" \
+        "$dataplane" >"$dir/dataplane.log" 2>&1 &
+    local dp=$!
+    pids+=("$dp")
+    local up=0
+    for _ in $(seq 1 150); do
+        if ready 2>/dev/null; then up=1; break; fi
+        sleep 0.2
+    done
+    if [ "$up" != 1 ]; then
+        echo "compare.sh: build $name was not ready after 30 s; see $dir" >&2
+        exit 1
+    fi
+    "$BIN_DIR/openspeak-loadtest" voice --addr "$CONTROL" --token "$token" \
+        --scenario "$SCENARIO" --duration "$DURATION" --transport "$TRANSPORT" \
+        --server-pid "$dp" --metrics "$DATAPLANE_METRICS" --json "$json" \
+        >"$dir/loadtest.txt" 2>&1 || {
+        echo "compare.sh: the load generator failed against $name; see $dir" >&2
+        exit 1
+    }
+    stop_planes
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    if [ "$FLOOR" = 1 ]; then
+        # The fan-out preset's shape: 250 speaker packets/s to 49 listeners.
+        "$BIN_DIR/openspeak-loadtest" floor --listeners 49 --rate 250 \
+            --duration "$DURATION" --json "$OUT_DIR/floor-$round.json" \
+            >"$OUT_DIR/floor-$round.txt" 2>&1
+    fi
+    for build in "${builds[@]}"; do
+        name="${build%%=*}"
+        run "$name" "${build#*=}" "$OUT_DIR/$name-$round.json"
+        echo "round $round: $name done" >&2
+    done
+done
+
+python3 - "$OUT_DIR" "$ROUNDS" "${builds[@]%%=*}" <<'EOF'
+import json, os, statistics, sys
+out, rounds, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+floors = {}
+for r in range(1, rounds + 1):
+    path = os.path.join(out, f"floor-{r}.json")
+    if os.path.exists(path):
+        floors[r] = load(path).get("cpu_us_per_packet")
+print(f"{'build':<12} {'round':>5} {'cpu µs/pkt':>10} {'/ floor':>8} {'lost':>8} {'p99 ms':>8}")
+medians = {}
+for name in names:
+    cpus, ratios = [], []
+    for r in range(1, rounds + 1):
+        rep = load(os.path.join(out, f"{name}-{r}.json"))
+        cpu = rep.get("cpu_us_per_forwarded_packet")
+        floor = floors.get(r)
+        ratio = cpu / floor if cpu and floor else None
+        p99 = rep["latency_us"]["p99"] / 1000
+        print(f"{name:<12} {r:>5} {cpu or 0:>10.2f} {ratio or 0:>8.2f} {rep['lost']:>8} {p99:>8.2f}")
+        if cpu:
+            cpus.append(cpu)
+        if ratio:
+            ratios.append(ratio)
+    medians[name] = (statistics.median(cpus) if cpus else None,
+                     statistics.median(ratios) if ratios else None)
+if floors:
+    print("floor µs/pkt by round: " + ", ".join(f"{r}: {v:.2f}" for r, v in sorted(floors.items()) if v))
+base = names[0]
+for name, (cpu, ratio) in medians.items():
+    rel = f", {cpu / medians[base][0]:.2f}× {base}" if cpu and medians[base][0] else ""
+    fl = f", {ratio:.2f}× the floor" if ratio else ""
+    print(f"median {name}: {cpu:.2f} µs per forwarded packet{fl}{rel}")
+EOF
+echo "reports in $OUT_DIR" >&2
