@@ -15,6 +15,8 @@
 #   --scenario S       the load generator's preset (default fanout)
 #   --no-floor         skip `openspeak-loadtest floor` in each round
 # Each NAME=BINARY is one build of openspeak-dataplane under a short name.
+# Flags after `--` go to `openspeak-loadtest voice`, e.g. `-- --clients 600
+# --channels 12 --speakers 5` for a heavier fan-out than the preset's.
 # Prints one line per run, then the medians; needs python3 for the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,10 +38,12 @@ while [ $# -gt 0 ]; do
         --transport) TRANSPORT="${2:?--transport needs quic or udp}"; shift 2 ;;
         --scenario) SCENARIO="${2:?--scenario needs a preset}"; shift 2 ;;
         --no-floor) FLOOR=0; shift ;;
+        --) shift; break ;;
         *=*) builds+=("$1"); shift ;;
         *) echo "compare.sh: unknown argument $1 (see the header)" >&2; exit 2 ;;
     esac
 done
+extra=("$@")
 if [ ${#builds[@]} -eq 0 ]; then
     echo "compare.sh: name at least one build, e.g. base=target/release/openspeak-dataplane" >&2
     exit 2
@@ -113,7 +117,7 @@ run() {
     fi
     "$BIN_DIR/openspeak-loadtest" voice --addr "$CONTROL" --token "$token" \
         --scenario "$SCENARIO" --duration "$DURATION" --transport "$TRANSPORT" \
-        --server-pid "$dp" --metrics "$DATAPLANE_METRICS" --json "$json" \
+        --server-pid "$dp" --metrics "$DATAPLANE_METRICS" --json "$json" "${extra[@]}" \
         >"$dir/loadtest.txt" 2>&1 || {
         echo "compare.sh: the load generator failed against $name; see $dir" >&2
         exit 1

@@ -141,6 +141,12 @@ impl Dataplane {
         if dp.socket_buffer_bytes > 0 {
             note_socket_buffers(&endpoint, dp.socket_buffer_bytes);
         }
+        let endpoint = endpoint
+            .with_send_workers(dp.udp_send_workers)
+            .map_err(|e| StartError::Bind {
+                addr: plain,
+                source: e.into(),
+            })?;
         let udp_addr = endpoint.plain_addr().ok_or(StartError::Bind {
             addr: plain,
             source: io::Error::other("the plain UDP socket has no address").into(),
@@ -251,6 +257,7 @@ impl Dataplane {
             udp = %registration.udp_endpoint,
             cert_sha256 = %registration.cert_sha256,
             metrics = %metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            udp_send_workers = endpoint.send_workers(),
             "data plane routing voice over QUIC and plain UDP"
         );
         if advertised_only_locally {

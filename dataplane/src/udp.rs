@@ -11,6 +11,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::time::{Instant, SystemTime};
 
 use quinn_proto::Transmit;
@@ -411,8 +412,15 @@ impl SendBatch {
         self.packets.len()
     }
 
-    /// Sends every packet waiting and empties the batch.
-    pub(crate) fn flush(&mut self, socket: &UdpSocket) -> Flushed {
+    /// Forgets the packets waiting, keeping the buffers.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.packets.clear();
+    }
+
+    /// Sends every packet waiting on `socket` (the voice socket, or a
+    /// duplicate of it on a send worker's thread) and empties the batch.
+    pub(crate) fn flush(&mut self, socket: BorrowedFd<'_>) -> Flushed {
         let mut flushed = Flushed::default();
         let mut start = 0;
         let mut from = 0;
@@ -425,8 +433,7 @@ impl SendBatch {
             start = chunk.last().map_or(start, |(end, _)| *end);
             from = to;
         }
-        self.bytes.clear();
-        self.packets.clear();
+        self.clear();
         flushed
     }
 }
@@ -435,7 +442,7 @@ impl SendBatch {
 /// `bytes` from `start` on; how many the kernel took. Stops at the first
 /// refusal: the socket's buffer is full, and the rest would fail too.
 fn send_chunk(
-    socket: &UdpSocket,
+    socket: BorrowedFd<'_>,
     bytes: &[u8],
     start: usize,
     chunk: &[(usize, SocketAddr)],
@@ -453,7 +460,7 @@ fn send_chunk(
 /// [`send_chunk`]'s sending, on Linux in one `sendmmsg` call.
 #[cfg(target_os = "linux")]
 fn send_packets<'a>(
-    socket: &UdpSocket,
+    socket: BorrowedFd<'_>,
     packets: impl Iterator<Item = (&'a [u8], SocketAddr)>,
 ) -> usize {
     use std::os::fd::AsRawFd;
@@ -502,12 +509,16 @@ fn send_packets<'a>(
 /// [`send_chunk`]'s sending elsewhere: one packet at a time.
 #[cfg(not(target_os = "linux"))]
 fn send_packets<'a>(
-    socket: &UdpSocket,
+    socket: BorrowedFd<'_>,
     packets: impl Iterator<Item = (&'a [u8], SocketAddr)>,
 ) -> usize {
+    // A second handle on the same (non-blocking) socket, for `send_to`.
+    let Ok(socket) = socket.try_clone_to_owned().map(std::net::UdpSocket::from) else {
+        return 0;
+    };
     let mut sent = 0;
     for (packet, to) in packets {
-        if socket.try_send_to(packet, to).is_err() {
+        if socket.send_to(packet, to).is_err() {
             break;
         }
         sent += 1;
@@ -564,6 +575,7 @@ mod tests {
             "asked {SOCKET_BUFFER_BYTES} each way, got {rx} / {tx} (the kernel's floor: {default_rx})"
         );
     }
+    use std::os::fd::AsFd;
     use std::time::Duration;
 
     /// A voice-style socket on `addr`: stamped, non-blocking, in tokio.
@@ -698,12 +710,12 @@ mod tests {
             let full = batch.push(&[i as u8; 7], to);
             assert_eq!(full, batch.len() >= SendBatch::MAX);
             if full {
-                assert_eq!(batch.flush(&sender).sent, SendBatch::MAX);
+                assert_eq!(batch.flush(sender.as_fd()).sent, SendBatch::MAX);
             }
         }
         assert_eq!(batch.len(), 6);
         assert_eq!(
-            batch.flush(&sender),
+            batch.flush(sender.as_fd()),
             Flushed {
                 sent: 6,
                 refused: 0
@@ -728,7 +740,7 @@ mod tests {
         };
         let mut batch = SendBatch::default();
         batch.push(b"six", receiver.local_addr().unwrap());
-        assert_eq!(batch.flush(&sender).sent, 1);
+        assert_eq!(batch.flush(sender.as_fd()).sent, 1);
         let (bytes, _) = read(&receiver, 1).await.remove(0);
         assert_eq!(bytes, b"six");
     }

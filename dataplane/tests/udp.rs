@@ -8,11 +8,78 @@ mod support;
 
 use openspeak_dataplane::SessionId;
 use openspeak_voice::udp::{self, Control, Direction, SessionKey};
-use support::{QuicServer, RawUdp, start, voice, within};
+use support::{QuicServer, RawUdp, Server, start, start_with_send_workers, voice, within};
 
 #[tokio::test]
 async fn quic_and_udp_members_of_one_channel_hear_each_other() {
-    let server = start();
+    both_transports_in_one_channel(start()).await;
+}
+
+/// The same with two threads sending the plain-UDP fan-out
+/// (`dataplane.udp_send_workers`): nothing lost, nothing out of order.
+#[tokio::test]
+async fn with_send_workers_quic_and_udp_members_still_hear_each_other() {
+    both_transports_in_one_channel(start_with_send_workers(2)).await;
+}
+
+/// A channel big enough that one speaker packet fills whole send batches
+/// (64 packets), which go to the workers: each of 200 listeners gets every
+/// packet, in order, from the voice port.
+#[tokio::test]
+async fn send_workers_carry_a_full_fan_out_in_order() {
+    const LISTENERS: u32 = 200;
+    const PACKETS: u32 = 10;
+    let server = start_with_send_workers(2);
+    for session in 1..=LISTENERS + 1 {
+        server.member(session, "big", false).await;
+    }
+    let mut speaker = RawUdp::new(LISTENERS + 1).await;
+    speaker
+        .join(server.udp_addr, &server.ticket(LISTENERS + 1, 60))
+        .await;
+    let mut listeners = Vec::new();
+    for session in 1..=LISTENERS {
+        let mut listener = RawUdp::new(session).await;
+        listener
+            .join(server.udp_addr, &server.ticket(session, 60))
+            .await;
+        listeners.push(listener);
+    }
+    for sequence in 0..PACKETS {
+        let packet = speaker.voice(sequence);
+        speaker
+            .socket
+            .send_to(&packet, server.udp_addr)
+            .await
+            .unwrap();
+    }
+    for listener in &mut listeners {
+        for sequence in 0..PACKETS {
+            let got = within("the fan-out at every listener", listener.forwarded()).await;
+            assert_eq!(
+                (got.speaker, got.sequence),
+                (LISTENERS + 1, sequence),
+                "listener {}",
+                listener.session
+            );
+        }
+    }
+    let forwarded = u64::from(LISTENERS * PACKETS);
+    let stats = within("every forwarded packet counted", async {
+        loop {
+            let stats = server.handle.stats();
+            if stats.datagrams_out >= forwarded {
+                return stats;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(stats.datagrams_out, forwarded);
+    assert_eq!(stats.dropped_send_error, 0);
+}
+
+async fn both_transports_in_one_channel(server: Server) {
     for session in 1..=3 {
         server.member(session, "c1", false).await;
     }
@@ -44,7 +111,18 @@ async fn quic_and_udp_members_of_one_channel_hear_each_other() {
         let got = within("UDP voice at a UDP listener", c.forwarded()).await;
         assert_eq!((got.speaker, got.sequence), (2, sequence));
     }
-    let stats = server.handle.stats();
+    // A send worker counts its packets once the kernel has them, which
+    // may be just after a listener read them.
+    let stats = within("every forwarded packet counted", async {
+        loop {
+            let stats = server.handle.stats();
+            if stats.datagrams_out >= 80 {
+                return stats;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     assert_eq!(stats.datagrams_in, 40);
     assert_eq!(stats.datagrams_out, 80);
     assert_eq!(stats.udp_dropped, [0; 4]);

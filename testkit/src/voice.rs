@@ -37,16 +37,26 @@ pub fn start() -> Server {
 /// [`start`], accepting tickets sealed with `key` (for a client in another
 /// process, which seals its own).
 pub fn start_with_key(key: TicketKey) -> Server {
-    start_with(key, AdmissionLimits::default())
+    start_with(key, AdmissionLimits::default(), 0)
+}
+
+/// [`start`] with `workers` threads sending plain-UDP voice
+/// (`dataplane.udp_send_workers`).
+pub fn start_with_send_workers(workers: usize) -> Server {
+    start_with(
+        TicketKey::generate(7).expect("a ticket key"),
+        AdmissionLimits::default(),
+        workers,
+    )
 }
 
 /// [`start`] with other limits on connections not yet admitted, which a
 /// test reaches with a handful of connections.
 pub fn start_limited(limits: AdmissionLimits) -> Server {
-    start_with(TicketKey::generate(7).expect("a ticket key"), limits)
+    start_with(TicketKey::generate(7).expect("a ticket key"), limits, 0)
 }
 
-fn start_with(key: TicketKey, limits: AdmissionLimits) -> Server {
+fn start_with(key: TicketKey, limits: AdmissionLimits, send_workers: usize) -> Server {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let cert = DataplaneCert::load_or_generate(dir.path()).expect("a certificate");
     let mut verifier = TicketVerifier::new();
@@ -62,7 +72,9 @@ fn start_with(key: TicketKey, limits: AdmissionLimits) -> Server {
     let endpoint = endpoint
         .with_admission_limits(limits)
         .with_plain_udp("127.0.0.1:0".parse().expect("an address"))
-        .expect("the plain-UDP listener binds");
+        .expect("the plain-UDP listener binds")
+        .with_send_workers(send_workers)
+        .expect("the send workers start");
     let addr = endpoint.local_addr().expect("a bound address");
     let udp_addr = endpoint.plain_addr().expect("a plain-UDP address");
     tokio::spawn(endpoint.run());

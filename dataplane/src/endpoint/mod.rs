@@ -26,6 +26,7 @@ mod counters;
 mod handle;
 mod plain;
 mod plain_driver;
+mod send_workers;
 mod sessions;
 
 use std::collections::{BTreeSet, HashMap};
@@ -52,6 +53,7 @@ pub use self::counters::{EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay, UDP
 use self::handle::Command;
 pub use self::handle::{Handle, HandleError, MemberChange};
 use self::plain::PlainSessions;
+use self::send_workers::PlainOut;
 pub use self::sessions::Resynced;
 use self::sessions::SessionTable;
 use crate::DataplaneCert;
@@ -122,8 +124,9 @@ pub struct VoiceEndpoint {
     /// Scratch space plain-UDP packets are sealed into.
     plain_buf: Vec<u8>,
     /// Sealed plain-UDP packets gathered during a drain of the router, to
-    /// go out in as few system calls as possible.
-    plain_out: udp::SendBatch,
+    /// go out in as few system calls as possible, from this thread or the
+    /// send workers'.
+    plain_out: PlainOut,
     /// When the input being handled now arrived: the earliest kernel
     /// receive time of this wake-up's packets (or the read, where the
     /// kernel gives none), or when the timer fired. Forward delays count
@@ -244,7 +247,7 @@ impl VoiceEndpoint {
             plain: PlainSessions::default(),
             plain_sweep: Instant::now(),
             plain_buf: Vec::with_capacity(MAX_UDP_PAYLOAD),
-            plain_out: udp::SendBatch::default(),
+            plain_out: PlainOut::inline(),
             batch_at: Instant::now(),
             send_buf: Vec::with_capacity(MAX_UDP_PAYLOAD),
             quic_recv: udp::RecvBatch::new(),
@@ -793,8 +796,8 @@ impl VoiceEndpoint {
                         .seal(session, &t.datagram, None, &mut self.plain_buf)
                     {
                         Some(to) => {
-                            if self.plain_out.push(&self.plain_buf, to) {
-                                self.flush_plain();
+                            if let Some(full) = self.plain_out.push(&self.plain_buf, to) {
+                                self.send_plain_batch(full);
                             }
                         }
                         None => bump(&c.dropped_no_connection),

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,6 +16,7 @@ use tokio::net::UdpSocket;
 
 use super::counters::bump;
 use super::plain::{Discard, Opened};
+use super::send_workers::PlainOut;
 use super::{Carrier, VoiceEndpoint, admission};
 use crate::udp as socket;
 
@@ -159,22 +160,39 @@ impl VoiceEndpoint {
     }
 
     /// Sends the forwarded packets gathered so far, timing them with one
-    /// clock read: from when their input arrived to now.
+    /// clock read: from when their input arrived to when the kernel has
+    /// them.
     pub(super) fn flush_plain(&mut self) {
-        if self.plain_out.len() == 0 {
-            return;
-        }
         let Some(plain_socket) = &self.plain_socket else {
             return;
         };
-        let flushed = self.plain_out.flush(plain_socket);
-        let c = &self.counters;
-        c.datagrams_out
-            .fetch_add(flushed.sent as u64, Ordering::Relaxed);
-        c.dropped_send_error
-            .fetch_add(flushed.refused as u64, Ordering::Relaxed);
-        let delay = Instant::now().saturating_duration_since(self.batch_at);
-        c.forward_delay.record_many(delay, flushed.sent as u64);
+        self.plain_out
+            .send_rest(plain_socket.as_fd(), &self.counters, self.batch_at);
+    }
+
+    /// Sends the plain-UDP batch `i`, which is full.
+    pub(super) fn send_plain_batch(&mut self, i: usize) {
+        let Some(plain_socket) = &self.plain_socket else {
+            return;
+        };
+        self.plain_out
+            .send_full(i, plain_socket.as_fd(), &self.counters, self.batch_at);
+    }
+
+    /// Hands the plain-UDP fan-out's system calls to `count` threads of
+    /// their own (`dataplane.udp_send_workers`); 0 keeps them on the
+    /// loop's thread. Needs [`VoiceEndpoint::with_plain_udp`] first.
+    pub fn with_send_workers(mut self, count: usize) -> io::Result<Self> {
+        let Some(plain_socket) = &self.plain_socket else {
+            return Err(io::Error::other("send workers need the plain UDP socket"));
+        };
+        self.plain_out = PlainOut::with_workers(plain_socket.as_fd(), count, &self.counters)?;
+        Ok(self)
+    }
+
+    /// Threads sending plain-UDP voice besides the loop.
+    pub fn send_workers(&self) -> usize {
+        self.plain_out.workers()
     }
 
     /// Sends one packet on the plain-UDP socket; whether the kernel took it.

@@ -52,7 +52,17 @@ pub struct DataplaneConfig {
     /// that a burst (of garbage, or while the data plane is not scheduled)
     /// does not drop real voice. 0 = the kernel's default.
     pub socket_buffer_bytes: usize,
+    /// Threads that hand the plain-UDP fan-out to the kernel, beside the
+    /// thread that routes; 0 = that thread sends too. Off by default: on a
+    /// 2-core machine they bought no capacity and cost CPU
+    /// (BENCHMARKS.md, "Send workers"); on a machine with cores to spare
+    /// for a loaded data plane, one per spare core.
+    pub udp_send_workers: usize,
 }
+
+/// The most `dataplane.udp_send_workers`: more threads than cores only
+/// take turns.
+const MAX_SEND_WORKERS: usize = 256;
 
 impl Default for DataplaneConfig {
     fn default() -> Self {
@@ -67,6 +77,7 @@ impl Default for DataplaneConfig {
             tls_key: None,
             metrics_listen: "127.0.0.1:9101".into(),
             socket_buffer_bytes: 4 << 20,
+            udp_send_workers: 0,
         }
     }
 }
@@ -110,6 +121,16 @@ impl DataplaneConfig {
 
     /// The first value of the section that parses but cannot work.
     pub(super) fn validate(&self) -> Result<(), InvalidValue> {
+        check(
+            self.udp_send_workers <= MAX_SEND_WORKERS,
+            "dataplane.udp_send_workers",
+            || {
+                format!(
+                    "must be at most {MAX_SEND_WORKERS} (one per spare core is plenty), got {}",
+                    self.udp_send_workers
+                )
+            },
+        )?;
         check(
             self.socket_buffer_bytes == 0 || self.socket_buffer_bytes >= 65_536,
             "dataplane.socket_buffer_bytes",
@@ -236,6 +257,15 @@ mod tests {
             ("dataplane.socket_buffer_bytes", "0"),
             ("dataplane.socket_buffer_bytes", "65536"),
         ]);
+    }
+
+    #[test]
+    fn send_workers_are_off_by_default_and_bounded() {
+        assert_eq!(Config::default().dataplane.udp_send_workers, 0);
+        let three = load_env([("OPENSPEAK_DATAPLANE__UDP_SEND_WORKERS", "3")]);
+        assert_eq!(three.dataplane.udp_send_workers, 3);
+        super::super::testing::assert_rejected(&[("dataplane.udp_send_workers", "257")]);
+        super::super::testing::assert_accepted(&[("dataplane.udp_send_workers", "256")]);
     }
 
     #[test]
