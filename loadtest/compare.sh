@@ -54,71 +54,33 @@ for build in "${builds[@]}"; do
         exit 2
     fi
 done
-if [ -z "$BIN_DIR" ]; then
-    cargo build --release --bins
-    BIN_DIR=target/release
-fi
+. loadtest/planes.sh
+use_release_build
 OUT_DIR="${OUT_DIR:-$(mktemp -d /tmp/openspeak-compare.XXXXXX)}"
 mkdir -p "$OUT_DIR"
 
 # Ports of their own, so that a comparison runs beside a default server.
 CONTROL=127.0.0.1:50551
 CLUSTER=127.0.0.1:50561
+CONTROL_METRICS=127.0.0.1:0
 DATAPLANE_METRICS=127.0.0.1:19201
-
-pids=()
-stop_planes() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    pids=()
-}
+QUIC_PORT=50552
+UDP_PORT=50553
 trap stop_planes EXIT
-
-# Whether the data plane's /readyz answers 200 (attached, membership loaded).
-ready() {
-    local ok=1
-    if exec 3<>"/dev/tcp/${DATAPLANE_METRICS%:*}/${DATAPLANE_METRICS#*:}" 2>/dev/null; then
-        printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
-        if head -n1 <&3 | grep -q ' 200 '; then ok=0; fi
-        exec 3<&-
-    fi
-    return $ok
-}
 
 # One run: fresh planes with the data plane `$2`, the load, a JSON report.
 run() {
-    local name="$1" dataplane="$2" json="$3"
-    local dir token secret
+    local name="$1" dataplane="$2" json="$3" dir
     dir=$(mktemp -d "$OUT_DIR/run.XXXXXX")
-    token="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-    secret="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-    OPENSPEAK_STORAGE__DATA_DIR="$dir/control-data" \
-    OPENSPEAK_SERVER__HOST=127.0.0.1 OPENSPEAK_SERVER__PORT="${CONTROL#*:}" \
-    OPENSPEAK_CLUSTER__LISTEN="$CLUSTER" OPENSPEAK_CLUSTER__SECRET="$secret" \
-    OPENSPEAK_METRICS__LISTEN=127.0.0.1:0 \
-    OPENSPEAK_AUTH__BOOTSTRAP_TOKEN="$token" \
-        "$BIN_DIR/openspeak-control" >"$dir/control.log" 2>&1 &
-    pids+=("$!")
-    OPENSPEAK_STORAGE__DATA_DIR="$dir/dataplane-data" \
-    OPENSPEAK_DATAPLANE__HOST=127.0.0.1 OPENSPEAK_DATAPLANE__QUIC_PORT=50552 \
-    OPENSPEAK_DATAPLANE__UDP_PORT=50553 OPENSPEAK_DATAPLANE__METRICS_LISTEN="$DATAPLANE_METRICS" \
-    OPENSPEAK_CLUSTER__CONTROL_ADDR="http://$CLUSTER" OPENSPEAK_CLUSTER__SECRET="$secret" \
-        "$dataplane" >"$dir/dataplane.log" 2>&1 &
-    local dp=$!
-    pids+=("$dp")
-    local up=0
-    for _ in $(seq 1 150); do
-        if ready 2>/dev/null; then up=1; break; fi
-        sleep 0.2
-    done
-    if [ "$up" != 1 ]; then
+    start_planes "$dir" "$dataplane"
+    if ! wait_ready 30; then
         echo "compare.sh: build $name was not ready after 30 s; see $dir" >&2
         exit 1
     fi
-    "$BIN_DIR/openspeak-loadtest" voice --addr "$CONTROL" --token "$token" \
+    "$BIN_DIR/openspeak-loadtest" voice --addr "$CONTROL" --token "$TOKEN" \
         --scenario "$SCENARIO" --duration "$DURATION" --transport "$TRANSPORT" \
-        --server-pid "$dp" --metrics "$DATAPLANE_METRICS" --json "$json" "${extra[@]}" \
-        >"$dir/loadtest.txt" 2>&1 || {
+        --server-pid "$DATAPLANE_PID" --metrics "$DATAPLANE_METRICS" --json "$json" \
+        "${extra[@]}" >"$dir/loadtest.txt" 2>&1 || {
         echo "compare.sh: the load generator failed against $name; see $dir" >&2
         exit 1
     }

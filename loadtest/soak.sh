@@ -26,10 +26,8 @@ while [ $# -gt 0 ]; do
         *) echo "soak.sh: unknown argument $1 (see the header)" >&2; exit 2 ;;
     esac
 done
-if [ -z "$BIN_DIR" ]; then
-    cargo build --release --bins
-    BIN_DIR=target/release
-fi
+. loadtest/planes.sh
+use_release_build
 OUT_DIR="${OUT_DIR:-$(mktemp -d /tmp/openspeak-soak.XXXXXX)}"
 mkdir -p "$OUT_DIR"
 
@@ -38,44 +36,12 @@ CONTROL=127.0.0.1:50451
 CLUSTER=127.0.0.1:50461
 CONTROL_METRICS=127.0.0.1:19100
 DATAPLANE_METRICS=127.0.0.1:19101
-TOKEN="soak-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-SECRET="soak-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+QUIC_PORT=50452
+UDP_PORT=50453
 
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-OPENSPEAK_STORAGE__DATA_DIR="$OUT_DIR/control-data" \
-OPENSPEAK_SERVER__HOST=127.0.0.1 OPENSPEAK_SERVER__PORT="${CONTROL#*:}" \
-OPENSPEAK_CLUSTER__LISTEN="$CLUSTER" OPENSPEAK_CLUSTER__SECRET="$SECRET" \
-OPENSPEAK_METRICS__LISTEN="$CONTROL_METRICS" \
-OPENSPEAK_AUTH__BOOTSTRAP_TOKEN="$TOKEN" \
-    "$BIN_DIR/openspeak-control" >"$OUT_DIR/control.log" 2>&1 &
-pids+=("$!")
-
-OPENSPEAK_STORAGE__DATA_DIR="$OUT_DIR/dataplane-data" \
-OPENSPEAK_DATAPLANE__HOST=127.0.0.1 OPENSPEAK_DATAPLANE__QUIC_PORT=50452 \
-OPENSPEAK_DATAPLANE__UDP_PORT=50453 OPENSPEAK_DATAPLANE__METRICS_LISTEN="$DATAPLANE_METRICS" \
-OPENSPEAK_CLUSTER__CONTROL_ADDR="http://$CLUSTER" OPENSPEAK_CLUSTER__SECRET="$SECRET" \
-    "$BIN_DIR/openspeak-dataplane" >"$OUT_DIR/dataplane.log" 2>&1 &
-pids+=("$!")
-
-# Ready when the data plane says it is (attached, membership loaded);
-# a minute at most.
-ready=0
-for _ in $(seq 1 300); do
-    if exec 3<>"/dev/tcp/${DATAPLANE_METRICS%:*}/${DATAPLANE_METRICS#*:}" 2>/dev/null; then
-        printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
-        if head -n1 <&3 | grep -q ' 200 '; then ready=1; fi
-        exec 3<&-
-    fi
-    [ "$ready" = 1 ] && break
-    sleep 0.2
-done
-if [ "$ready" != 1 ]; then
+trap stop_planes EXIT
+start_planes "$OUT_DIR" "$BIN_DIR/openspeak-dataplane"
+if ! wait_ready 60; then
     echo "soak: the data plane was not ready after 60 s; see $OUT_DIR/*.log" >&2
     exit 1
 fi
