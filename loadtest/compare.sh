@@ -56,16 +56,8 @@ for build in "${builds[@]}"; do
 done
 . loadtest/planes.sh
 use_release_build
-OUT_DIR="${OUT_DIR:-$(mktemp -d /tmp/openspeak-compare.XXXXXX)}"
-mkdir -p "$OUT_DIR"
-
-# Ports of their own, so that a comparison runs beside a default server.
-CONTROL=127.0.0.1:50551
-CLUSTER=127.0.0.1:50561
-CONTROL_METRICS=127.0.0.1:0
-DATAPLANE_METRICS=127.0.0.1:19201
-QUIC_PORT=50552
-UDP_PORT=50553
+use_out_dir compare
+use_ports 505 192
 trap stop_planes EXIT
 
 # One run: fresh planes with the data plane `$2`, the load, a JSON report.

@@ -1,16 +1,18 @@
 # Sourced by soak.sh and compare.sh: a control plane and a data plane as
 # separate processes on loopback, with fresh state, for the load generator.
 #
-# The sourcing script sets, before calling these:
-#   BIN_DIR            where openspeak-control is ("" : built with cargo
-#                      into target/release, see use_release_build)
-#   CONTROL, CLUSTER   the control plane's public and internal addresses
-#   CONTROL_METRICS    its metrics address (127.0.0.1:0 for any port)
-#   DATAPLANE_METRICS  the data plane's metrics address (a fixed port: its
-#                      /readyz is how readiness is seen)
-#   QUIC_PORT, UDP_PORT  the data plane's voice ports
+# The sourcing script sets BIN_DIR (where openspeak-control is; empty:
+# built with cargo into target/release by use_release_build) and OUT_DIR
+# (empty: a new directory), then calls:
 #
 #   use_release_build        builds the release binaries if BIN_DIR is empty
+#   use_out_dir NAME         OUT_DIR, made (/tmp/openspeak-NAME.* if empty)
+#   use_ports P M            ports of their own, so that a run goes on beside
+#                            a default server: control P51, internal link
+#                            P61, QUIC voice P52, UDP voice P53, metrics M00
+#                            (control) and M01 (data plane, whose /readyz
+#                            is how readiness is seen); `use_ports 504 191`
+#                            gives 50451, 50461, 50452, 50453, 19100, 19101
 #   start_planes DIR DP      starts both, DP being the openspeak-dataplane
 #                            binary; state and logs under DIR; sets TOKEN
 #                            (the bootstrap admin token) and DATAPLANE_PID
@@ -25,6 +27,20 @@ use_release_build() {
         cargo build --release --bins
         BIN_DIR=target/release
     fi
+}
+
+use_out_dir() {
+    OUT_DIR="${OUT_DIR:-$(mktemp -d "/tmp/openspeak-$1.XXXXXX")}"
+    mkdir -p "$OUT_DIR"
+}
+
+use_ports() {
+    CONTROL="127.0.0.1:${1}51"
+    CLUSTER="127.0.0.1:${1}61"
+    QUIC_PORT="${1}52"
+    UDP_PORT="${1}53"
+    CONTROL_METRICS="127.0.0.1:${2}00"
+    DATAPLANE_METRICS="127.0.0.1:${2}01"
 }
 
 random_secret() {

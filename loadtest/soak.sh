@@ -28,17 +28,8 @@ while [ $# -gt 0 ]; do
 done
 . loadtest/planes.sh
 use_release_build
-OUT_DIR="${OUT_DIR:-$(mktemp -d /tmp/openspeak-soak.XXXXXX)}"
-mkdir -p "$OUT_DIR"
-
-# Ports of their own, so that a soak runs beside a default server.
-CONTROL=127.0.0.1:50451
-CLUSTER=127.0.0.1:50461
-CONTROL_METRICS=127.0.0.1:19100
-DATAPLANE_METRICS=127.0.0.1:19101
-QUIC_PORT=50452
-UDP_PORT=50453
-
+use_out_dir soak
+use_ports 504 191
 trap stop_planes EXIT
 start_planes "$OUT_DIR" "$BIN_DIR/openspeak-dataplane"
 if ! wait_ready 60; then
