@@ -37,9 +37,13 @@ use crate::{ChannelKey, Handle, HandleError, Member, MemberChange, RouterEvent, 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the control plane has to answer `Register` with a snapshot.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/2 pings on the link: a control plane whose host vanished (no RST,
-/// no FIN) is noticed within interval + timeout rather than never.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on the link: a control plane whose host vanished, or a
+/// network that silently stopped carrying the link (no RST, no FIN), is
+/// noticed within interval + timeout, 7 s, and the link redialled, rather
+/// than after TCP's own timeouts (many minutes). A ping is a few bytes on
+/// one connection; the timeout leaves a busy control plane seconds to
+/// answer before it counts as gone.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most control messages applied before the link looks at its other
 /// work (speaking reports, stats) again; member deltas among them go to

@@ -1,9 +1,10 @@
 //! Faults on the internal link between a real control plane and a real
 //! data plane (both in this process, on 127.0.0.1): the link runs through
-//! a proxy that can cut it and delay it. Whatever happens to membership
-//! while the link is down or slow, once it heals the data plane routes by
-//! exactly the control plane's view: no session, channel, mute or deafen
-//! diverges.
+//! a proxy that can cut it, delay it or silence it. Whatever happens to
+//! membership while the link is down or slow, once it heals the data plane
+//! routes by exactly the control plane's view: no session, channel, mute
+//! or deafen diverges. A silent link (nothing closed) is noticed within
+//! seconds.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,6 +30,8 @@ enum Fault {
     Cut,
     /// Holds every chunk of bytes this long before passing it on.
     Delay(Duration),
+    /// Passes nothing and closes nothing, like a host that vanished.
+    Silent,
 }
 
 /// A TCP proxy on 127.0.0.1 in front of `upstream`, doing what `fault`
@@ -71,6 +74,7 @@ async fn pipe(
         };
         let delay = match *fault.borrow() {
             Fault::Cut => return,
+            Fault::Silent => continue,
             Fault::Delay(d) => d,
             Fault::None => Duration::ZERO,
         };
@@ -251,4 +255,49 @@ async fn membership_converges_after_the_link_is_cut_and_after_it_is_slow() {
         matches!(planes.state.borrow().clone(), LinkState::Attached { .. }),
         "a slow link is not a lost one"
     );
+}
+
+/// A control plane that goes silent without closing anything (its host
+/// vanished) is noticed by the link's keep-alive pings within seconds,
+/// and the link comes back by itself once the network does.
+#[tokio::test]
+async fn a_silent_link_is_noticed_within_seconds() {
+    let mut planes = start().await;
+    let admin = planes.admin.clone();
+    let red = admin.create_channel("Red").await.unwrap();
+    let session = admin.start_session("user").await.unwrap();
+    join(&session, &red.id).await;
+    converged(&planes, "before the fault").await;
+
+    planes.fault.send_replace(Fault::Silent);
+    let silent_at = std::time::Instant::now();
+    // A ping every 2 s, 5 s to answer: 7 s at most, and some slack.
+    openspeak_testkit::within_for(
+        Duration::from_secs(9),
+        "the data plane to notice the silence",
+        planes.state.wait_for(|s| *s == LinkState::Away),
+    )
+    .await
+    .unwrap();
+    let noticed = silent_at.elapsed();
+    eprintln!("the silent link was noticed after {noticed:?}");
+    assert!(
+        noticed >= Duration::from_secs(2),
+        "noticed by the pings, not by a closed connection: {noticed:?}"
+    );
+
+    // Meanwhile a move; after the network heals, the new link catches up.
+    let blue = admin.create_channel("Blue").await.unwrap();
+    join(&session, &blue.id).await;
+    planes.fault.send_replace(Fault::None);
+    within(
+        "the data plane to reattach",
+        planes
+            .state
+            .wait_for(|s| matches!(s, LinkState::Attached { .. })),
+    )
+    .await
+    .unwrap();
+    let healed = converged(&planes, "after the silence").await;
+    assert_eq!(healed.len(), 1);
 }
