@@ -11,10 +11,21 @@
 //! replay window, the address a session is learned at and the router all
 //! live there.
 //!
-//! A listener's packets always go through the same worker (chosen by its
-//! address), so they leave in the order the router released them. A
-//! worker that falls [`QUEUE`] batches behind has its new batches dropped
-//! and counted, as a full socket buffer would drop them.
+//! Waking a sleeping thread costs more than sending a few dozen packets
+//! (about 120 µs of CPU a hand-over on the 2-core virtual machines this
+//! was measured on, BENCHMARKS.md "Send workers and capacity"), so only
+//! full batches are handed over; what is left at the end of a drain is
+//! sent by the loop while its worker is idle. At voice rates the workers
+//! then sleep, and they take over as batches fill. A listener's packets
+//! always go through the same worker (chosen by its address), or through
+//! the loop only while that worker has nothing queued or in hand, so they
+//! leave in the order the router released them. A worker that falls
+//! [`QUEUE`] batches behind has its new batches dropped and counted, as a
+//! full socket buffer would drop them.
+//!
+//! Off by default (`dataplane.udp_send_workers` = 0): on two cores, with
+//! the load generator beside the data plane, a worker only competed with
+//! the loop and forwarded no more.
 
 use std::collections::VecDeque;
 use std::io;
