@@ -183,6 +183,21 @@ async fn converged(planes: &Planes, when: &str) -> View {
     })
 }
 
+/// Ends the fault, waits (bounded) for the data plane to attach again by
+/// itself, then for both views to agree; returns the agreed view.
+async fn heal(planes: &mut Planes, when: &str) -> View {
+    planes.fault.send_replace(Fault::None);
+    within(
+        "the data plane to reattach",
+        planes
+            .state
+            .wait_for(|s| matches!(s, LinkState::Attached { .. })),
+    )
+    .await
+    .unwrap();
+    converged(planes, when).await
+}
+
 async fn join(session: &Session, channel: &str) {
     session.join(channel, "").await.unwrap();
 }
@@ -223,16 +238,7 @@ async fn membership_converges_after_the_link_is_cut_and_after_it_is_slow() {
     join(&newcomer, &red.id).await;
 
     // Healed: the data plane reattaches on its own and catches up.
-    planes.fault.send_replace(Fault::None);
-    within(
-        "the data plane to reattach",
-        planes
-            .state
-            .wait_for(|s| matches!(s, LinkState::Attached { .. })),
-    )
-    .await
-    .unwrap();
-    let healed = converged(&planes, "after the cut healed").await;
+    let healed = heal(&mut planes, "after the cut healed").await;
     assert_ne!(healed, first, "the changes made while cut are there");
     assert!(!healed.contains_key(&sessions[1].id()), "left its channel");
 
@@ -289,15 +295,6 @@ async fn a_silent_link_is_noticed_within_seconds() {
     // Meanwhile a move; after the network heals, the new link catches up.
     let blue = admin.create_channel("Blue").await.unwrap();
     join(&session, &blue.id).await;
-    planes.fault.send_replace(Fault::None);
-    within(
-        "the data plane to reattach",
-        planes
-            .state
-            .wait_for(|s| matches!(s, LinkState::Attached { .. })),
-    )
-    .await
-    .unwrap();
-    let healed = converged(&planes, "after the silence").await;
+    let healed = heal(&mut planes, "after the silence").await;
     assert_eq!(healed.len(), 1);
 }
