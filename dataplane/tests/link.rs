@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 
 use openspeak_dataplane::{Dataplane, LinkState, StartError};
 use openspeak_shared::pb::cluster::{
-    MemberRemoved, MemberUpdate, control_message::Kind, dataplane_message::Kind as Report,
+    MemberRemoved, control_message::Kind, dataplane_message::Kind as Report,
 };
 
-use support::control::{SECRET, config, key, member, snapshot, start};
+use support::control::{SECRET, config, key, member, snapshot, start, update};
 use support::{Answer, close_code, connect, hears_nothing, join, present, talk, within};
 
 #[tokio::test]
@@ -123,19 +123,11 @@ async fn a_snapshot_on_a_live_link_replaces_the_membership_and_bursts_of_deltas_
     // Session 2 moves between c1 and c2 a thousand times, ending in c2.
     for i in 0..1_001 {
         let channel = if i % 2 == 0 { "c2" } else { "c1" };
-        control
-            .send(Kind::MemberUpdate(MemberUpdate {
-                member: Some(member(2, channel)),
-            }))
-            .await;
+        control.send(update(2, channel)).await;
     }
     // Session 3 comes after all of them, in c1: once it routes, the moves
     // before it have been applied.
-    control
-        .send(Kind::MemberUpdate(MemberUpdate {
-            member: Some(member(3, "c1")),
-        }))
-        .await;
+    control.send(update(3, "c1")).await;
     control
         .report("stats that list session 3", |r| match r {
             Report::Stats(s) if s.streams.iter().any(|q| q.session_id == 3) => Some(()),

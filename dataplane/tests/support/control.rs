@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use openspeak_dataplane::{Dataplane, LinkState};
 use openspeak_shared::Config;
 use openspeak_shared::pb::cluster::{
-    ControlMessage, DataplaneMessage, Member, Register, Snapshot, TicketKey,
+    ControlMessage, DataplaneMessage, Member, MemberUpdate, Register, Snapshot, TicketKey,
     cluster_service_server::{ClusterService, ClusterServiceServer},
     control_message::Kind,
     dataplane_message::Kind as Report,
@@ -228,6 +228,13 @@ pub fn member(session_id: u32, channel: &str) -> Member {
         muted: false,
         deafened: false,
     }
+}
+
+/// A `MemberUpdate` putting `session_id` in `channel`.
+pub fn update(session_id: u32, channel: &str) -> Kind {
+    Kind::MemberUpdate(MemberUpdate {
+        member: Some(member(session_id, channel)),
+    })
 }
 
 pub fn snapshot(keys: Vec<TicketKey>, members: Vec<Member>, instance: &str) -> Kind {
