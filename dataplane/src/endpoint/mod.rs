@@ -300,23 +300,8 @@ impl VoiceEndpoint {
                     self.receive_plain();
                 }
                 command = self.commands.recv() => {
-                    match command {
-                        None | Some(Command::Shutdown) => break,
-                        Some(command) => self.command(command),
-                    }
-                    // The rest of what is queued, up to a bound: each is
-                    // cheap, and a saturated socket wins most turns of the
-                    // select, so one command a turn would leave the link
-                    // and the metrics waiting behind whole packet batches.
-                    for _ in 1..COMMANDS_PER_TURN {
-                        match self.commands.try_recv() {
-                            Ok(Command::Shutdown) => {
-                                self.close_all();
-                                return;
-                            }
-                            Ok(command) => self.command(command),
-                            Err(_) => break,
-                        }
+                    if !self.commands_ready(command) {
+                        break;
                     }
                 }
                 () = &mut timer => {
@@ -726,6 +711,27 @@ impl VoiceEndpoint {
         self.close_carrier(carrier, RejectCode::Removed);
         bump(&self.counters.rejected[RejectCode::Removed as usize]);
         self.note_connections();
+    }
+
+    /// Handles `first` and what is queued behind it, up to
+    /// [`COMMANDS_PER_TURN`] in all: each is cheap, and a saturated socket
+    /// wins most turns of the select, so one command a turn would leave
+    /// the link and the metrics waiting behind whole packet batches.
+    /// False when the endpoint is to stop.
+    fn commands_ready(&mut self, first: Option<Command>) -> bool {
+        let mut next = first;
+        for _ in 0..COMMANDS_PER_TURN {
+            match next {
+                None | Some(Command::Shutdown) => return false,
+                Some(command) => self.command(command),
+            }
+            // Empty, or every handle gone: the next `recv` tells which.
+            let Ok(command) = self.commands.try_recv() else {
+                break;
+            };
+            next = Some(command);
+        }
+        true
     }
 
     fn command(&mut self, command: Command) {

@@ -215,10 +215,7 @@ impl PlainOut {
             }
             match self.workers.get(i) {
                 Some(worker) if !worker.jobs.idle() => self.hand_over(i, counters, since),
-                _ => {
-                    let flushed = self.batches[i].flush(socket);
-                    note(counters, flushed, since);
-                }
+                _ => self.send_here(i, socket, counters, since),
             }
         }
     }
@@ -233,11 +230,16 @@ impl PlainOut {
         since: Instant,
     ) {
         if self.workers.is_empty() {
-            let flushed = self.batches[i].flush(socket);
-            note(counters, flushed, since);
+            self.send_here(i, socket, counters, since);
         } else {
             self.hand_over(i, counters, since);
         }
+    }
+
+    /// Sends batch `i` on the loop's thread.
+    fn send_here(&mut self, i: usize, socket: BorrowedFd<'_>, counters: &Counters, since: Instant) {
+        let flushed = self.batches[i].flush(socket);
+        note(counters, flushed, since);
     }
 
     /// Queues batch `i` for its worker, or drops and counts its packets
