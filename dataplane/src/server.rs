@@ -133,7 +133,7 @@ impl Dataplane {
         })?;
         let plain = SocketAddr::new(ip, dp.udp_port);
         let endpoint = endpoint
-            .with_plain_udp(plain)
+            .with_plain_udp_workers(plain, dp.udp_worker_count())
             .map_err(|e| StartError::Bind {
                 addr: plain,
                 source: e.into(),
@@ -258,6 +258,7 @@ impl Dataplane {
             cert_sha256 = %registration.cert_sha256,
             metrics = %metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             udp_send_workers = endpoint.send_workers(),
+            udp_workers = endpoint.udp_workers(),
             "data plane routing voice over QUIC and plain UDP"
         );
         if advertised_only_locally {

@@ -2,13 +2,18 @@
 //! done by hand on the voice crate's framing: QUIC and UDP members of one
 //! channel hear each other, replays and forgeries are dropped and counted,
 //! the session follows its client to a new address, and a repeated ticket
-//! is answered again, and a ticket of an ended session is refused.
+//! is answered again, and a ticket of an ended session is refused; the
+//! same with several UDP workers sharing the port, where the kernel
+//! spreads the clients over the workers' sockets.
 
 mod support;
 
 use openspeak_dataplane::SessionId;
 use openspeak_voice::udp::{self, Control, Direction, SessionKey};
-use support::{QuicServer, RawUdp, Server, start, start_with_send_workers, voice, within};
+use support::{
+    QuicServer, RawUdp, Server, eventually, start, start_with_send_workers, start_with_udp_workers,
+    voice, within,
+};
 
 #[tokio::test]
 async fn quic_and_udp_members_of_one_channel_hear_each_other() {
@@ -128,9 +133,104 @@ async fn both_transports_in_one_channel(server: Server) {
     assert_eq!(stats.udp_dropped, [0; 4]);
 }
 
+/// The same with three UDP workers (`dataplane.udp_workers`), each with a
+/// socket on the port: QUIC voice reaches UDP listeners through whichever
+/// worker sends it, and UDP voice reaches the QUIC listener through the
+/// loop.
+#[tokio::test]
+async fn with_udp_workers_quic_and_udp_members_still_hear_each_other() {
+    both_transports_in_one_channel(start_with_udp_workers(3)).await;
+}
+
+/// Sixteen UDP clients and one QUIC client in one channel, three UDP
+/// workers: the kernel puts the UDP clients on different workers (all on
+/// one would take odds of about 1 in 14 million), so most fan-outs cross
+/// from one worker's clients to another's. Every member hears every
+/// other's packets, in order, each once; the workers' routers are counted
+/// in the router's totals.
+#[tokio::test]
+async fn udp_workers_carry_one_channel_whatever_worker_each_client_is_on() {
+    const UDP_CLIENTS: u32 = 16;
+    const PACKETS: u32 = 5;
+    let server = start_with_udp_workers(3);
+    let quic_session = UDP_CLIENTS + 1;
+    for session in 1..=quic_session {
+        server.member(session, "c1", false).await;
+    }
+    let (_ep, quic) = server
+        .join(&server.ticket(quic_session, 60), quic_session)
+        .await;
+    let mut clients = Vec::new();
+    for session in 1..=UDP_CLIENTS {
+        let mut client = RawUdp::new(session).await;
+        client
+            .join(server.udp_addr, &server.ticket(session, 60))
+            .await;
+        clients.push(client);
+    }
+    for sequence in 0..PACKETS {
+        for client in &mut clients {
+            let packet = client.voice(sequence);
+            client
+                .socket
+                .send_to(&packet, server.udp_addr)
+                .await
+                .unwrap();
+        }
+        quic.send_datagram(voice(sequence)).unwrap();
+    }
+    // Per listener: the next sequence expected from each speaker.
+    let speakers = quic_session as usize;
+    for listener in &mut clients {
+        let mut next = vec![0u32; speakers + 1];
+        for _ in 0..PACKETS * UDP_CLIENTS {
+            let got = within("every other member's voice", listener.forwarded()).await;
+            assert_ne!(got.speaker, listener.session, "nobody hears themselves");
+            let expected = &mut next[got.speaker as usize];
+            assert_eq!(got.sequence, *expected, "speaker {} in order", got.speaker);
+            *expected += 1;
+        }
+    }
+    let mut next = vec![0u32; speakers + 1];
+    for _ in 0..PACKETS * UDP_CLIENTS {
+        let got = within("UDP voice over QUIC", quic.read_datagram())
+            .await
+            .unwrap();
+        let got = openspeak_voice::Forwarded::parse(got).unwrap();
+        let expected = &mut next[got.speaker as usize];
+        assert_eq!(got.sequence, *expected, "speaker {} in order", got.speaker);
+        *expected += 1;
+    }
+    assert!(next[1..=UDP_CLIENTS as usize].iter().all(|n| *n == PACKETS));
+    let forwarded = u64::from(PACKETS * quic_session * UDP_CLIENTS);
+    eventually("every forwarded packet counted", || async {
+        server.handle.stats().datagrams_out >= forwarded
+    })
+    .await;
+    let stats = server.handle.stats();
+    assert_eq!(stats.datagrams_out, forwarded);
+    assert_eq!(stats.datagrams_in, u64::from(PACKETS * quic_session));
+    assert_eq!(stats.udp_dropped, [0; 4]);
+    let router = server.handle.router_stats().await.unwrap();
+    assert_eq!(router.speakers.received, u64::from(PACKETS * quic_session));
+    assert_eq!(router.speakers.forwarded, u64::from(PACKETS * quic_session));
+    assert_eq!(router.listeners.delivered, forwarded);
+    assert_eq!(router.members, quic_session as usize);
+}
+
 #[tokio::test]
 async fn replays_and_forgeries_are_dropped_and_counted() {
-    let server = start();
+    replays_and_forgeries(start()).await;
+}
+
+/// With three UDP workers the replays come from eight addresses, which the
+/// kernel spreads over the workers: one replay window serves them all.
+#[tokio::test]
+async fn with_udp_workers_replays_from_any_worker_are_dropped() {
+    replays_and_forgeries(start_with_udp_workers(3)).await;
+}
+
+async fn replays_and_forgeries(server: Server) {
     server.member(1, "c1", false).await;
     server.member(2, "c1", false).await;
     let mut a = RawUdp::new(1).await;
@@ -141,10 +241,13 @@ async fn replays_and_forgeries_are_dropped_and_counted() {
     let packet = a.voice(0);
     a.socket.send_to(&packet, server.udp_addr).await.unwrap();
     assert_eq!(within("the original", b.forwarded()).await.sequence, 0);
-    // The same bytes again, from the client and from a stranger: replays.
+    // The same bytes again, from the client and from strangers: replays.
     a.socket.send_to(&packet, server.udp_addr).await.unwrap();
+    for _ in 0..STRANGERS {
+        let elsewhere = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        elsewhere.send_to(&packet, server.udp_addr).await.unwrap();
+    }
     let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    stranger.send_to(&packet, server.udp_addr).await.unwrap();
     // A forgery: session 1's header, sealed with another key.
     let mut forged = Vec::new();
     udp::seal_into(
@@ -185,15 +288,34 @@ async fn replays_and_forgeries_are_dropped_and_counted() {
     let packet = a.voice(2);
     a.socket.send_to(&packet, server.udp_addr).await.unwrap();
     assert_eq!(within("the next packet", b.forwarded()).await.sequence, 2);
+    // Other workers may still be reading the strangers' packets.
+    let dropped = [2, 1, 2, 1 + STRANGERS];
+    eventually("every drop counted", || async {
+        server.handle.stats().udp_dropped.iter().sum::<u64>() >= dropped.iter().sum()
+    })
+    .await;
     let stats = server.handle.stats();
     // malformed, unknown_session, bad_seal, replay
-    assert_eq!(stats.udp_dropped, [2, 1, 2, 2]);
+    assert_eq!(stats.udp_dropped, dropped);
     assert_eq!(stats.datagrams_in, 2);
 }
 
+/// How many other addresses replay a packet in [`replays_and_forgeries`].
+const STRANGERS: u64 = 8;
+
 #[tokio::test]
 async fn the_session_follows_its_client_to_a_new_address() {
-    let server = start();
+    follows_its_client(start()).await;
+}
+
+/// The same with three UDP workers: the new address may be on another
+/// worker than the old, and the session follows it all the same.
+#[tokio::test]
+async fn with_udp_workers_the_session_follows_its_client_to_a_new_address() {
+    follows_its_client(start_with_udp_workers(3)).await;
+}
+
+async fn follows_its_client(server: Server) {
     server.member(1, "c1", false).await;
     server.member(2, "c1", false).await;
     let (_ep, quic) = server.join(&server.ticket(1, 60), 1).await;
@@ -253,6 +375,10 @@ async fn the_session_follows_its_client_to_a_new_address() {
             .is_err(),
         "nothing goes to the old address"
     );
+    eventually("the replay from the old address counted", || async {
+        server.handle.stats().udp_dropped[3] >= 1
+    })
+    .await;
     let stats = server.handle.stats();
     assert_eq!(stats.udp_dropped[3], 1, "the replay from the old address");
 }

@@ -38,6 +38,14 @@ pub struct SpeakerStats {
 }
 
 impl SpeakerStats {
+    /// Adds the counters of the same speaker as another copy of the router
+    /// saw it (a data plane's UDP workers each route some of its packets);
+    /// the jitter is the larger.
+    pub fn merge(&mut self, other: &Self) {
+        self.add(other);
+        self.jitter_ms = self.jitter_ms.max(other.jitter_ms);
+    }
+
     fn add(&mut self, o: &Self) {
         self.received += o.received;
         self.malformed += o.malformed;
@@ -72,6 +80,11 @@ pub struct ListenerStats {
 }
 
 impl ListenerStats {
+    /// Adds another copy of the router's counters for the same listener.
+    pub fn merge(&mut self, other: &Self) {
+        self.add(other);
+    }
+
     fn add(&mut self, o: &Self) {
         self.enqueued += o.enqueued;
         self.delivered += o.delivered;
@@ -110,6 +123,14 @@ impl MalformedStats {
     }
 
     /// All malformed datagrams.
+    fn add(&mut self, o: &Self) {
+        self.too_short += o.too_short;
+        self.unknown_kind += o.unknown_kind;
+        self.empty_payload += o.empty_payload;
+        self.payload_too_long += o.payload_too_long;
+        self.zero_speaker += o.zero_speaker;
+    }
+
     pub fn total(&self) -> u64 {
         self.too_short
             + self.unknown_kind
@@ -135,6 +156,16 @@ pub struct RouterStats {
 }
 
 impl RouterStats {
+    /// Adds the totals of another copy of the router with the same
+    /// membership (a data plane's UDP workers each keep one): every counter
+    /// is summed, the jitter is the larger, and `members` stays.
+    pub fn merge(&mut self, other: &RouterStats) {
+        self.unknown_session += other.unknown_session;
+        self.malformed.add(&other.malformed);
+        self.speakers.merge(&other.speakers);
+        self.listeners.merge(&other.listeners);
+    }
+
     /// Datagrams the data plane itself dropped, for any reason: malformed,
     /// unknown session, oversized, over the session's rate limits, muted
     /// speaker, no channel, duplicate, late, stale, and listener lag or

@@ -37,7 +37,7 @@ pub fn start() -> Server {
 /// [`start`], accepting tickets sealed with `key` (for a client in another
 /// process, which seals its own).
 pub fn start_with_key(key: TicketKey) -> Server {
-    start_with(key, AdmissionLimits::default(), 0)
+    start_with(key, AdmissionLimits::default(), 0, 1)
 }
 
 /// [`start`] with `workers` threads sending plain-UDP voice
@@ -47,16 +47,33 @@ pub fn start_with_send_workers(workers: usize) -> Server {
         TicketKey::generate(7).expect("a ticket key"),
         AdmissionLimits::default(),
         workers,
+        1,
+    )
+}
+
+/// [`start`] with `workers` threads serving plain-UDP voice, each with a
+/// socket of its own on the port (`dataplane.udp_workers`).
+pub fn start_with_udp_workers(workers: usize) -> Server {
+    start_with(
+        TicketKey::generate(7).expect("a ticket key"),
+        AdmissionLimits::default(),
+        0,
+        workers,
     )
 }
 
 /// [`start`] with other limits on connections not yet admitted, which a
 /// test reaches with a handful of connections.
 pub fn start_limited(limits: AdmissionLimits) -> Server {
-    start_with(TicketKey::generate(7).expect("a ticket key"), limits, 0)
+    start_with(TicketKey::generate(7).expect("a ticket key"), limits, 0, 1)
 }
 
-fn start_with(key: TicketKey, limits: AdmissionLimits, send_workers: usize) -> Server {
+fn start_with(
+    key: TicketKey,
+    limits: AdmissionLimits,
+    send_workers: usize,
+    udp_workers: usize,
+) -> Server {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let cert = DataplaneCert::load_or_generate(dir.path()).expect("a certificate");
     let mut verifier = TicketVerifier::new();
@@ -71,7 +88,7 @@ fn start_with(key: TicketKey, limits: AdmissionLimits, send_workers: usize) -> S
     .expect("the QUIC listener binds");
     let endpoint = endpoint
         .with_admission_limits(limits)
-        .with_plain_udp("127.0.0.1:0".parse().expect("an address"))
+        .with_plain_udp_workers("127.0.0.1:0".parse().expect("an address"), udp_workers)
         .expect("the plain-UDP listener binds")
         .with_send_workers(send_workers)
         .expect("the send workers start");

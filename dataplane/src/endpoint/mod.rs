@@ -28,6 +28,7 @@ mod plain;
 mod plain_driver;
 mod send_workers;
 mod sessions;
+mod shard;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -38,14 +39,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use openspeak_router::{Member, Router, RouterConfig, RouterEvent, SessionId};
+use openspeak_router::{
+    ListenerStats, Member, Router, RouterConfig, RouterEvent, SessionId, SpeakerStats,
+};
 use openspeak_shared::ticket::TicketVerifier;
 use openspeak_voice::exchange::{encode_accept, encode_reject};
 use openspeak_voice::{QuicConfigError, RejectCode, server_config};
 use quinn_proto::{ConnectionHandle, DatagramEvent, Dir, Event, StreamEvent, VarInt};
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use self::admission::{REJECT_LINGER, Request, Stage, read_request};
 use self::counters::{Counters, bump};
@@ -56,6 +59,7 @@ use self::plain::PlainSessions;
 use self::send_workers::PlainOut;
 pub use self::sessions::Resynced;
 use self::sessions::SessionTable;
+use self::shard::{ShardCommand, ShardLink, ToLoop};
 use crate::DataplaneCert;
 use crate::udp;
 
@@ -144,6 +148,15 @@ pub struct VoiceEndpoint {
     unadmitted: usize,
     /// See [`RETRY_ABOVE`] and [`MAX_UNADMITTED`].
     limits: AdmissionLimits,
+    /// What the plain-UDP workers' routers are made with.
+    router_config: RouterConfig,
+    /// The plain-UDP workers beside this loop (`shard.rs`); empty with one
+    /// socket.
+    shards: Vec<ShardLink>,
+    /// Their sockets (duplicated descriptors), for sizing buffers.
+    shard_sockets: Vec<std::net::UdpSocket>,
+    /// What the workers hand this loop, and the sender each gets a clone of.
+    from_shards: Option<(mpsc::Sender<ToLoop>, mpsc::Receiver<ToLoop>)>,
 }
 
 /// When new QUIC connections must prove their address, and when they are
@@ -237,7 +250,7 @@ impl VoiceEndpoint {
             conns: HashMap::new(),
             timers: BTreeSet::new(),
             dirty: Vec::new(),
-            router: Router::new(router_config),
+            router: Router::new(router_config.clone()),
             verifier,
             counters,
             commands,
@@ -254,6 +267,10 @@ impl VoiceEndpoint {
             plain_recv: udp::RecvBatch::new(),
             unadmitted: 0,
             limits: AdmissionLimits::default(),
+            router_config,
+            shards: Vec::new(),
+            shard_sockets: Vec::new(),
+            from_shards: None,
         };
         Ok((this, handle))
     }
@@ -304,6 +321,7 @@ impl VoiceEndpoint {
                         break;
                     }
                 }
+                message = from_shards(self.from_shards.as_mut()) => self.from_shards_ready(message),
                 () = &mut timer => {
                     armed = None;
                     self.on_timers(Instant::now());
@@ -312,6 +330,12 @@ impl VoiceEndpoint {
             self.flush(Instant::now());
         }
         self.close_all();
+        // The workers stop when their command channels close; their
+        // sockets are closed once they have.
+        for shard in std::mem::take(&mut self.shards) {
+            drop(shard.commands);
+            let _ = shard.done.await;
+        }
     }
 
     /// The earliest instant a connection, the router or the plain-UDP
@@ -670,12 +694,14 @@ impl VoiceEndpoint {
         let Some(Stage::Admitted(session)) = self.conns.get(&ch).map(|c| &c.stage) else {
             return;
         };
+        let session = *session;
         if self
             .sessions
-            .lost(*session, Carrier::Quic(ch), &mut self.router)
+            .lost(session, Carrier::Quic(ch), &mut self.router)
         {
             self.note_connections();
         }
+        self.mirror([session]);
     }
 
     fn note_connections(&self) {
@@ -692,7 +718,43 @@ impl VoiceEndpoint {
         for carrier in close {
             self.close_removed(carrier);
         }
+        if !self.shards.is_empty() {
+            let members = self.members();
+            for shard in &self.shards {
+                let _ = shard.commands.send(ShardCommand::Replace(members.clone()));
+            }
+        }
         done
+    }
+
+    /// Every member, as the router has it.
+    fn members(&self) -> Vec<(SessionId, Member)> {
+        let router = &self.router;
+        router
+            .sessions()
+            .filter_map(|s| Some((s, router.member(s)?.clone())))
+            .collect()
+    }
+
+    /// Tells the plain-UDP workers what the router now has for `sessions`,
+    /// just changed, so that their copies route as this one does.
+    fn mirror(&self, sessions: impl IntoIterator<Item = SessionId>) {
+        if self.shards.is_empty() {
+            return;
+        }
+        let changes: Vec<MemberChange> = sessions
+            .into_iter()
+            .map(|s| match self.router.member(s) {
+                Some(member) => MemberChange::Set(s, member.clone()),
+                None => MemberChange::Remove(s),
+            })
+            .collect();
+        if changes.is_empty() {
+            return;
+        }
+        for shard in &self.shards {
+            let _ = shard.commands.send(ShardCommand::Members(changes.clone()));
+        }
     }
 
     /// Forgets `session` and closes its connection; whether it was a member.
@@ -703,6 +765,7 @@ impl VoiceEndpoint {
         if let Some(carrier) = conn {
             self.close_removed(carrier);
         }
+        self.mirror([session]);
         was_member
     }
 
@@ -742,23 +805,27 @@ impl VoiceEndpoint {
                 reply,
             } => {
                 let _ = reply.send(self.router.set_member(session, member));
+                self.mirror([session]);
             }
             Command::RemoveMember { session, reply } => {
                 let _ = reply.send(self.remove(session));
             }
             Command::Apply { changes, reply } => {
+                let mut touched = Vec::with_capacity(changes.len());
                 for change in changes {
                     match change {
                         MemberChange::Set(session, member) => {
                             // Session 0 is the one refusal, and no control
                             // plane sends it.
                             let _ = self.router.set_member(session, member);
+                            touched.push(session);
                         }
                         MemberChange::Remove(session) => {
                             self.remove(session);
                         }
                     }
                 }
+                self.mirror(touched);
                 let _ = reply.send(());
             }
             Command::Resync {
@@ -769,21 +836,49 @@ impl VoiceEndpoint {
                 let _ = reply.send(self.resync(members, keep_connected));
             }
             Command::Stats { reply } => {
-                let _ = reply.send(self.router.stats());
+                let mut total = self.router.stats();
+                let asks = self.ask_shards(ShardCommand::Stats);
+                if asks.is_empty() {
+                    let _ = reply.send(total);
+                    return;
+                }
+                // The workers answer between their own wake-ups; this loop
+                // goes on meanwhile.
+                tokio::spawn(async move {
+                    for ask in asks {
+                        if let Ok(theirs) = ask.await {
+                            total.merge(&theirs);
+                        }
+                    }
+                    let _ = reply.send(total);
+                });
             }
             Command::SessionStats { reply } => {
-                let _ = reply.send(self.router.session_stats().collect());
+                let mine: Vec<_> = self.router.session_stats().collect();
+                let asks = self.ask_shards(ShardCommand::SessionStats);
+                if asks.is_empty() {
+                    let _ = reply.send(mine);
+                    return;
+                }
+                tokio::spawn(async move {
+                    let mut all: HashMap<SessionId, (SpeakerStats, ListenerStats)> =
+                        mine.into_iter().map(|(s, a, b)| (s, (a, b))).collect();
+                    for ask in asks {
+                        for (session, speaker, listener) in ask.await.unwrap_or_default() {
+                            let entry = all.entry(session).or_default();
+                            entry.0.merge(&speaker);
+                            entry.1.merge(&listener);
+                        }
+                    }
+                    let merged = all.into_iter().map(|(s, (a, b))| (s, a, b)).collect();
+                    let _ = reply.send(merged);
+                });
             }
             Command::Channels { reply } => {
                 let _ = reply.send(self.router.channels().cloned().collect());
             }
             Command::Members { reply } => {
-                let router = &self.router;
-                let members = router
-                    .sessions()
-                    .filter_map(|s| Some((s, router.member(s)?.clone())))
-                    .collect();
-                let _ = reply.send(members);
+                let _ = reply.send(self.members());
             }
             Command::Shutdown => {}
         }
@@ -792,54 +887,109 @@ impl VoiceEndpoint {
     /// Queues the router's datagrams on their listeners' connections, and
     /// passes its events on.
     fn drain_router(&mut self) {
-        let c = Arc::clone(&self.counters);
         while let Some(t) = self.router.poll_transmit() {
-            let ch = match self.sessions.conn(t.to) {
-                Some(Carrier::Quic(ch)) => ch,
-                Some(Carrier::Udp(session)) => {
-                    match self
-                        .plain
-                        .seal(session, &t.datagram, None, &mut self.plain_buf)
-                    {
-                        Some(to) => {
-                            if let Some(full) = self.plain_out.push(&self.plain_buf, to) {
-                                self.send_plain_batch(full);
-                            }
-                        }
-                        None => bump(&c.dropped_no_connection),
-                    }
-                    continue;
-                }
-                None => {
-                    bump(&c.dropped_no_connection);
-                    continue;
-                }
-            };
-            let Some(conn) = self.conns.get_mut(&ch) else {
-                bump(&c.dropped_no_connection);
-                continue;
-            };
-            let mut datagrams = conn.quic.datagrams();
-            // quinn would make room by dropping the oldest queued datagram
-            // without telling us; drop the newest instead, and count it.
-            if datagrams.send_buffer_space() < t.datagram.len() {
-                bump(&c.dropped_send_buffer);
-                continue;
-            }
-            match datagrams.send(t.datagram, false) {
-                Ok(()) => {
-                    bump(&c.datagrams_out);
-                    conn.voice_since.get_or_insert(self.batch_at);
-                    mark(&mut self.dirty, ch, conn);
-                }
-                Err(_) => bump(&c.dropped_send_error),
-            }
+            self.deliver(t.to, t.datagram);
         }
         self.flush_plain();
         while let Some(event) = self.router.poll_event() {
             if self.events.try_send(event).is_err() {
-                bump(&c.dropped_events);
+                bump(&self.counters.dropped_events);
             }
+        }
+    }
+
+    /// Queues one routed datagram for `to`: on its QUIC connection, or
+    /// sealed in the plain-UDP batch.
+    fn deliver(&mut self, to: SessionId, datagram: Bytes) {
+        let ch = match self.sessions.conn(to) {
+            Some(Carrier::Quic(ch)) => ch,
+            Some(Carrier::Udp(session)) => {
+                match self
+                    .plain
+                    .seal(session, &datagram, None, &mut self.plain_buf)
+                {
+                    Some(to) => {
+                        if let Some(full) = self.plain_out.push(&self.plain_buf, to) {
+                            self.send_plain_batch(full);
+                        }
+                    }
+                    None => bump(&self.counters.dropped_no_connection),
+                }
+                return;
+            }
+            None => {
+                bump(&self.counters.dropped_no_connection);
+                return;
+            }
+        };
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            bump(&self.counters.dropped_no_connection);
+            return;
+        };
+        let mut datagrams = conn.quic.datagrams();
+        // quinn would make room by dropping the oldest queued datagram
+        // without telling us; drop the newest instead, and count it.
+        if datagrams.send_buffer_space() < datagram.len() {
+            bump(&self.counters.dropped_send_buffer);
+            return;
+        }
+        match datagrams.send(datagram, false) {
+            Ok(()) => {
+                bump(&self.counters.datagrams_out);
+                conn.voice_since.get_or_insert(self.batch_at);
+                mark(&mut self.dirty, ch, conn);
+            }
+            Err(_) => bump(&self.counters.dropped_send_error),
+        }
+    }
+
+    /// Asks every plain-UDP worker for something; the answers to await.
+    fn ask_shards<T>(
+        &self,
+        make: impl Fn(oneshot::Sender<T>) -> ShardCommand,
+    ) -> Vec<oneshot::Receiver<T>> {
+        self.shards
+            .iter()
+            .filter_map(|shard| {
+                let (reply, answer) = oneshot::channel();
+                shard.commands.send(make(reply)).ok().map(|()| answer)
+            })
+            .collect()
+    }
+
+    /// Handles `first` of the workers' messages and what is queued behind
+    /// it, up to [`COMMANDS_PER_TURN`] in all, as for commands.
+    fn from_shards_ready(&mut self, first: Option<ToLoop>) {
+        let mut next = first;
+        for _ in 0..COMMANDS_PER_TURN {
+            let Some(message) = next.take() else {
+                return;
+            };
+            match message {
+                ToLoop::Ticket {
+                    from,
+                    packet,
+                    at,
+                    wall,
+                } => {
+                    if let Ok(openspeak_voice::udp::Packet::Ticket(body)) =
+                        openspeak_voice::udp::parse(&packet)
+                    {
+                        self.plain_ticket(at, wall, from, body);
+                    }
+                }
+                ToLoop::Relay { since, datagrams } => {
+                    self.batch_at = since;
+                    for (to, datagram) in datagrams {
+                        self.deliver(to, datagram);
+                    }
+                    self.flush_plain();
+                }
+            }
+            next = self
+                .from_shards
+                .as_mut()
+                .and_then(|(_, rx)| rx.try_recv().ok());
         }
     }
 
@@ -863,6 +1013,16 @@ impl VoiceEndpoint {
         for session in self.plain.sessions() {
             self.close_plain(session, 0);
         }
+    }
+}
+
+/// The next message of the plain-UDP workers, if there are any.
+async fn from_shards(
+    channel: Option<&mut (mpsc::Sender<ToLoop>, mpsc::Receiver<ToLoop>)>,
+) -> Option<ToLoop> {
+    match channel {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -17,7 +17,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use openspeak_router::SessionId;
 use openspeak_voice::udp::{
@@ -57,27 +61,141 @@ pub(crate) enum Opened<'a> {
     Nothing,
 }
 
-/// One session's UDP side.
-struct Plain {
+/// One session's UDP side, shared by the loop and every UDP worker
+/// (`shard.rs`): whichever thread the kernel hands a client's packet to
+/// opens it, and whichever routes a packet for its client seals it.
+///
+/// Sealing touches only the key, the address and the counter: an atomic
+/// and a lock-free read, no lock per forwarded packet. Opening takes the
+/// `inbound` lock, but the kernel steers one client address to one socket,
+/// so only one thread ever takes it for a client (two, briefly, when its
+/// NAT rebinds): uncontended, and one per packet in, not per packet out.
+/// Sharing it is what keeps replays out: a replay from another address,
+/// steered to another worker, still meets the same window.
+pub(crate) struct Peer {
+    session: SessionId,
     key: SessionKey,
     /// The ticket it was admitted with.
     ticket: TicketId,
     /// Where its client is; `None` until its first valid sealed packet.
-    addr: Option<SocketAddr>,
-    replay: ReplayWindow,
+    /// Stored only when it changes (a rebinding), read for every packet
+    /// sealed to it.
+    addr: ArcSwapOption<SocketAddr>,
     /// The data plane's next packet counter for this session.
-    sent: u64,
+    sent: AtomicU64,
+    inbound: Mutex<Inbound>,
+}
+
+/// What a session's packets in change.
+struct Inbound {
+    replay: ReplayWindow,
     /// When its client was last heard (a valid packet or its ticket).
     heard: Instant,
 }
 
-/// The sessions admitted over plain UDP.
+impl Peer {
+    fn new(now: Instant, session: SessionId, ticket: TicketId, key: &[u8; udp::KEY_LEN]) -> Peer {
+        Peer {
+            session,
+            key: SessionKey::new(key),
+            ticket,
+            addr: ArcSwapOption::empty(),
+            sent: AtomicU64::new(0),
+            inbound: Mutex::new(Inbound {
+                replay: ReplayWindow::default(),
+                heard: now,
+            }),
+        }
+    }
+
+    fn inbound(&self) -> MutexGuard<'_, Inbound> {
+        // Nothing panics while holding it; a poisoned lock still holds a
+        // whole window.
+        self.inbound.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Seals `message` for this session into `out`, with a counter of its
+    /// own; returns where to send it: `to` when given (answering a packet
+    /// from there), else the client's address, `None` while it has none.
+    pub(crate) fn seal(
+        &self,
+        message: &[u8],
+        to: Option<SocketAddr>,
+        out: &mut Vec<u8>,
+    ) -> Option<SocketAddr> {
+        let to = to.or_else(|| self.addr.load().as_deref().copied())?;
+        let counter = self.sent.fetch_add(1, Ordering::Relaxed);
+        udp::seal_into(
+            &self.key,
+            Direction::ToClient,
+            self.session.0,
+            counter,
+            message,
+            out,
+        );
+        Some(to)
+    }
+
+    /// Opens the sealed `packet` of this session (its clear `header`
+    /// already parsed) that came from `from`, in place; takes its counter
+    /// and follows the client to `from` when it is the newest packet yet.
+    pub(crate) fn open<'a>(
+        &self,
+        now: Instant,
+        from: SocketAddr,
+        header: SealedHeader,
+        packet: &'a mut [u8],
+    ) -> Result<Opened<'a>, Discard> {
+        let mut inbound = self.inbound();
+        if !inbound.replay.check(header.counter) {
+            return Err(Discard::Replay);
+        }
+        let plaintext = udp::open_in_place(&self.key, Direction::ToDataplane, header, packet)
+            .map_err(|e| match e {
+                UdpError::BadSeal => Discard::BadSeal,
+                _ => Discard::Malformed,
+            })?;
+        if inbound.replay.take(header.counter) && self.addr.load().as_deref() != Some(&from) {
+            self.addr.store(Some(Arc::new(from)));
+        }
+        inbound.heard = now;
+        drop(inbound);
+        Ok(match Control::parse(plaintext) {
+            Some(Control::Ping(id)) => Opened::Ping(self.session, id, from),
+            Some(_) => Opened::Nothing,
+            None => Opened::Voice(self.session, plaintext),
+        })
+    }
+
+    fn heard(&self) -> Instant {
+        self.inbound().heard
+    }
+}
+
+/// Every session's UDP side by session id, as last published: what the UDP
+/// workers look sessions up in. Replaced whole on every change (admission,
+/// removal, expiry: rare next to packets), so a reader holds a consistent
+/// map without a lock.
+pub(crate) type Directory = ArcSwap<HashMap<SessionId, Arc<Peer>>>;
+
+/// The sessions admitted over plain UDP: the loop's own table, published
+/// to a [`Directory`] for the UDP workers after each change.
 #[derive(Default)]
 pub(crate) struct PlainSessions {
-    sessions: HashMap<SessionId, Plain>,
+    sessions: HashMap<SessionId, Arc<Peer>>,
+    published: Arc<Directory>,
 }
 
 impl PlainSessions {
+    /// The directory the UDP workers read.
+    pub(crate) fn directory(&self) -> Arc<Directory> {
+        Arc::clone(&self.published)
+    }
+
+    fn publish(&self) {
+        self.published.store(Arc::new(self.sessions.clone()));
+    }
+
     /// Whether `session` has a UDP side.
     pub(crate) fn contains(&self, session: SessionId) -> bool {
         self.sessions.contains_key(&session)
@@ -99,81 +217,44 @@ impl PlainSessions {
         ticket: TicketId,
         key: &[u8; udp::KEY_LEN],
     ) {
-        self.sessions.insert(
-            session,
-            Plain {
-                key: SessionKey::new(key),
-                ticket,
-                addr: None,
-                replay: ReplayWindow::default(),
-                sent: 0,
-                heard: now,
-            },
-        );
+        let peer = Peer::new(now, session, ticket, key);
+        self.sessions.insert(session, Arc::new(peer));
+        self.publish();
     }
 
-    /// Seals `message` for `session` into `out`; returns where to send it:
-    /// `to` when given (answering a packet from there), else the session's
-    /// address. `None` when the session is unknown or has no address yet.
+    /// Seals `message` for `session` into `out`; see [`Peer::seal`].
+    /// `None` also when the session is unknown.
     pub(crate) fn seal(
-        &mut self,
+        &self,
         session: SessionId,
         message: &[u8],
         to: Option<SocketAddr>,
         out: &mut Vec<u8>,
     ) -> Option<SocketAddr> {
-        let plain = self.sessions.get_mut(&session)?;
-        let to = to.or(plain.addr)?;
-        udp::seal_into(
-            &plain.key,
-            Direction::ToClient,
-            session.0,
-            plain.sent,
-            message,
-            out,
-        );
-        plain.sent += 1;
-        Some(to)
+        self.sessions.get(&session)?.seal(message, to, out)
     }
 
-    /// Opens the sealed `packet` (its clear `header` already parsed) that
-    /// came from `from`, in place; takes its counter and follows the client
-    /// to `from` when it is the newest packet yet.
+    /// Opens the sealed `packet` that came from `from`; see [`Peer::open`].
     pub(crate) fn open<'a>(
-        &mut self,
+        &self,
         now: Instant,
         from: SocketAddr,
         header: SealedHeader,
         packet: &'a mut [u8],
     ) -> Result<Opened<'a>, Discard> {
-        let session = SessionId(header.session_id);
-        let plain = self
+        let peer = self
             .sessions
-            .get_mut(&session)
+            .get(&SessionId(header.session_id))
             .ok_or(Discard::UnknownSession)?;
-        if !plain.replay.check(header.counter) {
-            return Err(Discard::Replay);
-        }
-        let plaintext = udp::open_in_place(&plain.key, Direction::ToDataplane, header, packet)
-            .map_err(|e| match e {
-                UdpError::BadSeal => Discard::BadSeal,
-                _ => Discard::Malformed,
-            })?;
-        if plain.replay.take(header.counter) {
-            plain.addr = Some(from);
-        }
-        plain.heard = now;
-        Ok(match Control::parse(plaintext) {
-            Some(Control::Ping(id)) => Opened::Ping(session, id, from),
-            Some(_) => Opened::Nothing,
-            None => Opened::Voice(session, plaintext),
-        })
+        peer.open(now, from, header, packet)
     }
 
     /// Forgets `session`'s UDP side; returns its address, if it had one,
     /// to tell the client why.
     pub(crate) fn remove(&mut self, session: SessionId) -> Option<SocketAddr> {
-        self.sessions.remove(&session).and_then(|p| p.addr)
+        let peer = self.sessions.remove(&session)?;
+        self.publish();
+        peer.addr.load().as_deref().copied()
     }
 
     /// The sessions idle at `now`, forgotten.
@@ -181,11 +262,14 @@ impl PlainSessions {
         let idle: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, p)| now.saturating_duration_since(p.heard) >= IDLE_TIMEOUT)
+            .filter(|(_, p)| now.saturating_duration_since(p.heard()) >= IDLE_TIMEOUT)
             .map(|(s, _)| *s)
             .collect();
         for session in &idle {
             self.sessions.remove(session);
+        }
+        if !idle.is_empty() {
+            self.publish();
         }
         idle
     }
@@ -327,7 +411,7 @@ mod tests {
     #[test]
     fn each_sealed_answer_takes_a_new_counter() {
         let t0 = Instant::now();
-        let mut table = table(t0);
+        let table = table(t0);
         let mut out = Vec::new();
         let key = SessionKey::new(&KEY);
         for expected in 0..3u64 {

@@ -6,6 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,11 +14,12 @@ use bytes::Bytes;
 use openspeak_router::SessionId;
 use openspeak_voice::udp::{self, Control, Packet};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 use super::counters::bump;
 use super::plain::{Discard, Opened};
 use super::send_workers::PlainOut;
-use super::{Carrier, VoiceEndpoint, admission};
+use super::{Carrier, VoiceEndpoint, admission, shard};
 use crate::udp as socket;
 
 /// How often idle plain-UDP sessions are looked for. Coarse on purpose:
@@ -27,16 +29,66 @@ const SWEEP: Duration = Duration::from_secs(1);
 
 impl VoiceEndpoint {
     /// Adds a plain-UDP voice listener on `addr` (`docs/PROTOCOL.md`,
-    /// "Plain-UDP transport"). Must be called within a tokio runtime.
-    pub fn with_plain_udp(mut self, addr: SocketAddr) -> io::Result<Self> {
-        let plain = std::net::UdpSocket::bind(addr)?;
-        if let Err(e) = socket::enable_receive_timestamps(&plain) {
-            tracing::warn!(error = %e, "no kernel receive timestamps on the plain UDP socket");
+    /// "Plain-UDP transport"), read by this loop alone. Must be called
+    /// within a tokio runtime.
+    pub fn with_plain_udp(self, addr: SocketAddr) -> io::Result<Self> {
+        self.with_plain_udp_workers(addr, 1)
+    }
+
+    /// Adds a plain-UDP voice listener on `addr` served by `workers`
+    /// threads (`dataplane.udp_workers`): this loop and `workers - 1` UDP
+    /// workers (`shard.rs`), each with a socket of its own on the same
+    /// port. 0 counts as 1; where `SO_REUSEPORT` is missing (not Unix),
+    /// this loop alone. Must be called within a tokio runtime.
+    pub fn with_plain_udp_workers(mut self, addr: SocketAddr, workers: usize) -> io::Result<Self> {
+        let workers = if cfg!(unix) { workers.max(1) } else { 1 };
+        let shared = workers > 1;
+        if shared && addr.port() != 0 {
+            // Sockets that share a port let any later one with the option
+            // join them: a second data plane started on this port by
+            // mistake would take a share of the voice instead of failing.
+            // A plain bind first fails as it would with one socket.
+            drop(std::net::UdpSocket::bind(addr)?);
         }
-        plain.set_nonblocking(true)?;
-        socket::size_buffers(plain.as_raw_fd(), socket::SOCKET_BUFFER_BYTES)?;
-        self.plain_socket = Some(UdpSocket::from_std(plain)?);
+        let first = bind_plain(addr, shared)?;
+        let port = first.local_addr()?;
+        self.plain_socket = Some(UdpSocket::from_std(first)?);
+        for index in 1..workers {
+            let socket = bind_plain(port, true)?;
+            self.shard_sockets.push(socket.try_clone()?);
+            self.spawn_shard(index, socket)?;
+        }
         Ok(self)
+    }
+
+    /// Starts UDP worker `index` on `socket`.
+    fn spawn_shard(&mut self, index: usize, socket: std::net::UdpSocket) -> io::Result<()> {
+        let to_loop = self
+            .from_shards
+            .get_or_insert_with(|| mpsc::channel(shard::TO_LOOP))
+            .0
+            .clone();
+        let parts = shard::ShardParts {
+            index,
+            socket,
+            router_config: self.router_config.clone(),
+            members: self.members(),
+            directory: self.plain.directory(),
+            counters: Arc::clone(&self.counters),
+            events: self.events.clone(),
+            to_loop,
+        };
+        self.shards.push(shard::spawn(parts)?);
+        Ok(())
+    }
+
+    /// Threads reading plain-UDP voice: this loop and its UDP workers (0
+    /// without a plain-UDP listener).
+    pub fn udp_workers(&self) -> usize {
+        match self.plain_socket {
+            Some(_) => 1 + self.shards.len(),
+            None => 0,
+        }
     }
 
     /// Asks the kernel for `bytes` of buffer each way on every voice
@@ -46,6 +98,9 @@ impl VoiceEndpoint {
         let mut got = vec![socket::size_buffers(self.socket.as_raw_fd(), bytes)?];
         if let Some(plain) = &self.plain_socket {
             got.push(socket::size_buffers(plain.as_raw_fd(), bytes)?);
+        }
+        for shard in &self.shard_sockets {
+            got.push(socket::size_buffers(shard.as_raw_fd(), bytes)?);
         }
         Ok(got)
     }
@@ -113,7 +168,13 @@ impl VoiceEndpoint {
 
     /// Admits or refuses the ticket a TICKET packet from `from` presents;
     /// the answer goes back to `from`.
-    fn plain_ticket(&mut self, now: Instant, wall: SystemTime, from: SocketAddr, body: &[u8]) {
+    pub(super) fn plain_ticket(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        from: SocketAddr,
+        body: &[u8],
+    ) {
         let verified = admission::verify(
             &self.verifier.read().unwrap_or_else(|e| e.into_inner()),
             body,
@@ -220,7 +281,8 @@ impl VoiceEndpoint {
 
     /// Forgets the plain-UDP sessions whose clients went quiet.
     pub(super) fn expire_plain(&mut self, now: Instant) {
-        for session in self.plain.expire(now) {
+        let idle = self.plain.expire(now);
+        for &session in &idle {
             if self
                 .sessions
                 .lost(session, Carrier::Udp(session), &mut self.router)
@@ -228,6 +290,33 @@ impl VoiceEndpoint {
                 self.note_connections();
             }
         }
+        self.mirror(idle);
         self.plain_sweep = now + SWEEP;
     }
+}
+
+/// A plain-UDP voice socket on `addr`, non-blocking, with receive
+/// timestamps and the default buffers; with `shared`, one of several on
+/// the port (`SO_REUSEPORT`), which the kernel gives each client address
+/// to one of.
+fn bind_plain(addr: SocketAddr, shared: bool) -> io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    #[cfg(unix)]
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = shared;
+    socket.bind(&addr.into())?;
+    let plain = std::net::UdpSocket::from(socket);
+    if let Err(e) = socket::enable_receive_timestamps(&plain) {
+        tracing::warn!(error = %e, "no kernel receive timestamps on the plain UDP socket");
+    }
+    plain.set_nonblocking(true)?;
+    socket::size_buffers(plain.as_raw_fd(), socket::SOCKET_BUFFER_BYTES)?;
+    Ok(plain)
 }

@@ -46,7 +46,9 @@ where
     }
 }
 
-pub use openspeak_testkit::voice::{Server, start, start_limited, start_with_send_workers, ticket};
+pub use openspeak_testkit::voice::{
+    Server, start, start_limited, start_with_send_workers, start_with_udp_workers, ticket,
+};
 
 /// A QUIC connection to `addr`, pinning `pin`, before any ticket.
 pub async fn connect(addr: SocketAddr, pin: [u8; 32]) -> (Endpoint, Connection) {

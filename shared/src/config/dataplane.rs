@@ -58,11 +58,18 @@ pub struct DataplaneConfig {
     /// (BENCHMARKS.md, "Send workers"); on a machine with cores to spare
     /// for a loaded data plane, one per spare core.
     pub udp_send_workers: usize,
+    /// Threads that read, route, seal and send plain-UDP voice, each with
+    /// a socket of its own on `udp_port` (the kernel spreads the clients'
+    /// addresses over them); 0 = one per core.
+    pub udp_workers: usize,
 }
 
 /// The most `dataplane.udp_send_workers`: more threads than cores only
 /// take turns.
 const MAX_SEND_WORKERS: usize = 256;
+
+/// The most `dataplane.udp_workers`, for the same reason.
+const MAX_UDP_WORKERS: usize = 256;
 
 impl Default for DataplaneConfig {
     fn default() -> Self {
@@ -78,6 +85,7 @@ impl Default for DataplaneConfig {
             metrics_listen: "127.0.0.1:9101".into(),
             socket_buffer_bytes: 4 << 20,
             udp_send_workers: 0,
+            udp_workers: 0,
         }
     }
 }
@@ -87,6 +95,15 @@ impl DataplaneConfig {
     /// empty (metrics off), an error when it is not an IP address and port.
     pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
         optional_addr(&self.metrics_listen)
+    }
+
+    /// How many threads serve plain-UDP voice: `udp_workers`, or one per
+    /// core the process may use when it is 0.
+    pub fn udp_worker_count(&self) -> usize {
+        match self.udp_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// The host clients dial: `public_host`, else `host` unless that is
@@ -128,6 +145,16 @@ impl DataplaneConfig {
                 format!(
                     "must be at most {MAX_SEND_WORKERS} (one per spare core is plenty), got {}",
                     self.udp_send_workers
+                )
+            },
+        )?;
+        check(
+            self.udp_workers <= MAX_UDP_WORKERS,
+            "dataplane.udp_workers",
+            || {
+                format!(
+                    "must be at most {MAX_UDP_WORKERS} (0 means one per core), got {}",
+                    self.udp_workers
                 )
             },
         )?;
@@ -266,6 +293,18 @@ mod tests {
         assert_eq!(three.dataplane.udp_send_workers, 3);
         super::super::testing::assert_rejected(&[("dataplane.udp_send_workers", "257")]);
         super::super::testing::assert_accepted(&[("dataplane.udp_send_workers", "256")]);
+    }
+
+    #[test]
+    fn udp_workers_default_to_one_per_core_and_are_bounded() {
+        let default = Config::default().dataplane;
+        assert_eq!(default.udp_workers, 0);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(default.udp_worker_count(), cores);
+        let two = load_env([("OPENSPEAK_DATAPLANE__UDP_WORKERS", "2")]);
+        assert_eq!(two.dataplane.udp_worker_count(), 2);
+        super::super::testing::assert_rejected(&[("dataplane.udp_workers", "257")]);
+        super::super::testing::assert_accepted(&[("dataplane.udp_workers", "256")]);
     }
 
     #[test]
