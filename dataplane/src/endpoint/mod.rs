@@ -321,7 +321,7 @@ impl VoiceEndpoint {
                         break;
                     }
                 }
-                message = from_shards(self.from_shards.as_mut()) => self.from_shards_ready(message),
+                message = from_shards(self.from_shards.as_mut()) => self.shard_messages(message),
                 () = &mut timer => {
                     armed = None;
                     self.on_timers(Instant::now());
@@ -959,7 +959,7 @@ impl VoiceEndpoint {
 
     /// Handles `first` of the workers' messages and what is queued behind
     /// it, up to [`COMMANDS_PER_TURN`] in all, as for commands.
-    fn from_shards_ready(&mut self, first: Option<ToLoop>) {
+    fn shard_messages(&mut self, first: Option<ToLoop>) {
         let mut next = first;
         for _ in 0..COMMANDS_PER_TURN {
             let Some(message) = next.take() else {
