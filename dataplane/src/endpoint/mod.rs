@@ -33,7 +33,7 @@ mod shard;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -138,6 +138,13 @@ pub struct VoiceEndpoint {
     batch_at: Instant,
     /// Scratch space quinn writes outgoing packets into.
     send_buf: Vec<u8>,
+    /// The QUIC packets of this turn, for every connection: they go to the
+    /// kernel together (`sendmmsg`) at the end of the turn, or as each 64
+    /// fill a batch.
+    quic_out: udp::SendBatch,
+    /// When the voice in each of `quic_out`'s packets arrived, for the
+    /// forward delay, which ends when the kernel has the packet.
+    quic_voice: Vec<Instant>,
     /// Where the QUIC socket's packets are read into. One read per
     /// wake-up, of at most `RecvBatch::MAX` packets, so one busy moment
     /// cannot starve commands and timers (quinn's `work_limiter` idea).
@@ -263,6 +270,8 @@ impl VoiceEndpoint {
             plain_out: PlainOut::inline(),
             batch_at: Instant::now(),
             send_buf: Vec::with_capacity(MAX_UDP_PAYLOAD),
+            quic_out: udp::SendBatch::default(),
+            quic_voice: Vec::new(),
             quic_recv: udp::RecvBatch::new(),
             plain_recv: udp::RecvBatch::new(),
             unadmitted: 0,
@@ -443,6 +452,17 @@ impl VoiceEndpoint {
                 break;
             }
         }
+        self.send_quic();
+    }
+
+    /// Hands the QUIC packets gathered this turn to the kernel.
+    fn send_quic(&mut self) {
+        send_quic_batch(
+            &self.socket,
+            &mut self.quic_out,
+            &mut self.quic_voice,
+            &self.counters,
+        );
     }
 
     /// Handles everything one connection has for us, then sends what it
@@ -520,9 +540,21 @@ impl VoiceEndpoint {
             let Some(transmit) = conn.quic.poll_transmit(now, 1, &mut self.send_buf) else {
                 break;
             };
-            udp::send(&self.socket, &transmit, &self.send_buf);
-            if let Some(since) = conn.voice_since {
-                self.counters.forward_delay.record(since.elapsed());
+            // One datagram per call: no segments unless quinn changes.
+            let contents = &self.send_buf[..transmit.size];
+            let segment = transmit.segment_size.unwrap_or(transmit.size).max(1);
+            for packet in contents.chunks(segment) {
+                if let Some(since) = conn.voice_since {
+                    self.quic_voice.push(since);
+                }
+                if self.quic_out.push(packet, transmit.destination) {
+                    send_quic_batch(
+                        &self.socket,
+                        &mut self.quic_out,
+                        &mut self.quic_voice,
+                        &self.counters,
+                    );
+                }
             }
             sent = true;
         }
@@ -1010,6 +1042,7 @@ impl VoiceEndpoint {
         while let Some(ch) = self.dirty.pop() {
             self.drive(ch, now);
         }
+        self.send_quic();
         for session in self.plain.sessions() {
             self.close_plain(session, 0);
         }
@@ -1031,6 +1064,34 @@ async fn plain_readable(socket: Option<&UdpSocket>) -> io::Result<()> {
     match socket {
         Some(socket) => socket.readable().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Sends the QUIC packets in `batch` on `socket` and times the voice among
+/// them (`voice` holds when each voice packet's input arrived). A full
+/// socket buffer drops what is left, as the network would: QUIC recovers
+/// what matters, and late voice is worthless.
+fn send_quic_batch(
+    socket: &UdpSocket,
+    batch: &mut udp::SendBatch,
+    voice: &mut Vec<Instant>,
+    counters: &Counters,
+) {
+    if batch.len() == 0 {
+        return;
+    }
+    let flushed = batch.flush(socket.as_fd());
+    if flushed.refused > 0 {
+        tracing::trace!(
+            refused = flushed.refused,
+            "QUIC packets not sent: socket buffer full"
+        );
+    }
+    let now = Instant::now();
+    for since in voice.drain(..) {
+        counters
+            .forward_delay
+            .record(now.saturating_duration_since(since));
     }
 }
 

@@ -425,6 +425,46 @@ mod tests {
     }
 
     #[test]
+    fn the_published_directory_shares_each_sessions_window_address_and_counter() {
+        let t0 = Instant::now();
+        let mut table = table(t0);
+        let directory = table.directory();
+        let published = directory.load();
+        let peer = published.get(&S).expect("published on insert");
+
+        // A worker opens packet 0 from one address...
+        let mut p0 = client_packet(0, b"\x10\0\0\0\0\0\0\0\x01");
+        let Ok(Packet::Sealed(header)) = udp::parse(&p0) else {
+            panic!()
+        };
+        assert!(peer.open(t0, addr(1000), header, &mut p0).is_ok());
+        // ...so the loop refuses it from another as a replay, and both
+        // send to the address the worker learned.
+        let mut again = client_packet(0, b"\x10\0\0\0\0\0\0\0\x01");
+        assert_eq!(
+            deliver(&mut table, t0, addr(2000), &mut again),
+            Err(Discard::Replay)
+        );
+        let mut out = Vec::new();
+        assert_eq!(table.seal(S, b"\x02x", None, &mut out), Some(addr(1000)));
+        assert_eq!(peer.seal(b"\x02x", None, &mut out), Some(addr(1000)));
+        // One counter for both: the next seal, wherever, is number 2.
+        table.seal(S, b"\x02x", None, &mut out);
+        let Ok(Packet::Sealed(header)) = udp::parse(&out) else {
+            panic!()
+        };
+        assert_eq!(header.counter, 2);
+
+        // Removal is published: the worker's next look-up finds nothing.
+        table.remove(S);
+        assert!(directory.load().get(&S).is_none());
+        table.insert(t0, S, [2; 12], &KEY);
+        assert!(directory.load().get(&S).is_some());
+        assert_eq!(table.expire(t0 + IDLE_TIMEOUT), [S]);
+        assert!(directory.load().is_empty(), "expiry is published too");
+    }
+
+    #[test]
     fn idle_sessions_expire() {
         let t0 = Instant::now();
         let mut table = table(t0);
