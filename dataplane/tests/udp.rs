@@ -460,3 +460,37 @@ async fn udp_answer(server: std::net::SocketAddr, ticket: &[u8]) -> (u8, String)
         other => panic!("expected a REJECT, got {other:?}"),
     }
 }
+
+/// Sockets that share a port admit any later one that asks to share it,
+/// so a second data plane started on a taken plain-UDP port by mistake
+/// would quietly take a share of the clients. It is refused instead, as
+/// it is with one socket.
+#[tokio::test]
+async fn a_taken_plain_udp_port_is_refused_even_to_shared_sockets() {
+    use std::sync::{Arc, RwLock};
+
+    use openspeak_dataplane::{DataplaneCert, RouterConfig, VoiceEndpoint};
+    use openspeak_shared::ticket::TicketVerifier;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cert = DataplaneCert::load_or_generate(dir.path()).unwrap();
+    let endpoint = || {
+        VoiceEndpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &cert,
+            RouterConfig::default(),
+            Arc::new(RwLock::new(TicketVerifier::new())),
+        )
+        .unwrap()
+        .0
+    };
+    let first = endpoint()
+        .with_plain_udp_workers("127.0.0.1:0".parse().unwrap(), 2)
+        .unwrap();
+    assert_eq!(first.udp_workers(), 2);
+    let taken = first.plain_addr().unwrap();
+    let err = endpoint()
+        .with_plain_udp_workers(taken, 2)
+        .expect_err("the port is taken");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+}

@@ -93,7 +93,8 @@ impl VoiceEndpoint {
 
     /// Asks the kernel for `bytes` of buffer each way on every voice
     /// socket (`dataplane.socket_buffer_bytes`); what each socket got, as
-    /// (receive, send): the QUIC one first, then the plain-UDP one.
+    /// (receive, send): the QUIC one first, then the plain-UDP ones (this
+    /// loop's, then each UDP worker's).
     pub fn set_socket_buffers(&self, bytes: usize) -> io::Result<Vec<(usize, usize)>> {
         let mut got = vec![socket::size_buffers(self.socket.as_raw_fd(), bytes)?];
         if let Some(plain) = &self.plain_socket {
