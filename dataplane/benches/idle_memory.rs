@@ -11,8 +11,12 @@
 //! state does not count: the parent reads the child's resident set from
 //! `/proc` before the first session and after the last is admitted, and
 //! divides the growth by the number of sessions. The child's endpoint is
-//! the one the data plane runs (router included), without the control
-//! link or metrics, whose memory does not grow with sessions.
+//! the one the data plane runs, without the control link or metrics,
+//! whose memory does not grow with sessions. Each session is also a
+//! member of a channel of 50, as the control plane would make it, so the
+//! router's entry counts, in every UDP worker's copy of the router: the
+//! endpoint has as many UDP workers as the data plane has by default (one
+//! per core), or `OPENSPEAK_IDLE_MEMORY_WORKERS`.
 //!
 //! UDP sessions share 64 client sockets (the data plane keys a session by
 //! its id, not its address); each presents its ticket, then pings once, so
@@ -26,12 +30,16 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use openspeak_client::VoiceClient;
+use openspeak_dataplane::{Member, MemberChange, SessionId};
 use openspeak_shared::ticket::{TicketIssuer, TicketKey};
 use openspeak_testkit::voice;
 use openspeak_voice::udp::{self, Control, Direction, KIND_PING, Packet, SessionKey};
 use tokio::net::UdpSocket;
 
 const KEY_ENV: &str = "OPENSPEAK_IDLE_MEMORY_KEY";
+const WORKERS_ENV: &str = "OPENSPEAK_IDLE_MEMORY_WORKERS";
+/// Members per channel.
+const CHANNEL: u32 = 50;
 /// Client sockets (UDP) or endpoints (QUIC) the sessions are spread over.
 const CLIENT_SOCKETS: usize = 64;
 /// How long one session may take to be admitted before the run fails.
@@ -59,8 +67,9 @@ fn main() {
 }
 
 /// The child: a voice endpoint that accepts tickets sealed with `key`
-/// (hex: id, then the secret), which answers each line on stdin with its
-/// connection count and resident set.
+/// (hex: id, then the secret), which answers each line on stdin (a
+/// number of sessions, which it makes members first) with its connection
+/// count and resident set.
 fn serve(key: &str) {
     let (id, secret) = key.split_once(':').expect("id:secret");
     let mut bytes = [0u8; 32];
@@ -73,10 +82,14 @@ fn serve(key: &str) {
         .enable_all()
         .build()
         .expect("a runtime");
+    let workers = std::env::var(WORKERS_ENV).map_or_else(
+        |_| std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |w| w.parse().expect("a number of workers"),
+    );
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         runtime.block_on(async {
-            let server = voice::start_with_key(key);
+            let server = voice::start_with_key_and_udp_workers(key, workers);
             ready_tx
                 .send((
                     server.addr,
@@ -89,11 +102,35 @@ fn serve(key: &str) {
         });
     });
     let (addr, udp_addr, pin, handle) = ready_rx.recv().expect("the endpoint starts");
-    println!("{addr} {udp_addr} {pin}");
+    println!("{addr} {udp_addr} {pin} {workers}");
+    let members = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let mut made = 0;
     for line in std::io::stdin().lines() {
-        if line.is_err() {
+        let Ok(line) = line else {
             break;
-        }
+        };
+        let upto: u32 = line.trim().parse().expect("a number of sessions");
+        let changes = (made + 1..=upto)
+            .map(|s| {
+                let member = Member {
+                    channel: Some(format!("c{}", s / CHANNEL).into()),
+                    muted: false,
+                    deafened: false,
+                };
+                MemberChange::Set(SessionId(s), member)
+            })
+            .collect();
+        members
+            .block_on(handle.apply(changes))
+            .expect("the endpoint takes the members");
+        made = made.max(upto);
+        // The workers' copies follow the loop's; a round trip through each
+        // of their routers shows they are there.
+        members
+            .block_on(handle.router_stats())
+            .expect("the routers answer");
         println!("{} {}", handle.stats().connections, rss_kib("self"));
     }
 }
@@ -133,8 +170,9 @@ impl Endpoint {
             .read_line(&mut line)
             .expect("the endpoint says where it is");
         let mut words = line.split_whitespace();
-        let mut next = || words.next().expect("three words").to_owned();
+        let mut next = || words.next().expect("four words").to_owned();
         let (addr, udp_addr, pin) = (next(), next(), next());
+        eprintln!("endpoint with {} UDP workers", next());
         Endpoint {
             child,
             ask,
@@ -145,9 +183,10 @@ impl Endpoint {
         }
     }
 
-    /// The endpoint's connection count and resident set (KiB).
-    fn figures(&mut self) -> (u64, u64) {
-        writeln!(self.ask).expect("the endpoint listens");
+    /// The endpoint's connection count and resident set (KiB), once
+    /// sessions 1 to `members` are members of channels.
+    fn figures(&mut self, members: u32) -> (u64, u64) {
+        writeln!(self.ask, "{members}").expect("the endpoint listens");
         let mut line = String::new();
         self.answers.read_line(&mut line).expect("an answer");
         let mut words = line
@@ -173,10 +212,10 @@ async fn measure(transport: &str, sessions: u32) {
     let started = Instant::now();
     let mut held = Held::default();
     open(transport, &endpoint, &issuer, 1..2, &mut held).await;
-    let (one, before) = endpoint.figures();
+    let (one, before) = endpoint.figures(1);
     assert_eq!(one, 1, "the first session is admitted");
     open(transport, &endpoint, &issuer, 2..sessions + 2, &mut held).await;
-    let (count, after) = endpoint.figures();
+    let (count, after) = endpoint.figures(sessions + 1);
     let setup = started.elapsed();
     assert_eq!(
         count,

@@ -40,6 +40,12 @@ pub fn start_with_key(key: TicketKey) -> Server {
     start_with(key, AdmissionLimits::default(), 0, 1)
 }
 
+/// [`start_with_key`] with `workers` threads serving plain-UDP voice
+/// (`dataplane.udp_workers`).
+pub fn start_with_key_and_udp_workers(key: TicketKey, workers: usize) -> Server {
+    start_with(key, AdmissionLimits::default(), 0, workers)
+}
+
 /// [`start`] with `workers` threads sending plain-UDP voice
 /// (`dataplane.udp_send_workers`).
 pub fn start_with_send_workers(workers: usize) -> Server {
