@@ -299,17 +299,9 @@ impl VoiceEndpoint {
     /// Accepts connections and routes voice until [`Handle::shutdown`] is
     /// called or every handle is dropped.
     pub async fn run(mut self) {
-        // One timer, re-armed only when the next deadline changes (or it
-        // has fired), rather than rebuilt each turn.
-        let timer = tokio::time::sleep_until(far_future().into());
-        tokio::pin!(timer);
-        let mut armed: Option<Option<Instant>> = None;
+        let mut alarm = Alarm::new();
         loop {
-            let wake = self.next_wake();
-            if armed != Some(wake) {
-                timer.as_mut().reset(wake.unwrap_or_else(far_future).into());
-                armed = Some(wake);
-            }
+            alarm.set(self.next_wake());
             tokio::select! {
                 ready = self.socket.readable() => {
                     if let Err(e) = ready {
@@ -331,10 +323,7 @@ impl VoiceEndpoint {
                     }
                 }
                 message = from_shards(self.from_shards.as_mut()) => self.shard_messages(message),
-                () = &mut timer => {
-                    armed = None;
-                    self.on_timers(Instant::now());
-                }
+                () = alarm.fired() => self.on_timers(Instant::now()),
             }
             self.flush(Instant::now());
         }
@@ -1110,6 +1099,38 @@ fn close_conn(conn: &mut Conn, now: Instant, code: RejectCode) {
         Bytes::from_static(code.reason().as_bytes()),
     );
     conn.stage = Stage::Closed;
+}
+
+/// A loop's one timer, re-armed only when the next deadline changes (or it
+/// has fired), rather than rebuilt each turn.
+struct Alarm {
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The deadline it is armed for, `None` once it has fired.
+    armed: Option<Option<Instant>>,
+}
+
+impl Alarm {
+    fn new() -> Alarm {
+        Alarm {
+            timer: Box::pin(tokio::time::sleep_until(far_future().into())),
+            armed: None,
+        }
+    }
+
+    /// Arms it for `wake` (`None`: never), unless it is armed for that.
+    fn set(&mut self, wake: Option<Instant>) {
+        if self.armed != Some(wake) {
+            let at = wake.unwrap_or_else(far_future);
+            self.timer.as_mut().reset(at.into());
+            self.armed = Some(wake);
+        }
+    }
+
+    /// Resolves when the deadline comes.
+    async fn fired(&mut self) {
+        self.timer.as_mut().await;
+        self.armed = None;
+    }
 }
 
 /// Far enough ahead to mean "never" for a timer.

@@ -234,19 +234,9 @@ impl PlainSessions {
         self.sessions.get(&session)?.seal(message, to, out)
     }
 
-    /// Opens the sealed `packet` that came from `from`; see [`Peer::open`].
-    pub(crate) fn open<'a>(
-        &self,
-        now: Instant,
-        from: SocketAddr,
-        header: SealedHeader,
-        packet: &'a mut [u8],
-    ) -> Result<Opened<'a>, Discard> {
-        let peer = self
-            .sessions
-            .get(&SessionId(header.session_id))
-            .ok_or(Discard::UnknownSession)?;
-        peer.open(now, from, header, packet)
+    /// `session`'s UDP side, to open its packets with ([`Peer::open`]).
+    pub(crate) fn peer(&self, session: SessionId) -> Option<&Arc<Peer>> {
+        self.sessions.get(&session)
     }
 
     /// Forgets `session`'s UDP side; returns its address, if it had one,
@@ -321,7 +311,10 @@ mod tests {
         let Ok(Packet::Sealed(header)) = udp::parse(packet) else {
             panic!("not sealed")
         };
-        table.open(now, from, header, packet)
+        let peer = table
+            .peer(SessionId(header.session_id))
+            .ok_or(Discard::UnknownSession)?;
+        peer.open(now, from, header, packet)
     }
 
     fn table(now: Instant) -> PlainSessions {

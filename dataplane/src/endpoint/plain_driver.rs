@@ -147,7 +147,10 @@ impl VoiceEndpoint {
                 self.plain_ticket(now, wall, from, body);
                 return;
             }
-            Ok(Packet::Sealed(header)) => self.plain.open(now, from, header, packet),
+            Ok(Packet::Sealed(header)) => match self.plain.peer(SessionId(header.session_id)) {
+                Some(peer) => peer.open(now, from, header, packet),
+                None => Err(Discard::UnknownSession),
+            },
             // A client sends no rejects; anything else is not ours.
             Ok(Packet::Reject { .. }) | Err(_) => Err(Discard::Malformed),
         };

@@ -166,17 +166,9 @@ impl Shard {
     }
 
     async fn run(mut self) {
-        let timer = tokio::time::sleep_until(super::far_future().into());
-        tokio::pin!(timer);
-        let mut armed: Option<Option<Instant>> = None;
+        let mut alarm = super::Alarm::new();
         loop {
-            let wake = self.router.poll_timeout();
-            if armed != Some(wake) {
-                timer
-                    .as_mut()
-                    .reset(wake.unwrap_or_else(super::far_future).into());
-                armed = Some(wake);
-            }
+            alarm.set(self.router.poll_timeout());
             tokio::select! {
                 ready = self.socket.readable() => {
                     if let Err(e) = ready {
@@ -195,8 +187,7 @@ impl Shard {
                         self.command(command);
                     }
                 }
-                () = &mut timer => {
-                    armed = None;
+                () = alarm.fired() => {
                     let now = Instant::now();
                     self.batch_at = now;
                     self.router.handle_timeout(now);
