@@ -989,16 +989,10 @@ impl VoiceEndpoint {
             match message {
                 ToLoop::Ticket {
                     from,
-                    packet,
+                    body,
                     at,
                     wall,
-                } => {
-                    if let Ok(openspeak_voice::udp::Packet::Ticket(body)) =
-                        openspeak_voice::udp::parse(&packet)
-                    {
-                        self.plain_ticket(at, wall, from, body);
-                    }
-                }
+                } => self.plain_ticket(at, wall, from, &body),
                 ToLoop::Relay { since, datagrams } => {
                     self.batch_at = since;
                     for (to, datagram) in datagrams {

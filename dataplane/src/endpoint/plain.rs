@@ -25,7 +25,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use openspeak_router::SessionId;
 use openspeak_voice::udp::{
-    self, Control, Direction, ReplayWindow, SealedHeader, SessionKey, UdpError,
+    self, Control, Direction, Packet, ReplayWindow, SealedHeader, SessionKey, UdpError,
 };
 
 use super::sessions::TicketId;
@@ -52,6 +52,9 @@ pub(crate) enum Discard {
 /// What an opened packet asks of the driver.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Opened<'a> {
+    /// A TICKET packet with this body, for admission (which only the loop
+    /// does): it is not sealed, so nothing was checked yet.
+    Ticket(&'a [u8]),
     /// A voice datagram of `session`, for the router.
     Voice(SessionId, &'a [u8]),
     /// A ping of `session` with this id, from this address: answer there.
@@ -59,6 +62,33 @@ pub(crate) enum Opened<'a> {
     /// A valid packet with nothing to do (a control message a client does
     /// not send).
     Nothing,
+}
+
+/// Takes a packet read on the plain-UDP port from `from`: a TICKET is
+/// handed back as it is; a SEALED packet is opened in place through its
+/// session's [`Peer`] (found by `peer`); anything else is malformed.
+/// Both the loop and the UDP workers read packets through this.
+pub(crate) fn arrive<'a, P: AsRef<Peer>>(
+    now: Instant,
+    from: SocketAddr,
+    packet: &'a mut [u8],
+    peer: impl FnOnce(SessionId) -> Option<P>,
+) -> Result<Opened<'a>, Discard> {
+    let header = match udp::parse(packet) {
+        Ok(Packet::Sealed(header)) => header,
+        Ok(Packet::Ticket(_)) => {
+            // Parsed again so that the body borrows `packet` for as long
+            // as the answer does; a TICKET is rare.
+            let Ok(Packet::Ticket(body)) = udp::parse(packet) else {
+                unreachable!("the same bytes parse the same")
+            };
+            return Ok(Opened::Ticket(body));
+        }
+        // A client sends no rejects; anything else is not ours.
+        Ok(Packet::Reject { .. }) | Err(_) => return Err(Discard::Malformed),
+    };
+    let peer = peer(SessionId(header.session_id)).ok_or(Discard::UnknownSession)?;
+    peer.as_ref().open(now, from, header, packet)
 }
 
 /// One session's UDP side, shared by the loop and every UDP worker
@@ -308,13 +338,7 @@ mod tests {
         from: SocketAddr,
         packet: &'a mut [u8],
     ) -> Result<Opened<'a>, Discard> {
-        let Ok(Packet::Sealed(header)) = udp::parse(packet) else {
-            panic!("not sealed")
-        };
-        let peer = table
-            .peer(SessionId(header.session_id))
-            .ok_or(Discard::UnknownSession)?;
-        peer.open(now, from, header, packet)
+        arrive(now, from, packet, |s| table.peer(s))
     }
 
     fn table(now: Instant) -> PlainSessions {

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use openspeak_router::SessionId;
-use openspeak_voice::udp::{self, Control, Packet};
+use openspeak_voice::udp::{self, Control};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::counters::bump;
-use super::plain::{Discard, Opened};
+use super::plain::{self, Discard, Opened};
 use super::send_workers::PlainOut;
 use super::{Carrier, VoiceEndpoint, admission, shard};
 use crate::udp as socket;
@@ -142,19 +142,9 @@ impl VoiceEndpoint {
         from: SocketAddr,
         packet: &mut [u8],
     ) {
-        let opened = match udp::parse(packet) {
-            Ok(Packet::Ticket(body)) => {
-                self.plain_ticket(now, wall, from, body);
-                return;
-            }
-            Ok(Packet::Sealed(header)) => match self.plain.peer(SessionId(header.session_id)) {
-                Some(peer) => peer.open(now, from, header, packet),
-                None => Err(Discard::UnknownSession),
-            },
-            // A client sends no rejects; anything else is not ours.
-            Ok(Packet::Reject { .. }) | Err(_) => Err(Discard::Malformed),
-        };
+        let opened = plain::arrive(now, from, packet, |s| self.plain.peer(s));
         match opened {
+            Ok(Opened::Ticket(body)) => self.plain_ticket(now, wall, from, body),
             Ok(Opened::Voice(session, plaintext)) => {
                 let datagram = Bytes::copy_from_slice(plaintext);
                 bump(&self.counters.datagrams_in);

@@ -36,13 +36,13 @@ use bytes::Bytes;
 use openspeak_router::{
     ListenerStats, Member, Router, RouterConfig, RouterEvent, RouterStats, SessionId, SpeakerStats,
 };
-use openspeak_voice::udp::{self, Control, Packet};
+use openspeak_voice::udp::Control;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::counters::{Counters, bump};
 use super::handle::MemberChange;
-use super::plain::{Directory, Discard, Opened, Peer};
+use super::plain::{self, Directory, Discard, Opened, Peer};
 use super::send_workers::PlainOut;
 use crate::udp as socket;
 
@@ -63,10 +63,11 @@ pub(super) enum ShardCommand {
 
 /// What a worker hands the loop.
 pub(super) enum ToLoop {
-    /// A TICKET packet read at `at` (`wall` on the wall clock) from `from`.
+    /// The body of a TICKET packet read at `at` (`wall` on the wall clock)
+    /// from `from`.
     Ticket {
         from: SocketAddr,
-        packet: Vec<u8>,
+        body: Vec<u8>,
         at: Instant,
         wall: SystemTime,
     },
@@ -250,26 +251,19 @@ impl Shard {
         for i in 0..self.recv.len() {
             let (packet, received) = self.recv.get(i);
             let from = received.from;
-            let opened = match udp::parse(packet) {
-                Ok(Packet::Ticket(_)) => {
+            let opened = plain::arrive(read.at, from, packet, |s| directory.get(&s));
+            match opened {
+                Ok(Opened::Ticket(body)) => {
                     let ticket = ToLoop::Ticket {
                         from,
-                        packet: packet.to_vec(),
+                        body: body.to_vec(),
                         at: read.at,
                         wall: read.wall,
                     };
                     if self.to_loop.try_send(ticket).is_err() {
                         bump(&self.counters.dropped_send_error);
                     }
-                    continue;
                 }
-                Ok(Packet::Sealed(header)) => match directory.get(&SessionId(header.session_id)) {
-                    Some(peer) => peer.open(read.at, from, header, packet),
-                    None => Err(Discard::UnknownSession),
-                },
-                Ok(Packet::Reject { .. }) | Err(_) => Err(Discard::Malformed),
-            };
-            match opened {
                 Ok(Opened::Voice(session, plaintext)) => {
                     let datagram = Bytes::copy_from_slice(plaintext);
                     bump(&self.counters.datagrams_in);
