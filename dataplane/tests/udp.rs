@@ -494,3 +494,72 @@ async fn a_taken_plain_udp_port_is_refused_even_to_shared_sockets() {
         .expect_err("the port is taken");
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
 }
+
+/// A session that floods from eight addresses at once, which the kernel
+/// spreads over three UDP workers, still gets one allowance
+/// (`voice.max_packets_per_second`, 200 here, with one second of burst):
+/// each worker's router takes from the session's shared limit, not from a
+/// bucket of its own.
+#[tokio::test]
+async fn a_flood_from_many_addresses_meets_one_send_limit() {
+    const FLOOD: u32 = 1_000;
+    let server = start_with_udp_workers(3);
+    server.member(1, "c1", false).await;
+    server.member(2, "c1", false).await;
+    let mut a = RawUdp::new(1).await;
+    a.join(server.udp_addr, &server.ticket(1, 60)).await;
+    let mut b = RawUdp::new(2).await;
+    b.join(server.udp_addr, &server.ticket(2, 60)).await;
+    let mut addresses = Vec::new();
+    for _ in 0..8 {
+        addresses.push(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    for sequence in 0..FLOOD {
+        let packet = a.voice(sequence);
+        let socket = &addresses[sequence as usize % addresses.len()];
+        socket.send_to(&packet, server.udp_addr).await.unwrap();
+    }
+    // Workers read their shares at once, so a packet may reach the shared
+    // replay window more than 128 behind the newest and be dropped there;
+    // every other one reaches a router.
+    let accounted = || async {
+        let r = server.handle.router_stats().await.unwrap();
+        r.speakers.received + server.handle.stats().udp_dropped[3]
+    };
+    eventually("every packet of the flood accounted for", || async {
+        accounted().await >= u64::from(FLOOD)
+    })
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let router = server.handle.router_stats().await.unwrap();
+    let replayed = server.handle.stats().udp_dropped[3];
+    let allowance = 200 + (200.0 * elapsed).ceil() as u64;
+    eprintln!(
+        "flood from 8 addresses: received {}, forwarded {}, rate limited {}, late {}, \
+         dropped as replays {replayed}, in {elapsed:.2} s",
+        router.speakers.received,
+        router.speakers.forwarded,
+        router.speakers.rate_limited,
+        router.speakers.late
+    );
+    assert_eq!(router.speakers.received + replayed, u64::from(FLOOD));
+    assert!(
+        router.speakers.forwarded <= allowance,
+        "forwarded {} in {elapsed:.2} s; one allowance is {allowance}",
+        router.speakers.forwarded
+    );
+    assert!(
+        router.speakers.rate_limited + allowance >= router.speakers.received,
+        "what the routers took beyond one allowance was refused: {router:?}"
+    );
+    let mut heard = 0;
+    while tokio::time::timeout(support::QUIET, b.forwarded())
+        .await
+        .is_ok()
+    {
+        heard += 1;
+        assert!(heard <= FLOOD, "bounded");
+    }
+    assert_eq!(heard, router.speakers.forwarded as u32);
+}

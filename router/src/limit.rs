@@ -31,9 +31,11 @@ use crate::{LIMIT_BURST, RouterConfig};
 /// Nano-tokens per token.
 const NANO: u64 = 1_000_000_000;
 
-/// One session's packet and byte buckets.
+/// One session's packet and byte buckets. The router keeps one per member;
+/// a driver that shares one session's allowance across several routers
+/// keeps its own and passes it to [`Router::handle_datagram_limited`](crate::Router::handle_datagram_limited).
 #[derive(Debug, Default)]
-pub(crate) struct SendLimit {
+pub struct SendLimit {
     /// When the buckets were last refilled; `None` before the session's
     /// first packet, when both are full.
     refilled: Option<Instant>,
@@ -47,12 +49,7 @@ impl SendLimit {
     /// Refills both buckets up to `now`, then takes one packet of
     /// `payload_len` bytes if both hold enough for it. `false`: over a
     /// limit, nothing taken, to be dropped.
-    pub(crate) fn admit(
-        &mut self,
-        now: Instant,
-        payload_len: usize,
-        config: &RouterConfig,
-    ) -> bool {
+    pub fn admit(&mut self, now: Instant, payload_len: usize, config: &RouterConfig) -> bool {
         let (packet_rate, byte_rate) = (config.packet_rate(), config.byte_rate());
         let burst = u64::try_from(LIMIT_BURST.as_nanos()).unwrap_or(u64::MAX);
         let packet_cap = packet_rate.saturating_mul(burst);

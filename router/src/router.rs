@@ -281,6 +281,33 @@ impl Router {
     /// settles its slot in the stream, so that the packets after it do not
     /// wait for it, nor count it lost.
     pub fn handle_datagram(&mut self, now: Instant, from: SessionId, datagram: Bytes) {
+        self.take_datagram(now, from, datagram, None::<fn(usize) -> bool>);
+    }
+
+    /// [`Router::handle_datagram`] with the session's packet and byte
+    /// limits decided by `admit` (given the payload's length) instead of
+    /// the router's own buckets: for a driver that reads one session's
+    /// packets on several threads, each with a copy of the router, and
+    /// keeps one [`SendLimit`] per session that they all take from. The
+    /// payload cap, the counting and the skipping of a dropped packet's
+    /// sequence number are the router's, as for any packet.
+    pub fn handle_datagram_limited(
+        &mut self,
+        now: Instant,
+        from: SessionId,
+        datagram: Bytes,
+        admit: impl FnOnce(usize) -> bool,
+    ) {
+        self.take_datagram(now, from, datagram, Some(admit));
+    }
+
+    fn take_datagram(
+        &mut self,
+        now: Instant,
+        from: SessionId,
+        datagram: Bytes,
+        admit: Option<impl FnOnce(usize) -> bool>,
+    ) {
         let Some(peer) = self.peers.get_mut(&from) else {
             self.unknown_session += 1;
             return;
@@ -294,9 +321,14 @@ impl Router {
             }
         };
         peer.speaker.received += 1;
-        let over_limit = if packet.payload.len() > self.config.payload_limit() {
+        let len = packet.payload.len();
+        let admitted = |limit: &mut SendLimit| match admit {
+            Some(admit) => admit(len),
+            None => limit.admit(now, len, &self.config),
+        };
+        let over_limit = if len > self.config.payload_limit() {
             Some(&mut peer.speaker.oversized)
-        } else if !peer.limit.admit(now, packet.payload.len(), &self.config) {
+        } else if !admitted(&mut peer.limit) {
             Some(&mut peer.speaker.rate_limited)
         } else {
             None

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use openspeak_router::SessionId;
+use openspeak_router::{RouterConfig, SendLimit, SessionId};
 use openspeak_voice::udp::{
     self, Control, Direction, Packet, ReplayWindow, SealedHeader, SessionKey, UdpError,
 };
@@ -119,6 +119,9 @@ pub(crate) struct Peer {
 /// What a session's packets in change.
 struct Inbound {
     replay: ReplayWindow,
+    /// Its send limits: one allowance whichever thread reads its packets
+    /// (a client sending from several addresses at once lands on several).
+    limit: SendLimit,
     /// When its client was last heard (a valid packet or its ticket).
     heard: Instant,
 }
@@ -133,6 +136,7 @@ impl Peer {
             sent: AtomicU64::new(0),
             inbound: Mutex::new(Inbound {
                 replay: ReplayWindow::default(),
+                limit: SendLimit::default(),
                 heard: now,
             }),
         }
@@ -195,6 +199,13 @@ impl Peer {
             Some(_) => Opened::Nothing,
             None => Opened::Voice(self.session, plaintext),
         })
+    }
+
+    /// Takes one voice packet of `payload_len` bytes from the session's
+    /// send limits (`config`'s rates); `false` when it is over them. What
+    /// [`Router::handle_datagram_limited`](openspeak_router::Router::handle_datagram_limited) asks.
+    pub(crate) fn admit(&self, now: Instant, payload_len: usize, config: &RouterConfig) -> bool {
+        self.inbound().limit.admit(now, payload_len, config)
     }
 
     fn heard(&self) -> Instant {

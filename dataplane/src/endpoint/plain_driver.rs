@@ -148,7 +148,15 @@ impl VoiceEndpoint {
             Ok(Opened::Voice(session, plaintext)) => {
                 let datagram = Bytes::copy_from_slice(plaintext);
                 bump(&self.counters.datagrams_in);
-                self.router.handle_datagram(now, session, datagram);
+                // The session's send limits live with its UDP side, which
+                // every UDP worker shares, not in this thread's router.
+                if let Some(peer) = self.plain.peer(session) {
+                    let config = &self.router_config;
+                    self.router
+                        .handle_datagram_limited(now, session, datagram, |len| {
+                            peer.admit(now, len, config)
+                        });
+                }
             }
             Ok(Opened::Ping(session, id, from)) => {
                 let mut pong = Vec::with_capacity(9);

@@ -128,6 +128,9 @@ struct Shard {
     socket: UdpSocket,
     recv: socket::RecvBatch,
     router: Router,
+    /// The router's configuration, for the send limits kept per session
+    /// (`Peer::admit`).
+    config: RouterConfig,
     directory: Cache<Arc<Directory>, Arc<HashMap<SessionId, Arc<Peer>>>>,
     counters: Arc<Counters>,
     events: mpsc::Sender<RouterEvent>,
@@ -146,7 +149,7 @@ impl Shard {
         parts: ShardParts,
         commands: mpsc::UnboundedReceiver<ShardCommand>,
     ) -> io::Result<Shard> {
-        let mut router = Router::new(parts.router_config);
+        let mut router = Router::new(parts.router_config.clone());
         for (session, member) in parts.members {
             let _ = router.set_member(session, member);
         }
@@ -154,6 +157,7 @@ impl Shard {
             socket: UdpSocket::from_std(parts.socket)?,
             recv: socket::RecvBatch::new(),
             router,
+            config: parts.router_config,
             directory: Cache::new(parts.directory),
             counters: parts.counters,
             events: parts.events,
@@ -267,7 +271,15 @@ impl Shard {
                 Ok(Opened::Voice(session, plaintext)) => {
                     let datagram = Bytes::copy_from_slice(plaintext);
                     bump(&self.counters.datagrams_in);
-                    self.router.handle_datagram(read.at, session, datagram);
+                    // One allowance per session, whichever worker reads
+                    // its packets: it lives with the session's UDP side.
+                    if let Some(peer) = directory.get(&session) {
+                        let config = &self.config;
+                        self.router
+                            .handle_datagram_limited(read.at, session, datagram, |len| {
+                                peer.admit(read.at, len, config)
+                            });
+                    }
                 }
                 Ok(Opened::Ping(session, id, from)) => {
                     let mut pong = Vec::with_capacity(9);

@@ -234,3 +234,37 @@ fn a_sequence_jump_or_a_move_does_not_refill_the_buckets() {
     let a = net.speaker(A);
     assert_eq!((a.forwarded, a.rate_limited), (200, 3));
 }
+
+/// Two copies of the router (a data plane's UDP workers) that take one
+/// session's packets in turn, the first second through one and the next
+/// through the other, as when its client's address moves to another
+/// worker: with the allowance kept outside and shared, the flood is
+/// forwarded at the limit once, not once per router, and a dropped
+/// packet still leaves no gap.
+#[test]
+fn routers_sharing_a_sessions_limit_forward_its_flood_at_the_limit_once() {
+    let mut nets = [Net::new(), Net::new()];
+    nets[1].t0 = nets[0].t0;
+    let config = nets[0].r.config().clone();
+    let shared = std::cell::RefCell::new(crate::SendLimit::default());
+    let mut heard = 0usize;
+    for ms in 0..2_000u64 {
+        let net = &mut nets[usize::from(ms >= 1_000)];
+        let now = net.at(ms);
+        net.r
+            .handle_datagram_limited(now, A, voice(ms as u32, ms as u32), |len| {
+                shared.borrow_mut().admit(now, len, &config)
+            });
+        assert_eq!(net.r.held(A), Some(0), "at {ms} ms");
+        heard += seqs(&net.drain(), B).len();
+    }
+    let [first, second] = nets.map(|n| n.speaker(A));
+    // The burst (200) and 999 ms of refill, then one second at the rate:
+    // each router on its own would have passed a burst of its own.
+    assert_eq!((first.forwarded, second.forwarded), (399, 200));
+    assert_eq!(
+        first.rate_limited + second.rate_limited,
+        2_000 - first.forwarded - second.forwarded
+    );
+    assert_eq!(heard as u64, first.forwarded + second.forwarded);
+}
