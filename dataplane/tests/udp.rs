@@ -42,14 +42,7 @@ async fn send_workers_carry_a_full_fan_out_in_order() {
     speaker
         .join(server.udp_addr, &server.ticket(LISTENERS + 1, 60))
         .await;
-    let mut listeners = Vec::new();
-    for session in 1..=LISTENERS {
-        let mut listener = RawUdp::new(session).await;
-        listener
-            .join(server.udp_addr, &server.ticket(session, 60))
-            .await;
-        listeners.push(listener);
-    }
+    let mut listeners = joined(&server, 1..=LISTENERS).await;
     for sequence in 0..PACKETS {
         let packet = speaker.voice(sequence);
         speaker
@@ -82,6 +75,19 @@ async fn send_workers_carry_a_full_fan_out_in_order() {
     .await;
     assert_eq!(stats.datagrams_out, forwarded);
     assert_eq!(stats.dropped_send_error, 0);
+}
+
+/// A plain-UDP client for each of `sessions`, joined with a fresh ticket.
+async fn joined(server: &Server, sessions: std::ops::RangeInclusive<u32>) -> Vec<RawUdp> {
+    let mut clients = Vec::new();
+    for session in sessions {
+        let mut client = RawUdp::new(session).await;
+        client
+            .join(server.udp_addr, &server.ticket(session, 60))
+            .await;
+        clients.push(client);
+    }
+    clients
 }
 
 async fn both_transports_in_one_channel(server: Server) {
@@ -160,14 +166,7 @@ async fn udp_workers_carry_one_channel_whatever_worker_each_client_is_on() {
     let (_ep, quic) = server
         .join(&server.ticket(quic_session, 60), quic_session)
         .await;
-    let mut clients = Vec::new();
-    for session in 1..=UDP_CLIENTS {
-        let mut client = RawUdp::new(session).await;
-        client
-            .join(server.udp_addr, &server.ticket(session, 60))
-            .await;
-        clients.push(client);
-    }
+    let mut clients = joined(&server, 1..=UDP_CLIENTS).await;
     for sequence in 0..PACKETS {
         for client in &mut clients {
             let packet = client.voice(sequence);
