@@ -8,13 +8,15 @@
 //! and sends its whole fan-out. Nothing per packet crosses threads in a
 //! channel whose members are all on plain UDP; that is what lets the
 //! workers scale, where handing packets between threads cost more than
-//! sending them (`docs/PERFORMANCE.md`).
+//! sending them (`docs/PERFORMANCE.md` on wake-ups across threads;
+//! BENCHMARKS.md, "Send workers and capacity").
 //!
 //! What a worker shares with the loop (`mod.rs`, which is worker 0):
 //! - the sessions' UDP sides, read from the [`Directory`] the loop
 //!   publishes; a sealed packet is opened and an outgoing one sealed
 //!   through the session's [`Peer`](super::plain::Peer) whichever thread
-//!   has it, so one replay window and one address serve every worker;
+//!   has it, so one replay window, one address and one send allowance
+//!   serve every worker;
 //! - the membership: the loop sends each worker every change it applies
 //!   to its own router, in the order it applied them;
 //! - the counters, and the queue of speaking events.
