@@ -786,7 +786,6 @@ impl VoiceEndpoint {
         if let Some(carrier) = conn {
             self.close_removed(carrier);
         }
-        self.mirror([session]);
         was_member
     }
 
@@ -830,6 +829,7 @@ impl VoiceEndpoint {
             }
             Command::RemoveMember { session, reply } => {
                 let _ = reply.send(self.remove(session));
+                self.mirror([session]);
             }
             Command::Apply { changes, reply } => {
                 let mut touched = Vec::with_capacity(changes.len());
@@ -843,6 +843,7 @@ impl VoiceEndpoint {
                         }
                         MemberChange::Remove(session) => {
                             self.remove(session);
+                            touched.push(session);
                         }
                     }
                 }

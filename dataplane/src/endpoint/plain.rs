@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use openspeak_router::{RouterConfig, SendLimit, SessionId};
+use bytes::Bytes;
+use openspeak_router::{Router, RouterConfig, SendLimit, SessionId};
 use openspeak_voice::udp::{
     self, Control, Direction, Packet, ReplayWindow, SealedHeader, SessionKey, UdpError,
 };
@@ -206,6 +207,22 @@ impl Peer {
     /// [`Router::handle_datagram_limited`](openspeak_router::Router::handle_datagram_limited) asks.
     pub(crate) fn admit(&self, now: Instant, payload_len: usize, config: &RouterConfig) -> bool {
         self.inbound().limit.admit(now, payload_len, config)
+    }
+
+    /// Hands `plaintext`, a voice datagram this session sent (just
+    /// opened), to `router`, under the session's own send limits rather
+    /// than the router's: every thread's router takes from one allowance.
+    pub(crate) fn route(
+        &self,
+        router: &mut Router,
+        config: &RouterConfig,
+        now: Instant,
+        plaintext: &[u8],
+    ) {
+        let datagram = Bytes::copy_from_slice(plaintext);
+        router.handle_datagram_limited(now, self.session, datagram, |len| {
+            self.admit(now, len, config)
+        });
     }
 
     fn heard(&self) -> Instant {

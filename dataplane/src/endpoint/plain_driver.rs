@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use openspeak_router::SessionId;
 use openspeak_voice::udp::{self, Control};
 use tokio::net::UdpSocket;
@@ -146,16 +145,9 @@ impl VoiceEndpoint {
         match opened {
             Ok(Opened::Ticket(body)) => self.plain_ticket(now, wall, from, body),
             Ok(Opened::Voice(session, plaintext)) => {
-                let datagram = Bytes::copy_from_slice(plaintext);
                 bump(&self.counters.datagrams_in);
-                // The session's send limits live with its UDP side, which
-                // every UDP worker shares, not in this thread's router.
                 if let Some(peer) = self.plain.peer(session) {
-                    let config = &self.router_config;
-                    self.router
-                        .handle_datagram_limited(now, session, datagram, |len| {
-                            peer.admit(now, len, config)
-                        });
+                    peer.route(&mut self.router, &self.router_config, now, plaintext);
                 }
             }
             Ok(Opened::Ping(session, id, from)) => {

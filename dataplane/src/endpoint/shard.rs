@@ -253,7 +253,7 @@ impl Shard {
         c.udp_received
             .fetch_add(self.recv.len() as u64 + truncated, Ordering::Relaxed);
         c.udp_dropped[Discard::Malformed as usize].fetch_add(truncated, Ordering::Relaxed);
-        let directory = Arc::clone(self.directory.load());
+        let directory = self.directory.load();
         for i in 0..self.recv.len() {
             let (packet, received) = self.recv.get(i);
             let from = received.from;
@@ -271,16 +271,9 @@ impl Shard {
                     }
                 }
                 Ok(Opened::Voice(session, plaintext)) => {
-                    let datagram = Bytes::copy_from_slice(plaintext);
                     bump(&self.counters.datagrams_in);
-                    // One allowance per session, whichever worker reads
-                    // its packets: it lives with the session's UDP side.
                     if let Some(peer) = directory.get(&session) {
-                        let config = &self.config;
-                        self.router
-                            .handle_datagram_limited(read.at, session, datagram, |len| {
-                                peer.admit(read.at, len, config)
-                            });
+                        peer.route(&mut self.router, &self.config, read.at, plaintext);
                     }
                 }
                 Ok(Opened::Ping(session, id, from)) => {
@@ -301,7 +294,7 @@ impl Shard {
     /// Seals and sends the router's datagrams to their listeners on plain
     /// UDP, hands the rest to the loop, and passes the events on.
     fn drain(&mut self) {
-        let directory = Arc::clone(self.directory.load());
+        let directory = self.directory.load();
         let fd = self.socket.as_fd();
         while let Some(t) = self.router.poll_transmit() {
             let Some(peer) = directory.get(&t.to) else {
