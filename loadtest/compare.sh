@@ -2,7 +2,10 @@
 # Side-by-side voice benchmark (BENCHMARKS.md): the same load against
 # several data-plane builds, alternating build by build within each round so
 # that a noisy host weighs on all of them alike, with the kernel's floor for
-# the same fan-out measured in every round to quote ratios against.
+# the same fan-out measured in every round to quote ratios against: with
+# listeners asleep on their sockets as the load generator's clients are
+# (the floor), and with listeners that poll (the floor of earlier figures,
+# which leaves the wake-ups out; BENCHMARKS.md).
 #
 # Usage: loadtest/compare.sh [options] NAME=DATAPLANE_BINARY...
 #   --bin-dir DIR      where openspeak-control and openspeak-loadtest are
@@ -82,9 +85,12 @@ run() {
 for round in $(seq 1 "$ROUNDS"); do
     if [ "$FLOOR" = 1 ]; then
         # The fan-out preset's shape: 250 speaker packets/s to 49 listeners.
-        "$BIN_DIR/openspeak-loadtest" floor --listeners 49 --rate 250 \
-            --duration "$DURATION" --json "$OUT_DIR/floor-$round.json" \
-            >"$OUT_DIR/floor-$round.txt" 2>&1
+        for readers in waiting polling; do
+            "$BIN_DIR/openspeak-loadtest" floor --listeners 49 --rate 250 \
+                --readers "$readers" --duration "$DURATION" \
+                --json "$OUT_DIR/floor-$readers-$round.json" \
+                >"$OUT_DIR/floor-$readers-$round.txt" 2>&1
+        done
     fi
     for build in "${builds[@]}"; do
         name="${build%%=*}"
@@ -99,34 +105,39 @@ out, rounds, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def load(path):
     with open(path) as f:
         return json.load(f)
-floors = {}
-for r in range(1, rounds + 1):
-    path = os.path.join(out, f"floor-{r}.json")
-    if os.path.exists(path):
-        floors[r] = load(path).get("cpu_us_per_packet")
-print(f"{'build':<12} {'round':>5} {'cpu µs/pkt':>10} {'/ floor':>8} {'lost':>8} {'p99 ms':>8}")
+def floors_of(readers):
+    found = {}
+    for r in range(1, rounds + 1):
+        path = os.path.join(out, f"floor-{readers}-{r}.json")
+        if os.path.exists(path):
+            found[r] = load(path).get("cpu_us_per_packet")
+    return found
+floors, polled = floors_of("waiting"), floors_of("polling")
+def ratio(cpu, floor):
+    return cpu / floor if cpu and floor else None
+print(f"{'build':<12} {'round':>5} {'cpu µs/pkt':>10} {'/ floor':>8} {'/ polled':>8} {'lost':>8} {'p99 ms':>8}")
 medians = {}
 for name in names:
-    cpus, ratios = [], []
+    cpus, ratios, ratios_polled = [], [], []
     for r in range(1, rounds + 1):
         rep = load(os.path.join(out, f"{name}-{r}.json"))
         cpu = rep.get("cpu_us_per_forwarded_packet")
-        floor = floors.get(r)
-        ratio = cpu / floor if cpu and floor else None
+        a, b = ratio(cpu, floors.get(r)), ratio(cpu, polled.get(r))
         p99 = rep["latency_us"]["p99"] / 1000
-        print(f"{name:<12} {r:>5} {cpu or 0:>10.2f} {ratio or 0:>8.2f} {rep['lost']:>8} {p99:>8.2f}")
-        if cpu:
-            cpus.append(cpu)
-        if ratio:
-            ratios.append(ratio)
-    medians[name] = (statistics.median(cpus) if cpus else None,
-                     statistics.median(ratios) if ratios else None)
-if floors:
-    print("floor µs/pkt by round: " + ", ".join(f"{r}: {v:.2f}" for r, v in sorted(floors.items()) if v))
+        print(f"{name:<12} {r:>5} {cpu or 0:>10.2f} {a or 0:>8.2f} {b or 0:>8.2f} {rep['lost']:>8} {p99:>8.2f}")
+        cpus += [cpu] if cpu else []
+        ratios += [a] if a else []
+        ratios_polled += [b] if b else []
+    med = lambda xs: statistics.median(xs) if xs else None
+    medians[name] = (med(cpus), med(ratios), med(ratios_polled))
+for label, found in (("floor", floors), ("polled floor", polled)):
+    if found:
+        print(f"{label} µs/pkt by round: " + ", ".join(f"{r}: {v:.2f}" for r, v in sorted(found.items()) if v))
 base = names[0]
-for name, (cpu, ratio) in medians.items():
+for name, (cpu, a, b) in medians.items():
     rel = f", {cpu / medians[base][0]:.2f}× {base}" if cpu and medians[base][0] else ""
-    fl = f", {ratio:.2f}× the floor" if ratio else ""
-    print(f"median {name}: {cpu:.2f} µs per forwarded packet{fl}{rel}")
+    fl = f", {a:.2f}× the floor" if a else ""
+    fp = f" ({b:.2f}× the polled floor)" if b else ""
+    print(f"median {name}: {cpu:.2f} µs per forwarded packet{fl}{fp}{rel}")
 EOF
 echo "reports in $OUT_DIR" >&2

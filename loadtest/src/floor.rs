@@ -6,10 +6,19 @@
 //! speaker packet it sends the same bytes to every listener's socket on
 //! loopback with one batched `sendmmsg` (one `sendmsg` each elsewhere),
 //! paced as the voice scenario's speakers are, or as fast as it can with
-//! `--saturate`. Another thread drains the listeners' sockets, as clients
+//! `--saturate`. Another thread reads the listeners' sockets, as clients
 //! would. The sender's own CPU time (`RUSAGE_THREAD`) over the packets it
 //! sent is the floor per forwarded packet: on loopback a send includes
 //! delivering the packet into the receiving socket. No server is involved.
+//!
+//! How the listeners read matters to the sender, because on loopback the
+//! sender also wakes a reader that sleeps on its socket. The load
+//! generator's clients do sleep on theirs (tokio, so `epoll`), and a data
+//! plane's packet wakes them. So by default the listeners here are read
+//! the same way, by tasks on a runtime that sleeps until a packet comes
+//! (`--readers waiting`); `--readers polling` reads them without ever
+//! sleeping on a socket, which leaves the wake-ups out (the floor of the
+//! earlier figures in `BENCHMARKS.md`).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -50,9 +59,26 @@ pub struct FloorArgs {
     /// core reaches at the floor.
     #[arg(long)]
     pub saturate: bool,
+    /// How the listeners' sockets are read: `waiting` (sleeping on them
+    /// until a packet comes, as the load generator's clients do) or
+    /// `polling` (never sleeping on a socket, so no wake-ups).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = Readers::Waiting)]
+    pub readers: Readers,
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+/// How the floor's listeners read their sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Readers {
+    /// Tasks sleeping on each socket until a packet comes: the sender's
+    /// delivery wakes them, as it wakes real clients.
+    Waiting,
+    /// One thread reading every socket without blocking, napping when all
+    /// are empty: no delivery ever wakes a reader.
+    Polling,
 }
 
 /// What a `floor` run measured.
@@ -66,6 +92,8 @@ pub struct FloorReport {
     pub rate: u32,
     /// Bytes per packet.
     pub packet_bytes: u32,
+    /// How the listeners read.
+    pub readers: Readers,
     /// How long the sender sent, in seconds.
     pub seconds: f64,
     /// Packets the kernel took (each listener's copy counts once).
@@ -78,6 +106,12 @@ pub struct FloorReport {
     pub cpu_seconds: f64,
     /// The floor: the sender's CPU per packet sent, in microseconds.
     pub cpu_us_per_packet: f64,
+    /// The reading thread's CPU time, user and system, in seconds (none
+    /// where the platform does not tell a thread's).
+    pub reader_cpu_seconds: Option<f64>,
+    /// The readers' CPU per packet read, in microseconds: the least a
+    /// client process pays to take in what a data plane forwards.
+    pub reader_cpu_us_per_packet: Option<f64>,
     /// Packets sent per second of wall time.
     pub packets_per_second: f64,
 }
@@ -88,17 +122,22 @@ impl FloorReport {
     /// The report as text, one fact a line.
     pub fn table(&self) -> String {
         format!(
-            "floor: {} listeners, {} B packets, {}\n\
+            "floor: {} listeners, {} B packets, {}, {} readers\n\
              sent                 {} packets in {:.2} s ({:.0}/s), {} refused\n\
              received             {}\n\
              sender CPU           {:.3} s\n\
-             floor per packet     {:.2} µs\n",
+             floor per packet     {:.2} µs\n\
+             reader CPU           {}\n",
             self.listeners,
             self.packet_bytes,
             if self.rate == 0 {
                 "as fast as one thread sends".to_owned()
             } else {
                 format!("{} speaker packets/s", self.rate)
+            },
+            match self.readers {
+                Readers::Waiting => "waiting",
+                Readers::Polling => "polling",
             },
             self.sent,
             self.seconds,
@@ -107,6 +146,11 @@ impl FloorReport {
             self.received,
             self.cpu_seconds,
             self.cpu_us_per_packet,
+            match (self.reader_cpu_seconds, self.reader_cpu_us_per_packet) {
+                (Some(s), Some(us)) => format!("{s:.3} s, {us:.2} µs per packet read"),
+                (Some(s), None) => format!("{s:.3} s"),
+                _ => "not measured here".to_owned(),
+            },
         )
     }
 }
@@ -125,35 +169,33 @@ pub fn run_floor(args: &FloorArgs) -> io::Result<FloorReport> {
         .iter()
         .map(UdpSocket::local_addr)
         .collect::<io::Result<_>>()?;
-    let done = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
-    let drain = {
-        let (done, received) = (done.clone(), received.clone());
-        std::thread::Builder::new()
-            .name("floor-listeners".into())
-            .spawn(move || drain_until(&listeners, &done, &received))?
-    };
+    let readers = Readers::start(args.readers, listeners, received.clone())?;
     let sender = UdpSocket::bind("127.0.0.1:0")?;
     let batch = Batch::new(&targets, vec![0x5a; args.packet_bytes as usize]);
     let result = send_for(args, &sender, batch);
     // Let the last packets land before counting them.
     std::thread::sleep(Duration::from_millis(100));
-    done.store(true, Ordering::Relaxed);
-    let _ = drain.join();
+    let reader_cpu = readers.stop();
     let sent = result?;
     let cpu_seconds = sent.cpu.as_secs_f64();
     let seconds = sent.wall.as_secs_f64();
+    let received = received.load(Ordering::Relaxed);
+    let reader_cpu_seconds = reader_cpu.map(|cpu| cpu.as_secs_f64());
     Ok(FloorReport {
         scenario: "floor",
         listeners: args.listeners,
         rate: if args.saturate { 0 } else { args.rate },
         packet_bytes: args.packet_bytes,
+        readers: args.readers,
         seconds,
         sent: sent.packets,
         send_errors: sent.errors,
-        received: received.load(Ordering::Relaxed),
+        received,
         cpu_seconds,
         cpu_us_per_packet: micros_per(Some(cpu_seconds), sent.packets).unwrap_or(0.0),
+        reader_cpu_seconds,
+        reader_cpu_us_per_packet: micros_per(reader_cpu_seconds, received),
         packets_per_second: per_second(sent.packets, sent.wall),
     })
 }
@@ -199,6 +241,92 @@ fn send_for(args: &FloorArgs, sender: &UdpSocket, mut batch: Batch) -> io::Resul
         wall,
         cpu,
     })
+}
+
+/// The thread reading the listeners, and how to stop it.
+struct Running {
+    /// Ends with the CPU time the thread spent reading.
+    thread: std::thread::JoinHandle<Option<Duration>>,
+    done: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Readers {
+    /// Starts reading `listeners` on a thread of their own, counting every
+    /// packet read into `received`.
+    fn start(self, listeners: Vec<UdpSocket>, received: Arc<AtomicU64>) -> io::Result<Running> {
+        let done = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let builder = std::thread::Builder::new().name("floor-listeners".into());
+        let thread = match self {
+            Readers::Polling => {
+                let done = done.clone();
+                builder.spawn(move || cpu_of(|| drain_until(&listeners, &done, &received)))?
+            }
+            Readers::Waiting => {
+                // Built here so that a failure is this call's error.
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()?;
+                let sockets = listeners
+                    .into_iter()
+                    .map(|s| {
+                        let _entered = runtime.enter();
+                        tokio::net::UdpSocket::from_std(s)
+                    })
+                    .collect::<io::Result<Vec<_>>>()?;
+                builder.spawn(move || {
+                    cpu_of(|| runtime.block_on(wait_on(sockets, received, stopped)))
+                })?
+            }
+        };
+        Ok(Running {
+            thread,
+            done,
+            stop: Some(stop),
+        })
+    }
+}
+
+impl Running {
+    /// Stops the readers and waits for their thread; the CPU time it
+    /// spent, where the platform tells.
+    fn stop(mut self) -> Option<Duration> {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.thread.join().ok().flatten()
+    }
+}
+
+/// Runs `work` and measures the calling thread's CPU time over it.
+fn cpu_of(work: impl FnOnce()) -> Option<Duration> {
+    let start = thread_cpu().ok();
+    work();
+    Some(thread_cpu().ok()?.saturating_sub(start?))
+}
+
+/// One task per listener, each asleep on its socket until a packet comes,
+/// until `stopped` resolves.
+async fn wait_on(
+    sockets: Vec<tokio::net::UdpSocket>,
+    received: Arc<AtomicU64>,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for socket in sockets {
+        let received = received.clone();
+        tasks.spawn(async move {
+            let mut buf = [0u8; 2048];
+            // Aborted once `stopped` resolves.
+            while socket.recv(&mut buf).await.is_ok() {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let _ = stopped.await;
+    tasks.abort_all();
 }
 
 /// Reads every listener socket until `done`, counting packets.

@@ -48,7 +48,7 @@ pub use common::flags::{RunFlags, ServerFlags, parse_addr};
 pub use common::report::{JsonReport, Outcome};
 pub use common::stats::LatencyPercentiles;
 pub use common::task::error_chain;
-pub use floor::{FloorArgs, FloorReport, run_floor};
+pub use floor::{FloorArgs, FloorReport, Readers, run_floor};
 pub use metrics::text::{DataplaneCounters, ProcessGauges};
 pub use sessions::flags::SessionsArgs;
 pub use sessions::report::{Report, ServerStats, Settled};

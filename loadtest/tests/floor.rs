@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use openspeak_loadtest::{FloorArgs, run_floor};
+use openspeak_loadtest::{FloorArgs, Readers, run_floor};
 
 fn args(listeners: u32, rate: u32, saturate: bool) -> FloorArgs {
     FloorArgs {
@@ -13,13 +13,25 @@ fn args(listeners: u32, rate: u32, saturate: bool) -> FloorArgs {
         packet_bytes: 122,
         duration: 1,
         saturate,
+        readers: Readers::Waiting,
         json: None,
     }
 }
 
 #[test]
 fn a_paced_fan_out_sends_each_packet_to_every_listener() {
-    let report = run_floor(&args(4, 200, false)).unwrap();
+    for readers in [Readers::Waiting, Readers::Polling] {
+        paced_fan_out_reaches_every_listener(readers);
+    }
+}
+
+fn paced_fan_out_reaches_every_listener(readers: Readers) {
+    let report = run_floor(&FloorArgs {
+        readers,
+        ..args(4, 200, false)
+    })
+    .unwrap();
+    assert_eq!(report.readers, readers);
     let table = report.table();
     // 200 speaker packets a second for 1 s, the first at once: 200 or 201
     // batches of 4 (fewer if the machine stalled the sender; never more).
@@ -37,6 +49,11 @@ fn a_paced_fan_out_sends_each_packet_to_every_listener() {
             report.cpu_us_per_packet > 0.0 && report.cpu_us_per_packet < 1_000.0,
             "{table}"
         );
+        // The readers took in every packet, which costs them something.
+        let reader = report
+            .reader_cpu_us_per_packet
+            .expect("Linux tells a thread's CPU");
+        assert!(reader > 0.0 && reader < 1_000.0, "{table}");
     }
     assert_eq!(report.rate, 200);
 }
