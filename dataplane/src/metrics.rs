@@ -216,6 +216,7 @@ impl Collector for Snapshot {
             "Packets read from the plain-UDP voice socket (tickets and sealed packets, those then dropped included).",
             e.udp_received,
         )?;
+        udp_by_worker(&mut out, &e.udp_received_by_thread)?;
         counters_by(
             &mut out,
             "udp_packets_dropped",
@@ -304,6 +305,23 @@ fn counters_by(
     let mut family = out.encode_descriptor(name, help, None, MetricType::Counter)?;
     for &(reason, value) in samples {
         ConstCounter::new(value).encode(family.encode_family(&[("reason", reason)])?)?;
+    }
+    Ok(())
+}
+
+/// The plain-UDP packets read by each UDP worker, labelled `worker` by
+/// its number (0 is the endpoint's loop): how evenly the kernel spread the
+/// clients over the workers' sockets.
+fn udp_by_worker(out: &mut DescriptorEncoder, counts: &[u64]) -> fmt::Result {
+    let mut family = out.encode_descriptor(
+        "udp_worker_packets_received",
+        "Packets read from the plain-UDP voice sockets, by the UDP worker that read them (0 is the voice loop).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (worker, &value) in counts.iter().enumerate() {
+        let worker = worker.to_string();
+        ConstCounter::new(value).encode(family.encode_family(&[("worker", worker.as_str())])?)?;
     }
     Ok(())
 }
@@ -448,6 +466,7 @@ mod tests {
                     sum_nanos: 2_500_000,
                 },
                 udp_received: 40,
+                udp_received_by_thread: vec![15, 25],
                 udp_dropped: [41, 42, 43, 44],
                 handshakes_retried: 45,
                 handshakes_refused: 46,
@@ -535,6 +554,8 @@ mod tests {
             ),
             ("tickets_rejected_total{reason=\"replaced\"}", "108"),
             ("tickets_rejected_total{reason=\"removed\"}", "109"),
+            ("udp_worker_packets_received_total{worker=\"0\"}", "15"),
+            ("udp_worker_packets_received_total{worker=\"1\"}", "25"),
             ("datagrams_received_total", "2"),
             ("datagrams_forwarded_total", "3"),
             ("datagrams_dropped_total{reason=\"malformed\"}", "65"),

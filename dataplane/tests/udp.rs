@@ -210,6 +210,18 @@ async fn udp_workers_carry_one_channel_whatever_worker_each_client_is_on() {
     assert_eq!(stats.datagrams_out, forwarded);
     assert_eq!(stats.datagrams_in, u64::from(PACKETS * quic_session));
     assert_eq!(stats.udp_dropped, [0; 4]);
+    // The loop and both workers have a count, and more than one of them
+    // read voice: the workers carried clients of their own.
+    let by_thread = &stats.udp_received_by_thread;
+    assert_eq!(by_thread.len(), 3, "{by_thread:?}");
+    assert!(
+        stats.udp_received >= u64::from(PACKETS * UDP_CLIENTS),
+        "{by_thread:?}"
+    );
+    assert!(
+        by_thread.iter().filter(|&&n| n > 0).count() >= 2,
+        "{by_thread:?}"
+    );
     let router = server.handle.router_stats().await.unwrap();
     assert_eq!(router.speakers.received, u64::from(PACKETS * quic_session));
     assert_eq!(router.speakers.forwarded, u64::from(PACKETS * quic_session));

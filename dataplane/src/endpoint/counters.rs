@@ -3,6 +3,7 @@
 //! metrics scrape costs the voice path nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The endpoint's counters, shared with every [`Handle`](super::Handle).
@@ -30,17 +31,50 @@ pub(super) struct Counters {
     pub(super) handshakes_retried: AtomicU64,
     /// New QUIC connections refused because too many were not admitted.
     pub(super) handshakes_refused: AtomicU64,
-    /// Packets read from the plain-UDP socket.
-    pub(super) udp_received: AtomicU64,
+    /// Packets read from the plain-UDP sockets, one counter per thread
+    /// reading them, in the order they were handed out: the loop's first,
+    /// then each UDP worker's. Locked only to hand one out and to read
+    /// them; each thread bumps its own.
+    udp_readers: Mutex<Vec<Arc<ReadCount>>>,
     /// Plain-UDP packets dropped before any routing, indexed by the
     /// `plain::Discard` value.
     pub(super) udp_dropped: [AtomicU64; 4],
 }
 
+/// One plain-UDP thread's count of packets read, on a cache line of its
+/// own so that threads counting side by side do not slow each other.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(super) struct ReadCount(AtomicU64);
+
+impl ReadCount {
+    /// Counts `n` packets read.
+    pub(super) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 impl Counters {
+    /// A counter of packets read for the next plain-UDP thread.
+    pub(super) fn udp_reader(&self) -> Arc<ReadCount> {
+        let count = Arc::new(ReadCount::default());
+        self.udp_readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(&count));
+        count
+    }
+
     /// The counters as they are now.
     pub(super) fn snapshot(&self) -> EndpointStats {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let udp_received_by_thread: Vec<u64> = self
+            .udp_readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|c| load(&c.0))
+            .collect();
         EndpointStats {
             accepted: load(&self.accepted),
             rejected: std::array::from_fn(|i| load(&self.rejected[i])),
@@ -53,7 +87,8 @@ impl Counters {
             connections: load(&self.connections),
             handshakes_retried: load(&self.handshakes_retried),
             handshakes_refused: load(&self.handshakes_refused),
-            udp_received: load(&self.udp_received),
+            udp_received: udp_received_by_thread.iter().sum(),
+            udp_received_by_thread,
             udp_dropped: std::array::from_fn(|i| load(&self.udp_dropped[i])),
             forward_delay: ForwardDelay {
                 counts: std::array::from_fn(|i| load(&self.forward_delay.counts[i])),
@@ -156,9 +191,14 @@ pub struct EndpointStats {
     pub handshakes_retried: u64,
     /// New QUIC connections refused because too many were not admitted.
     pub handshakes_refused: u64,
-    /// Packets read from the plain-UDP socket (tickets and sealed packets,
-    /// those then dropped included).
+    /// Packets read from the plain-UDP sockets (tickets and sealed
+    /// packets, those then dropped included).
     pub udp_received: u64,
+    /// `udp_received` by the thread that read them: the endpoint's loop
+    /// first, then each UDP worker (`dataplane.udp_workers`); empty
+    /// without a plain-UDP listener. The kernel gives each client address
+    /// to one thread's socket, so this shows how evenly it spread them.
+    pub udp_received_by_thread: Vec<u64>,
     /// Plain-UDP packets dropped before routing, in the order of
     /// [`UDP_DROP_REASONS`].
     pub udp_dropped: [u64; 4],

@@ -151,6 +151,8 @@ pub struct VoiceEndpoint {
     quic_recv: udp::RecvBatch,
     /// The same for the plain-UDP socket.
     plain_recv: udp::RecvBatch,
+    /// This loop's count of plain-UDP packets read, once it has the socket.
+    plain_read: Option<Arc<counters::ReadCount>>,
     /// QUIC connections never admitted and not yet forgotten.
     unadmitted: usize,
     /// See [`RETRY_ABOVE`] and [`MAX_UNADMITTED`].
@@ -274,6 +276,7 @@ impl VoiceEndpoint {
             quic_voice: Vec::new(),
             quic_recv: udp::RecvBatch::new(),
             plain_recv: udp::RecvBatch::new(),
+            plain_read: None,
             unadmitted: 0,
             limits: AdmissionLimits::default(),
             router_config,

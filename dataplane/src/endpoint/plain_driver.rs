@@ -52,6 +52,8 @@ impl VoiceEndpoint {
         let first = bind_plain(addr, shared)?;
         let port = first.local_addr()?;
         self.plain_socket = Some(UdpSocket::from_std(first)?);
+        // The loop's count first, so the counts read in thread order.
+        self.plain_read = Some(self.counters.udp_reader());
         for index in 1..workers {
             let socket = bind_plain(port, true)?;
             self.shard_sockets.push(socket.try_clone()?);
@@ -74,6 +76,7 @@ impl VoiceEndpoint {
             members: self.members(),
             directory: self.plain.directory(),
             counters: Arc::clone(&self.counters),
+            read: self.counters.udp_reader(),
             events: self.events.clone(),
             to_loop,
         };
@@ -121,8 +124,9 @@ impl VoiceEndpoint {
             self.batch_at = read.earliest;
             let c = &self.counters;
             let truncated = batch.truncated() as u64;
-            c.udp_received
-                .fetch_add(batch.len() as u64 + truncated, Ordering::Relaxed);
+            if let Some(read) = &self.plain_read {
+                read.add(batch.len() as u64 + truncated);
+            }
             // Longer than any packet of the protocol: it cannot parse.
             c.udp_dropped[Discard::Malformed as usize].fetch_add(truncated, Ordering::Relaxed);
             for i in 0..batch.len() {

@@ -42,7 +42,7 @@ use openspeak_voice::udp::Control;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::counters::{Counters, bump};
+use super::counters::{Counters, ReadCount, bump};
 use super::handle::MemberChange;
 use super::plain::{self, Directory, Discard, Opened, Peer};
 use super::send_workers::PlainOut;
@@ -96,6 +96,8 @@ pub(super) struct ShardParts {
     pub(super) members: Vec<(SessionId, Member)>,
     pub(super) directory: Arc<Directory>,
     pub(super) counters: Arc<Counters>,
+    /// This worker's count of packets read.
+    pub(super) read: Arc<ReadCount>,
     pub(super) events: mpsc::Sender<RouterEvent>,
     pub(super) to_loop: mpsc::Sender<ToLoop>,
 }
@@ -135,6 +137,7 @@ struct Shard {
     config: RouterConfig,
     directory: Cache<Arc<Directory>, Arc<HashMap<SessionId, Arc<Peer>>>>,
     counters: Arc<Counters>,
+    read: Arc<ReadCount>,
     events: mpsc::Sender<RouterEvent>,
     to_loop: mpsc::Sender<ToLoop>,
     commands: mpsc::UnboundedReceiver<ShardCommand>,
@@ -162,6 +165,7 @@ impl Shard {
             config: parts.router_config,
             directory: Cache::new(parts.directory),
             counters: parts.counters,
+            read: parts.read,
             events: parts.events,
             to_loop: parts.to_loop,
             commands,
@@ -250,8 +254,7 @@ impl Shard {
         self.batch_at = read.earliest;
         let c = &self.counters;
         let truncated = self.recv.truncated() as u64;
-        c.udp_received
-            .fetch_add(self.recv.len() as u64 + truncated, Ordering::Relaxed);
+        self.read.add(self.recv.len() as u64 + truncated);
         c.udp_dropped[Discard::Malformed as usize].fetch_add(truncated, Ordering::Relaxed);
         let directory = self.directory.load();
         for i in 0..self.recv.len() {
