@@ -213,7 +213,7 @@ impl Collector for Snapshot {
         counter(
             &mut out,
             "udp_packets_received",
-            "Packets read from the plain-UDP voice socket (tickets and sealed packets, those then dropped included).",
+            "Packets read from the plain-UDP voice sockets, all UDP workers together (tickets and sealed packets, those then dropped included).",
             e.udp_received,
         )?;
         udp_by_worker(&mut out, &e.udp_received_by_thread)?;
