@@ -72,9 +72,22 @@ pub struct Router {
 }
 
 /// One session, as speaker and as listener.
+///
+/// Most of a server's sessions are idle at any moment, and a data plane
+/// with several workers keeps a copy of the router on each, so an idle
+/// session costs only its membership here: what it has as speaker and
+/// listener is allocated when it first sends or is first sent something,
+/// and kept until it goes (its counters and send limits must outlive its
+/// silences).
 #[derive(Debug, Default)]
 struct Peer {
     member: Member,
+    active: Option<Box<Active>>,
+}
+
+/// A session's state as speaker and listener, once it has any.
+#[derive(Debug, Default)]
+struct Active {
     /// Its stream as a speaker; `None` until it talks, and again once it has
     /// been silent for `stream_idle_timeout`, muted or moved.
     stream: Option<JitterBuffer>,
@@ -88,7 +101,29 @@ struct Peer {
 }
 
 impl Peer {
+    /// Its state as speaker and listener, made on first use.
+    fn active(&mut self) -> &mut Active {
+        self.active.get_or_insert_with(Box::default)
+    }
+
+    fn speaker_stats(&self) -> SpeakerStats {
+        self.active.as_ref().map(|a| a.speaker).unwrap_or_default()
+    }
+
+    fn listener_stats(&self) -> ListenerStats {
+        self.active
+            .as_ref()
+            .map(|a| a.queue.stats())
+            .unwrap_or_default()
+    }
+
     /// The earliest instant this peer needs `handle_timeout`.
+    fn next_timeout(&self, config: &RouterConfig) -> Option<Instant> {
+        self.active.as_ref()?.next_timeout(config)
+    }
+}
+
+impl Active {
     fn next_timeout(&self, config: &RouterConfig) -> Option<Instant> {
         let stream = self.stream.as_ref().map(|s| {
             let idle = s.last_arrival() + config.idle_timeout();
@@ -137,7 +172,7 @@ impl Router {
     ) -> impl Iterator<Item = (SessionId, SpeakerStats, ListenerStats)> + '_ {
         self.peers
             .iter()
-            .map(|(session, p)| (*session, p.speaker, p.queue.stats()))
+            .map(|(session, p)| (*session, p.speaker_stats(), p.listener_stats()))
     }
 
     /// Every session it knows.
@@ -153,12 +188,12 @@ impl Router {
 
     /// `session`'s counters as a speaker.
     pub fn speaker_stats(&self, session: SessionId) -> Option<SpeakerStats> {
-        self.peers.get(&session).map(|p| p.speaker)
+        self.peers.get(&session).map(Peer::speaker_stats)
     }
 
     /// `session`'s counters as a listener.
     pub fn listener_stats(&self, session: SessionId) -> Option<ListenerStats> {
-        self.peers.get(&session).map(|p| p.queue.stats())
+        self.peers.get(&session).map(Peer::listener_stats)
     }
 
     /// Packets `session`'s stream holds while waiting for missing ones;
@@ -166,6 +201,8 @@ impl Router {
     pub fn held(&self, session: SessionId) -> Option<usize> {
         self.peers
             .get(&session)?
+            .active
+            .as_ref()?
             .stream
             .as_ref()
             .map(JitterBuffer::held)
@@ -175,7 +212,8 @@ impl Router {
     pub fn is_speaking(&self, session: SessionId) -> bool {
         self.peers
             .get(&session)
-            .is_some_and(|p| p.speaking_since_last.is_some())
+            .and_then(|p| p.active.as_ref())
+            .is_some_and(|a| a.speaking_since_last.is_some())
     }
 
     /// Totals over all sessions, removed ones included.
@@ -185,9 +223,9 @@ impl Router {
         total.malformed = self.malformed;
         total.speakers.jitter_ms = 0.0;
         total.members = self.peers.len();
-        for p in self.peers.values() {
-            total.add_session(&p.speaker, &p.queue.stats());
-            total.speakers.jitter_ms = total.speakers.jitter_ms.max(p.speaker.jitter_ms);
+        for a in self.peers.values().filter_map(|p| p.active.as_ref()) {
+            total.add_session(&a.speaker, &a.queue.stats());
+            total.speakers.jitter_ms = total.speakers.jitter_ms.max(a.speaker.jitter_ms);
         }
         total
     }
@@ -212,16 +250,18 @@ impl Router {
         let moved = old.channel != new.channel;
         let muted = new.muted && !old.muted;
         let deafened = new.deafened && !old.deafened;
-        if moved || deafened {
-            peer.queue.discard();
-        }
-        if moved || muted {
-            peer.stream = None;
-            if peer.speaking_since_last.take().is_some() {
-                self.events.push_back(RouterEvent::SpeakingChanged {
-                    session,
-                    speaking: false,
-                });
+        if let Some(active) = &mut peer.active {
+            if moved || deafened {
+                active.queue.discard();
+            }
+            if moved || muted {
+                active.stream = None;
+                if active.speaking_since_last.take().is_some() {
+                    self.events.push_back(RouterEvent::SpeakingChanged {
+                        session,
+                        speaking: false,
+                    });
+                }
             }
         }
         if moved {
@@ -240,20 +280,23 @@ impl Router {
     /// dropped, and if it was speaking a `SpeakingChanged { speaking: false }`
     /// follows. Returns its final counters, as speaker and as listener.
     pub fn remove_member(&mut self, session: SessionId) -> Option<(SpeakerStats, ListenerStats)> {
-        let mut peer = self.peers.remove(&session)?;
+        let peer = self.peers.remove(&session)?;
         if let Some(channel) = &peer.member.channel {
             self.leave_channel(session, channel);
         }
-        if peer.speaking_since_last.is_some() {
+        let Some(mut active) = peer.active else {
+            return Some(Default::default());
+        };
+        if active.speaking_since_last.is_some() {
             self.events.push_back(RouterEvent::SpeakingChanged {
                 session,
                 speaking: false,
             });
         }
-        peer.queue.discard();
-        let listener = peer.queue.stats();
-        self.retired.add_session(&peer.speaker, &listener);
-        Some((peer.speaker, listener))
+        active.queue.discard();
+        let listener = active.queue.stats();
+        self.retired.add_session(&active.speaker, &listener);
+        Some((active.speaker, listener))
     }
 
     /// Tells the router whether `session`'s transport can take datagrams
@@ -264,9 +307,18 @@ impl Router {
         let Some(peer) = self.peers.get_mut(&session) else {
             return;
         };
-        peer.queue.blocked = blocked;
-        if !blocked && !peer.queue.is_empty() && !peer.queue.scheduled {
-            peer.queue.scheduled = true;
+        // Unblocking a listener that was never sent anything changes nothing.
+        let Some(active) = (if blocked {
+            Some(peer.active())
+        } else {
+            peer.active.as_deref_mut()
+        }) else {
+            return;
+        };
+        let queue = &mut active.queue;
+        queue.blocked = blocked;
+        if !blocked && !queue.is_empty() && !queue.scheduled {
+            queue.scheduled = true;
             self.ready.push_back(session);
         }
     }
@@ -312,6 +364,9 @@ impl Router {
             self.unknown_session += 1;
             return;
         };
+        let muted = peer.member.muted;
+        let in_channel = peer.member.channel.is_some();
+        let peer = peer.active();
         let packet = match VoicePacket::parse(datagram) {
             Ok(packet) => packet,
             Err(e) => {
@@ -344,11 +399,11 @@ impl Router {
             }
             return;
         }
-        if peer.member.muted {
+        if muted {
             peer.speaker.muted += 1;
             return;
         }
-        if peer.member.channel.is_none() {
+        if !in_channel {
             peer.speaker.no_channel += 1;
             return;
         }
@@ -377,7 +432,11 @@ impl Router {
 
         let mut released = mem::take(&mut self.released);
         for &session in &due {
-            let Some(peer) = self.peers.get_mut(&session) else {
+            let Some(peer) = self
+                .peers
+                .get_mut(&session)
+                .and_then(|p| p.active.as_deref_mut())
+            else {
                 continue;
             };
             if let Some(stream) = &mut peer.stream {
@@ -392,7 +451,11 @@ impl Router {
             }
             self.fan_out(now, session, &mut released);
 
-            let Some(peer) = self.peers.get_mut(&session) else {
+            let Some(peer) = self
+                .peers
+                .get_mut(&session)
+                .and_then(|p| p.active.as_deref_mut())
+            else {
                 continue;
             };
             if let Some(last) = peer.speaking_since_last
@@ -414,10 +477,14 @@ impl Router {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         while let Some(to) = self.ready.pop_front() {
-            let Some(peer) = self.peers.get_mut(&to) else {
+            let Some(active) = self
+                .peers
+                .get_mut(&to)
+                .and_then(|p| p.active.as_deref_mut())
+            else {
                 continue;
             };
-            let queue = &mut peer.queue;
+            let queue = &mut active.queue;
             if queue.blocked {
                 queue.scheduled = false;
                 continue;
@@ -489,7 +556,7 @@ impl Router {
                     continue;
                 }
             };
-            if let Some(p) = peers.get_mut(&speaker) {
+            if let Some(p) = peers.get_mut(&speaker).map(Peer::active) {
                 p.speaker.forwarded += 1;
                 if p.speaking_since_last.replace(now).is_none() {
                     events.push_back(RouterEvent::SpeakingChanged {
@@ -508,13 +575,22 @@ impl Router {
                 if p.member.deafened {
                     continue;
                 }
-                p.queue.push(now, datagram.clone(), config);
-                if !p.queue.scheduled && !p.queue.blocked {
-                    p.queue.scheduled = true;
+                let queue = &mut p.active().queue;
+                queue.push(now, datagram.clone(), config);
+                if !queue.scheduled && !queue.blocked {
+                    queue.scheduled = true;
                     ready.push_back(listener);
                 }
             }
         }
+    }
+
+    /// How many sessions have state beyond their membership, and the size
+    /// of the entry every session has: what idle sessions cost.
+    #[cfg(test)]
+    pub(crate) fn footprint(&self) -> (usize, usize) {
+        let active = self.peers.values().filter(|p| p.active.is_some()).count();
+        (active, mem::size_of::<Peer>())
     }
 
     fn leave_channel(&mut self, session: SessionId, channel: &ChannelKey) {

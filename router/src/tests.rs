@@ -467,6 +467,34 @@ fn listeners_are_served_in_turn() {
 }
 
 #[test]
+fn idle_sessions_cost_only_their_membership() {
+    let mut net = Net::new();
+    let (active, entry) = net.r.footprint();
+    assert_eq!(active, 0, "nobody has talked or been sent anything");
+    // The channel id, mute, deafen and a pointer: each UDP worker's copy of
+    // the router holds one of these per session of the data plane.
+    assert!(entry <= 32, "an idle session's entry is {entry} bytes");
+
+    // Blocking alone makes nothing; talking makes the speaker's state and
+    // its listeners', not that of the member of another channel.
+    net.r.set_blocked(B, false);
+    assert_eq!(net.r.footprint().0, 0);
+    net.send(0, A, 0, 0);
+    assert_eq!(seqs(&net.drain(), B), [0]);
+    assert_eq!(net.r.footprint().0, 3);
+    assert_eq!(net.r.listener_stats(D).expect("member").enqueued, 0);
+    assert_eq!(net.r.speaker_stats(D).expect("member").received, 0);
+    assert_eq!(net.r.footprint().0, 3, "reading counters makes nothing");
+
+    // An idle session leaves with zero counters, and the totals keep the
+    // others'.
+    let (speaker, listener) = net.r.remove_member(D).expect("member");
+    assert_eq!((speaker.received, listener.enqueued), (0, 0));
+    let total = net.r.stats();
+    assert_eq!((total.speakers.forwarded, total.members), (1, 3));
+}
+
+#[test]
 fn a_stream_that_stops_frees_its_memory() {
     let mut net = Net::new();
     let limit = net.r.config().max_held_packets;
