@@ -9,6 +9,7 @@ use openspeak_dataplane::{AdmissionLimits, Member, Resynced, RouterEvent, Sessio
 use openspeak_voice::TICKET_TIMEOUT;
 use openspeak_voice::datagram::{Forwarded, MAX_PAYLOAD, VoicePacket};
 use openspeak_voice::exchange::MAX_TICKET_LEN;
+use support::flood::Relay;
 use support::{
     Answer, QuicServer, Server, close_code, eventually, hears_nothing, present, send_request,
     start, talk, voice, within,
@@ -294,4 +295,87 @@ async fn past_the_limits_new_connections_prove_their_address_or_are_refused() {
     drop(second);
     let stats = server.handle.stats();
     assert_eq!((stats.accepted, stats.handshakes_refused), (2, 1));
+}
+
+/// A listener whose path stops carrying the data plane's packets for a
+/// while: QUIC's congestion control holds its voice back, and what waits
+/// is judged by age (`voice.max_broadcast_lag_ms`, 500 ms on this test
+/// server), so when the path comes back it hears the last half-second, not
+/// a backlog of the oldest. quinn's own queue would have held about 90 of
+/// these datagrams and dropped the newest instead.
+#[tokio::test]
+async fn a_congested_quic_listener_hears_recent_voice_not_a_backlog() {
+    const CUT: std::ops::Range<u32> = 10..160;
+    let server = start();
+    for session in 1..=2 {
+        server.member(session, "c1", false).await;
+    }
+    let (_a_ep, a) = server.join(&server.ticket(1, 60), 1).await;
+    let relay = Relay::start(server.addr).await;
+    let (_b_ep, b) = support::join(relay.addr, server.pin, &server.ticket(2, 60), 2).await;
+    let packet = |sequence: u32| {
+        VoicePacket {
+            sequence,
+            timestamp: sequence * 20,
+            // 300 bytes: 15,000 bytes a second, well inside the send limits.
+            payload: Bytes::from(vec![sequence as u8; 300]),
+        }
+        .encode()
+        .unwrap()
+    };
+    let mut frames = tokio::time::interval(std::time::Duration::from_millis(20));
+    for sequence in 0..CUT.start {
+        frames.tick().await;
+        a.send_datagram(packet(sequence)).unwrap();
+        let heard = within("voice before the cut", b.read_datagram()).await;
+        assert_eq!(Forwarded::parse(heard.unwrap()).unwrap().sequence, sequence);
+    }
+
+    // Three seconds of voice that cannot reach B: more than its congestion
+    // window and quinn's queue together hold.
+    relay.cut(true);
+    for sequence in CUT {
+        frames.tick().await;
+        a.send_datagram(packet(sequence)).unwrap();
+    }
+    relay.cut(false);
+
+    // A talks on until B hears the voice after the cut: once QUIC finds
+    // the path again (its next probe), what waited goes out first.
+    let speaker = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for sequence in CUT.end..CUT.end + 500 {
+                frames.tick().await;
+                if a.send_datagram(packet(sequence)).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut from_the_cut = Vec::new();
+    for _ in 0..1000 {
+        let heard = within("voice after the cut", b.read_datagram()).await;
+        let sequence = Forwarded::parse(heard.unwrap()).unwrap().sequence;
+        if sequence >= CUT.end {
+            break;
+        }
+        from_the_cut.push(sequence);
+    }
+    speaker.abort();
+
+    // At most what quinn's queue may hold of these 313-byte datagrams
+    // (2 KiB) plus the 500 ms that may wait in front of it (25 at 50 a
+    // second, and the one that arrives as the oldest goes).
+    assert!(
+        from_the_cut.len() <= 6 + 26,
+        "heard {} datagrams from the cut: {from_the_cut:?}",
+        from_the_cut.len()
+    );
+    let stats = server.handle.stats();
+    assert!(
+        stats.dropped_lag > 0,
+        "the lag rule dropped none: {stats:?}"
+    );
+    assert_eq!(stats.dropped_send_buffer, 0, "quinn's queue never filled");
 }

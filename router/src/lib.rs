@@ -34,6 +34,7 @@ mod tests;
 pub use config::{FRAME, LIMIT_BURST, RouterConfig};
 pub use ids::{ChannelKey, SessionId};
 pub use limit::SendLimit;
+pub use listener::ListenerQueue;
 pub use member::{Member, MembershipError};
 pub use output::{RouterEvent, Transmit};
 pub use router::Router;

@@ -8,6 +8,11 @@
 //! counting 20 ms per packet would overcount when several people talk at
 //! once, and the speakers' own timestamps have unrelated origins. A count
 //! limit backs it up for bursts that arrive within one instant.
+//!
+//! The router keeps one per member. A driver whose transport has a queue
+//! of its own that the lag rule cannot see (quinn's datagram queue, which
+//! congestion control drains) keeps one too, in front of it, so that what
+//! a congested listener waits for is still judged by age.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -16,9 +21,9 @@ use bytes::Bytes;
 
 use crate::{ListenerStats, RouterConfig};
 
-/// Datagrams waiting for one listener.
+/// Datagrams waiting for one listener. Empty, it holds no allocation.
 #[derive(Debug, Default)]
-pub(crate) struct ListenerQueue {
+pub struct ListenerQueue {
     entries: VecDeque<Queued>,
     stats: ListenerStats,
     /// The driver said the listener cannot take more now: `poll_transmit`
@@ -38,7 +43,7 @@ struct Queued {
 impl ListenerQueue {
     /// Queues one datagram, first dropping the oldest ones the lag rule
     /// condemns.
-    pub(crate) fn push(&mut self, now: Instant, datagram: Bytes, config: &RouterConfig) {
+    pub fn push(&mut self, now: Instant, datagram: Bytes, config: &RouterConfig) {
         let max_lag = config.max_lag();
         while let Some(oldest) = self.entries.front() {
             let too_old = now.saturating_duration_since(oldest.queued_at) > max_lag;
@@ -56,23 +61,29 @@ impl ListenerQueue {
     }
 
     /// The oldest datagram, counted as delivered.
-    pub(crate) fn pop(&mut self) -> Option<Bytes> {
+    pub fn pop(&mut self) -> Option<Bytes> {
         let q = self.entries.pop_front()?;
         self.stats.delivered += 1;
         Some(q.datagram)
     }
 
     /// Drops everything queued: the listener deafened, moved or left.
-    pub(crate) fn discard(&mut self) {
+    pub fn discard(&mut self) {
         self.stats.discarded += self.entries.len() as u64;
         self.entries.clear();
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    /// When the oldest datagram still queued was queued.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.entries.front().map(|q| q.queued_at)
+    }
+
+    pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub(crate) fn stats(&self) -> ListenerStats {
+    /// Its counters, and how many datagrams it holds now.
+    pub fn stats(&self) -> ListenerStats {
         ListenerStats {
             queued: self.entries.len(),
             ..self.stats

@@ -71,10 +71,10 @@ const SERVER_DATAGRAM_RECEIVE_BUFFER: usize = 32 * 1024;
 /// when congestion control holds a listener back; in the second case old
 /// audio is worth less than new, and the 1 MiB default would hold seconds
 /// of it. 32 KiB fits a burst of 30 maximum-size (or about 150 typical)
-/// forwarded datagrams. The router's per-listener lag rule cannot see this
-/// queue, so a driver that wants to honour `voice.max_broadcast_lag_ms`
-/// under congestion should consult `Connection::datagram_send_buffer_space`.
-const SERVER_DATAGRAM_SEND_BUFFER: usize = 32 * 1024;
+/// forwarded datagrams. The lag rule (`voice.max_broadcast_lag_ms`) cannot
+/// see into this queue, so the data plane keeps only a little voice in it
+/// and the rest in a queue of its own in front, where age is known.
+pub const SERVER_DATAGRAM_SEND_BUFFER: usize = 32 * 1024;
 
 /// A client receives the fan-out of every speaker in its channel, and it is
 /// one connection, so it can afford a deeper buffer than the server's.

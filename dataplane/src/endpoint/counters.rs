@@ -21,6 +21,9 @@ pub(super) struct Counters {
     pub(super) dropped_send_buffer: AtomicU64,
     /// Transmits `send_datagram` refused (connection closing, too large).
     pub(super) dropped_send_error: AtomicU64,
+    /// Forwarded datagrams that waited in front of a congested QUIC
+    /// connection longer than `voice.max_broadcast_lag_ms` (its oldest).
+    pub(super) dropped_lag: AtomicU64,
     /// Router events dropped because nobody drained [`Handle::events`](super::Handle::events).
     pub(super) dropped_events: AtomicU64,
     /// Sessions with a live connection now (a gauge).
@@ -82,6 +85,7 @@ impl Counters {
             datagrams_out: load(&self.datagrams_out),
             dropped_no_connection: load(&self.dropped_no_connection),
             dropped_send_buffer: load(&self.dropped_send_buffer),
+            dropped_lag: load(&self.dropped_lag),
             dropped_send_error: load(&self.dropped_send_error),
             dropped_events: load(&self.dropped_events),
             connections: load(&self.connections),
@@ -180,6 +184,9 @@ pub struct EndpointStats {
     pub dropped_send_buffer: u64,
     /// Outbound datagrams quinn refused.
     pub dropped_send_error: u64,
+    /// Outbound datagrams dropped as the oldest waiting for a congested
+    /// QUIC listener, past `voice.max_broadcast_lag_ms`.
+    pub dropped_lag: u64,
     /// Router events dropped because the event receiver was full or gone.
     pub dropped_events: u64,
     /// Sessions with a live connection now.

@@ -26,6 +26,7 @@ mod counters;
 mod handle;
 mod plain;
 mod plain_driver;
+mod quic_out;
 mod send_workers;
 mod sessions;
 mod shard;
@@ -56,6 +57,7 @@ pub use self::counters::{EndpointStats, FORWARD_DELAY_BUCKETS, ForwardDelay, UDP
 use self::handle::Command;
 pub use self::handle::{Handle, HandleError, MemberChange};
 use self::plain::PlainSessions;
+use self::quic_out::{Offered, VoiceOut};
 use self::send_workers::PlainOut;
 pub use self::sessions::Resynced;
 use self::sessions::SessionTable;
@@ -202,8 +204,9 @@ struct Conn {
     timer: Option<Instant>,
     /// Whether it is in `dirty` already.
     dirty: bool,
-    /// Since when forwarded voice has been waiting in its datagram queue.
-    voice_since: Option<Instant>,
+    /// Forwarded voice not yet sent: in quinn's datagram queue, or waiting
+    /// in front of it while congestion control holds the listener back.
+    voice: VoiceOut,
     /// Counted in `VoiceEndpoint::unadmitted`: never admitted yet.
     unadmitted: bool,
 }
@@ -414,7 +417,7 @@ impl VoiceEndpoint {
                     stage: Stage::new(now),
                     timer: None,
                     dirty: false,
-                    voice_since: None,
+                    voice: VoiceOut::default(),
                     unadmitted: true,
                 };
                 self.unadmitted += 1;
@@ -521,8 +524,32 @@ impl VoiceEndpoint {
     }
 
     /// Writes every packet the connection has ready, timing the voice in
-    /// them.
+    /// them, and moves voice that waits into quinn as it makes room.
     fn transmit(&mut self, ch: ConnectionHandle, now: Instant) {
+        // Each round sends what quinn may and then refills it; it stops
+        // when nothing moved, so a bound of rounds is only a guard (each
+        // moves up to `QUIC_BACKLOG` of voice).
+        for _ in 0..64 {
+            self.write_packets(ch, now);
+            let Some(conn) = self.conns.get_mut(&ch) else {
+                return;
+            };
+            let counters = &self.counters;
+            let moved = conn.voice.refill(&mut conn.quic, |lost| match lost {
+                Offered::Full => bump(&counters.dropped_send_buffer),
+                _ => bump(&counters.dropped_send_error),
+            });
+            if moved == 0 {
+                break;
+            }
+            self.counters
+                .datagrams_out
+                .fetch_add(moved as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes every packet the connection has ready now.
+    fn write_packets(&mut self, ch: ConnectionHandle, now: Instant) {
         let Some(conn) = self.conns.get_mut(&ch) else {
             return;
         };
@@ -536,7 +563,7 @@ impl VoiceEndpoint {
             let contents = &self.send_buf[..transmit.size];
             let segment = transmit.segment_size.unwrap_or(transmit.size).max(1);
             for packet in contents.chunks(segment) {
-                if let Some(since) = conn.voice_since {
+                if let Some(since) = conn.voice.since {
                     self.quic_voice.push(since);
                 }
                 if self.quic_out.push(packet, transmit.destination) {
@@ -553,7 +580,7 @@ impl VoiceEndpoint {
         // Congestion control may hold datagrams back; then they keep
         // their start time.
         if sent {
-            conn.voice_since = None;
+            conn.voice.since = None;
         }
     }
 
@@ -589,6 +616,9 @@ impl VoiceEndpoint {
         if conn.unadmitted {
             self.unadmitted -= 1;
         }
+        self.counters
+            .dropped_no_connection
+            .fetch_add(conn.voice.waiting() as u64, Ordering::Relaxed);
     }
 
     /// Lets every connection whose time has come handle it.
@@ -951,20 +981,23 @@ impl VoiceEndpoint {
             bump(&self.counters.dropped_no_connection);
             return;
         };
-        let mut datagrams = conn.quic.datagrams();
-        // quinn would make room by dropping the oldest queued datagram
-        // without telling us; drop the newest instead, and count it.
-        if datagrams.send_buffer_space() < datagram.len() {
-            bump(&self.counters.dropped_send_buffer);
-            return;
-        }
-        match datagrams.send(datagram, false) {
-            Ok(()) => {
+        let offered =
+            conn.voice
+                .offer(&mut conn.quic, self.batch_at, datagram, &self.router_config);
+        match offered {
+            Offered::Queued => {
                 bump(&self.counters.datagrams_out);
-                conn.voice_since.get_or_insert(self.batch_at);
                 mark(&mut self.dirty, ch, conn);
             }
-            Err(_) => bump(&self.counters.dropped_send_error),
+            // It moves on when quinn sends, which its acknowledgements or
+            // timers make happen.
+            Offered::Waiting { dropped } => {
+                self.counters
+                    .dropped_lag
+                    .fetch_add(dropped, Ordering::Relaxed);
+            }
+            Offered::Full => bump(&self.counters.dropped_send_buffer),
+            Offered::Refused => bump(&self.counters.dropped_send_error),
         }
     }
 

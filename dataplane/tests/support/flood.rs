@@ -4,6 +4,7 @@
 //! their mutants, sent from the client's own address.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -172,11 +173,14 @@ pub async fn converse_through(
 /// [`Relay::addr`] goes on to the server from [`Relay::upstream`], and the
 /// server's answers go back to the client. The server sees the client at
 /// `upstream`, so what a test sends from there comes from the client's own
-/// address. The relay keeps copies of the client's packets.
+/// address. The relay keeps copies of the client's packets, and can cut
+/// the way back to the client (a path that stops carrying the server's
+/// packets).
 pub struct Relay {
     pub addr: SocketAddr,
     pub upstream: Arc<UdpSocket>,
     copies: Arc<Mutex<Vec<Vec<u8>>>>,
+    cut: Arc<AtomicBool>,
     tasks: [JoinHandle<()>; 2],
 }
 
@@ -189,6 +193,7 @@ impl Relay {
         let upstream = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let addr = downstream.local_addr().unwrap();
         let copies = Arc::new(Mutex::new(Vec::new()));
+        let cut = Arc::new(AtomicBool::new(false));
         let (client_tx, mut client_rx) = tokio::sync::watch::channel(None);
         let to_server = {
             let (downstream, upstream, copies) =
@@ -211,13 +216,16 @@ impl Relay {
             })
         };
         let to_client = {
-            let (downstream, upstream) = (downstream, upstream.clone());
+            let (downstream, upstream, cut) = (downstream, upstream.clone(), cut.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0; 2048];
                 let client = *client_rx.wait_for(Option::is_some).await.unwrap();
                 let client = client.unwrap();
                 loop {
                     let (len, _) = upstream.recv_from(&mut buf).await.unwrap();
+                    if cut.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     let _ = downstream.send_to(&buf[..len], client).await;
                 }
             })
@@ -226,8 +234,15 @@ impl Relay {
             addr,
             upstream,
             copies,
+            cut,
             tasks: [to_server, to_client],
         }
+    }
+
+    /// Drops (`true`) or again passes on the server's packets to the
+    /// client; the client's packets still reach the server.
+    pub fn cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::Relaxed);
     }
 
     /// Forgets the client's packets kept so far.
