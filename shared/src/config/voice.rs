@@ -30,7 +30,8 @@ const MAX_BYTE_RATE: u32 = MAX_PACKET_RATE * MAX_OPUS_FRAME;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AudioConfig {
-    /// The Opus bitrate clients are told to use, in bits per second.
+    /// The Opus bitrate meant for clients, in bits per second. Validated,
+    /// but no call carries it to clients yet.
     pub default_bitrate: u32,
     /// Upper bound of the data plane's adaptive jitter buffer.
     pub jitter_buffer_ms: u32,
