@@ -174,6 +174,25 @@ async fn a_ticket_serves_one_connection_and_a_new_ticket_replaces_it() {
     assert_eq!(server.handle.stats().rejected[8], 1, "the replaced one");
 }
 
+#[tokio::test]
+async fn an_older_ticket_cannot_take_the_session_back() {
+    let server = start();
+    // Expiring a minute later, as a ticket issued a minute later would.
+    let older = server.ticket(1, 60);
+    let newer = server.ticket(1, 120);
+    let (_ep1, first) = server.join(&newer, 1).await;
+
+    // The older ticket arrives late (a resent copy, say): refused with 8,
+    // and the connection of the newer one goes on.
+    let (_ep2, second) = server.connect().await;
+    assert_eq!(
+        present(&second, &older).await,
+        Answer::Rejected(8, "replaced".into(), 8)
+    );
+    assert!(first.close_reason().is_none());
+    assert_eq!(server.handle.stats().rejected[8], 1);
+}
+
 /// A client's side of a joined connection: its endpoint (kept so that the
 /// connection lives) and the connection.
 type Client = (quinn::Endpoint, quinn::Connection);

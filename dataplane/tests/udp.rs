@@ -454,6 +454,22 @@ async fn a_ticket_issued_before_its_session_ended_is_refused_as_removed() {
     assert_eq!(stats.connections, 0);
 }
 
+/// A late copy of an older ticket (a TICKET resent before the client
+/// reconnected over QUIC) does not take the session back.
+#[tokio::test]
+async fn an_older_ticket_over_udp_cannot_take_the_session_back() {
+    let server = start();
+    // Expiring a minute later, as a ticket issued a minute later would.
+    let older = server.ticket(1, 60);
+    let (_ep, quic) = server.join(&server.ticket(1, 120), 1).await;
+    assert_eq!(
+        udp_answer(server.udp_addr, &older).await,
+        (8, "replaced".into())
+    );
+    assert!(quic.close_reason().is_none());
+    assert_eq!(server.handle.stats().rejected[8], 1);
+}
+
 /// Presents `ticket` over UDP from a fresh socket; the REJECT's code and
 /// reason (panics on any other answer).
 async fn udp_answer(server: std::net::SocketAddr, ticket: &[u8]) -> (u8, String) {

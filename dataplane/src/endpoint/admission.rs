@@ -7,7 +7,7 @@
 //! A refused one is [`Stage::Rejecting`] while the reason travels (closing
 //! at once could discard it), then closed with the reject code.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openspeak_router::SessionId;
 use openspeak_shared::ticket::{HEADER_LEN, KEY_LEN, NONCE_LEN, TicketError, TicketVerifier};
@@ -168,13 +168,17 @@ pub(super) fn verify(
     let ticket = exchange::parse_request(request)?;
     let verified = verifier.verify(ticket, wall).map_err(|e| reject_code(&e))?;
     // A verified ticket is at least `MIN_TICKET_LEN` long, so this holds.
-    let nonce: TicketId = ticket
+    let nonce = ticket
         .get(HEADER_LEN..HEADER_LEN + NONCE_LEN)
         .and_then(|n| n.try_into().ok())
         .ok_or(RejectCode::Malformed)?;
+    let expires = verified
+        .expires_at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     Ok(Admitted {
         session: SessionId(verified.session_id),
-        ticket: nonce,
+        ticket: TicketId { expires, nonce },
         key: verified.session_key,
     })
 }

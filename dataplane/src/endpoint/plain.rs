@@ -346,6 +346,13 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    fn ticket(nonce: u8) -> TicketId {
+        TicketId {
+            expires: 1_000,
+            nonce: [nonce; 12],
+        }
+    }
+
     /// What a client with `KEY` sends as packet `counter`.
     fn client_packet(counter: u64, plaintext: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -371,7 +378,7 @@ mod tests {
 
     fn table(now: Instant) -> PlainSessions {
         let mut table = PlainSessions::default();
-        table.insert(now, S, [1; 12], &KEY);
+        table.insert(now, S, ticket(1), &KEY);
         table
     }
 
@@ -503,7 +510,7 @@ mod tests {
         // Removal is published: the worker's next look-up finds nothing.
         table.remove(S);
         assert!(directory.load().get(&S).is_none());
-        table.insert(t0, S, [2; 12], &KEY);
+        table.insert(t0, S, ticket(2), &KEY);
         assert!(directory.load().get(&S).is_some());
         assert_eq!(table.expire(t0 + IDLE_TIMEOUT), [S]);
         assert!(directory.load().is_empty(), "expiry is published too");

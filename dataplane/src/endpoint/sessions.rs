@@ -10,9 +10,12 @@
 //!
 //! - **One connection per session.** A second connection with the *same*
 //!   ticket is refused ([`RejectCode::InUse`]) while the first is open: a
-//!   stolen ticket cannot take over a live call. A *different* ticket for
+//!   stolen ticket cannot take over a live call. A *newer* ticket for
 //!   the session (the client reconnected with a fresh one) replaces the old
-//!   connection, which is closed with [`RejectCode::Replaced`].
+//!   connection, which is closed with [`RejectCode::Replaced`]; an *older*
+//!   one (a late copy of a TICKET resent before the reconnect) is refused
+//!   with the same code, so it cannot take the session back. Newer is
+//!   judged by expiry, to the second; within one second the last wins.
 //! - **Resync.** After the link to the control plane (re)attaches, its
 //!   snapshot replaces the membership. Sessions it lacks are removed and
 //!   their connections closed ([`RejectCode::Removed`]), unless the control
@@ -36,8 +39,16 @@ use openspeak_voice::RejectCode;
 /// plus room for the control plane's clock to run ahead of this one.
 pub(crate) const ENDED_MEMORY: Duration = TICKET_LIFETIME.saturating_add(Duration::from_secs(30));
 
-/// What tells one ticket from another: its nonce, unique per ticket sealed.
-pub(crate) type TicketId = [u8; NONCE_LEN];
+/// What tells one ticket from another, and which of two was issued later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TicketId {
+    /// When it expires, in whole seconds since the Unix epoch. Every ticket
+    /// lives equally long, so of two tickets of a session the one that
+    /// expires later was issued later (to the second).
+    pub(crate) expires: u64,
+    /// Its nonce, unique per ticket sealed.
+    pub(crate) nonce: [u8; NONCE_LEN],
+}
 
 /// What [`Handle::resync`](super::Handle::resync) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -99,8 +110,10 @@ impl<C: Copy + PartialEq> SessionTable<C> {
     /// whether a connection is still open. On success returns the
     /// connection this one replaced, which the driver closes with
     /// [`RejectCode::Replaced`]; refuses with [`RejectCode::InUse`] when
-    /// the same ticket is live on another open connection, and with
-    /// [`RejectCode::Removed`] when the session has ended.
+    /// the same ticket is live on another open connection, with
+    /// [`RejectCode::Replaced`] when the live connection's ticket was
+    /// issued later (to the second), and with [`RejectCode::Removed`] when
+    /// the session has ended.
     pub(crate) fn admit(
         &mut self,
         now: Instant,
@@ -117,6 +130,12 @@ impl<C: Copy + PartialEq> SessionTable<C> {
             Some(old) if is_open(old.conn) => {
                 if old.ticket == ticket {
                     return Err(RejectCode::InUse);
+                }
+                // An older ticket is a stale copy (a TICKET resent before
+                // the client reconnected, arriving late): it must not take
+                // the session back from the connection that replaced it.
+                if ticket.expires < old.ticket.expires {
+                    return Err(RejectCode::Replaced);
                 }
                 Some(old.conn)
             }
@@ -217,8 +236,15 @@ mod tests {
 
     const A: SessionId = SessionId(1);
     const B: SessionId = SessionId(2);
-    const T1: TicketId = [1; NONCE_LEN];
-    const T2: TicketId = [2; NONCE_LEN];
+    const T1: TicketId = TicketId {
+        expires: 1_000,
+        nonce: [1; NONCE_LEN],
+    };
+    /// Issued a minute after T1.
+    const T2: TicketId = TicketId {
+        expires: 1_060,
+        nonce: [2; NONCE_LEN],
+    };
 
     fn member(channel: &str) -> Member {
         Member {
@@ -288,6 +314,34 @@ mod tests {
         // A member whose connection ended is still a member: the control
         // plane decides when it leaves.
         assert_eq!(sessions(&router), [A]);
+    }
+
+    #[test]
+    fn an_older_ticket_cannot_take_the_session_back() {
+        let mut table = SessionTable::default();
+        table.admit(Instant::now(), A, T1, 10, open).unwrap();
+        assert_eq!(table.admit(Instant::now(), A, T2, 11, open), Ok(Some(10)));
+        // T1 again, on a third connection: refused, and T2's stays.
+        assert_eq!(
+            table.admit(Instant::now(), A, T1, 12, open),
+            Err(RejectCode::Replaced)
+        );
+        assert_eq!(table.conn(A), Some(11));
+        // Of two tickets issued in the same second, the last presented
+        // wins: nothing tells them apart in time.
+        let t3 = TicketId {
+            nonce: [3; NONCE_LEN],
+            ..T2
+        };
+        assert_eq!(table.admit(Instant::now(), A, t3, 13, open), Ok(Some(11)));
+        assert_eq!(table.conn(A), Some(13));
+        // Once the newer connection is closed, an older ticket that is
+        // still valid may carry the session again.
+        assert_eq!(
+            table.admit(Instant::now(), A, T1, 14, |c| c != 13),
+            Ok(None)
+        );
+        assert_eq!(table.conn(A), Some(14));
     }
 
     #[test]
