@@ -42,22 +42,25 @@ struct Queued {
 
 impl ListenerQueue {
     /// Queues one datagram, first dropping the oldest ones the lag rule
-    /// condemns.
-    pub fn push(&mut self, now: Instant, datagram: Bytes, config: &RouterConfig) {
+    /// condemns; returns how many it dropped (also in its counters).
+    pub fn push(&mut self, now: Instant, datagram: Bytes, config: &RouterConfig) -> u64 {
         let max_lag = config.max_lag();
+        let mut dropped = 0;
         while let Some(oldest) = self.entries.front() {
             let too_old = now.saturating_duration_since(oldest.queued_at) > max_lag;
             if !too_old && self.entries.len() < config.queue_limit() {
                 break;
             }
             self.entries.pop_front();
-            self.stats.dropped_lag += 1;
+            dropped += 1;
         }
+        self.stats.dropped_lag += dropped;
         self.entries.push_back(Queued {
             datagram,
             queued_at: now,
         });
         self.stats.enqueued += 1;
+        dropped
     }
 
     /// The oldest datagram, counted as delivered.

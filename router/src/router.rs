@@ -106,6 +106,11 @@ impl Peer {
         self.active.get_or_insert_with(Box::default)
     }
 
+    /// Its state as speaker and listener, if it has any yet.
+    fn active_mut(&mut self) -> Option<&mut Active> {
+        self.active.as_deref_mut()
+    }
+
     fn speaker_stats(&self) -> SpeakerStats {
         self.active.as_ref().map(|a| a.speaker).unwrap_or_default()
     }
@@ -311,7 +316,7 @@ impl Router {
         let Some(active) = (if blocked {
             Some(peer.active())
         } else {
-            peer.active.as_deref_mut()
+            peer.active_mut()
         }) else {
             return;
         };
@@ -432,11 +437,7 @@ impl Router {
 
         let mut released = mem::take(&mut self.released);
         for &session in &due {
-            let Some(peer) = self
-                .peers
-                .get_mut(&session)
-                .and_then(|p| p.active.as_deref_mut())
-            else {
+            let Some(peer) = self.peers.get_mut(&session).and_then(Peer::active_mut) else {
                 continue;
             };
             if let Some(stream) = &mut peer.stream {
@@ -451,11 +452,7 @@ impl Router {
             }
             self.fan_out(now, session, &mut released);
 
-            let Some(peer) = self
-                .peers
-                .get_mut(&session)
-                .and_then(|p| p.active.as_deref_mut())
-            else {
+            let Some(peer) = self.peers.get_mut(&session).and_then(Peer::active_mut) else {
                 continue;
             };
             if let Some(last) = peer.speaking_since_last
@@ -477,11 +474,7 @@ impl Router {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         while let Some(to) = self.ready.pop_front() {
-            let Some(active) = self
-                .peers
-                .get_mut(&to)
-                .and_then(|p| p.active.as_deref_mut())
-            else {
+            let Some(active) = self.peers.get_mut(&to).and_then(Peer::active_mut) else {
                 continue;
             };
             let queue = &mut active.queue;

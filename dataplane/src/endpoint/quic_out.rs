@@ -68,33 +68,32 @@ impl VoiceOut {
             }
             return offered;
         }
-        let before = self.waiting.stats().dropped_lag;
-        self.waiting.push(now, datagram, config);
+        let dropped = self.waiting.push(now, datagram, config);
         self.since.get_or_insert(now);
-        Offered::Waiting {
-            dropped: self.waiting.stats().dropped_lag - before,
-        }
+        Offered::Waiting { dropped }
     }
 
     /// Moves waiting voice into quinn while its queue has room under
     /// [`QUIC_BACKLOG`]; `Offered` for each datagram quinn did not take.
     /// Returns how many it took.
     pub(super) fn refill(&mut self, quic: &mut Connection, mut lost: impl FnMut(Offered)) -> usize {
+        // The first to move is the oldest: the forward delay of what moves
+        // runs from when it began to wait.
+        let Some(oldest) = self.waiting.oldest() else {
+            return 0;
+        };
         let mut moved = 0;
         while backlog(quic) <= QUIC_BACKLOG {
-            let Some(queued_at) = self.waiting.oldest() else {
-                break;
-            };
             let Some(datagram) = self.waiting.pop() else {
                 break;
             };
             match send(quic, datagram) {
-                Offered::Queued => {
-                    self.since.get_or_insert(queued_at);
-                    moved += 1;
-                }
+                Offered::Queued => moved += 1,
                 other => lost(other),
             }
+        }
+        if moved > 0 {
+            self.since.get_or_insert(oldest);
         }
         moved
     }
